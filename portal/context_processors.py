@@ -1,0 +1,31 @@
+"""Template context shared by every page: the navigation the signed-in user's roles allow."""
+
+from django.http import HttpRequest
+from django.urls import reverse
+
+from portal.roles import Action, granted_actions, user_roles
+
+# (label, url name, action needed). Only pages that exist are listed; later pages add their line here.
+NAVIGATION: list[tuple[str, str, Action | None]] = [
+    ("Dashboard", "dashboard", None),
+    ("Audit log", "audit_list", Action.AUDIT_VIEW),
+    ("Roles", "role_list", Action.PORTAL_CONFIGURE),
+    ("Background jobs", "django_rq:home", Action.JOBS_VIEW),
+]
+
+
+def navigation(request: HttpRequest) -> dict:
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {"nav_items": [], "user_roles": [], "granted_actions": set()}
+    granted = granted_actions(user)
+    items = []
+    for label, url_name, action in NAVIGATION:
+        if action is None or action in granted:
+            url = reverse(url_name)
+            items.append({"label": label, "url": url, "active": request.path == url})
+    return {
+        "nav_items": items,
+        "user_roles": sorted(user_roles(user)),
+        "granted_actions": {action.value for action in granted},
+    }

@@ -1,0 +1,132 @@
+"""Roles, actions and OU scopes: who may do what, and where in the directory.
+
+A role is a Django group carrying action permissions (``portal.Capability``). A user holds roles through
+RoleAssignments, each either tenant-wide or limited to OU subtrees. Two questions are answered here, and
+only here, so views, services and jobs all give the same answer:
+
+- ``may(user, action, dn=None)``: may the user perform the action (on the object at ``dn``)?
+- ``scope_filter(user, action, field)``: the Q object that restricts a queryset to the objects the user
+  may perform the action on, given the model field holding the object's normalised DN.
+
+Django superusers get no implicit power here: portal rights come from role assignments only, so an
+administrator cannot step around separation of duties by being a superuser.
+"""
+
+from enum import StrEnum
+
+from django.db.models import Q
+
+from portal.dn import normalize_dn
+
+
+class Role(StrEnum):
+    """The portal's roles; each value is the name of the Django group that carries it."""
+
+    HELPDESK = "helpdesk"
+    WAVE_OPERATOR = "wave_operator"
+    APPROVER = "approver"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+class Action(StrEnum):
+    """The portal's actions; each value is a permission codename on ``portal.Capability``."""
+
+    MAILBOX_VIEW = "mailbox_view"
+    MAILBOX_EDIT = "mailbox_edit"
+    WAVE_VIEW = "wave_view"
+    WAVE_BUILD = "wave_build"
+    WAVE_RUN = "wave_run"
+    WAVE_APPROVE = "wave_approve"
+    AUDIT_VIEW = "audit_view"
+    AUDIT_EXPORT = "audit_export"
+    AUDIT_VERIFY = "audit_verify"
+    PORTAL_CONFIGURE = "portal_configure"
+    JOBS_VIEW = "jobs_view"
+
+    @property
+    def permission(self) -> str:
+        return f"portal.{self.value}"
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ")
+
+
+# Migration 0003 grants exactly these; change both together (a new migration re-syncs the groups).
+ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
+    Role.HELPDESK: frozenset({Action.MAILBOX_VIEW, Action.MAILBOX_EDIT}),
+    Role.WAVE_OPERATOR: frozenset({Action.MAILBOX_VIEW, Action.WAVE_VIEW, Action.WAVE_BUILD, Action.WAVE_RUN}),
+    Role.APPROVER: frozenset({Action.MAILBOX_VIEW, Action.WAVE_VIEW, Action.WAVE_APPROVE}),
+    Role.AUDITOR: frozenset(
+        {Action.MAILBOX_VIEW, Action.WAVE_VIEW, Action.AUDIT_VIEW, Action.AUDIT_EXPORT, Action.AUDIT_VERIFY}
+    ),
+    Role.ADMIN: frozenset(
+        {Action.MAILBOX_VIEW, Action.WAVE_VIEW, Action.AUDIT_VIEW, Action.PORTAL_CONFIGURE, Action.JOBS_VIEW}
+    ),
+}
+
+# The auditor checks what the others did, so it never holds a role that changes anything.
+INCOMPATIBLE_ROLES: frozenset[frozenset[Role]] = frozenset(
+    frozenset({Role.AUDITOR, other}) for other in Role if other is not Role.AUDITOR
+)
+
+
+def roles_granting(action: Action) -> list[str]:
+    return [role.value for role, actions in ROLE_ACTIONS.items() if action in actions]
+
+
+def _grants(user, action: Action):
+    """The user's assignments whose role carries ``action`` (through the group's permissions)."""
+    from portal.models import RoleAssignment
+
+    if user is None or not user.is_authenticated or not user.is_active:
+        return RoleAssignment.objects.none()
+    return RoleAssignment.objects.filter(
+        user=user,
+        role__permissions__codename=action.value,
+        role__permissions__content_type__app_label="portal",
+    )
+
+
+def granted_actions(user) -> set[Action]:
+    """Every action any of the user's roles grants (anywhere), in one query."""
+    if user is None or not user.is_authenticated or not user.is_active:
+        return set()
+    codenames = user.role_assignments.filter(role__permissions__content_type__app_label="portal").values_list(
+        "role__permissions__codename", flat=True
+    )
+    return {Action(code) for code in codenames if code in Action._value2member_map_}
+
+
+def user_roles(user) -> set[str]:
+    if user is None or not user.is_authenticated or not user.is_active:
+        return set()
+    return set(user.role_assignments.values_list("role__name", flat=True))
+
+
+def may(user, action: Action, dn: str | None = None) -> bool:
+    """May ``user`` perform ``action``, anywhere (``dn`` None) or on the object at ``dn``?"""
+    grants = _grants(user, action)
+    if dn is None:
+        return grants.exists()
+    if grants.filter(tenant_wide=True).exists():
+        return True
+    target = normalize_dn(dn)
+    scopes = grants.values_list("scopes__base_dn_norm", flat=True)
+    return any(base and (target == base or target.endswith("," + base)) for base in scopes)
+
+
+def scope_filter(user, action: Action, dn_field: str) -> Q:
+    """A Q restricting a queryset to objects (by normalised DN in ``dn_field``) the user may act on.
+
+    Matches nothing when the user has no grant; matches everything for a tenant-wide grant.
+    """
+    grants = _grants(user, action)
+    if grants.filter(tenant_wide=True).exists():
+        return Q()
+    condition = Q(pk__in=[])
+    for base in set(grants.values_list("scopes__base_dn_norm", flat=True)):
+        if base:
+            condition |= Q(**{dn_field: base}) | Q(**{f"{dn_field}__endswith": "," + base})
+    return condition

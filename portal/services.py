@@ -1,0 +1,110 @@
+"""Writes of the portal shell: granting and revoking roles. Each runs in one transaction with its audit event."""
+
+from collections.abc import Iterable
+
+from django.contrib.auth.models import Group
+from django.db import transaction
+
+from portal.audit import audit_record
+from portal.dn import InvalidDn, normalize_dn
+from portal.models import RoleAssignment, RoleScope, User
+from portal.roles import INCOMPATIBLE_ROLES, Action, Role, may
+
+
+class PortalError(Exception):
+    """A request the portal refuses, with a message the person can act on."""
+
+
+def _require_configure(actor: User | None) -> None:
+    # actor None is the command line (manage.py), which already has the database's keys.
+    if actor is not None and not may(actor, Action.PORTAL_CONFIGURE):
+        raise PortalError("Only an administrator can change role assignments.")
+
+
+def _snapshot(assignment: RoleAssignment) -> dict:
+    return {
+        "user": assignment.user.get_username(),
+        "role": assignment.role.name,
+        "tenant_wide": assignment.tenant_wide,
+        "scopes": sorted(assignment.scopes.values_list("base_dn", flat=True)),
+    }
+
+
+def _sync_user_flags(user: User) -> None:
+    # django-rq's dashboard checks is_staff; only the admin role may open it.
+    is_admin = user.role_assignments.filter(role__name=Role.ADMIN).exists()
+    if user.is_staff != is_admin:
+        user.is_staff = is_admin
+        user.save(update_fields=["is_staff"])
+
+
+@transaction.atomic
+def role_assign(
+    *,
+    actor: User | None,
+    user: User,
+    role: Role,
+    tenant_wide: bool = False,
+    scopes: Iterable[str] = (),
+    reason: str = "",
+) -> RoleAssignment:
+    """Give ``user`` the ``role``, tenant-wide or limited to the OU subtrees in ``scopes`` (replacing earlier ones)."""
+    _require_configure(actor)
+    role = Role(role)
+    scopes = [dn.strip() for dn in scopes if dn.strip()]
+    if tenant_wide and scopes:
+        raise PortalError("A tenant-wide assignment cannot also list OU scopes; choose one or the other.")
+    if not tenant_wide and not scopes:
+        raise PortalError("Give at least one OU scope, or make the assignment tenant-wide.")
+    normalised: dict[str, str] = {}
+    for dn in scopes:
+        try:
+            normalised.setdefault(normalize_dn(dn), dn)
+        except InvalidDn as exc:
+            raise PortalError(f"OU scope rejected: {exc}") from None
+    held = set(user.role_assignments.exclude(role__name=role).values_list("role__name", flat=True))
+    for other in held:
+        if frozenset({role, Role(other)}) in INCOMPATIBLE_ROLES:
+            raise PortalError(
+                f"{user.get_username()} already holds the {other} role, which cannot be combined with {role}: "
+                "an auditor must not also be able to change what they audit."
+            )
+    group = Group.objects.get(name=role)
+    assignment, created = RoleAssignment.objects.select_for_update().get_or_create(
+        user=user, role=group, defaults={"tenant_wide": tenant_wide, "created_by": actor}
+    )
+    before = None if created else _snapshot(assignment)
+    assignment.tenant_wide = tenant_wide
+    assignment.save(update_fields=["tenant_wide"])
+    assignment.scopes.all().delete()
+    RoleScope.objects.bulk_create(
+        RoleScope(assignment=assignment, base_dn=dn, base_dn_norm=norm) for norm, dn in normalised.items()
+    )
+    user.groups.add(group)
+    _sync_user_flags(user)
+    audit_record(
+        actor=actor,
+        action="portal.role.assigned",
+        obj=user,
+        before=before,
+        after=_snapshot(assignment),
+        reason=reason,
+    )
+    return assignment
+
+
+@transaction.atomic
+def role_revoke(*, actor: User | None, user: User, role: Role, reason: str = "") -> None:
+    """Take ``role`` away from ``user``. Revoking a role the user does not hold is an error, not a no-op."""
+    _require_configure(actor)
+    role = Role(role)
+    assignment = RoleAssignment.objects.select_for_update().filter(user=user, role__name=role).first()
+    if assignment is None:
+        raise PortalError(f"{user.get_username()} does not hold the {role} role.")
+    if actor is not None and actor.pk == user.pk and role is Role.ADMIN:
+        raise PortalError("You cannot revoke your own admin role; ask another administrator.")
+    before = _snapshot(assignment)
+    assignment.delete()
+    user.groups.remove(assignment.role)
+    _sync_user_flags(user)
+    audit_record(actor=actor, action="portal.role.revoked", obj=user, before=before, after=None, reason=reason)

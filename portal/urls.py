@@ -1,0 +1,29 @@
+"""URL map of the portal."""
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from django_rq.urls import get_admin_urlpatterns
+
+from portal.decorators import action_required
+from portal.roles import Action
+from portal.views import audit, dashboard, health, roles
+
+# django-rq's dashboard, wrapped so only the admin role reaches it (its own views also require is_staff).
+rq_patterns = (get_admin_urlpatterns(view_wrapper=action_required(Action.JOBS_VIEW)), "django_rq")
+
+urlpatterns = [
+    path("", dashboard.dashboard, name="dashboard"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("healthz", health.healthz, name="healthz"),
+    path("audit/", audit.audit_list, name="audit_list"),
+    path("audit/export.<str:fmt>", audit.audit_export, name="audit_export"),
+    path("audit/verify/", audit.audit_verify_view, name="audit_verify"),
+    path("roles/", roles.role_list, name="role_list"),
+    path("roles/assign/", roles.role_assign_view, name="role_assign"),
+    path("roles/<int:assignment_id>/revoke/", roles.role_revoke_view, name="role_revoke"),
+    path("jobs/", include(rq_patterns)),
+    # django-rq's pages extend the admin's templates and link to its index; no model is registered there.
+    path("django-admin/", admin.site.urls),
+]

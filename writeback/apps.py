@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class WritebackConfig(AppConfig):
+    name = "writeback"
+    verbose_name = "Writeback to Microsoft systems"
