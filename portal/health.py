@@ -1,5 +1,6 @@
 """Component checks behind /healthz: the database, Redis and the directory, each bounded in time."""
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -8,6 +9,8 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 
 from writeback.directory import DirectoryConfig, DirectoryError, ping
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,9 @@ def _timed(name: str, check) -> ComponentStatus:
         ok = True
     except (DatabaseError, redis.RedisError, DirectoryError, OSError) as exc:
         ok, detail = False, str(exc) or exc.__class__.__name__
+    except Exception as exc:  # noqa: BLE001 - a health check reports any failure as "down" instead of a 500
+        logger.exception("Health check of %s failed unexpectedly", name)
+        ok, detail = False, f"{exc.__class__.__name__}: {exc}"
     return ComponentStatus(name, ok, detail, round((time.perf_counter() - started) * 1000, 1))
 
 

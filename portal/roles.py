@@ -53,7 +53,8 @@ class Action(StrEnum):
         return self.value.replace("_", " ")
 
 
-# Migration 0003 grants exactly these; change both together (a new migration re-syncs the groups).
+# Migration 0003 created the groups from a copy of this table; after every migrate (and every test flush)
+# sync_role_groups() brings the groups' permissions back in line with it.
 ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
     Role.HELPDESK: frozenset({Action.MAILBOX_VIEW, Action.MAILBOX_EDIT}),
     Role.WAVE_OPERATOR: frozenset({Action.MAILBOX_VIEW, Action.WAVE_VIEW, Action.WAVE_BUILD, Action.WAVE_RUN}),
@@ -72,8 +73,14 @@ INCOMPATIBLE_ROLES: frozenset[frozenset[Role]] = frozenset(
 )
 
 
-def roles_granting(action: Action) -> list[str]:
-    return [role.value for role, actions in ROLE_ACTIONS.items() if action in actions]
+def sync_role_groups(**kwargs) -> None:
+    """Create missing role groups and set each group's permissions to exactly ROLE_ACTIONS (post_migrate)."""
+    from django.contrib.auth.models import Group, Permission
+
+    for role, actions in ROLE_ACTIONS.items():
+        group, _ = Group.objects.get_or_create(name=role.value)
+        wanted = Permission.objects.filter(content_type__app_label="portal", codename__in=[a.value for a in actions])
+        group.permissions.set(wanted)
 
 
 def _grants(user, action: Action):

@@ -4,6 +4,7 @@ The full directory client (paged search, GUID lookup, minimal modifies, error ma
 connection is built by ``connect()`` so TLS, timeouts and the secret handling stay in one place.
 """
 
+import math
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,15 +54,17 @@ def connect(config: DirectoryConfig) -> ldap3.Connection:
     """Open and bind a connection; raise DirectoryError with the server's reason when that fails."""
     if not config.url:
         raise DirectoryError("LDAP_URL is not set.")
+    # ldap3 packs timeouts into socket options as whole seconds.
+    timeout = max(1, math.ceil(config.timeout))
     tls = None
     if config.ca_file:
         tls = ldap3.Tls(ca_certs_file=config.ca_file, validate=ssl.CERT_REQUIRED)
-    server = ldap3.Server(config.url, connect_timeout=config.timeout, tls=tls, get_info=ldap3.NONE)
+    server = ldap3.Server(config.url, connect_timeout=timeout, tls=tls, get_info=ldap3.NONE)
     connection = ldap3.Connection(
         server,
         user=config.bind_dn,
         password=_read_password(config.password_file),
-        receive_timeout=config.timeout,
+        receive_timeout=timeout,
         raise_exceptions=False,
     )
     try:

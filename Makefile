@@ -1,0 +1,53 @@
+# SOA Portal: the two commands. `make demo` runs the portal with demo data; `make test` runs every test.
+# Both set up what they need first: a .venv with the project and, on Debian, the system packages.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+DEMO_PACKAGES := slapd ldap-utils redis-server
+TEST_PACKAGES := $(DEMO_PACKAGES) chromium
+
+.PHONY: demo test lint venv demo-packages test-packages clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+	  || { echo "Python 3.11 is required (found $$($(PYTHON) --version)); set PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Installs the missing Debian packages when run as root; otherwise prints the exact command and stops.
+define ensure_packages
+	@missing=""; for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "Missing Debian packages:$$missing. Run: sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+endef
+
+demo-packages:
+	$(call ensure_packages,$(DEMO_PACKAGES))
+
+test-packages:
+	$(call ensure_packages,$(TEST_PACKAGES))
+
+demo: demo-packages $(STAMP)
+	$(PY) -m sandbox.demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: test-packages $(STAMP) lint
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) var .pytest_cache test-results

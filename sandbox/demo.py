@@ -1,0 +1,130 @@
+"""`make demo`: the whole portal on one machine, with demo data. Ctrl-C stops everything it started.
+
+Starts the sandbox directory with generated users, a private Redis (unless REDIS_URL is given), migrates
+the SQLite database, creates one account per role, then runs an RQ worker and the web server (gunicorn)
+as children and prints the URL and logins.
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from sandbox.directory import SandboxDirectory
+from sandbox.process import child_dies_with_parent
+from sandbox.redis_server import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _portal_env(directory: SandboxDirectory, redis_url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("DJANGO_DEBUG", "true")
+    env.update(
+        {
+            "LDAP_URL": directory.url,
+            "LDAP_BIND_DN": directory.bind_dn,
+            "LDAP_PASSWORD_FILE": str(directory.password_file),
+            "LDAP_BASE_DN": directory.base_dn,
+            "REDIS_URL": redis_url,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def _manage(env: dict[str, str], *args: str) -> None:
+    subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=env, cwd=ROOT, check=True)
+
+
+def _wait_healthy(url: str, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "healthz", timeout=2) as response:  # noqa: S310 (loopback only)
+                return json.load(response)
+        except urllib.error.HTTPError as exc:
+            last = exc.read().decode(errors="replace")
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.3)
+    raise RuntimeError(f"The portal did not become healthy within {timeout:.0f} s: {last}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=int(os.environ.get("DEMO_USERS", "3000")))
+    parser.add_argument("--host", default=os.environ.get("DEMO_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("DEMO_PORT", "8000")))
+    parser.add_argument("--var-dir", type=Path, default=Path(os.environ.get("DEMO_VAR_DIR", ROOT / "var")))
+    parser.add_argument("--exit-when-ready", action="store_true", help="start everything, check health, stop")
+    args = parser.parse_args(argv)
+    logins_file = args.var_dir / "demo-logins.json"
+
+    started: list[subprocess.Popen] = []
+    stoppers = []
+    stop_requested = False
+
+    def request_stop(signum, frame):
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        directory = SandboxDirectory.start(users=args.users)
+        stoppers.append(directory.stop)
+        if os.environ.get("REDIS_URL"):
+            redis_url = os.environ["REDIS_URL"]
+        else:
+            redis_server = RedisServer.start()
+            stoppers.append(redis_server.stop)
+            redis_url = redis_server.url
+        env = _portal_env(directory, redis_url)
+        _manage(env, "migrate", "--noinput", "-v", "0")
+        print("Demo accounts (username, password, role):")
+        helpdesk_scope = f"OU=Sales,{directory.users_dn}"
+        _manage(env, "demo_accounts", "--logins-file", str(logins_file), "--helpdesk-scope", helpdesk_scope)
+        children = [
+            [sys.executable, str(ROOT / "manage.py"), "rqworker", "default", "writeback", "--with-scheduler"],
+            [sys.executable, "-m", "gunicorn", "portal.wsgi", "--bind", f"{args.host}:{args.port}",
+             "--workers", "2", "--access-logfile", "-", "--no-control-socket"],
+        ]  # fmt: skip
+        for command in children:
+            started.append(subprocess.Popen(command, env=env, cwd=ROOT, preexec_fn=child_dies_with_parent))
+        url = f"http://{args.host}:{args.port}/"
+        health = _wait_healthy(url, timeout=30)
+        print(f"\nSOA Portal is ready at {url}  (health: {health['status']})")
+        print(f"Directory: {directory.url} ({args.users} users under {directory.users_dn})  Redis: {redis_url}")
+        print(f"Helpdesk is limited to {helpdesk_scope}. Logins are kept in {logins_file}.")
+        print("Press Ctrl-C to stop everything.")
+        while not stop_requested and not args.exit_when_ready:
+            for process in started:
+                if process.poll() is not None:
+                    print(f"{process.args[2]} exited with status {process.returncode}; stopping.", file=sys.stderr)
+                    stop_requested = True
+            time.sleep(0.5)
+        return 0
+    finally:
+        for process in reversed(started):
+            if process.poll() is None:
+                process.terminate()
+        for process in started:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for stop in reversed(stoppers):
+            stop()
+        print("Demo stopped.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
