@@ -1,0 +1,96 @@
+"""Smoke test of `make demo`'s stack on SQLite: it starts, every demo account signs in, Ctrl-C stops it all."""
+
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+
+from sandbox.process import bind_free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+READY = re.compile(r"SOA Portal is ready at (http://\S+)")
+PORTS = re.compile(r"Directory: ldap://127\.0\.0\.1:(\d+).*Redis: redis://127\.0\.0\.1:(\d+)")
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _login(base: str, username: str, password: str) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False
+    session.get(base + "login/", timeout=10)
+    response = session.post(
+        base + "login/",
+        data={"username": username, "password": password, "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+        headers={"Referer": base + "login/"},
+        timeout=10,
+    )
+    assert response.status_code == 200 and response.url == base, f"{username} could not sign in"
+    return session
+
+
+@pytest.fixture
+def demo(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "DJANGO_DEBUG")}
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'demo.sqlite3'}"  # the embedded default, even in CI
+    port = bind_free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandbox.demo", "--users", "100", "--port", str(port), "--var-dir", str(tmp_path)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+    output: list[str] = []
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+
+    def wait_for(pattern: re.Pattern, timeout: float = 90) -> re.Match:
+        while True:
+            try:
+                line = lines.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError("demo output stalled:\n" + "".join(output[-40:])) from None
+            output.append(line)
+            if match := pattern.search(line):
+                return match
+
+    yield process, wait_for, tmp_path, output
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def test_demo_serves_every_role_and_stops_everything_on_ctrl_c(demo):
+    process, wait_for, var_dir, output = demo
+    base = wait_for(READY).group(1)
+    ldap_port, redis_port = map(int, wait_for(PORTS).groups())
+
+    health = requests.get(base + "healthz", timeout=10)
+    assert health.status_code == 200
+    assert health.json()["components"].keys() == {"database", "redis", "directory"}
+
+    logins = json.loads((var_dir / "demo-logins.json").read_text())
+    assert set(logins) >= {"helpdesk", "operator", "approver", "auditor", "admin"}
+    assert oct((var_dir / "demo-logins.json").stat().st_mode & 0o777) == "0o600"
+    for username, password in logins.items():
+        dashboard = _login(base, username, password).get(base, timeout=10)
+        assert "<h1>Dashboard</h1>" in dashboard.text
+        assert ("Background jobs" in dashboard.text) is (username == "admin")
+
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 0
+    wait_for(re.compile("Demo stopped"))
+    for port in (ldap_port, redis_port, int(base.rsplit(":", 1)[1].strip("/"))):
+        assert not _port_open(port), f"port {port} still answers after the demo stopped"
