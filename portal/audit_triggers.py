@@ -23,7 +23,10 @@ _POSTGRES_INSTALL = [
     f"""CREATE TRIGGER {TABLE}_append_only BEFORE UPDATE OR DELETE ON {TABLE}
         FOR EACH ROW EXECUTE FUNCTION {TABLE}_refuse_change()""",
 ]
-_POSTGRES_UNINSTALL = [f"DROP TRIGGER IF EXISTS {TABLE}_append_only ON {TABLE}", f"DROP FUNCTION IF EXISTS {TABLE}_refuse_change()"]
+_POSTGRES_UNINSTALL = [
+    f"DROP TRIGGER IF EXISTS {TABLE}_append_only ON {TABLE}",
+    f"DROP FUNCTION IF EXISTS {TABLE}_refuse_change()",
+]
 
 
 def statements(vendor: str, install: bool) -> list[str]:

@@ -13,8 +13,12 @@ class AuditFilterForm(forms.Form):
     action = forms.CharField(required=False, max_length=100, label="Action starts with")
     object = forms.CharField(required=False, max_length=255, label="Object id or text")
     correlation_id = forms.CharField(required=False, max_length=64, label="Correlation id")
-    since = forms.DateTimeField(required=False, label="From (UTC)", widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
-    until = forms.DateTimeField(required=False, label="Until (UTC)", widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+    since = forms.DateTimeField(
+        required=False, label="From (UTC)", widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
+    )
+    until = forms.DateTimeField(
+        required=False, label="Until (UTC)", widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
+    )
 
     def clean(self):
         cleaned = super().clean()

@@ -36,6 +36,9 @@ class Capability(models.Model):
             ("jobs_view", "Open the background job dashboard"),
         ]
 
+    def __str__(self) -> str:
+        return "portal capability"
+
 
 class RoleAssignment(models.Model):
     """One role held by one user, optionally limited to OU subtrees of the directory.

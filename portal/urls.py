@@ -2,15 +2,18 @@
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
-from django_rq.urls import get_admin_urlpatterns
+from django.urls import URLPattern, include, path
+from django_rq.urls import get_admin_urlpatterns, get_api_urlpatterns
 
 from portal.decorators import action_required
 from portal.roles import Action
 from portal.views import audit, dashboard, health, roles
 
 # django-rq's dashboard, wrapped so only the admin role reaches it (its own views also require is_staff).
-rq_patterns = (get_admin_urlpatterns(view_wrapper=action_required(Action.JOBS_VIEW)), "django_rq")
+# Its stats JSON is wrapped too: the portal does not use django-rq's API tokens.
+_admin_only = action_required(Action.JOBS_VIEW)
+_rq_api = [URLPattern(p.pattern, _admin_only(p.callback), p.default_args, p.name) for p in get_api_urlpatterns()]
+rq_patterns = (get_admin_urlpatterns(view_wrapper=_admin_only) + _rq_api, "django_rq")
 
 urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),

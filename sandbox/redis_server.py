@@ -4,7 +4,6 @@ Keeps nothing on disk and dies with its parent, so it never touches the machine'
 """
 
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -56,14 +55,3 @@ class RedisServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def redis_answers(url_host: str = "127.0.0.1", port: int = 6379, timeout: float = 0.5) -> bool:
-    """True when something accepts connections at host:port (used to decide whether to start our own)."""
-    try:
-        with socket.create_connection((url_host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-

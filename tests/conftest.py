@@ -80,8 +80,10 @@ def _audit_table_flushable():
         statements = original(self, style, tables, **kwargs)
         if audit_triggers.TABLE not in tables:
             return statements
-        return audit_triggers.statements("sqlite", install=False) + statements + audit_triggers.statements(
-            "sqlite", install=True
+        return (
+            audit_triggers.statements("sqlite", install=False)
+            + statements
+            + audit_triggers.statements("sqlite", install=True)
         )
 
     DatabaseOperations.sql_flush = sql_flush

@@ -85,6 +85,8 @@ def ping(config: DirectoryConfig) -> None:
     try:
         found = connection.search(config.base_dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["1.1"])
         if not found:
-            raise DirectoryError(f"The base DN {config.base_dn} cannot be read: {connection.result.get('description')}.")
+            raise DirectoryError(
+                f"The base DN {config.base_dn} cannot be read: {connection.result.get('description')}."
+            )
     finally:
         connection.unbind()

@@ -31,7 +31,11 @@ def _filters(request: HttpRequest) -> tuple[AuditFilterForm, dict]:
 @action_required(Action.AUDIT_VIEW)
 def audit_list(request: HttpRequest) -> HttpResponse:
     form, filters = _filters(request)
-    page = Paginator(audit_event_list(user=request.user, filters=filters), PAGE_SIZE).get_page(request.GET.get("page"))
+    events = audit_event_list(user=request.user, filters=filters)
+    if form.errors:
+        # Listing everything under a filter the user believes applied would mislead: show the error instead.
+        events = events.none()
+    page = Paginator(events, PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     template = "portal/audit_list.html#audit-results" if request.htmx else "portal/audit_list.html"
@@ -59,8 +63,9 @@ def audit_export(request: HttpRequest, fmt: str) -> HttpResponse:
     if fmt not in ("csv", "jsonl"):
         return HttpResponseBadRequest("Export format must be csv or jsonl.")
     form, filters = _filters(request)
-    if form.is_bound and not form.is_valid():
-        return HttpResponseBadRequest("Invalid filters: " + "; ".join(form.errors.get("__all__", ["check the fields"])))
+    if form.errors:
+        problems = "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
+        return HttpResponseBadRequest(f"Invalid filters ({problems}).", content_type="text/plain")
     events = audit_event_list(user=request.user, filters=filters).order_by("id")
     with transaction.atomic():
         audit_record(

@@ -24,5 +24,6 @@ def healthz(request: HttpRequest) -> JsonResponse:
         components[status.name] = {"ok": status.ok, "ms": status.millis}
         if show_detail:
             components[status.name]["detail"] = status.detail
-    return JsonResponse({"status": "down" if down else "ok", "down": down, "components": components},
-                        status=503 if down else 200)
+    return JsonResponse(
+        {"status": "down" if down else "ok", "down": down, "components": components}, status=503 if down else 200
+    )

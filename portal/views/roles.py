@@ -1,8 +1,8 @@
 """The administrators' page for role assignments and their OU scopes."""
 
+from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.contrib import messages
 from django.views.decorators.http import require_POST
 
 from portal.decorators import action_required
@@ -69,5 +69,3 @@ def role_revoke_view(request: HttpRequest, assignment_id: int) -> HttpResponse:
             messages.success(request, f"Revoked {assignment.role.name} from {assignment.user.get_username()}.")
             return redirect("role_list")
     return render(request, "portal/role_revoke.html", {"assignment": assignment, "form": form})
-
-

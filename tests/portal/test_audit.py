@@ -130,7 +130,9 @@ def test_delete_through_the_orm_is_refused():
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("sql", ["UPDATE portal_auditevent SET reason = 'x' WHERE id = %s", "DELETE FROM portal_auditevent WHERE id = %s"])
+@pytest.mark.parametrize(
+    "sql", ["UPDATE portal_auditevent SET reason = 'x' WHERE id = %s", "DELETE FROM portal_auditevent WHERE id = %s"]
+)
 def test_raw_sql_update_and_delete_are_refused(sql):
     event = _record()
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:

@@ -41,7 +41,9 @@ class Command(BaseCommand):
             for username, role, full_name in ACCOUNTS:
                 password = passwords.setdefault(username, secrets.token_urlsafe(12))
                 first, _, last = full_name.partition(" ")
-                user, _ = User.objects.get_or_create(username=username, defaults={"first_name": first, "last_name": last})
+                user, _ = User.objects.get_or_create(
+                    username=username, defaults={"first_name": first, "last_name": last}
+                )
                 user.set_password(password)
                 user.save()
                 scoped = role is Role.HELPDESK and helpdesk_scope

@@ -1,0 +1,10 @@
+"""Django's admin site is mounted only because django-rq's pages extend its templates.
+
+Roles and their permissions change through portal.services (audited, separation of duties enforced), so
+the admin site must not offer another way to edit them, not even to a superuser.
+"""
+
+from django.contrib import admin
+from django.contrib.auth.models import Group
+
+admin.site.unregister(Group)
