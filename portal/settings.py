@@ -150,6 +150,22 @@ LDAP_BASE_DN = env.str("LDAP_BASE_DN", default="")
 LDAP_CA_FILE = env.str("LDAP_CA_FILE", default="")
 LDAP_TIMEOUT_SECONDS = env.float("LDAP_TIMEOUT_SECONDS", default=5.0)
 
+# Exchange Online admin API, app-only through Entra ID (msal). Credentials come from files only.
+EXO_BASE_URL = env.str("EXO_BASE_URL", default="https://outlook.office365.com")
+EXO_TENANT = env.str("EXO_TENANT", default="")
+ENTRA_AUTHORITY = env.str("ENTRA_AUTHORITY", default=f"https://login.microsoftonline.com/{EXO_TENANT}")
+ENTRA_CLIENT_ID = env.str("ENTRA_CLIENT_ID", default="")
+ENTRA_CLIENT_SECRET_FILE = env.str("ENTRA_CLIENT_SECRET_FILE", default="")
+ENTRA_CERTIFICATE_KEY_FILE = env.str("ENTRA_CERTIFICATE_KEY_FILE", default="")
+ENTRA_CERTIFICATE_THUMBPRINT = env.str("ENTRA_CERTIFICATE_THUMBPRINT", default="")
+ENTRA_CERTIFICATE_FILE = env.str("ENTRA_CERTIFICATE_FILE", default="")
+EXO_CA_FILE = env.str("EXO_CA_FILE", default="")  # empty: the system's trust store
+# The anchor header's required form for app-only calls is not documented (exchange-facts §4.2): configurable.
+EXO_ANCHOR_MAILBOX = env.str("EXO_ANCHOR_MAILBOX", default="")
+EXO_TIMEOUT_SECONDS = env.float("EXO_TIMEOUT_SECONDS", default=120.0)
+EXO_MAX_ATTEMPTS = env.int("EXO_MAX_ATTEMPTS", default=6)
+EXO_PAGE_SIZE = env.int("EXO_PAGE_SIZE", default=1000)
+
 # Health checks answer quickly even when a component hangs.
 HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=2.0)
 
