@@ -44,7 +44,8 @@ class RoleAssignment(models.Model):
     """One role held by one user, optionally limited to OU subtrees of the directory.
 
     ``tenant_wide`` must be set explicitly for a role to reach every object: an assignment with no scopes
-    and no tenant-wide flag grants the role's actions on nothing, so a forgotten scope fails closed.
+    and no tenant-wide flag grants nothing, so a forgotten scope fails closed. Actions on the portal itself
+    (audit, configuration, jobs) need a tenant-wide assignment (portal.roles.TENANT_ACTIONS).
     """
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="role_assignments")

@@ -16,7 +16,7 @@ from enum import StrEnum
 
 from django.db.models import Q
 
-from portal.dn import normalize_dn
+from portal.dn import InvalidDn, normalize_dn
 
 
 class Role(StrEnum):
@@ -67,6 +67,13 @@ ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
     ),
 }
 
+# Actions on the portal or its history, not on a directory object: only a tenant-wide assignment grants them,
+# and roles made only of such actions (besides reading) cannot be limited to OUs.
+TENANT_ACTIONS: frozenset[Action] = frozenset(
+    {Action.AUDIT_VIEW, Action.AUDIT_EXPORT, Action.AUDIT_VERIFY, Action.PORTAL_CONFIGURE, Action.JOBS_VIEW}
+)
+TENANT_WIDE_ROLES: frozenset[Role] = frozenset({Role.AUDITOR, Role.ADMIN})
+
 # The auditor checks what the others did, so it never holds a role that changes anything.
 INCOMPATIBLE_ROLES: frozenset[frozenset[Role]] = frozenset(
     frozenset({Role.AUDITOR, other}) for other in Role if other is not Role.AUDITOR
@@ -83,27 +90,37 @@ def sync_role_groups(**kwargs) -> None:
         group.permissions.set(wanted)
 
 
+def _effective(assignments):
+    """Assignments that grant something: tenant-wide, or limited to at least one OU (fail closed otherwise)."""
+    return assignments.filter(Q(tenant_wide=True) | Q(scopes__isnull=False)).distinct()
+
+
 def _grants(user, action: Action):
-    """The user's assignments whose role carries ``action`` (through the group's permissions)."""
+    """The user's effective assignments whose role carries ``action`` (through the group's permissions)."""
     from portal.models import RoleAssignment
 
     if user is None or not user.is_authenticated or not user.is_active:
         return RoleAssignment.objects.none()
-    return RoleAssignment.objects.filter(
-        user=user,
-        role__permissions__codename=action.value,
-        role__permissions__content_type__app_label="portal",
+    grants = _effective(
+        RoleAssignment.objects.filter(
+            user=user,
+            role__permissions__codename=action.value,
+            role__permissions__content_type__app_label="portal",
+        )
     )
+    return grants.filter(tenant_wide=True) if action in TENANT_ACTIONS else grants
 
 
 def granted_actions(user) -> set[Action]:
     """Every action any of the user's roles grants (anywhere), in one query."""
     if user is None or not user.is_authenticated or not user.is_active:
         return set()
-    codenames = user.role_assignments.filter(role__permissions__content_type__app_label="portal").values_list(
-        "role__permissions__codename", flat=True
+    rows = _effective(user.role_assignments.filter(role__permissions__content_type__app_label="portal")).values_list(
+        "role__permissions__codename", "tenant_wide"
     )
-    return {Action(code) for code in codenames if code in Action._value2member_map_}
+    granted = {Action(code) for code, _ in rows if code in Action._value2member_map_}
+    tenant_wide = {Action(code) for code, wide in rows if wide and code in Action._value2member_map_}
+    return {action for action in granted if action not in TENANT_ACTIONS or action in tenant_wide}
 
 
 def user_roles(user) -> set[str]:
@@ -113,13 +130,19 @@ def user_roles(user) -> set[str]:
 
 
 def may(user, action: Action, dn: str | None = None) -> bool:
-    """May ``user`` perform ``action``, anywhere (``dn`` None) or on the object at ``dn``?"""
+    """May ``user`` perform ``action``, anywhere (``dn`` None) or on the object at ``dn``?
+
+    A malformed or empty ``dn`` is outside every scope (only a tenant-wide grant covers it), as in scope_filter.
+    """
     grants = _grants(user, action)
     if dn is None:
         return grants.exists()
     if grants.filter(tenant_wide=True).exists():
         return True
-    target = normalize_dn(dn)
+    try:
+        target = normalize_dn(dn)
+    except InvalidDn:
+        return False  # an object whose place in the directory is unknown is outside every scope
     scopes = grants.values_list("scopes__base_dn_norm", flat=True)
     return any(base and (target == base or target.endswith("," + base)) for base in scopes)
 

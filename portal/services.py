@@ -8,17 +8,21 @@ from django.db import transaction
 from portal.audit import audit_record
 from portal.dn import InvalidDn, normalize_dn
 from portal.models import RoleAssignment, RoleScope, User
-from portal.roles import INCOMPATIBLE_ROLES, Action, Role, may
+from portal.roles import INCOMPATIBLE_ROLES, TENANT_WIDE_ROLES, Action, Role, may
 
 
 class PortalError(Exception):
     """A request the portal refuses, with a message the person can act on."""
 
 
-def _require_configure(actor: User | None) -> None:
+def _require_configure(actor: User | None, user: User) -> None:
     # actor None is the command line (manage.py), which already has the database's keys.
-    if actor is not None and not may(actor, Action.PORTAL_CONFIGURE):
+    if actor is None:
+        return
+    if not may(actor, Action.PORTAL_CONFIGURE):
         raise PortalError("Only an administrator can change role assignments.")
+    if actor.pk == user.pk:
+        raise PortalError("You cannot change your own roles; ask another administrator.")
 
 
 def _snapshot(assignment: RoleAssignment) -> dict:
@@ -49,9 +53,11 @@ def role_assign(
     reason: str = "",
 ) -> RoleAssignment:
     """Give ``user`` the ``role``, tenant-wide or limited to the OU subtrees in ``scopes`` (replacing earlier ones)."""
-    _require_configure(actor)
+    _require_configure(actor, user)
     role = Role(role)
     scopes = [dn.strip() for dn in scopes if dn.strip()]
+    if role in TENANT_WIDE_ROLES and not tenant_wide:
+        raise PortalError(f"The {role} role acts on the whole tenant; it cannot be limited to OUs.")
     if tenant_wide and scopes:
         raise PortalError("A tenant-wide assignment cannot also list OU scopes; choose one or the other.")
     if not tenant_wide and not scopes:
@@ -96,13 +102,11 @@ def role_assign(
 @transaction.atomic
 def role_revoke(*, actor: User | None, user: User, role: Role, reason: str = "") -> None:
     """Take ``role`` away from ``user``. Revoking a role the user does not hold is an error, not a no-op."""
-    _require_configure(actor)
+    _require_configure(actor, user)
     role = Role(role)
     assignment = RoleAssignment.objects.select_for_update().filter(user=user, role__name=role).first()
     if assignment is None:
         raise PortalError(f"{user.get_username()} does not hold the {role} role.")
-    if actor is not None and actor.pk == user.pk and role is Role.ADMIN:
-        raise PortalError("You cannot revoke your own admin role; ask another administrator.")
     before = _snapshot(assignment)
     assignment.delete()
     user.groups.remove(assignment.role)

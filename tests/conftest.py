@@ -52,6 +52,12 @@ def _portal_points_at_test_stack(directory, redis_url):
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fast_password_hashing():
+    # Every test user gets a password; the production hasher costs a third of a second each time.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def redis_client(redis_url):
     client = redis.Redis.from_url(redis_url)

@@ -54,7 +54,7 @@ def role_assign_view(request: HttpRequest) -> HttpResponse:
 def role_revoke_view(request: HttpRequest, assignment_id: int) -> HttpResponse:
     """GET shows the confirmation; POST (with a reason) revokes."""
     assignment = get_object_or_404(RoleAssignment.objects.select_related("user", "role"), pk=assignment_id)
-    form = ReasonForm(request.POST or None)
+    form = ReasonForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
             role_revoke(
