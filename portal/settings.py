@@ -166,6 +166,9 @@ EXO_TIMEOUT_SECONDS = env.float("EXO_TIMEOUT_SECONDS", default=120.0)
 EXO_MAX_ATTEMPTS = env.int("EXO_MAX_ATTEMPTS", default=6)
 EXO_PAGE_SIZE = env.int("EXO_PAGE_SIZE", default=1000)
 
+# Writeback policy: Microsoft's Cloud Sync never writes msExchHideFromAddressLists back; opt in here.
+WRITEBACK_HIDE_FROM_ADDRESS_LISTS = env.bool("WRITEBACK_HIDE_FROM_ADDRESS_LISTS", default=False)
+
 # Health checks answer quickly even when a component hangs.
 HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=2.0)
 
