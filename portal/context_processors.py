@@ -8,6 +8,7 @@ from portal.roles import Action, granted_actions, user_roles
 # (label, url name, action needed). Only pages that exist are listed; later pages add their line here.
 NAVIGATION: list[tuple[str, str, Action | None]] = [
     ("Dashboard", "dashboard", None),
+    ("Mailboxes", "mailbox_list", Action.MAILBOX_VIEW),
     ("Audit log", "audit_list", Action.AUDIT_VIEW),
     ("Roles", "role_list", Action.PORTAL_CONFIGURE),
     ("Background jobs", "django_rq:home", Action.JOBS_VIEW),

@@ -23,6 +23,7 @@ urlpatterns = [
     path("audit/", audit.audit_list, name="audit_list"),
     path("audit/export.<str:fmt>", audit.audit_export, name="audit_export"),
     path("audit/verify/", audit.audit_verify_view, name="audit_verify"),
+    path("mailboxes/", include("soa.urls")),
     path("roles/", roles.role_list, name="role_list"),
     path("roles/assign/", roles.role_assign_view, name="role_assign"),
     path("roles/<int:assignment_id>/revoke/", roles.role_revoke_view, name="role_revoke"),

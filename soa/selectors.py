@@ -1,15 +1,33 @@
 """Reads of the domain, each already limited to what the asking user may see."""
 
+import base64
+import json
+from dataclasses import dataclass
+
 from django.db.models import Count, Q, QuerySet
 
+from portal.dn import InvalidDn, normalize_dn
 from portal.roles import Action, scope_filter
 from soa.choices import Authority
-from soa.models import Mailbox
+from soa.models import Mailbox, MailboxAddress
+
+# sort key -> (field, descending)
+SORTS: dict[str, tuple[str, bool]] = {
+    "name": ("display_name", False),
+    "-name": ("display_name", True),
+    "upn": ("upn", False),
+    "-upn": ("upn", True),
+}
 
 
 def mailbox_list(*, user, action: Action = Action.MAILBOX_VIEW) -> QuerySet[Mailbox]:
     """Mailboxes the user may perform ``action`` on (their OU scopes for that action)."""
     return Mailbox.objects.filter(scope_filter(user, action, "dn_norm"))
+
+
+def mailbox_get(*, user, pk: int, action: Action = Action.MAILBOX_VIEW) -> Mailbox | None:
+    """One mailbox, or None when it does not exist or lies outside the user's scope (callers answer 404 alike)."""
+    return mailbox_list(user=user, action=action).filter(pk=pk).first()
 
 
 def mailbox_counts(*, user) -> dict[str, int]:
@@ -18,4 +36,86 @@ def mailbox_counts(*, user) -> dict[str, int]:
         total=Count("id"),
         cloud=Count("id", filter=Q(authority=Authority.CLOUD)),
         on_prem=Count("id", filter=Q(authority=Authority.ON_PREM)),
+        drifted=Count("id", filter=Q(has_drift=True)),
+    )
+
+
+def mailbox_search(
+    *,
+    user,
+    query: str = "",
+    authority: str = "",
+    recipient_type: str = "",
+    ou: str = "",
+    drift: bool | None = None,
+) -> QuerySet[Mailbox]:
+    """Scoped mailboxes matching a name, UPN or any-alias prefix and the filters."""
+    mailboxes = mailbox_list(user=user)
+    query = query.strip()
+    if query:
+        address = query.lower().split(":", 1)[1] if ":" in query else query.lower()
+        by_alias = MailboxAddress.objects.filter(address__startswith=address).values("mailbox_id")
+        mailboxes = mailboxes.filter(
+            Q(display_name__istartswith=query) | Q(upn__startswith=query.lower()) | Q(pk__in=by_alias)
+        )
+    if authority:
+        mailboxes = mailboxes.filter(authority=authority)
+    if recipient_type:
+        mailboxes = mailboxes.filter(recipient_type_details=recipient_type)
+    if ou:
+        try:
+            base = normalize_dn(ou)
+        except InvalidDn:
+            return mailboxes.none()
+        mailboxes = mailboxes.filter(Q(ou_norm=base) | Q(ou_norm__endswith="," + base))
+    if drift is not None:
+        mailboxes = mailboxes.filter(has_drift=drift)
+    return mailboxes
+
+
+@dataclass
+class Page:
+    """One page of a keyset-paginated listing: fast however deep, because it never counts rows to skip."""
+
+    items: list[Mailbox]
+    next_cursor: str | None
+    prev_cursor: str | None
+
+
+def _encode(value: str, pk: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps([value, pk]).encode()).decode()
+
+
+def _decode(cursor: str) -> tuple[str, int] | None:
+    try:
+        value, pk = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return str(value), int(pk)
+    except (ValueError, TypeError):
+        return None
+
+
+def paginate(mailboxes: QuerySet[Mailbox], *, sort: str, after: str = "", before: str = "", size: int = 50) -> Page:
+    """Keyset pagination on (sort field, id). ``after``/``before`` are cursors from a previous Page."""
+    field, descending = SORTS.get(sort, SORTS["name"])
+    backwards = bool(before) and not after
+    cursor = _decode(after or before) if (after or before) else None
+    # Walking backwards reverses the order, then the page is flipped back.
+    reverse = descending != backwards
+    order = [f"-{field}", "-id"] if reverse else [field, "id"]
+    if cursor:
+        value, pk = cursor
+        lookup = "lt" if reverse else "gt"
+        mailboxes = mailboxes.filter(Q(**{f"{field}__{lookup}": value}) | Q(**{field: value, f"id__{lookup}": pk}))
+    rows = list(mailboxes.order_by(*order)[: size + 1])
+    more = len(rows) > size
+    rows = rows[:size]
+    if backwards:
+        rows.reverse()
+    first, last = (rows[0], rows[-1]) if rows else (None, None)
+    has_next = more if not backwards else True
+    has_prev = (more if backwards else bool(cursor)) and first is not None
+    return Page(
+        items=rows,
+        next_cursor=_encode(getattr(last, field), last.pk) if last is not None and has_next else None,
+        prev_cursor=_encode(getattr(first, field), first.pk) if has_prev else None,
     )

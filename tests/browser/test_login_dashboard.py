@@ -8,11 +8,11 @@ from tests.conftest import PASSWORD
 pytestmark = pytest.mark.browser
 
 EXPECTED_NAV = {
-    Role.HELPDESK: ["Dashboard"],
-    Role.WAVE_OPERATOR: ["Dashboard"],
-    Role.APPROVER: ["Dashboard"],
-    Role.AUDITOR: ["Dashboard", "Audit log"],
-    Role.ADMIN: ["Dashboard", "Audit log", "Roles", "Background jobs"],
+    Role.HELPDESK: ["Dashboard", "Mailboxes"],
+    Role.WAVE_OPERATOR: ["Dashboard", "Mailboxes"],
+    Role.APPROVER: ["Dashboard", "Mailboxes"],
+    Role.AUDITOR: ["Dashboard", "Mailboxes", "Audit log"],
+    Role.ADMIN: ["Dashboard", "Mailboxes", "Audit log", "Roles", "Background jobs"],
 }
 
 

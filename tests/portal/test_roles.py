@@ -330,9 +330,9 @@ def test_mailbox_counts_total_by_authority_within_the_users_reach(make_user):
     scoped = make_user("helen", Role.HELPDESK, scopes=(SALES,))
     tenant_wide = make_user("wendy", Role.WAVE_OPERATOR)
     nobody = make_user("newcomer")
-    assert mailbox_counts(user=scoped) == {"total": 3, "cloud": 2, "on_prem": 1}
-    assert mailbox_counts(user=tenant_wide) == {"total": 6, "cloud": 3, "on_prem": 3}
-    assert mailbox_counts(user=nobody) == {"total": 0, "cloud": 0, "on_prem": 0}
+    assert mailbox_counts(user=scoped) == {"total": 3, "cloud": 2, "on_prem": 1, "drifted": 0}
+    assert mailbox_counts(user=tenant_wide) == {"total": 6, "cloud": 3, "on_prem": 3, "drifted": 0}
+    assert mailbox_counts(user=nobody) == {"total": 0, "cloud": 0, "on_prem": 0, "drifted": 0}
 
 
 # --- granted_actions() and user_roles() -----------------------------------------------------------------------

@@ -1,0 +1,49 @@
+"""Forms of the domain pages."""
+
+from django import forms
+
+from portal.dn import InvalidDn, normalize_dn
+from soa.choices import Authority
+from soa.selectors import SORTS
+
+RECIPIENT_TYPES = ["UserMailbox", "SharedMailbox", "RoomMailbox", "EquipmentMailbox"]
+
+
+class MailboxFilterForm(forms.Form):
+    """Search and filters of the mailbox list; all optional."""
+
+    q = forms.CharField(required=False, max_length=320, label="Name, UPN or any address starts with")
+    authority = forms.ChoiceField(required=False, choices=[("", "Any authority"), *Authority.choices])
+    recipient_type = forms.ChoiceField(
+        required=False, choices=[("", "Any type"), *((t, t) for t in RECIPIENT_TYPES)], label="Recipient type"
+    )
+    ou = forms.CharField(required=False, max_length=1024, label="In OU (DN)")
+    drift = forms.ChoiceField(
+        required=False, choices=[("", "Drift or not"), ("yes", "With drift"), ("no", "Without drift")]
+    )
+    sort = forms.ChoiceField(
+        required=False,
+        choices=[("name", "Name A-Z"), ("-name", "Name Z-A"), ("upn", "UPN A-Z"), ("-upn", "UPN Z-A")],
+    )
+
+    def clean_ou(self) -> str:
+        ou = self.cleaned_data["ou"].strip()
+        if ou:
+            try:
+                normalize_dn(ou)
+            except InvalidDn as exc:
+                raise forms.ValidationError(str(exc)) from None
+        return ou
+
+    def clean_sort(self) -> str:
+        return self.cleaned_data["sort"] if self.cleaned_data["sort"] in SORTS else "name"
+
+    def selector_filters(self) -> dict:
+        data = self.cleaned_data
+        return {
+            "query": data.get("q", ""),
+            "authority": data.get("authority", ""),
+            "recipient_type": data.get("recipient_type", ""),
+            "ou": data.get("ou", ""),
+            "drift": {"yes": True, "no": False}.get(data.get("drift", "")),
+        }

@@ -1,0 +1,56 @@
+"""Mailbox pages: the searchable list and the two-sided detail view."""
+
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from portal.decorators import action_required
+from portal.roles import Action
+from soa.forms import MailboxFilterForm
+from soa.selectors import mailbox_get, mailbox_search, paginate
+from writeback.attributes import EXCHANGE_ATTRIBUTES, IDENTITY_ATTRIBUTES
+
+PAGE_SIZE = 50
+
+
+@action_required(Action.MAILBOX_VIEW)
+def mailbox_list_view(request: HttpRequest) -> HttpResponse:
+    form = MailboxFilterForm(request.GET or None)
+    page = total = None
+    if not form.is_bound or form.is_valid():
+        filters = form.selector_filters() if form.is_bound else {}
+        sort = form.cleaned_data.get("sort", "name") if form.is_bound else "name"
+        mailboxes = mailbox_search(user=request.user, **filters)
+        total = mailboxes.count()
+        page = paginate(
+            mailboxes, sort=sort, after=request.GET.get("after", ""), before=request.GET.get("before", ""),
+            size=PAGE_SIZE,
+        )  # fmt: skip
+    query = request.GET.copy()
+    for key in ("after", "before"):
+        query.pop(key, None)
+    template = "soa/mailbox_list.html#mailbox-results" if request.htmx else "soa/mailbox_list.html"
+    return render(request, template, {"form": form, "page": page, "total": total, "query": query.urlencode()})
+
+
+def _rows(mailbox, attributes):
+    rows = []
+    for attribute in attributes:
+        cloud = mailbox.exo_values.get(attribute.exo)
+        ad = mailbox.ad_values.get(attribute.exo)
+        rows.append({"attribute": attribute, "cloud": cloud, "ad": ad, "drift": attribute.exo in mailbox.drift})
+    return rows
+
+
+@action_required(Action.MAILBOX_VIEW)
+def mailbox_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
+    mailbox = mailbox_get(user=request.user, pk=pk)
+    if mailbox is None:
+        # Outside the user's scope looks exactly like absent: a 403 would confirm the mailbox exists.
+        raise Http404("No such mailbox.")
+    context = {
+        "mailbox": mailbox,
+        "exchange_rows": _rows(mailbox, EXCHANGE_ATTRIBUTES),
+        "identity_rows": _rows(mailbox, IDENTITY_ATTRIBUTES),
+        "addresses": mailbox.addresses.order_by("-is_primary", "prefix", "address"),
+    }
+    return render(request, "soa/mailbox_detail.html", context)
