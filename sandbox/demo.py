@@ -1,6 +1,7 @@
 """`make demo`: the whole portal on one machine, with demo data. Ctrl-C stops everything it started.
 
-Starts the sandbox directory with generated users, a private Redis (unless REDIS_URL is given), migrates
+Starts the sandbox directory with generated users, the Exchange Online + Entra ID emulator synced from it, a
+private Redis (unless REDIS_URL is given), migrates
 the SQLite database, creates one account per role, then runs an RQ worker and the web server (gunicorn)
 as children and prints the URL and logins.
 """
@@ -17,21 +18,30 @@ import urllib.request
 from pathlib import Path
 
 from sandbox.directory import SandboxDirectory
+from sandbox.exchange_online import ExchangeOnlineEmulator
 from sandbox.process import child_dies_with_parent
 from sandbox.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _portal_env(directory: SandboxDirectory, redis_url: str) -> dict[str, str]:
+def _portal_env(directory: SandboxDirectory, exchange: ExchangeOnlineEmulator, redis_url: str) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("DJANGO_DEBUG", "true")
+    certificate = exchange.clients["certificate"]
     env.update(
         {
             "LDAP_URL": directory.url,
             "LDAP_BIND_DN": directory.bind_dn,
             "LDAP_PASSWORD_FILE": str(directory.password_file),
             "LDAP_BASE_DN": directory.base_dn,
+            "EXO_BASE_URL": exchange.base_url,
+            "EXO_TENANT": exchange.tenant_id,
+            "EXO_CA_FILE": str(exchange.ca_file),
+            "ENTRA_AUTHORITY": exchange.authority,
+            "ENTRA_CLIENT_ID": certificate["client_id"],
+            "ENTRA_CERTIFICATE_KEY_FILE": certificate["private_key_file"],
+            "ENTRA_CERTIFICATE_THUMBPRINT": certificate["thumbprint"],
             "REDIS_URL": redis_url,
             "PYTHONUNBUFFERED": "1",
         }
@@ -81,13 +91,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         directory = SandboxDirectory.start(users=args.users)
         stoppers.append(directory.stop)
+        # Its Entra Connect copies AD's Exchange attributes every two minutes (the real one: every 30).
+        exchange = ExchangeOnlineEmulator.start(
+            directory=directory,
+            workdir=args.var_dir / "exchange-online",
+            state_file=args.var_dir / "exchange-online-state.json",
+            sync_interval=120,
+        )
+        stoppers.append(exchange.stop)
         if os.environ.get("REDIS_URL"):
             redis_url = os.environ["REDIS_URL"]
         else:
             redis_server = RedisServer.start()
             stoppers.append(redis_server.stop)
             redis_url = redis_server.url
-        env = _portal_env(directory, redis_url)
+        env = _portal_env(directory, exchange, redis_url)
         _manage(env, "migrate", "--noinput", "-v", "0")
         print("Demo accounts (username, password, role):")
         helpdesk_scope = f"OU=Sales,{directory.users_dn}"
@@ -103,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         health = _wait_healthy(url, timeout=30)
         print(f"\nSOA Portal is ready at {url}  (health: {health['status']})")
         print(f"Directory: {directory.url} ({args.users} users under {directory.users_dn})  Redis: {redis_url}")
+        print(f"Exchange Online emulator: {exchange.base_url} (tenant {exchange.tenant_domain})")
         print(f"Helpdesk is limited to {helpdesk_scope}. Logins are kept in {logins_file}.")
         print("Press Ctrl-C to stop everything.")
         while not stop_requested and not args.exit_when_ready:

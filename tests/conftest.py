@@ -16,6 +16,8 @@ from django.conf import settings  # noqa: E402
 settings.DATABASES  # noqa: B018  (loads settings now, so pytest-django sets Django up in pytest_configure)
 
 import pytest  # noqa: E402
+
+pytest_plugins = ["tests.exchange_fixtures"]
 import redis  # noqa: E402
 
 from sandbox.directory import SandboxDirectory  # noqa: E402

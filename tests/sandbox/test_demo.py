@@ -19,6 +19,7 @@ from sandbox.process import bind_free_port
 ROOT = Path(__file__).resolve().parents[2]
 READY = re.compile(r"SOA Portal is ready at (http://\S+)")
 PORTS = re.compile(r"Directory: ldap://127\.0\.0\.1:(\d+).*Redis: redis://127\.0\.0\.1:(\d+)")
+EXCHANGE = re.compile(r"Exchange Online emulator: https://127\.0\.0\.1:(\d+)")
 
 
 def _port_open(port: int) -> bool:
@@ -76,6 +77,7 @@ def test_demo_serves_every_role_and_stops_everything_on_ctrl_c(demo):
     process, wait_for, var_dir, output = demo
     base = wait_for(READY).group(1)
     ldap_port, redis_port = map(int, wait_for(PORTS).groups())
+    exchange_port = int(wait_for(EXCHANGE).group(1))
 
     health = requests.get(base + "healthz", timeout=10)
     assert health.status_code == 200
@@ -92,5 +94,5 @@ def test_demo_serves_every_role_and_stops_everything_on_ctrl_c(demo):
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=30) == 0
     wait_for(re.compile("Demo stopped"))
-    for port in (ldap_port, redis_port, int(base.rsplit(":", 1)[1].strip("/"))):
+    for port in (ldap_port, redis_port, exchange_port, int(base.rsplit(":", 1)[1].strip("/"))):
         assert not _port_open(port), f"port {port} still answers after the demo stopped"
