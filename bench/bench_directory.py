@@ -11,16 +11,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
-import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ldap3  # noqa: E402
 from ldap3.utils.conv import escape_bytes, escape_filter_chars  # noqa: E402
 
+from bench.common import Figure, machine_line, timed  # noqa: E402
 from sandbox.directory import (  # noqa: E402
     DEFAULT_BASE_DN,
     SandboxDirectory,
@@ -41,31 +37,6 @@ from sandbox.directory import (  # noqa: E402
 )
 
 
-@dataclass
-class Figure:
-    """One measured quantity: a sample per repeat, reported as the median and the spread."""
-
-    name: str
-    unit: str
-    samples: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples)
-
-    def row(self) -> str:
-        low, high = min(self.samples), max(self.samples)
-        return (
-            f"{self.name:<52} {self.median:>12,.1f} {self.unit:<10} ({low:,.1f} - {high:,.1f}, n={len(self.samples)})"
-        )
-
-
-def timed(action: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
-
-
 def connect(directory: SandboxDirectory) -> ldap3.Connection:
     return ldap3.Connection(
         ldap3.Server(directory.url, get_info=ldap3.NONE), directory.bind_dn, directory.password, auto_bind=True
@@ -73,20 +44,14 @@ def connect(directory: SandboxDirectory) -> ldap3.Connection:
 
 
 def machine_header(args: argparse.Namespace) -> str:
-    model = "unknown CPU"
-    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
     slapd_version = subprocess.run(
         [find_tool("slapd"), "-VV"], capture_output=True, text=True, check=False
     ).stderr.splitlines()[0]
     return "\n".join(
         [
             "bench_directory: baseline figures of the sandbox directory (slapd + raw ldap3, one connection)",
-            f"machine: {os.cpu_count()} cores, {model}, {platform.platform()}",
-            f"python {platform.python_version()}, ldap3 {ldap3.__version__}, {slapd_version.strip()}",
+            machine_line(),
+            f"ldap3 {ldap3.__version__}, {slapd_version.strip()}",
             f"options: users={args.users} adds={args.adds} repeats={args.repeats} starts={args.starts} "
             f"page_size={args.page_size}",
         ]

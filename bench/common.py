@@ -1,0 +1,45 @@
+"""What every benchmark shares: a figure with its samples, a timer, and the machine header."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Figure:
+    """One measured quantity: a sample per repeat, reported as the median and the spread."""
+
+    name: str
+    unit: str
+    samples: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    def row(self) -> str:
+        low, high = min(self.samples), max(self.samples)
+        return (
+            f"{self.name:<52} {self.median:>12,.1f} {self.unit:<10} ({low:,.1f} - {high:,.1f}, n={len(self.samples)})"
+        )
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def machine_line() -> str:
+    model = "unknown CPU"
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"machine: {os.cpu_count()} cores, {model}, {platform.platform()}, python {platform.python_version()}"
