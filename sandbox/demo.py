@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=int(os.environ.get("DEMO_USERS", "3000")))
     parser.add_argument("--host", default=os.environ.get("DEMO_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("DEMO_PORT", "8000")))
+    # A fixed port keeps the emulator's issuer URL, and so signed-in sessions, valid across demo restarts.
+    parser.add_argument("--exchange-port", type=int, default=int(os.environ.get("DEMO_EXCHANGE_PORT", "8443")))
     parser.add_argument("--var-dir", type=Path, default=Path(os.environ.get("DEMO_VAR_DIR", ROOT / "var")))
     parser.add_argument("--exit-when-ready", action="store_true", help="start everything, check health, stop")
     args = parser.parse_args(argv)
@@ -94,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         # Its Entra Connect copies AD's Exchange attributes every two minutes (the real one: every 30).
         exchange = ExchangeOnlineEmulator.start(
             directory=directory,
+            port=args.exchange_port,
             workdir=args.var_dir / "exchange-online",
             state_file=args.var_dir / "exchange-online-state.json",
             sync_interval=120,

@@ -234,6 +234,16 @@ class ExchangeOnlineClient:
                     timeout=(self.config.connect_timeout, self.config.timeout),
                 )
                 status = response.status_code
+            except requests.exceptions.ContentDecodingError:
+                # What Exchange sends for a cmdlet it does not know: 403 with NUL bytes labelled gzip (§4.4).
+                response, status = None, "undecodable"
+                error = ExchangeOnlineError(
+                    f"Exchange Online refused {cmdlet} with an unreadable body: the cmdlet is unknown or not "
+                    "allowed for this application.",
+                    cmdlet=cmdlet,
+                    identity=identity,
+                    request_id=request_id,
+                )
             except (requests.Timeout, requests.ConnectionError) as exc:
                 response, status = None, exc.__class__.__name__
                 error: ExchangeOnlineError | None = ExoTransient(

@@ -50,7 +50,8 @@ def demo(tmp_path):
     env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'demo.sqlite3'}"  # the embedded default, even in CI
     port = bind_free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "sandbox.demo", "--users", "100", "--port", str(port), "--var-dir", str(tmp_path)],
+        [sys.executable, "-m", "sandbox.demo", "--users", "100", "--port", str(port),
+         "--exchange-port", str(bind_free_port()), "--var-dir", str(tmp_path)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     lines: queue.Queue[str] = queue.Queue()

@@ -12,6 +12,7 @@ import pytest
 from writeback.exchange import ExchangeOnlineClient
 from writeback.exchange_auth import ExchangeConfig
 from writeback.exchange_errors import (
+    ExchangeOnlineError,
     ExoAuthError,
     ExoInvalidParameter,
     ExoNotFound,
@@ -215,3 +216,10 @@ def test_log_lines_carry_the_call_but_never_the_token(client, synced, caplog):
     lines = [record.getMessage() for record in caplog.records]
     assert any("Get-Mailbox" in line and "status=200" in line and "request_id=" in line for line in lines)
     assert not any(token in line or "Bearer" in line for line in lines)
+
+
+def test_unknown_cmdlet_answered_with_nul_bytes_is_a_clear_error(client):
+    # Exchange answers an unknown cmdlet with 403 and a body of NUL bytes labelled gzip (exchange-facts §4.4).
+    with pytest.raises(ExchangeOnlineError, match="Get-Nothing") as info:
+        client.invoke("Get-Nothing", {})
+    assert not info.value.retryable

@@ -1,0 +1,65 @@
+"""A stand-in for Exchange Online and Entra ID, over HTTPS on loopback, for tests, benchmarks and the demo.
+
+    with ExchangeOnlineEmulator.start(directory=directory) as exo:
+        app = exo.msal_app("certificate")                       # real msal, trusting exo.ca_file
+        token = app.acquire_token_for_client([exo.scope])["access_token"]
+        exo.session().post(exo.exchange_url, json={"CmdletInput": {"CmdletName": "Get-Mailbox",
+                           "Parameters": {"Identity": "anna.smith@corp.example.com"}}},
+                           headers={"Authorization": f"Bearer {token}"})
+
+What it plays (facts from shared/reference/exchange-facts.md; every guess is listed in GUESSES):
+
+- Entra ID: OpenID discovery, JWKS, the token endpoint (client secret, certificate assertion, auth code
+  with PKCE, refresh) and a sign-in page listing demo identities. Tokens are RS256 JWTs of the tenant key.
+- Exchange Online's admin API: ``POST /adminapi/beta/{tenant}/InvokeCommand`` for Get-Mailbox, Set-Mailbox,
+  Get-AcceptedDomain and Get-OrganizationConfig, with Exchange's validation rules, error bodies, paging,
+  throttling (429 + Retry-After + Rate-Limit-*), and faults switched on at run time.
+- Entra Connect: a sync tick reads the sandbox directory over LDAP and writes AD's values into the
+  mailboxes whose Exchange attributes AD still masters (IsExchangeCloudManaged false).
+
+Files in the workdir: ``ready.json`` (everything a client needs), ``ca.crt`` (trust this), ``client-*.secret``,
+``client.key``/``client.crt`` (the certificate client), ``admin-token``, ``tenant.json`` (ids, kept across
+restarts), ``emulator.log``.
+"""
+
+from .process import ExchangeOnlineEmulator, ExchangeOnlineEmulatorError, trusting_session
+
+# Behaviour the reference does not settle, chosen here; each is a setting or easy to change.
+GUESSES = (
+    "Server-side -Filter on IsExchangeCloudManaged is accepted (setting filter_cloud_managed).",
+    "Get-Mailbox without -ResultSize returns at most 1000 items with the 'more results available' warning "
+    "(setting default_result_size); without a Prefer header a page holds 1000 items.",
+    "WhenChangedUTC/WhenCreatedUTC have one-second resolution and are shown as yyyy-MM-ddTHH:mm:ssZ.",
+    "Empty CustomAttributeN is shown as an empty string.",
+    "ImmutableId on Get-Mailbox is the Entra source anchor (real EXO shows msExchGenericImmutableId there).",
+    "ExternalDirectoryObjectId, Guid and ExchangeGuid are UUIDv5 of the objectGUID; Identity and Id are the Name.",
+    "Synced mailboxes get the MOERA alias@<tenant>.onmicrosoft.com unless they have an address in that domain.",
+    "Sync copies proxyAddresses verbatim (no accepted-domain filtering, no duplicate-attribute resiliency).",
+    "A dir-synced user that disappears from AD loses its mailbox at the next tick (no soft delete).",
+    "Error texts and exception types for: non-accepted domain, two primaries, no primary, duplicate proxy, "
+    "cool-down, removing the primary, ExtensionCustomAttribute limits, alias rules, ambiguous identity.",
+    "The Ex error codes other than Ex6F9304 (not found) are made up; the write-scope error has an empty code "
+    "and System.InvalidOperationException, as one field report shows.",
+    "The write-scope error is 400 and names every blocked parameter, comma-separated.",
+    "A call that sets IsExchangeCloudManaged true together with an Exchange attribute is judged on the flag "
+    "before the call, so it is refused.",
+    "Setting DisplayName/Name on a dir-synced mailbox gives the write-scope error whatever the flag.",
+    "Setting IsExchangeCloudManaged on a cloud-only mailbox is refused (400).",
+    "Within the cool-down the address's former holder may take it back; anyone else gets the 'in use' error.",
+    "Removing an address that is not there is a no-op; an Add of a present address is a no-op.",
+    "A hashtable without '@odata.type': '#Exchange.GenericHashTable' is refused with a 400 binding error.",
+    "WindowsEmailAddress makes the address primary and keeps the old primary as a secondary.",
+    "ExtensionCustomAttribute values are at most 2048 characters each.",
+    "Missing Exchange.ManageAsApp role gives 403; a bad, expired or missing token gives 401 with WWW-Authenticate.",
+    "Throttle: a token bucket per appid; Rate-Limit-Limit is the burst, Reset is when the bucket is full again; "
+    "Retry-After is whole seconds (at least 1).",
+    "503 faults carry no Retry-After; the 'error after apply' 500 has empty message and details.",
+    "Replication lag hides a new mailbox from Identity lookups and from listings.",
+    "An unknown tenant in the InvokeCommand URL gives 400.",
+    "AADSTS codes for a wrong assertion audience (50027), a redirect_uri mismatch (70000) and a missing "
+    "code_verifier (900144).",
+    "App-only tokens are v1-shaped with iss https://sts.windows.net/{tenant_id}/ (as Entra's, and port-free); "
+    "id_tokens are v2 with iss {authority}/v2.0.",
+)
+
+__all__ = ["GUESSES", "ExchangeOnlineEmulator", "ExchangeOnlineEmulatorError", "trusting_session"]

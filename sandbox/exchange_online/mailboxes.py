@@ -1,0 +1,244 @@
+"""Mailbox records: building them (from a directory user, or from given properties) and showing them.
+
+Keys of a directory-synced mailbox are derived from the AD user, so they are the same after a restart
+or a reset: ImmutableId is the Entra source anchor (base64 of ``mS-DS-ConsistencyGuid`` when set, else of
+``objectGUID``, both in the byte order AD stores them, exchange-facts §3); ExternalDirectoryObjectId,
+Guid and ExchangeGuid are UUIDv5 of the objectGUID in three namespaces.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import re
+import uuid
+from typing import Any
+
+from .addresses import full_list, primary_of
+from .config import Tenant
+from .state import format_date
+
+CUSTOM_ATTRIBUTES = tuple(f"CustomAttribute{i}" for i in range(1, 16))
+EXTENSION_ATTRIBUTES = tuple(f"ExtensionCustomAttribute{i}" for i in range(1, 6))
+# What Entra Connect stops overwriting once IsExchangeCloudManaged is true (the Exchange attributes).
+EXCHANGE_ATTRIBUTES = (
+    "EmailAddresses", "PrimarySmtpAddress", "WindowsEmailAddress", "Alias", "HiddenFromAddressListsEnabled",
+    "RecipientTypeDetails", *CUSTOM_ATTRIBUTES, *EXTENSION_ATTRIBUTES,
+)  # fmt: skip
+# What Entra Connect always writes: AD stays the authority for identity.
+IDENTITY_ATTRIBUTES = ("DisplayName", "Name", "UserPrincipalName", "DistinguishedName")
+
+# msExchRecipientTypeDetails (remote mailboxes of a hybrid organisation, and their on-prem forms).
+RECIPIENT_TYPES = {
+    2147483648: "UserMailbox",
+    34359738368: "SharedMailbox",
+    8589934592: "RoomMailbox",
+    17179869184: "EquipmentMailbox",
+    1: "UserMailbox",
+    4: "SharedMailbox",
+    16: "RoomMailbox",
+    32: "EquipmentMailbox",
+}
+MAILBOX_TYPES = ("UserMailbox", "SharedMailbox", "RoomMailbox", "EquipmentMailbox")
+
+_EDOID_NS = uuid.UUID("0f3c9d1e-2a4b-4c6d-8e0f-1a2b3c4d5e6f")
+_GUID_NS = uuid.UUID("7d1e5f20-9a3b-4c8d-b1e2-f3a4b5c6d7e8")
+_EXCHANGE_GUID_NS = uuid.UUID("c2a7e8f1-4b6d-4e9a-8c3f-5d7e9f1a2b3c")
+SERVER = "SANDBOXPR01A001DC001.SANDBOXPR01A001.PROD.OUTLOOK.COM"
+
+
+def now_utc() -> dt.datetime:
+    """Exchange's WhenChangedUTC has one-second resolution, like AD's whenChanged."""
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def immutable_id(object_guid: bytes, consistency_guid: bytes | None = None) -> str:
+    """The Entra source anchor: base64 of mS-DS-ConsistencyGuid when it is set, else of objectGUID."""
+    return base64.b64encode(consistency_guid or object_guid).decode("ascii")
+
+
+def directory_ids(object_guid: bytes) -> dict[str, str]:
+    """Stable ids of the Entra user and its mailbox for an AD objectGUID (AD's little-endian bytes)."""
+    name = str(uuid.UUID(bytes_le=object_guid))
+    return {
+        "ExternalDirectoryObjectId": str(uuid.uuid5(_EDOID_NS, name)),
+        "Guid": str(uuid.uuid5(_GUID_NS, name)),
+        "ExchangeGuid": str(uuid.uuid5(_EXCHANGE_GUID_NS, name)),
+    }
+
+
+def exchange_dn(name: str, tenant: Tenant) -> str:
+    escaped = re.sub(r'([,+"\\<>;=#])', r"\\\1", name)
+    return (
+        f"CN={escaped},OU={tenant.initial_domain},OU=Microsoft Exchange Hosted Organizations,"
+        "DC=SANDBOXPR01A001,DC=PROD,DC=OUTLOOK,DC=COM"
+    )
+
+
+def moera(alias: str, tenant: Tenant) -> str:
+    """The Microsoft Online Email Routing Address Entra gives every mailbox: alias@<tenant>.onmicrosoft.com."""
+    return f"smtp:{alias}@{tenant.initial_domain}"
+
+
+def with_moera(addresses: list[str], alias: str, tenant: Tenant) -> list[str]:
+    suffix = "@" + tenant.initial_domain.lower()
+    if not alias or any(a.lower().endswith(suffix) for a in addresses):
+        return addresses
+    return [*addresses, moera(alias, tenant)]
+
+
+def blank_record() -> dict[str, Any]:
+    record: dict[str, Any] = {name: "" for name in CUSTOM_ATTRIBUTES}
+    record.update({name: [] for name in EXTENSION_ATTRIBUTES})
+    record.update(
+        HiddenFromAddressListsEnabled=False,
+        IsDirSynced=False,
+        IsExchangeCloudManaged=False,
+        RecipientType="UserMailbox",
+        RecipientTypeDetails="UserMailbox",
+        ImmutableId="",
+    )
+    return record
+
+
+def from_directory(user: dict[str, Any], tenant: Tenant, *, add_moera: bool) -> dict[str, Any]:
+    """A mailbox record as Entra Connect provisions it from one parsed AD user (see sync.parse_user)."""
+    record = blank_record()
+    record.update(directory_ids(user["objectGUID"]))
+    record["ImmutableId"] = immutable_id(user["objectGUID"], user.get("mS-DS-ConsistencyGuid"))
+    record["IsDirSynced"] = True
+    record.update(identity_values(user, tenant))
+    record.update(exchange_values(user, tenant, add_moera=add_moera))
+    stamp = now_utc()
+    record["WhenCreatedUTC"] = record["WhenChangedUTC"] = stamp
+    return record
+
+
+def identity_values(user: dict[str, Any], tenant: Tenant) -> dict[str, Any]:
+    name = user.get("cn") or user.get("displayName") or user.get("mailNickname") or ""
+    return {
+        "Name": name,
+        "DisplayName": user.get("displayName") or name,
+        "UserPrincipalName": user.get("userPrincipalName") or "",
+        "DistinguishedName": exchange_dn(name, tenant),
+    }
+
+
+def exchange_values(user: dict[str, Any], tenant: Tenant, *, add_moera: bool) -> dict[str, Any]:
+    """AD's Exchange attributes in Exchange terms: what sync writes while AD is the authority."""
+    alias = user.get("mailNickname") or (user.get("userPrincipalName") or "").partition("@")[0]
+    addresses = list(user.get("proxyAddresses") or [])
+    mail = user.get("mail") or ""
+    if not addresses and mail:
+        addresses = [f"SMTP:{mail}"]
+    if add_moera:
+        addresses = with_moera(addresses, alias, tenant)
+    primary = primary_of(addresses) or mail
+    values: dict[str, Any] = {
+        "Alias": alias,
+        "EmailAddresses": addresses,
+        "PrimarySmtpAddress": primary,
+        "WindowsEmailAddress": mail or primary,
+        "HiddenFromAddressListsEnabled": bool(user.get("msExchHideFromAddressLists")),
+        "RecipientTypeDetails": RECIPIENT_TYPES.get(user.get("msExchRecipientTypeDetails") or 0, "UserMailbox"),
+    }
+    for index in range(1, 16):
+        values[f"CustomAttribute{index}"] = user.get(f"extensionAttribute{index}") or ""
+    for index in range(1, 6):
+        values[f"ExtensionCustomAttribute{index}"] = list(user.get(f"msExchExtensionCustomAttribute{index}") or [])
+    return values
+
+
+ADMIN_FIELDS = {
+    "Alias", "DisplayName", "Name", "UserPrincipalName", "EmailAddresses", "WindowsEmailAddress", "PrimarySmtpAddress",
+    "HiddenFromAddressListsEnabled", "IsDirSynced", "IsExchangeCloudManaged", "RecipientTypeDetails",
+    "ExternalDirectoryObjectId", "Guid", "ExchangeGuid", "ImmutableId", "WhenChangedUTC", "WhenCreatedUTC",
+    *CUSTOM_ATTRIBUTES, *EXTENSION_ATTRIBUTES,
+}  # fmt: skip
+
+
+def from_properties(props: dict[str, Any], tenant: Tenant, *, add_moera: bool) -> dict[str, Any]:
+    """A mailbox made directly (admin endpoint or seed file): cloud-only unless IsDirSynced is given."""
+    unknown = set(props) - ADMIN_FIELDS
+    if unknown:
+        raise ValueError(f"unknown mailbox properties: {', '.join(sorted(unknown))}")
+    record = blank_record()
+    upn = props.get("UserPrincipalName")
+    alias = props.get("Alias") or (upn.partition("@")[0] if upn else f"mbx{uuid.uuid4().hex[:8]}")
+    upn = upn or f"{alias}@{tenant.mail_domain}"
+    addresses = full_list(props.get("EmailAddresses") or [f"SMTP:{props.get('PrimarySmtpAddress') or upn}"])
+    if add_moera and "EmailAddresses" not in props:
+        addresses = with_moera(addresses, alias, tenant)
+    name = props.get("Name") or alias
+    stamp = now_utc()
+    record.update(
+        Guid=str(uuid.uuid4()),
+        ExchangeGuid=str(uuid.uuid4()),
+        ExternalDirectoryObjectId=str(uuid.uuid4()),
+        Alias=alias,
+        Name=name,
+        DisplayName=props.get("DisplayName") or name,
+        UserPrincipalName=upn,
+        DistinguishedName=exchange_dn(name, tenant),
+        EmailAddresses=addresses,
+        WhenCreatedUTC=stamp,
+        WhenChangedUTC=stamp,
+    )
+    record.update({k: v for k, v in props.items() if k not in ("EmailAddresses",)})
+    record["PrimarySmtpAddress"] = primary_of(addresses)
+    record["WindowsEmailAddress"] = props.get("WindowsEmailAddress") or record["PrimarySmtpAddress"]
+    return coerce_dates(record)
+
+
+def coerce_dates(record: dict[str, Any]) -> dict[str, Any]:
+    for name in ("WhenChangedUTC", "WhenCreatedUTC"):
+        if isinstance(record.get(name), str):
+            record[name] = dt.datetime.fromisoformat(record[name].replace("Z", "+00:00")).astimezone(dt.UTC)
+    return record
+
+
+_GUID_FIELDS = ("Guid", "ExchangeGuid", "ExchangeObjectId")
+_COLLECTIONS = ("EmailAddresses", *EXTENSION_ATTRIBUTES)
+
+
+def to_api(record: dict[str, Any], select: set[str] | None = None) -> dict[str, Any]:
+    """A record as Get-Mailbox returns it, with the OData type annotations of collections, GUIDs and dates."""
+    shown: dict[str, Any] = {
+        "ExternalDirectoryObjectId": record["ExternalDirectoryObjectId"],
+        "Identity": record["Name"],
+        "Id": record["Name"],
+        "Name": record["Name"],
+        "Alias": record["Alias"],
+        "DisplayName": record["DisplayName"],
+        "UserPrincipalName": record["UserPrincipalName"],
+        "PrimarySmtpAddress": record["PrimarySmtpAddress"],
+        "WindowsEmailAddress": record["WindowsEmailAddress"],
+        "EmailAddresses": list(record["EmailAddresses"]),
+        "RecipientType": record["RecipientType"],
+        "RecipientTypeDetails": record["RecipientTypeDetails"],
+        "IsDirSynced": record["IsDirSynced"],
+        "IsExchangeCloudManaged": record["IsExchangeCloudManaged"],
+        "HiddenFromAddressListsEnabled": record["HiddenFromAddressListsEnabled"],
+        **{name: record[name] for name in CUSTOM_ATTRIBUTES},
+        **{name: list(record[name]) for name in EXTENSION_ATTRIBUTES},
+        "ImmutableId": record["ImmutableId"],
+        "DistinguishedName": record["DistinguishedName"],
+        "Guid": record["Guid"],
+        "ExchangeGuid": record["ExchangeGuid"],
+        "ExchangeObjectId": record["Guid"],
+        "WhenChangedUTC": format_date(record["WhenChangedUTC"]),
+        "WhenCreatedUTC": format_date(record["WhenCreatedUTC"]),
+    }
+    if select:
+        wanted = {name.lower() for name in select}
+        shown = {k: v for k, v in shown.items() if k.lower() in wanted}
+    annotated: dict[str, Any] = {}
+    for key, value in shown.items():
+        if key in _COLLECTIONS:
+            annotated[f"{key}@odata.type"] = "#Collection(String)"
+        elif key in _GUID_FIELDS:
+            annotated[f"{key}@odata.type"] = "#Guid"
+        elif key in ("WhenChangedUTC", "WhenCreatedUTC"):
+            annotated[f"{key}@odata.type"] = "#DateTimeOffset"
+        annotated[key] = value
+    return annotated

@@ -1,0 +1,88 @@
+"""Pytest fixtures for the Exchange Online + Entra ID emulator (sandbox.exchange_online).
+
+Register with ``pytest_plugins = ["tests.exchange_fixtures"]`` in the root conftest, or bind the fixtures
+a module uses at its top (``exchange_online = exchange_fixtures.exchange_online``; a plain import trips
+ruff's F811 at every test that takes the fixture). Either way there is one emulator per run.
+
+- ``exchange_online`` (session): one emulator whose Entra Connect reads the session's ``directory``.
+- ``exo_clean``: resets it before and after the test (faults off, throttle and settings as started,
+  counters zero, mailboxes rebuilt from the directory), and returns it.
+- ``exo_token`` (session): an app-only access token of the secret client, obtained through real msal.
+- ``exo_invoke``: ``exo_invoke(cmdlet, params, *, token=..., url=..., headers=..., body=...)`` POSTs one
+  InvokeCommand over HTTPS and returns the ``requests.Response``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from sandbox.exchange_online import ExchangeOnlineEmulator
+
+Invoke = Callable[..., requests.Response]
+
+
+# One emulator (and one token) per directory for the whole run, however many times these fixtures are
+# registered: a test module importing them gets its own fixture definitions, which would otherwise each start
+# their own emulator.
+_EMULATORS: dict[int, ExchangeOnlineEmulator] = {}
+_TOKENS: dict[int, str] = {}
+
+
+@pytest.fixture(scope="session")
+def exchange_online(directory, tmp_path_factory) -> Iterator[ExchangeOnlineEmulator]:
+    """The emulator for the whole session, synced from the session's sandbox directory."""
+    shared = _EMULATORS.get(id(directory))
+    if shared is not None and shared.is_running():
+        yield shared
+        return
+    workdir = tmp_path_factory.mktemp("exchange-online")
+    with ExchangeOnlineEmulator.start(directory=directory, workdir=workdir) as emulator:
+        _EMULATORS[id(directory)] = emulator
+        yield emulator
+        _EMULATORS.pop(id(directory), None)
+
+
+@pytest.fixture
+def exo_clean(exchange_online: ExchangeOnlineEmulator) -> Iterator[ExchangeOnlineEmulator]:
+    """The session emulator, reset before the test and again after it so nothing leaks into the next one."""
+    exchange_online.reset()
+    yield exchange_online
+    exchange_online.reset()
+
+
+@pytest.fixture(scope="session")
+def exo_token(exchange_online: ExchangeOnlineEmulator) -> str:
+    """An access token for https://outlook.office365.com of the secret client (Exchange.ManageAsApp)."""
+    if id(exchange_online) not in _TOKENS:
+        result = exchange_online.msal_app("secret").acquire_token_for_client([exchange_online.scope])
+        assert "access_token" in result, result
+        _TOKENS[id(exchange_online)] = result["access_token"]
+    return _TOKENS[id(exchange_online)]
+
+
+@pytest.fixture
+def exo_invoke(exchange_online: ExchangeOnlineEmulator, exo_token: str) -> Iterator[Invoke]:
+    """Call InvokeCommand with the documented body; keyword overrides for the negative cases."""
+    session = exchange_online.session()
+
+    def invoke(
+        cmdlet: str,
+        parameters: dict[str, Any] | None = None,
+        *,
+        token: str | None = exo_token,
+        url: str | None = None,
+        headers: dict[str, str] | None = None,
+        body: Any = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        payload = body if body is not None else {"CmdletInput": {"CmdletName": cmdlet, "Parameters": parameters or {}}}
+        sent = {"Authorization": f"Bearer {token}"} if token else {}
+        sent.update(headers or {})
+        return session.post(url or exchange_online.exchange_url, json=payload, headers=sent, timeout=30, **kwargs)
+
+    yield invoke
+    session.close()
