@@ -1,0 +1,80 @@
+"""Pure unit tests: both sides' values in one shape, and what counts as drift."""
+
+import uuid
+
+from writeback.values import ad_values, drifted_attributes, exo_values, guid_from_bytes, immutable_id, split_proxy
+
+
+def test_immutable_id_is_base64_of_the_guid_bytes_as_ad_stores_them():
+    # The worked example of exchange-facts §3.
+    guid = uuid.UUID("f7cc07d7-7c15-447d-876d-c01b0e5a9e38")
+    assert immutable_id(guid.bytes_le) == "1wfM9xV8fUSHbcAbDlqeOA=="
+    assert guid_from_bytes(guid.bytes_le) == guid
+
+
+AD_ENTRY = {
+    "proxyAddresses": ["SMTP:Ann.Lee@corp.example.com", "smtp:ann@corp.example.com", "X500:/o=x/cn=ann"],
+    "mail": ["Ann.Lee@corp.example.com"],
+    "mailNickname": ["ann.lee"],
+    "extensionAttribute1": ["Finance"],
+    "msExchExtensionCustomAttribute2": ["a", "B"],
+    "msExchHideFromAddressLists": [],
+    "msExchRecipientTypeDetails": [34359738368],
+    "msExchRecipientDisplayType": [-2147483642],
+    "displayName": ["Ann Lee"],
+    "userPrincipalName": ["ann.lee@corp.example.com"],
+}
+EXO_MAILBOX = {
+    "EmailAddresses": [
+        "SMTP:ann.lee@corp.example.com", "smtp:ANN@corp.example.com", "x500:/o=x/cn=ann",
+        "smtp:ann.lee@corp.onmicrosoft.com",  # the MOERA, which AD never holds
+    ],
+    "WindowsEmailAddress": "ann.lee@corp.example.com",
+    "Alias": "ann.lee",
+    "CustomAttribute1": "Finance",
+    "CustomAttribute2": "",
+    "ExtensionCustomAttribute2": ["b", "A"],
+    "HiddenFromAddressListsEnabled": False,
+    "RecipientTypeDetails": "SharedMailbox",
+    "DisplayName": "Ann Lee",
+    "UserPrincipalName": "ann.lee@corp.example.com",
+}  # fmt: skip
+
+
+def test_ad_entry_normalised_to_exchange_names_and_types():
+    values = ad_values(AD_ENTRY)
+    assert values["RecipientTypeDetails"] == "SharedMailbox"
+    assert values["RecipientDisplayType"] == -2147483642
+    assert values["HiddenFromAddressListsEnabled"] is False
+    assert values["CustomAttribute1"] == "Finance" and values["CustomAttribute2"] is None
+    assert values["ExtensionCustomAttribute1"] == []
+    assert values["DisplayName"] == "Ann Lee"
+
+
+def test_identical_mailbox_has_no_drift_despite_case_moera_and_order():
+    assert drifted_attributes(exo_values(EXO_MAILBOX), ad_values(AD_ENTRY)) == []
+
+
+def test_each_kind_of_difference_is_drift():
+    cloud = exo_values(
+        EXO_MAILBOX
+        | {
+            "EmailAddresses": ["SMTP:ann@corp.example.com", "smtp:ann.lee@corp.example.com", "x500:/o=x/cn=ann"],
+            "CustomAttribute2": "cloud only",
+            "ExtensionCustomAttribute2": ["a"],
+            "HiddenFromAddressListsEnabled": True,
+        }
+    )
+    assert drifted_attributes(cloud, ad_values(AD_ENTRY)) == [
+        "EmailAddresses", "CustomAttribute2", "ExtensionCustomAttribute2", "HiddenFromAddressListsEnabled",
+    ]  # fmt: skip
+
+
+def test_attributes_missing_from_the_cloud_payload_are_not_compared():
+    assert drifted_attributes({"CustomAttribute1": "Finance"}, ad_values(AD_ENTRY)) == []
+
+
+def test_split_proxy():
+    assert split_proxy("SMTP:A@B.c") == ("smtp", "a@b.c", True)
+    assert split_proxy("smtp:A@B.c") == ("smtp", "a@b.c", False)
+    assert split_proxy("X500:/o=Org") == ("x500", "/o=org", False)
