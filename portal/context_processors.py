@@ -10,6 +10,7 @@ NAVIGATION: list[tuple[str, str, Action | None]] = [
     ("Dashboard", "dashboard", None),
     ("Mailboxes", "mailbox_list", Action.MAILBOX_VIEW),
     ("Audit log", "audit_list", Action.AUDIT_VIEW),
+    ("Inventory", "inventory", Action.PORTAL_CONFIGURE),
     ("Roles", "role_list", Action.PORTAL_CONFIGURE),
     ("Background jobs", "django_rq:home", Action.JOBS_VIEW),
 ]

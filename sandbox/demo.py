@@ -21,6 +21,7 @@ from sandbox.directory import SandboxDirectory
 from sandbox.exchange_online import ExchangeOnlineEmulator
 from sandbox.process import child_dies_with_parent
 from sandbox.redis_server import RedisServer
+from sandbox.seed import seed_tenant
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,10 +110,17 @@ def main(argv: list[str] | None = None) -> int:
             stoppers.append(redis_server.stop)
             redis_url = redis_server.url
         env = _portal_env(directory, exchange, redis_url)
+        if not any(m.get("IsExchangeCloudManaged") for m in exchange.mailboxes()):
+            report = seed_tenant(directory, exchange)
+            print(
+                f"Seeded the tenant: {report.cloud_managed} mailboxes already cloud-managed, "
+                f"{report.cloud_edits + report.ad_edits} with drift, {report.cloud_only} cloud-only."
+            )
         _manage(env, "migrate", "--noinput", "-v", "0")
         print("Demo accounts (username, password, role):")
         helpdesk_scope = f"OU=Sales,{directory.users_dn}"
         _manage(env, "demo_accounts", "--logins-file", str(logins_file), "--helpdesk-scope", helpdesk_scope)
+        _manage(env, "inventory_import")
         children = [
             [sys.executable, str(ROOT / "manage.py"), "rqworker", "default", "writeback", "--with-scheduler"],
             [sys.executable, "-m", "gunicorn", "portal.wsgi", "--bind", f"{args.host}:{args.port}",

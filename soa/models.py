@@ -36,6 +36,9 @@ class Mailbox(models.Model):
     ad_change_mark = models.CharField(max_length=64, blank=True, help_text="AD change stamp (uSNChanged / entryCSN)")
     exo_read_at = models.DateTimeField(null=True, blank=True)
     ad_read_at = models.DateTimeField(null=True, blank=True)
+    # The inventory run that last saw the mailbox on each side: a full run that did not is told it disappeared.
+    exo_seen_run = models.PositiveIntegerField(null=True, blank=True)
+    ad_seen_run = models.PositiveIntegerField(null=True, blank=True)
     version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -1,0 +1,119 @@
+"""A realistic tenant on both sides: generated AD users, their mailboxes, and the usual untidiness.
+
+The directory's users come from ``SandboxDirectory.start(users=N)`` (slapadd, fast); the emulator's Entra
+Connect creates their mailboxes on its first sync. ``seed_tenant`` then makes the tenant look lived-in, the
+same way every time for the same seed:
+
+- a share of the mailboxes already cloud-managed (an earlier pilot), some of them with cloud-only edits
+  that AD does not have (drift the inventory must report);
+- a few AD edits not synced yet (drift in the other direction);
+- a few AD users whose mailbox is missing in Exchange Online (one-sided objects);
+- a few cloud-only mailboxes (not directory-synced: the inventory must skip them).
+
+    python -m sandbox.seed --users 200000   # start both, seed, print the figures, stop
+"""
+
+import argparse
+import json
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import ldap3
+
+from sandbox.directory import SandboxDirectory
+from sandbox.exchange_online import ExchangeOnlineEmulator
+
+
+@dataclass
+class SeedReport:
+    mailboxes: int = 0
+    cloud_managed: int = 0
+    cloud_edits: int = 0
+    ad_edits: int = 0
+    missing_in_exo: int = 0
+    cloud_only: int = 0
+    seconds: float = 0.0
+
+
+def seed_tenant(
+    directory: SandboxDirectory,
+    exchange: ExchangeOnlineEmulator,
+    *,
+    cloud_managed_share: float = 0.10,
+    cloud_edit_share: float = 0.20,
+    ad_edits: int = 5,
+    missing_in_exo: int = 3,
+    cloud_only: int = 5,
+    seed: int = 1,
+) -> SeedReport:
+    """Shape the tenant as described in the module docstring; returns what was done."""
+    started = time.perf_counter()
+    rng = random.Random(seed)  # noqa: S311 - test data
+    exchange.sync()
+    synced = sorted(
+        (m for m in exchange.mailboxes() if m.get("IsDirSynced")), key=lambda m: m["ExternalDirectoryObjectId"]
+    )
+    report = SeedReport(mailboxes=len(synced))
+    rng.shuffle(synced)
+    flip_count = int(len(synced) * cloud_managed_share)
+    flipped, rest = synced[:flip_count], synced[flip_count:]
+    for index, mailbox in enumerate(flipped):
+        props: dict[str, Any] = {"IsExchangeCloudManaged": True}
+        if index < int(flip_count * cloud_edit_share):
+            # What help desk did in the cloud after the flip, which AD has not heard of.
+            props["CustomAttribute10"] = f"cloud-edit-{index}"
+            alias = mailbox["Alias"]
+            props["EmailAddresses"] = [*mailbox["EmailAddresses"], f"smtp:{alias}.cloud@{exchange.mail_domain}"]
+            report.cloud_edits += 1
+        exchange.update_mailbox(mailbox["ExternalDirectoryObjectId"], **props)
+    report.cloud_managed = len(flipped)
+
+    connection = ldap3.Connection(directory.url, directory.bind_dn, directory.password, auto_bind=True)
+    try:
+        for mailbox in rest[:ad_edits]:
+            dn = _dn_of(connection, directory, mailbox["UserPrincipalName"])
+            connection.modify(dn, {"extensionAttribute9": [(ldap3.MODIFY_REPLACE, ["edited on-premises"])]})
+            report.ad_edits += 1
+    finally:
+        connection.unbind()
+    for mailbox in rest[ad_edits : ad_edits + missing_in_exo]:
+        exchange.delete_mailbox(mailbox["ExternalDirectoryObjectId"])
+        report.missing_in_exo += 1
+    for index in range(cloud_only):
+        exchange.create_mailbox(
+            Name=f"Cloud Room {index}", DisplayName=f"Cloud Room {index}", Alias=f"cloudroom{index}",
+            UserPrincipalName=f"cloudroom{index}@{exchange.mail_domain}", RecipientTypeDetails="RoomMailbox",
+        )  # fmt: skip
+        report.cloud_only += 1
+    report.seconds = round(time.perf_counter() - started, 2)
+    return report
+
+
+def _dn_of(connection: ldap3.Connection, directory: SandboxDirectory, upn: str) -> str:
+    from ldap3.utils.conv import escape_filter_chars
+
+    connection.search(directory.base_dn, f"(userPrincipalName={escape_filter_chars(upn)})", attributes=["1.1"])
+    if not connection.entries:
+        raise LookupError(f"{upn} is not in the sandbox directory")
+    return connection.entries[0].entry_dn
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Start the sandbox directory and emulator, seed them, report.")
+    parser.add_argument("--users", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    began = time.perf_counter()
+    with SandboxDirectory.start(users=args.users, seed=args.seed) as directory:
+        loaded = time.perf_counter() - began
+        with ExchangeOnlineEmulator.start(directory=directory) as exchange:
+            report = seed_tenant(directory, exchange, seed=args.seed)
+    print(json.dumps({"users": args.users, "directory_seconds": round(loaded, 2), **asdict(report)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

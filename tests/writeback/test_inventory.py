@@ -1,0 +1,199 @@
+"""Inventory import against a seeded sandbox directory and the emulator: joins, one-sided objects, drift,
+idempotent re-runs, incremental runs, failures, and the RQ path with a real worker."""
+
+import uuid
+
+import ldap3
+import pytest
+from django.conf import settings
+from rq import SimpleWorker
+
+from portal.models import AuditEvent
+from portal.roles import Role
+from sandbox.directory import SandboxDirectory
+from sandbox.exchange_online import ExchangeOnlineEmulator
+from sandbox.seed import seed_tenant
+from soa.choices import Authority
+from soa.models import Mailbox, MailboxAddress
+from writeback.exchange import ExchangeOnlineClient
+from writeback.exchange_auth import ExchangeConfig
+from writeback.inventory import InventoryError, claim, execute, inventory_run_request
+from writeback.models import InventoryRun
+from writeback.values import immutable_id
+
+USERS = 60
+
+
+@pytest.fixture(scope="module")
+def tenant():
+    """A directory and an emulator of its own, seeded; the portal's settings point at them for the module."""
+    with (
+        SandboxDirectory.start(users=USERS, seed=7) as directory,
+        ExchangeOnlineEmulator.start(directory=directory) as exchange,
+    ):
+        report = seed_tenant(directory, exchange, seed=7)
+        saved = {name: getattr(settings, name) for name in _SETTINGS}
+        client = exchange.clients["secret"]
+        values = {
+            "LDAP_URL": directory.url, "LDAP_BIND_DN": directory.bind_dn,
+            "LDAP_PASSWORD_FILE": str(directory.password_file), "LDAP_BASE_DN": directory.base_dn,
+            "EXO_BASE_URL": exchange.base_url, "EXO_TENANT": exchange.tenant_id, "ENTRA_AUTHORITY": exchange.authority,
+            "ENTRA_CLIENT_ID": client["client_id"], "ENTRA_CLIENT_SECRET_FILE": client["client_secret_file"],
+            "EXO_CA_FILE": str(exchange.ca_file),
+        }  # fmt: skip
+        for name, value in values.items():
+            setattr(settings, name, value)
+        yield directory, exchange, report
+        for name, value in saved.items():
+            setattr(settings, name, value)
+
+
+_SETTINGS = (
+    "LDAP_URL", "LDAP_BIND_DN", "LDAP_PASSWORD_FILE", "LDAP_BASE_DN", "EXO_BASE_URL", "EXO_TENANT",
+    "ENTRA_AUTHORITY", "ENTRA_CLIENT_ID", "ENTRA_CLIENT_SECRET_FILE", "EXO_CA_FILE",
+)  # fmt: skip
+
+
+def _import(mode=InventoryRun.Mode.FULL) -> InventoryRun:
+    run = inventory_run_request(actor=None, mode=mode, enqueue=False)
+    return execute(claim(run.pk))
+
+
+def _ad(directory):
+    return ldap3.Connection(directory.url, directory.bind_dn, directory.password, auto_bind=True)
+
+
+def _snapshot():
+    return list(Mailbox.objects.order_by("pk").values_list("pk", "exo_values", "ad_values", "drift", "version"))
+
+
+@pytest.mark.django_db
+def test_full_import_joins_both_sides_and_reports_what_does_not_match(tenant):
+    directory, exchange, report = tenant
+    run = _import()
+    assert run.state == InventoryRun.State.DONE, run.error
+    assert run.ad_read == USERS
+    assert run.skipped_not_synced == report.cloud_only
+    assert run.ad_only == report.missing_in_exo and run.exo_only == 0
+    assert Mailbox.objects.count() == USERS
+    assert run.drifted == report.cloud_edits + report.ad_edits
+    both = Mailbox.objects.filter(in_ad=True, in_exo=True)
+    assert both.count() == USERS - report.missing_in_exo
+    for mailbox in both:
+        assert mailbox.immutable_id == immutable_id(mailbox.ad_guid.bytes_le)
+        assert mailbox.exo_object_id is not None and mailbox.dn_norm.endswith("dc=corp,dc=example,dc=com")
+    assert Mailbox.objects.filter(authority=Authority.CLOUD).count() == report.cloud_managed
+    cloud_edited = Mailbox.objects.filter(has_drift=True, authority=Authority.CLOUD)
+    assert cloud_edited.count() == report.cloud_edits
+    assert all(set(m.drift) == {"EmailAddresses", "CustomAttribute10"} for m in cloud_edited)
+    # Any alias finds its mailbox through the address table.
+    sample = cloud_edited.first()
+    assert MailboxAddress.objects.filter(mailbox=sample, address__endswith=".cloud@corp.example.com").exists()
+    assert not Mailbox.objects.filter(upn__startswith="cloudroom").exists()
+    assert AuditEvent.objects.filter(action="writeback.inventory.completed", object_id=str(run.pk)).exists()
+
+
+@pytest.mark.django_db
+def test_rerun_over_an_unchanged_tenant_changes_nothing(tenant):
+    _import()
+    before = _snapshot()
+    again = _import()
+    assert (again.created, again.changed) == (0, 0)
+    assert again.unchanged == again.ad_read + again.exo_read - again.skipped_not_synced
+    assert _snapshot() == before
+
+
+@pytest.mark.django_db
+def test_join_by_consistency_guid(tenant):
+    # A user moved from another forest keeps its old anchor in mS-DS-ConsistencyGuid; Entra anchors on that.
+    directory, exchange, _ = tenant
+    guid, anchor = uuid.uuid4(), uuid.uuid4()
+    dn = f"CN=Moved User,OU=Sales,{directory.users_dn}"
+    with _ad(directory) as connection:
+        assert connection.add(dn, ["top", "person", "organizationalPerson", "user"], {
+            "cn": "Moved User", "sn": "User", "objectGUID": guid.bytes_le, "mS-DS-ConsistencyGuid": anchor.bytes_le,
+            "userPrincipalName": "moved.user@corp.example.com", "mailNickname": "moved.user",
+            "mail": "moved.user@corp.example.com", "proxyAddresses": ["SMTP:moved.user@corp.example.com"],
+            "msExchRecipientTypeDetails": 2147483648, "displayName": "Moved User",
+        }), connection.result  # fmt: skip
+    try:
+        exchange.sync()
+        run = _import()
+        mailbox = Mailbox.objects.get(ad_guid=guid)
+        assert mailbox.immutable_id == immutable_id(anchor.bytes_le)
+        assert mailbox.in_ad and mailbox.in_exo and mailbox.exo_object_id is not None
+        assert run.exo_only == 0 and Mailbox.objects.count() == USERS + 1
+    finally:
+        with _ad(directory) as connection:
+            connection.delete(dn)
+        exchange.sync()
+
+
+@pytest.mark.django_db
+def test_incremental_run_picks_up_a_change_on_either_side(tenant):
+    directory, exchange, _ = tenant
+    _import()
+    cloud = Mailbox.objects.filter(authority=Authority.CLOUD, has_drift=False, in_ad=True).order_by("pk").first()
+    on_prem = Mailbox.objects.filter(authority=Authority.ON_PREM, in_exo=True).order_by("pk").first()
+    exo = ExchangeOnlineClient(ExchangeConfig.from_settings())
+    exo.set_mailbox(str(cloud.exo_object_id), CustomAttribute4="edited in the cloud")
+    with _ad(directory) as connection:
+        connection.modify(on_prem.dn, {"extensionAttribute4": [(ldap3.MODIFY_REPLACE, ["edited on-premises"])]})
+    try:
+        run = _import(InventoryRun.Mode.INCREMENTAL)
+        assert run.state == InventoryRun.State.DONE, run.error
+        # AD's change stamps are exact; Exchange's WhenChangedUTC is to the second, so its read overlaps a little.
+        assert run.ad_read == 1
+        cloud.refresh_from_db()
+        on_prem.refresh_from_db()
+        assert cloud.exo_values["CustomAttribute4"] == "edited in the cloud" and "CustomAttribute4" in cloud.drift
+        assert on_prem.ad_values["CustomAttribute4"] == "edited on-premises" and "CustomAttribute4" in on_prem.drift
+    finally:
+        with _ad(directory) as connection:
+            connection.modify(on_prem.dn, {"extensionAttribute4": [(ldap3.MODIFY_DELETE, [])]})
+        exo.set_mailbox(str(cloud.exo_object_id), CustomAttribute4="")
+
+
+@pytest.mark.django_db
+def test_incremental_without_a_full_run_is_refused_with_a_reason(tenant):
+    run = _import(InventoryRun.Mode.INCREMENTAL)
+    assert run.state == InventoryRun.State.FAILED
+    assert "run a full import first" in run.error
+
+
+@pytest.mark.django_db
+def test_directory_down_fails_the_run_with_the_reason(tenant, settings):
+    settings.LDAP_URL = "ldap://127.0.0.1:9"
+    run = _import()
+    assert run.state == InventoryRun.State.FAILED and run.error
+    assert AuditEvent.objects.filter(action="writeback.inventory.failed", object_id=str(run.pk)).exists()
+    assert not InventoryRun.objects.filter(state__in=InventoryRun.OPEN_STATES).exists()
+
+
+@pytest.mark.django_db
+def test_only_an_administrator_may_start_and_only_one_at_a_time(tenant, make_user):
+    with pytest.raises(InventoryError, match="Only an administrator"):
+        inventory_run_request(actor=make_user("helen", Role.HELPDESK))
+    admin = make_user("root", Role.ADMIN)
+    first = inventory_run_request(actor=admin, enqueue=False)
+    with pytest.raises(InventoryError, match=f"Import #{first.pk} is already queued"):
+        inventory_run_request(actor=admin, enqueue=False)
+    assert AuditEvent.objects.filter(action="writeback.inventory.requested", actor=admin).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_page_queues_an_import_that_a_real_worker_runs(tenant, client, make_user):
+    import django_rq
+
+    client.force_login(make_user("root", Role.ADMIN))
+    response = client.post("/inventory/start/", {"mode": "FULL"})
+    assert response.status_code == 302
+    run = InventoryRun.objects.get()
+    assert run.state == InventoryRun.State.QUEUED and run.job_id
+    queue = django_rq.get_queue("default")
+    SimpleWorker([queue], connection=queue.connection).work(burst=True)
+    run.refresh_from_db()
+    assert run.state == InventoryRun.State.DONE, run.error
+    page = client.get("/inventory/").content.decode()
+    assert f"<td>{run.pk}</td>" in page and "Done" in page
+    assert Mailbox.objects.count() == USERS

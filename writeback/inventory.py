@@ -1,0 +1,332 @@
+"""Inventory import: every directory-synced mailbox, as Exchange Online and AD each describe it.
+
+A run streams an AD paged search, then Exchange Online's Get-Mailbox pages, and upserts each page into
+Mailbox rows in its own short transaction; the two sides meet in the database on ImmutableId (base64 of the
+objectGUID, or of mS-DS-ConsistencyGuid when set) or ExternalDirectoryObjectId. Nothing holds the tenant in
+memory: one page at a time. A row is written only when something in it changed, so a re-run over an
+unchanged tenant changes nothing but the read times. An incremental run reads only what changed since the
+last completed run (AD's change stamp, Exchange's WhenChangedUTC); only a full run can tell which objects
+have disappeared from one side.
+
+Network calls happen outside any transaction; the run row is the truth about progress.
+"""
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from portal.audit import audit_record
+from portal.correlation import correlation_scope
+from portal.dn import InvalidDn, normalize_dn
+from soa.choices import Authority
+from soa.models import Mailbox, MailboxAddress
+from writeback.attributes import ATTRIBUTES
+from writeback.directory import DirectoryClient, DirectoryConfig, DirectoryError
+from writeback.exchange import ExchangeOnlineClient
+from writeback.exchange_auth import ExchangeConfig
+from writeback.exchange_errors import ExchangeOnlineError
+from writeback.models import InventoryRun
+from writeback.values import ad_values, drifted_attributes, exo_values, immutable_id, split_proxy
+
+logger = logging.getLogger(__name__)
+
+AD_USER_FILTER = "(&(objectClass=user)(msExchRecipientTypeDetails=*))"
+PAGE_SIZE = 500
+# Exchange's WhenChangedUTC has one-second resolution: re-read the last second rather than miss a change in it.
+EXO_OVERLAP = dt.timedelta(seconds=1)
+_AD_FIELDS = ["ad_guid", "immutable_id", "dn", "dn_norm", "ou_norm", "upn", "display_name", "department", "ad_values"]
+_EXO_FIELDS = ["exo_object_id", "exo_values", "authority", "primary_smtp", "recipient_type_details", "exo_when_changed"]
+
+
+class InventoryError(Exception):
+    """The import cannot be started or could not finish; the message says why."""
+
+
+def _pages(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while page := list(islice(iterator, size)):
+        yield page
+
+
+def _bump(run: InventoryRun, **counts: int) -> None:
+    InventoryRun.objects.filter(pk=run.pk).update(**{name: F(name) + value for name, value in counts.items() if value})
+
+
+def _dn_parts(dn: str) -> tuple[str, str]:
+    try:
+        norm = normalize_dn(dn)
+    except InvalidDn:
+        return "", ""
+    return norm, norm.split(",", 1)[1] if "," in norm else ""
+
+
+def _apply(mailbox: Mailbox, fields: dict[str, Any]) -> bool:
+    """Set the fields that differ; True when anything did."""
+    changed = False
+    for name, value in fields.items():
+        if getattr(mailbox, name) != value:
+            setattr(mailbox, name, value)
+            changed = True
+    return changed
+
+
+def _refresh_drift(mailbox: Mailbox) -> None:
+    mailbox.drift = (
+        drifted_attributes(mailbox.exo_values, mailbox.ad_values) if mailbox.in_exo and mailbox.in_ad else []
+    )
+    mailbox.has_drift = bool(mailbox.drift)
+
+
+# -- Active Directory side ------------------------------------------------------------------------------------
+
+
+def import_ad_page(run: InventoryRun, entries: list[dict[str, Any]]) -> None:
+    """Upsert one page of AD user entries (``{"dn": ..., "attributes": {...}}`` with raw GUID bytes)."""
+    keyed = []
+    for entry in entries:
+        attributes = entry["attributes"]
+        guid_bytes = attributes.get("objectGUID")
+        if not guid_bytes:
+            continue
+        anchor = attributes.get("mS-DS-ConsistencyGuid") or guid_bytes
+        keyed.append((uuid.UUID(bytes_le=guid_bytes), immutable_id(anchor), entry))
+    existing = Mailbox.objects.filter(
+        Q(ad_guid__in=[guid for guid, _, _ in keyed]) | Q(immutable_id__in=[anchor for _, anchor, _ in keyed])
+    )
+    by_guid = {m.ad_guid: m for m in existing if m.ad_guid}
+    by_anchor = {m.immutable_id: m for m in existing if m.immutable_id}
+    created, changed, seen = [], [], []
+    for guid, anchor, entry in keyed:
+        values = ad_values(entry["attributes"])
+        dn_norm, ou_norm = _dn_parts(entry["dn"])
+        fields = {
+            "ad_guid": guid, "immutable_id": anchor, "dn": entry["dn"], "dn_norm": dn_norm, "ou_norm": ou_norm,
+            "upn": (values.get("UserPrincipalName") or "").lower(), "display_name": values.get("DisplayName") or "",
+            "department": values.get("Department") or "", "ad_values": values,
+        }  # fmt: skip
+        mailbox = by_guid.get(guid) or by_anchor.get(anchor)
+        if mailbox is None:
+            mailbox = Mailbox(in_ad=True, **fields)
+            _refresh_drift(mailbox)
+            created.append(mailbox)
+            continue
+        seen.append(mailbox.pk)
+        if _apply(mailbox, fields) or not mailbox.in_ad:
+            mailbox.in_ad = True
+            mailbox.version += 1
+            _refresh_drift(mailbox)
+            changed.append(mailbox)
+    now = timezone.now()
+    with transaction.atomic():
+        Mailbox.objects.bulk_create(created)
+        Mailbox.objects.bulk_update(changed, [*_AD_FIELDS, "in_ad", "version", "drift", "has_drift"])
+        Mailbox.objects.filter(pk__in=seen + [m.pk for m in created]).update(ad_read_at=now, ad_seen_run=run.pk)
+    _bump(run, ad_read=len(entries), created=len(created), changed=len(changed), unchanged=len(seen) - len(changed))
+
+
+# -- Exchange Online side -------------------------------------------------------------------------------------
+
+
+def _when(value: Any) -> dt.datetime | None:
+    if not value:
+        return None
+    parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _replace_addresses(mailboxes: list[Mailbox]) -> None:
+    MailboxAddress.objects.filter(mailbox__in=mailboxes).delete()
+    rows = {}
+    for mailbox in mailboxes:
+        for raw in mailbox.exo_values.get("EmailAddresses") or []:
+            prefix, address, primary = split_proxy(raw)
+            rows[(mailbox.pk, prefix, address)] = MailboxAddress(
+                mailbox=mailbox, prefix=prefix, address=address, is_primary=primary
+            )
+    MailboxAddress.objects.bulk_create(rows.values())
+
+
+def import_exo_page(run: InventoryRun, payloads: list[dict[str, Any]]) -> dt.datetime | None:
+    """Upsert one page of Get-Mailbox objects; returns the newest WhenChangedUTC in it."""
+    synced = [p for p in payloads if p.get("IsDirSynced") is True and p.get("ExternalDirectoryObjectId")]
+    skipped = len(payloads) - len(synced)
+    object_ids = [uuid.UUID(str(p["ExternalDirectoryObjectId"])) for p in synced]
+    anchors = [p["ImmutableId"] for p in synced if p.get("ImmutableId")]
+    existing = Mailbox.objects.filter(Q(exo_object_id__in=object_ids) | Q(immutable_id__in=anchors))
+    by_object = {m.exo_object_id: m for m in existing if m.exo_object_id}
+    by_anchor = {m.immutable_id: m for m in existing if m.immutable_id}
+    created, changed, seen, readdress = [], [], [], []
+    newest = None
+    for object_id, payload in zip(object_ids, synced, strict=True):
+        when = _when(payload.get("WhenChangedUTC"))
+        newest = max(newest, when) if newest and when else (newest or when)
+        fields = {
+            "exo_object_id": object_id,
+            "exo_values": exo_values(payload),
+            "authority": Authority.CLOUD if payload.get("IsExchangeCloudManaged") else Authority.ON_PREM,
+            "primary_smtp": str(payload.get("PrimarySmtpAddress") or "").lower(),
+            "recipient_type_details": str(payload.get("RecipientTypeDetails") or ""),
+            "exo_when_changed": when,
+        }
+        mailbox = by_object.get(object_id) or by_anchor.get(payload.get("ImmutableId") or "")
+        if mailbox is None:
+            mailbox = Mailbox(
+                in_exo=True, immutable_id=payload.get("ImmutableId") or "",
+                upn=str(payload.get("UserPrincipalName") or "").lower(), display_name=payload.get("DisplayName") or "",
+                **fields,
+            )  # fmt: skip
+            _refresh_drift(mailbox)
+            created.append(mailbox)
+            continue
+        seen.append(mailbox.pk)
+        addresses_before = mailbox.exo_values.get("EmailAddresses")
+        if _apply(mailbox, fields) or not mailbox.in_exo:
+            mailbox.in_exo = True
+            mailbox.version += 1
+            _refresh_drift(mailbox)
+            changed.append(mailbox)
+            if addresses_before != mailbox.exo_values.get("EmailAddresses"):
+                readdress.append(mailbox)
+    now = timezone.now()
+    with transaction.atomic():
+        Mailbox.objects.bulk_create(created)
+        Mailbox.objects.bulk_update(changed, [*_EXO_FIELDS, "in_exo", "version", "drift", "has_drift"])
+        Mailbox.objects.filter(pk__in=seen + [m.pk for m in created]).update(exo_read_at=now, exo_seen_run=run.pk)
+        _replace_addresses(created + readdress)
+    _bump(
+        run, exo_read=len(payloads), created=len(created), changed=len(changed),
+        unchanged=len(seen) - len(changed), skipped_not_synced=skipped,
+    )  # fmt: skip
+    return newest
+
+
+# -- the run ---------------------------------------------------------------------------------------------------
+
+
+def _previous(run: InventoryRun) -> InventoryRun | None:
+    return InventoryRun.objects.filter(state=InventoryRun.State.DONE, pk__lt=run.pk).order_by("-pk").first()
+
+
+def _phase(run: InventoryRun, phase: str, **fields: Any) -> None:
+    InventoryRun.objects.filter(pk=run.pk).update(phase=phase, **fields)
+
+
+def run_import(run: InventoryRun, *, exchange: ExchangeOnlineClient, directory: DirectoryClient) -> InventoryRun:
+    """Read both sides page by page into the database, then settle one-sided objects and drift totals."""
+    previous = _previous(run) if run.mode == InventoryRun.Mode.INCREMENTAL else None
+    if run.mode == InventoryRun.Mode.INCREMENTAL and previous is None:
+        raise InventoryError("An incremental import needs a completed earlier import; run a full import first.")
+    _phase(run, "directory", expected=Mailbox.objects.count())
+
+    mark = directory.change_mark()
+    ad_filter = AD_USER_FILTER
+    if previous and previous.ad_high_water:
+        ad_filter = directory.changed_since_filter(AD_USER_FILTER, previous.ad_high_water)
+    attributes = ["objectGUID", "mS-DS-ConsistencyGuid", *(a.ad for a in ATTRIBUTES)]
+    for page in _pages(directory.paged_search(settings.LDAP_BASE_DN, ad_filter, attributes), PAGE_SIZE):
+        import_ad_page(run, page)
+
+    _phase(run, "exchange")
+    parameters: dict[str, Any] = {"ResultSize": "Unlimited"}
+    if previous and previous.exo_high_water:
+        since = (previous.exo_high_water - EXO_OVERLAP).strftime("%Y-%m-%dT%H:%M:%SZ")
+        parameters["Filter"] = f"WhenChangedUTC -gt '{since}'"
+    newest = previous.exo_high_water if previous else None
+    for page in exchange.iter_pages("Get-Mailbox", parameters):
+        page_newest = import_exo_page(run, page)
+        if page_newest and (newest is None or page_newest > newest):
+            newest = page_newest
+
+    _phase(run, "settling")
+    with transaction.atomic():
+        if run.mode == InventoryRun.Mode.FULL:
+            gone_from_ad = Mailbox.objects.filter(in_ad=True).exclude(ad_seen_run=run.pk)
+            gone_from_exo = Mailbox.objects.filter(in_exo=True).exclude(exo_seen_run=run.pk)
+            gone_from_ad.update(in_ad=False, drift=[], has_drift=False, version=F("version") + 1)
+            gone_from_exo.update(in_exo=False, drift=[], has_drift=False, version=F("version") + 1)
+        InventoryRun.objects.filter(pk=run.pk).update(
+            exo_only=Mailbox.objects.filter(in_exo=True, in_ad=False).count(),
+            ad_only=Mailbox.objects.filter(in_ad=True, in_exo=False).count(),
+            drifted=Mailbox.objects.filter(has_drift=True).count(),
+            ad_high_water=mark or "",
+            exo_high_water=newest,
+        )
+    return run
+
+
+# -- service and job -------------------------------------------------------------------------------------------
+
+
+def inventory_run_request(*, actor, mode: str = InventoryRun.Mode.FULL, enqueue: bool = True) -> InventoryRun:
+    """Queue an import (one at a time). ``actor`` None is the command line, which runs it itself."""
+    from portal.roles import Action, may
+
+    if actor is not None and not may(actor, Action.PORTAL_CONFIGURE):
+        raise InventoryError("Only an administrator can start an inventory import.")
+    with transaction.atomic():
+        running = InventoryRun.objects.select_for_update().filter(state__in=InventoryRun.OPEN_STATES).first()
+        if running is not None:
+            raise InventoryError(f"Import #{running.pk} is already {running.get_state_display().lower()}.")
+        run = InventoryRun.objects.create(mode=mode, requested_by=actor)
+        audit_record(actor=actor, action="writeback.inventory.requested", obj=run, after={"mode": run.mode})
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue(run.pk))
+    return run
+
+
+def _enqueue(run_id: int) -> None:
+    import django_rq
+
+    job = django_rq.get_queue("default").enqueue(inventory_run_job, run_id, job_timeout=6 * 3600)
+    InventoryRun.objects.filter(pk=run_id).update(job_id=job.id)
+
+
+def claim(run_id: int) -> InventoryRun | None:
+    with transaction.atomic():
+        run = InventoryRun.objects.select_for_update(skip_locked=True).filter(pk=run_id).first()
+        if run is None or run.state != InventoryRun.State.QUEUED:
+            return None  # claimed by another worker, or already finished
+        run.state, run.started_at = InventoryRun.State.RUNNING, timezone.now()
+        run.save(update_fields=["state", "started_at"])
+    return run
+
+
+def _finish(run_id: int, *, error: str = "") -> InventoryRun:
+    with transaction.atomic():
+        run = InventoryRun.objects.select_for_update().get(pk=run_id)
+        run.state = InventoryRun.State.FAILED if error else InventoryRun.State.DONE
+        run.finished_at, run.error, run.phase = timezone.now(), error, ""
+        run.save(update_fields=["state", "finished_at", "error", "phase"])
+        action = "writeback.inventory.failed" if error else "writeback.inventory.completed"
+        audit_record(actor=None, action=action, obj=run, after=run.audit_snapshot(), reason=error)
+    return run
+
+
+def inventory_run_job(run_id: int) -> None:
+    """RQ entrypoint: run one queued import. Safe to deliver twice (the second delivery finds it claimed)."""
+    run = claim(run_id)
+    if run is None:
+        return
+    with correlation_scope(f"inventory-{run_id}"):
+        execute(run)
+
+
+def execute(run: InventoryRun) -> InventoryRun:
+    """Run a claimed import with clients built from settings; record success or the failure's reason."""
+    directory = DirectoryClient(DirectoryConfig.from_settings())
+    try:
+        run_import(run, exchange=ExchangeOnlineClient(ExchangeConfig.from_settings()), directory=directory)
+    except (ExchangeOnlineError, DirectoryError, InventoryError) as exc:
+        logger.warning("Inventory run %s failed: %s", run.pk, exc)
+        return _finish(run.pk, error=str(exc))
+    finally:
+        directory.close()
+    return _finish(run.pk)
