@@ -51,6 +51,5 @@ def mailbox_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "mailbox": mailbox,
         "exchange_rows": _rows(mailbox, EXCHANGE_ATTRIBUTES),
         "identity_rows": _rows(mailbox, IDENTITY_ATTRIBUTES),
-        "addresses": mailbox.addresses.order_by("-is_primary", "prefix", "address"),
     }
     return render(request, "soa/mailbox_detail.html", context)

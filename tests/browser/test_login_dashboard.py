@@ -12,7 +12,7 @@ EXPECTED_NAV = {
     Role.WAVE_OPERATOR: ["Dashboard", "Mailboxes"],
     Role.APPROVER: ["Dashboard", "Mailboxes"],
     Role.AUDITOR: ["Dashboard", "Mailboxes", "Audit log"],
-    Role.ADMIN: ["Dashboard", "Mailboxes", "Audit log", "Roles", "Background jobs"],
+    Role.ADMIN: ["Dashboard", "Mailboxes", "Audit log", "Inventory", "Roles", "Background jobs"],
 }
 
 
