@@ -9,27 +9,73 @@ indexed suffix match.
 
 import re
 
-from ldap3.core.exceptions import LDAPInvalidDnError
-from ldap3.utils.dn import parse_dn
-
-_ESCAPE = re.compile(r"\\([0-9A-Fa-f]{2}|.)")
+_HEX = re.compile(r"[0-9A-Fa-f]{2}")
+_TYPE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)*)$")
 
 
 class InvalidDn(ValueError):
     """The text is not a syntactically valid distinguished name."""
 
 
-def _unescape(value: str) -> str:
-    # Hex escapes may encode a multi-byte UTF-8 character, so collect bytes before decoding.
-    out = bytearray()
+def _split(dn: str) -> list[list[tuple[str, str]]]:
+    """RFC 4514 parsing: RDNs split on unescaped "," or ";", attribute values on unescaped "+" and the first
+    unescaped "=". Escapes (``\\,`` or ``\\2C``) are decoded, as UTF-8 bytes for hex pairs; spaces around
+    separators are dropped, escaped ones kept. A "#" or "=" inside a value needs no escape (servers send them so).
+    """
+    rdns: list[list[tuple[str, str]]] = [[]]
+    attr_type: str | None = None
+    buffer = bytearray()
+    kept = 0  # length of buffer up to its last escaped byte, which trailing-space stripping must not cut
     pos = 0
-    for match in _ESCAPE.finditer(value):
-        out += value[pos : match.start()].encode()
-        token = match.group(1)
-        out += bytes.fromhex(token) if len(token) == 2 else token.encode()
-        pos = match.end()
-    out += value[pos:].encode()
-    return out.decode("utf-8", errors="strict")
+
+    def finish_value() -> None:
+        nonlocal attr_type, buffer, kept
+        if attr_type is None:
+            raise InvalidDn(f"{dn!r} is not a valid distinguished name: an RDN has no '=' ")
+        raw = bytes(buffer)
+        stripped = (raw[:kept] + raw[kept:].rstrip(b" ")).decode("utf-8")
+        if not stripped:
+            raise InvalidDn(f"{dn!r} is not a valid distinguished name: {attr_type} has an empty value")
+        rdns[-1].append((attr_type, stripped))
+        attr_type, buffer, kept = None, bytearray(), 0
+
+    while pos < len(dn):
+        char = dn[pos]
+        if char == "\\":
+            pair = dn[pos + 1 : pos + 3]
+            if _HEX.fullmatch(pair):
+                buffer += bytes.fromhex(pair)
+                pos += 3
+            elif pos + 1 < len(dn):
+                buffer += dn[pos + 1].encode()
+                pos += 2
+            else:
+                raise InvalidDn(f"{dn!r} is not a valid distinguished name: it ends with a lone backslash")
+            kept = len(buffer)
+            continue
+        if attr_type is None and char == "=":
+            attr_type = bytes(buffer).decode().strip()
+            if not _TYPE.match(attr_type):
+                raise InvalidDn(f"{dn!r} is not a valid distinguished name: bad attribute type {attr_type!r}")
+            buffer, kept = bytearray(), 0
+            pos += 1
+            while pos < len(dn) and dn[pos] == " ":
+                pos += 1
+            continue
+        if char in ",;+" and attr_type is not None:
+            finish_value()
+            if char != "+":
+                rdns.append([])
+            pos += 1
+            while pos < len(dn) and dn[pos] == " ":
+                pos += 1
+            continue
+        if attr_type is None and char in ",;+":
+            raise InvalidDn(f"{dn!r} is not a valid distinguished name: an RDN has no '='")
+        buffer += char.encode()
+        pos += 1
+    finish_value()
+    return rdns
 
 
 _SPECIAL = frozenset(',+"\\<>;=\0')
@@ -50,16 +96,15 @@ def normalize_dn(dn: str) -> str:
     """Return the canonical, lower-case form of ``dn``; raise InvalidDn with the reason when it is malformed."""
     if not dn or not dn.strip():
         raise InvalidDn("A distinguished name cannot be empty.")
-    rdns: list[list[str]] = [[]]
     try:
-        for attr_type, value, separator in parse_dn(dn, strip=True):
-            rdns[-1].append(f"{attr_type.lower()}={_canonical_escape(_unescape(value).lower())}")
-            if separator == ",":
-                rdns.append([])
-    except (LDAPInvalidDnError, UnicodeDecodeError, ValueError) as exc:
+        rdns = _split(dn.strip())
+    except UnicodeDecodeError as exc:
         raise InvalidDn(f"{dn!r} is not a valid distinguished name: {exc}") from None
     # Multi-valued RDNs (cn=a+sn=b) are unordered sets in LDAP.
-    return ",".join("+".join(sorted(rdn)) for rdn in rdns if rdn)
+    return ",".join(
+        "+".join(sorted(f"{attr_type.lower()}={_canonical_escape(value.lower())}" for attr_type, value in rdn))
+        for rdn in rdns
+    )
 
 
 def is_within(dn: str, base: str) -> bool:

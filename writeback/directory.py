@@ -1,92 +1,413 @@
-"""Active Directory over LDAP (ldap3): connection settings and the reachability probe.
+"""Active Directory over LDAP (ldap3): the directory client jobs and commands use, and value escaping.
 
-The full directory client (paged search, GUID lookup, minimal modifies, error mapping) grows here; every
-connection is built by ``connect()`` so TLS, timeouts and the secret handling stay in one place.
+``DirectoryClient`` keeps one bound connection (``writeback.directory_connection.connect``), opened on first use
+and reused; pages through searches as generators; looks users up by objectGUID and mS-DS-ConsistencyGuid through
+escaped binary filters; reads the Exchange attributes into Python types; and ``apply_desired`` reads, plans the
+minimal modify (``writeback.directory_modify.plan_modify``), writes only what differs and re-plans when the
+entry changed underneath. Failures raise ``DirectoryRetryable`` or ``DirectoryPermanent``
+(``writeback.directory_errors``). Everything callers need is importable from here.
 """
 
-import math
-import ssl
-from dataclasses import dataclass
-from pathlib import Path
+import contextlib
+import logging
+import os
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import ldap3
-from django.conf import settings
 from ldap3.core.exceptions import LDAPException
+from ldap3.utils.conv import escape_bytes, escape_filter_chars
+
+from writeback.directory_connection import DirectoryConfig, close_quietly, connect, ping
+from writeback.directory_errors import (
+    DirectoryConflict,
+    DirectoryError,
+    DirectoryNotFound,
+    DirectoryPermanent,
+    DirectoryRetryable,
+    error_for_exception,
+    error_for_result,
+    is_connection_error,
+)
+from writeback.directory_modify import EXCHANGE_LDAP_ATTRIBUTES, Changes, encode_changes, normalise_entry, plan_modify
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "EXCHANGE_LDAP_ATTRIBUTES",
+    "Changes",
+    "DirectoryClient",
+    "DirectoryConfig",
+    "DirectoryConflict",
+    "DirectoryError",
+    "DirectoryNotFound",
+    "DirectoryPermanent",
+    "DirectoryRetryable",
+    "connect",
+    "equality_filter",
+    "escape_dn_value",
+    "ping",
+    "plan_modify",
+]
+
+PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"
+# Stored as raw bytes in the entries the client returns: the 16 bytes as AD holds them (ImmutableId is their
+# base64), not ldap3's "{uuid}" rendering.
+BINARY_GUID_ATTRIBUTES = ("objectGUID", "mS-DS-ConsistencyGuid")
+_BINARY_GUIDS_LOWER = frozenset(name.lower() for name in BINARY_GUID_ATTRIBUTES)
+IDENTITY_LDAP_ATTRIBUTES = (*BINARY_GUID_ATTRIBUTES, "sAMAccountName", "userPrincipalName", "displayName")
+# A conflicting concurrent edit on every attempt means something keeps rewriting the entry: stop and report.
+MAX_PLAN_ATTEMPTS = 3
 
 
-class DirectoryError(Exception):
-    """The directory could not be reached or refused the request; the message says why."""
+# -- escaping -----------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DirectoryConfig:
-    """Where and as whom to connect. The password is read from a file at connect time, never stored here."""
+def escape_dn_value(value: str) -> str:
+    """Escape one attribute value for use inside a DN (RFC 4514), e.g. ``f"CN={escape_dn_value(name)},{ou}"``.
 
-    url: str
-    bind_dn: str
-    password_file: str
-    base_dn: str
-    ca_file: str = ""
-    timeout: float = 5.0
+    Unlike ldap3's ``escape_rdn`` this writes NUL as ``\\00`` (RFC 4514 has no backslash-NUL pair), escapes
+    ``#`` everywhere and leading or trailing spaces as ``\\20``: ldap3's DN parser, which portal.dn uses,
+    refuses a bare ``#`` inside a value and a trailing ``\\ ``.
+    """
+    if not value:
+        raise ValueError("A DN attribute value cannot be empty.")
+    out = ["\\00" if ch == "\0" else "\\" + ch if ch in '\\,+"<>;=#' else ch for ch in value]
+    if out[0] == " ":
+        out[0] = "\\20"
+    if out[-1] == " ":
+        out[-1] = "\\20"
+    return "".join(out)
 
-    @classmethod
-    def from_settings(cls) -> "DirectoryConfig":
-        return cls(
-            url=settings.LDAP_URL,
-            bind_dn=settings.LDAP_BIND_DN,
-            password_file=settings.LDAP_PASSWORD_FILE,
-            base_dn=settings.LDAP_BASE_DN,
-            ca_file=settings.LDAP_CA_FILE,
-            timeout=settings.LDAP_TIMEOUT_SECONDS,
+
+def equality_filter(attribute: str, value: str | bytes) -> str:
+    """``(attribute=value)`` with the value escaped: text per RFC 4515, binary values byte by byte."""
+    if not attribute.replace("-", "").replace(";", "").isalnum():
+        raise ValueError(f"{attribute!r} is not an attribute name.")
+    escaped = escape_bytes(value) if isinstance(value, bytes) else escape_filter_chars(value)
+    return f"({attribute}={escaped})"
+
+
+# -- the client ---------------------------------------------------------------------------------------------------
+
+
+def _entry(item: dict[str, Any]) -> dict[str, Any]:
+    """An ldap3 search result item as ``{"dn", "attributes"}``, GUID attributes as their raw 16 bytes."""
+    attributes = dict(item["attributes"])
+    raw_by_lower = {name.lower(): values for name, values in item["raw_attributes"].items()}
+    for name in list(attributes):
+        if name.lower() in _BINARY_GUIDS_LOWER:
+            raw = raw_by_lower.get(name.lower()) or []
+            attributes[name] = raw[0] if raw else None
+    return {"dn": item["dn"], "attributes": attributes, "raw_attributes": item["raw_attributes"]}
+
+
+class DirectoryClient:
+    """A long-lived, reconnecting client for one directory, for jobs and commands.
+
+        with DirectoryClient(DirectoryConfig.from_settings()) as directory:
+            observed, changes = directory.apply_desired(guid, {"extensionAttribute1": "CC-42"})
+
+    The connection is opened and bound on first use and reused afterwards. When it turns out to be broken
+    (the server restarted, an idle timeout dropped it, a load balancer cut it), the client reconnects and sends
+    the request once more; a second failure raises DirectoryRetryable. A resent write may find that its first
+    attempt had been applied after all: apply_desired re-reads and re-plans in that case.
+
+    Threads: every request holds the client's lock, so sharing one client is safe but serialises the threads on
+    one connection; give each worker thread its own client. After a fork (RQ's work horse) the child never uses
+    the parent's socket: it opens its own connection.
+
+    ``requests`` counts the LDAP requests sent by kind ("bind", "search", "modify"); tests and benchmarks use
+    it to check what a call did on the wire.
+    """
+
+    def __init__(self, config: DirectoryConfig):
+        self.config = config
+        self.requests: Counter[str] = Counter()
+        self._connection: ldap3.Connection | None = None
+        self._pid = os.getpid()
+        self._generation = 0  # bumped on every new connection: a paged search cannot survive a reconnect
+        self._lock = threading.RLock()
+        self._tracking: tuple[str, str] | None = None
+        self._busy = False  # a request is on the wire: nothing else may use the connection, not even a finalizer
+
+    def __repr__(self) -> str:
+        state = "connected" if self._connection is not None else "not connected"
+        return f"<DirectoryClient {self.config.url} as {self.config.bind_dn} ({state})>"
+
+    def __enter__(self) -> "DirectoryClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Unbind and drop the connection; the next request opens a new one."""
+        with self._lock:
+            if self._connection is not None and self._pid == os.getpid():
+                close_quietly(self._connection)
+            self._connection = None
+
+    # -- plumbing ---------------------------------------------------------------------------------------------------
+
+    def _open(self) -> ldap3.Connection:
+        if self._pid != os.getpid():
+            # A forked child shares the parent's socket: never unbind it (that would end the parent's session).
+            self._connection, self._pid = None, os.getpid()
+        if self._connection is None or self._connection.closed:
+            self._connection = connect(self.config, get_info=ldap3.SCHEMA)
+            self.requests["bind"] += 1  # successful binds: a refused TCP connection sent none
+            self._generation += 1
+        return self._connection
+
+    def _drop(self) -> None:
+        if self._connection is not None:
+            close_quietly(self._connection)
+        self._connection = None
+
+    def _call(
+        self, kind: str, target: str, request: Callable[[ldap3.Connection], Any], *, resend: bool = True
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Send one request (reconnecting and resending once when the connection broke); return result, response."""
+        with self._lock:
+            for attempt in (1, 2):
+                connection = self._open()
+                self.requests[kind] += 1
+                try:
+                    self._busy = True
+                    request(connection)
+                except LDAPException as exc:
+                    self._drop()
+                    if resend and attempt == 1 and is_connection_error(exc):
+                        logger.warning("Directory connection to %s broke (%s); reconnecting.", self.config.url, exc)
+                        continue
+                    raise error_for_exception(exc, operation=kind, target=target, url=self.config.url) from None
+                finally:
+                    self._busy = False
+                result = dict(connection.result or {})
+                if result.get("result") != 0:
+                    error = error_for_result(result, operation=kind, target=target)
+                    if isinstance(error, DirectoryRetryable):
+                        self._drop()  # a busy or departing server: the next attempt may land on a healthier one
+                    raise error
+                return result, list(connection.response or [])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- reading ----------------------------------------------------------------------------------------------------
+
+    def paged_search(
+        self,
+        base: str,
+        search_filter: str,
+        attributes: Sequence[str] | None = None,
+        page_size: int = 500,
+        *,
+        scope: str = ldap3.SUBTREE,
+    ) -> Iterator[dict[str, Any]]:
+        """Yield ``{"dn", "attributes", "raw_attributes"}`` for every entry matching, fetching one page at a time.
+
+        Memory holds one page whatever the result size. Values of ``search_filter`` must already be escaped
+        (``equality_filter``, ``escape_filter_chars``). ``attributes`` default to none but the DN ("1.1").
+        A connection that breaks on the first page is reopened transparently; after that the server's paging
+        cookie is lost with it, so DirectoryRetryable asks the caller to run the search again.
+        """
+        wanted = list(attributes) if attributes else ["1.1"]
+        cookie: bytes | None = None
+        generation = None
+        try:
+            while True:
+                if generation is not None and generation != self._generation:
+                    raise DirectoryRetryable(
+                        f"search {base} failed: the connection was re-established during a paged search; run it again.",
+                        operation="search",
+                        target=base,
+                    )
+
+                def request(connection: ldap3.Connection, cookie: bytes | None = cookie) -> None:
+                    connection.search(
+                        base, search_filter, scope, attributes=wanted, paged_size=page_size, paged_cookie=cookie
+                    )
+
+                cookie = None  # until the server hands out the next one
+                result, response = self._call("search", base, request, resend=generation is None)
+                generation = self._generation
+                controls = result.get("controls") or {}
+                cookie = ((controls.get(PAGED_RESULTS_OID) or {}).get("value") or {}).get("cookie") or None
+                for item in response:
+                    if item.get("type") == "searchResEntry":
+                        yield _entry(item)
+                del response
+                if cookie is None:
+                    return
+        finally:
+            if cookie is not None and generation == self._generation:
+                self._abandon_paged_search(base, search_filter, scope, cookie)
+
+    def _abandon_paged_search(self, base: str, search_filter: str, scope: str, cookie: bytes) -> None:
+        """Tell the server a paged search that was not read to the end is over (RFC 2696: page size 0).
+
+        Servers keep the state of every open paged search (AD counts it against MaxResultSetSize per connection),
+        which adds up in a long-lived worker. Best effort: this also runs when a generator is garbage-collected,
+        possibly in the middle of another request on the same thread, so it never waits and never raises.
+        """
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            if self._busy or self._connection is None:
+                return
+
+            def request(connection: ldap3.Connection) -> None:
+                connection.search(base, search_filter, scope, attributes=["1.1"], paged_size=0, paged_cookie=cookie)
+
+            with contextlib.suppress(DirectoryError):
+                self._call("search", base, request, resend=False)
+        finally:
+            self._lock.release()
+
+    def search(
+        self, base: str, search_filter: str, attributes: Sequence[str] | None = None, *, scope: str = ldap3.SUBTREE
+    ) -> list[dict[str, Any]]:
+        """Every matching entry in one unpaged request: for lookups that match a handful of entries.
+
+        Cheaper than a paged search (no control, one round trip), but AD caps an unpaged result at MaxPageSize
+        (1000) entries: list anything larger with ``paged_search``.
+        """
+        wanted = list(attributes) if attributes else ["1.1"]
+        _, response = self._call(
+            "search", base, lambda connection: connection.search(base, search_filter, scope, attributes=wanted)
         )
+        return [_entry(item) for item in response if item.get("type") == "searchResEntry"]
 
-
-def _read_password(path: str) -> str:
-    if not path:
-        raise DirectoryError("LDAP_PASSWORD_FILE is not set.")
-    try:
-        return Path(path).read_text().rstrip("\n")
-    except OSError as exc:
-        raise DirectoryError(f"Cannot read the LDAP password file {path}: {exc.strerror}.") from None
-
-
-def connect(config: DirectoryConfig) -> ldap3.Connection:
-    """Open and bind a connection; raise DirectoryError with the server's reason when that fails."""
-    if not config.url:
-        raise DirectoryError("LDAP_URL is not set.")
-    # ldap3 packs timeouts into socket options as whole seconds.
-    timeout = max(1, math.ceil(config.timeout))
-    tls = None
-    if config.ca_file:
-        tls = ldap3.Tls(ca_certs_file=config.ca_file, validate=ssl.CERT_REQUIRED)
-    server = ldap3.Server(config.url, connect_timeout=timeout, tls=tls, get_info=ldap3.NONE)
-    connection = ldap3.Connection(
-        server,
-        user=config.bind_dn,
-        password=_read_password(config.password_file),
-        receive_timeout=timeout,
-        raise_exceptions=False,
-    )
-    try:
-        if config.ca_file and config.url.startswith("ldap://"):
-            connection.open()
-            connection.start_tls()
-        if not connection.bind():
-            raise DirectoryError(f"Bind as {config.bind_dn} failed: {connection.result.get('description')}.")
-    except LDAPException as exc:
-        connection.unbind()
-        raise DirectoryError(f"Cannot reach the directory at {config.url}: {exc}") from None
-    return connection
-
-
-def ping(config: DirectoryConfig) -> None:
-    """Bind and read the base entry; raise DirectoryError when the directory is not usable."""
-    connection = connect(config)
-    try:
-        found = connection.search(config.base_dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["1.1"])
-        if not found:
-            raise DirectoryError(
-                f"The base DN {config.base_dn} cannot be read: {connection.result.get('description')}."
+    def _find_one(self, search_filter: str, what: str, attributes: Iterable[str] | None) -> dict[str, Any] | None:
+        wanted = list(attributes) if attributes is not None else [*IDENTITY_LDAP_ATTRIBUTES, *EXCHANGE_LDAP_ATTRIBUTES]
+        found = self.search(self.config.base_dn, search_filter, wanted)
+        if len(found) > 1:
+            raise DirectoryPermanent(
+                f"{what} matches {len(found)} entries under {self.config.base_dn}; it should be unique.",
+                operation="search",
+                target=self.config.base_dn,
             )
-    finally:
-        connection.unbind()
+        return found[0] if found else None
+
+    def find_by_guid(self, guid: uuid.UUID, attributes: Iterable[str] | None = None) -> dict[str, Any] | None:
+        """The entry whose objectGUID is ``guid`` (matched on its little-endian bytes, as AD stores it), or None."""
+        return self._find_one(equality_filter("objectGUID", guid.bytes_le), f"objectGUID {guid}", attributes)
+
+    def find_by_consistency_guid(
+        self, anchor: uuid.UUID | bytes, attributes: Iterable[str] | None = None
+    ) -> dict[str, Any] | None:
+        """The entry whose mS-DS-ConsistencyGuid holds ``anchor`` (a GUID, stored little-endian, or 16 raw bytes)."""
+        raw = anchor.bytes_le if isinstance(anchor, uuid.UUID) else bytes(anchor)
+        search_filter = equality_filter("mS-DS-ConsistencyGuid", raw)
+        return self._find_one(search_filter, f"mS-DS-ConsistencyGuid {raw.hex()}", attributes)
+
+    def find_by_attribute(
+        self, attribute: str, value: str | bytes, attributes: Iterable[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Every entry under the base DN whose ``attribute`` equals ``value`` (escaped: no filter injection)."""
+        wanted = list(attributes) if attributes is not None else list(IDENTITY_LDAP_ATTRIBUTES)
+        return list(self.paged_search(self.config.base_dn, equality_filter(attribute, value), wanted))
+
+    def _read_exchange(self, guid: uuid.UUID) -> tuple[str, dict[str, Any]]:
+        entry = self.find_by_guid(guid, EXCHANGE_LDAP_ATTRIBUTES)
+        if entry is None:
+            raise DirectoryNotFound(
+                f"No directory entry under {self.config.base_dn} has objectGUID {guid}.",
+                operation="search",
+                target=self.config.base_dn,
+            )
+        return entry["dn"], normalise_entry(entry["raw_attributes"])
+
+    def read_exchange_attributes(self, guid: uuid.UUID) -> dict[str, Any]:
+        """Every Exchange attribute of the user with this objectGUID, normalised; DirectoryNotFound if none.
+
+        Lists for multi-valued attributes (``[]`` when absent), ``None`` for an absent single-valued one, bool
+        for msExchHideFromAddressLists, int for the recipient type attributes.
+        """
+        return self._read_exchange(guid)[1]
+
+    # -- change tracking (AD: uSNChanged / highestCommittedUSN; OpenLDAP: entryCSN / contextCSN) --------------
+
+    def _change_tracking(self) -> tuple[str, str]:
+        if self._tracking is None:
+            with self._lock:
+                schema = self._open().server.schema
+            ad = schema is not None and "uSNChanged" in schema.attribute_types
+            self._tracking = ("uSNChanged", "highestCommittedUSN") if ad else ("entryCSN", "contextCSN")
+        return self._tracking
+
+    def change_mark(self) -> str | None:
+        """The directory's current change high-water mark as an opaque string (None if the server has none).
+
+        Read it before a full read; later, ``changed_since_filter(filter, mark)`` finds what changed since.
+        """
+        change_attribute, mark_attribute = self._change_tracking()
+        # AD keeps highestCommittedUSN on the root DSE, outside the schema ldap3 checks names against ("*" it is);
+        # OpenLDAP keeps contextCSN on the suffix entry.
+        base, wanted = ("", ["*"]) if change_attribute == "uSNChanged" else (self.config.base_dn, [mark_attribute])
+        found = self.search(base, "(objectClass=*)", wanted, scope=ldap3.BASE)
+        if not found:
+            return None
+        raw = {name.lower(): values for name, values in found[0]["raw_attributes"].items()}.get(mark_attribute.lower())
+        return max(value.decode("utf-8") for value in raw) if raw else None
+
+    def changed_since_filter(self, search_filter: str, mark: str) -> str:
+        """``search_filter`` narrowed to entries changed after ``mark`` (from ``change_mark``).
+
+        LDAP has no ">", so it is ">= mark and not = mark": an entry stamped with the mark itself was changed
+        before the mark was read, so the read that followed the mark has already seen it.
+        """
+        change_attribute, _ = self._change_tracking()
+        value = escape_filter_chars(mark)
+        return f"(&{search_filter}({change_attribute}>={value})(!({change_attribute}={value})))"
+
+    # -- writing ----------------------------------------------------------------------------------------------------
+
+    def modify(self, dn: str, changes: Changes) -> None:
+        """Apply an ldap3 ``changes`` dict (from plan_modify) to ``dn`` in one atomic LDAP modify.
+
+        Nothing is sent when ``changes`` is empty. If the connection breaks, the modify is resent once on a new
+        connection; when the first one had in fact been applied, the resend fails with DirectoryConflict.
+        """
+        if not changes:
+            return
+        encoded = encode_changes(changes)
+        self._call("modify", dn, lambda connection: connection.modify(dn, encoded))
+
+    def apply_desired(
+        self, guid: uuid.UUID, desired: Mapping[str, Any], *, verify: bool = True
+    ) -> tuple[dict[str, Any], Changes]:
+        """Bring the user's Exchange attributes to ``desired`` with the fewest LDAP operations. Safe to re-run.
+
+        Reads first and writes only what differs (nothing at all when AD already holds ``desired``). When the
+        modify conflicts with the entry as it now is (someone edited it since the read, or a resent modify had
+        already been applied), it re-reads and re-plans. ``verify`` re-reads after the write and re-plans until
+        nothing differs. Returns the values observed before any write and the changes between those and
+        ``desired`` (``{}`` when nothing was written); the caller records both, and reports as drift a
+        difference between ``observed`` and what it last knew of AD.
+        """
+        dn, observed = self._read_exchange(guid)
+        first = observed
+        for _attempt in range(MAX_PLAN_ATTEMPTS):
+            changes = plan_modify(observed, desired)
+            if not changes:
+                return first, plan_modify(first, desired)
+            try:
+                self.modify(dn, changes)
+            except DirectoryConflict as exc:
+                logger.info("Re-planning the modify of %s after a conflict: %s", dn, exc.diagnostic or exc)
+            else:
+                if not verify:
+                    return first, plan_modify(first, desired)
+            dn, observed = self._read_exchange(guid)
+        if plan_modify(observed, desired):
+            raise DirectoryConflict(
+                f"modify {dn} failed: the entry still differs from the desired values after {MAX_PLAN_ATTEMPTS} "
+                "attempts; something else keeps changing it.",
+                operation="modify",
+                target=dn,
+            )
+        return first, plan_modify(first, desired)

@@ -39,3 +39,24 @@ def test_is_within(dn, base, inside):
 def test_malformed_dn_is_rejected_with_reason(bad):
     with pytest.raises(InvalidDn):
         normalize_dn(bad)
+
+
+@pytest.mark.parametrize(
+    ("dn", "expected"),
+    [
+        ("CN=a#b,OU=x", "cn=a#b,ou=x"),  # a '#' inside a value needs no escape (slapd returns it bare)
+        ("CN=a=b,OU=x", "cn=a\\3db,ou=x"),  # nor does '=' after the first
+        ("CN=trailing\\ ,OU=x", "cn=trailing\\20,ou=x"),  # an escaped trailing space is part of the value
+        ("CN=a;OU=x", "cn=a,ou=x"),  # ';' is an old separator
+        ("  CN = spaced , OU = x ", "cn=spaced,ou=x"),
+        ("1.2.840.113556.1.4.2=abc,OU=x", "1.2.840.113556.1.4.2=abc,ou=x"),
+    ],
+)
+def test_rfc4514_forms_servers_send(dn, expected):
+    assert normalize_dn(dn) == expected
+
+
+@pytest.mark.parametrize("bad", ["CN=a,", "CN=a\\", "CN=,OU=x", "bad type=x", "CN=a,OU"])
+def test_more_malformed_dns(bad):
+    with pytest.raises(InvalidDn):
+        normalize_dn(bad)

@@ -1,0 +1,139 @@
+"""Connections to Active Directory: settings, TLS, the bind, and the reachability probe behind /healthz.
+
+``connect()`` builds every connection, so TLS, timeouts and the secret handling live in one place:
+
+- ``ldaps://`` URLs use LDAPS, ``ldap://`` with a CA file uses StartTLS; both verify the server certificate
+  (against the CA file, else the system store) and its host name. Plain ``ldap://`` without a CA file is for
+  the sandbox: a simple bind over it sends the password in clear, so it is logged when the host is not loopback.
+- The password is read from the password file at every connect (a rotated file takes effect on the next
+  reconnect) and is never logged or put into an error message.
+- AD's referrals are not followed: that would bind to other hosts with the service account's credentials.
+"""
+
+import contextlib
+import logging
+import math
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import ldap3
+from django.conf import settings
+from ldap3.core.exceptions import LDAPException
+
+from writeback.directory_errors import DirectoryError, DirectoryPermanent, error_for_exception, error_for_result
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DirectoryConfig:
+    """Where and as whom to connect. The password is read from a file at connect time, never stored here."""
+
+    url: str
+    bind_dn: str
+    password_file: str
+    base_dn: str
+    ca_file: str = ""
+    timeout: float = 5.0
+
+    @classmethod
+    def from_settings(cls) -> "DirectoryConfig":
+        return cls(
+            url=settings.LDAP_URL,
+            bind_dn=settings.LDAP_BIND_DN,
+            password_file=settings.LDAP_PASSWORD_FILE,
+            base_dn=settings.LDAP_BASE_DN,
+            ca_file=settings.LDAP_CA_FILE,
+            timeout=settings.LDAP_TIMEOUT_SECONDS,
+        )
+
+
+def _read_password(path: str) -> str:
+    if not path:
+        raise DirectoryPermanent("LDAP_PASSWORD_FILE is not set.")
+    try:
+        return Path(path).read_text().rstrip("\n")
+    except OSError as exc:
+        raise DirectoryPermanent(f"Cannot read the LDAP password file {path}: {exc.strerror}.") from None
+
+
+def _server(config: DirectoryConfig, get_info: str) -> tuple[ldap3.Server, bool]:
+    """The ldap3 Server for the URL, and whether StartTLS is needed after connecting."""
+    if not config.url:
+        raise DirectoryPermanent("LDAP_URL is not set.")
+    scheme = urlsplit(config.url).scheme.lower()
+    if scheme not in ("ldap", "ldaps"):
+        raise DirectoryPermanent(f"LDAP_URL must start with ldap:// or ldaps://, not {config.url!r}.")
+    tls = None
+    if scheme == "ldaps" or config.ca_file:
+        try:
+            # ldap3 turns off the context's own host name check and makes its own against the certificate.
+            tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=config.ca_file or None)
+        except LDAPException as exc:
+            raise DirectoryPermanent(f"The LDAP CA file {config.ca_file} cannot be used: {exc}") from None
+    # ldap3 packs timeouts into socket options as whole seconds.
+    timeout = max(1, math.ceil(config.timeout))
+    server = ldap3.Server(config.url, use_ssl=scheme == "ldaps", tls=tls, connect_timeout=timeout, get_info=get_info)
+    return server, scheme == "ldap" and tls is not None
+
+
+def connect(config: DirectoryConfig, *, get_info: str = ldap3.NONE) -> ldap3.Connection:
+    """Open and bind a connection; raise DirectoryRetryable/DirectoryPermanent with the server's reason.
+
+    ``get_info=ldap3.SCHEMA`` reads the server schema after the bind, which lets ldap3 check attribute names
+    and type values (the client wants it; the health probe does not need the extra round trip).
+    """
+    server, start_tls = _server(config, get_info)
+    connection = ldap3.Connection(
+        server,
+        user=config.bind_dn,
+        password=_read_password(config.password_file),
+        receive_timeout=max(1, math.ceil(config.timeout)),
+        raise_exceptions=False,
+        # AD answers searches from the domain root with referrals to other partitions; following them would
+        # bind to other hosts with our credentials.
+        auto_referrals=False,
+    )
+    operation = "connect"
+    try:
+        connection.open()
+        if start_tls:
+            operation = "StartTLS"
+            if not connection.start_tls():
+                raise error_for_result(connection.result, operation=operation, target=config.url)
+        elif server.ssl is False and not _is_loopback(server.host):
+            logger.warning("Binding to %s over plain LDAP: the password crosses the network unencrypted.", config.url)
+        operation = "bind"
+        if not connection.bind():
+            raise error_for_result(connection.result, operation=operation, target=f"as {config.bind_dn}")
+    except LDAPException as exc:
+        close_quietly(connection)
+        raise error_for_exception(exc, operation=operation, target=config.url, url=config.url) from None
+    except DirectoryError:
+        close_quietly(connection)
+        raise
+    return connection
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def close_quietly(connection: ldap3.Connection) -> None:
+    with contextlib.suppress(LDAPException):  # already broken: the socket is gone either way
+        connection.unbind()
+
+
+def ping(config: DirectoryConfig) -> None:
+    """Bind and read the base entry; raise DirectoryError when the directory is not usable."""
+    connection = connect(config)
+    try:
+        found = connection.search(config.base_dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["1.1"])
+        if not found:
+            raise error_for_result(connection.result, operation="read of the base DN", target=config.base_dn)
+    except LDAPException as exc:
+        raise error_for_exception(exc, operation="ping", target=config.base_dn, url=config.url) from None
+    finally:
+        close_quietly(connection)
