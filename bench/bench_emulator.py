@@ -10,14 +10,10 @@ and the default per-client throttle budget (1000 requests/s). Throttling is off 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import statistics
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 # Run from a checkout without installing the project.
@@ -27,44 +23,19 @@ import cryptography  # noqa: E402
 import msal  # noqa: E402
 import requests  # noqa: E402
 
+from bench.common import Figure, machine_line  # noqa: E402
 from sandbox.directory import SandboxDirectory, generate_users  # noqa: E402
 from sandbox.exchange_online import ExchangeOnlineEmulator  # noqa: E402
 
 DEFAULT_BUDGET = 1000.0  # requests/s per client: the emulator's default token-bucket rate
 
 
-@dataclass
-class Figure:
-    """One measured quantity: a sample per repeat, reported as the median and the spread."""
-
-    name: str
-    unit: str
-    samples: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples)
-
-    def row(self) -> str:
-        low, high = min(self.samples), max(self.samples)
-        return (
-            f"{self.name:<58} {self.median:>10,.1f} {self.unit:<10} ({low:,.1f} - {high:,.1f}, n={len(self.samples)})"
-        )
-
-
 def header(args: argparse.Namespace) -> str:
-    model = "unknown CPU"
-    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
     return "\n".join(
         [
             "bench_emulator: request rate of the Exchange Online + Entra ID emulator (HTTPS on loopback)",
-            f"machine: {os.cpu_count()} cores, {model}, {platform.platform()}",
-            f"python {platform.python_version()}, requests {requests.__version__}, msal {msal.__version__}, "
-            f"cryptography {cryptography.__version__}",
+            machine_line(),
+            f"requests {requests.__version__}, msal {msal.__version__}, cryptography {cryptography.__version__}",
             f"options: users={args.users} requests={args.requests} threads={args.threads} repeats={args.repeats}",
         ]
     )

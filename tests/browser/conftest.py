@@ -58,3 +58,18 @@ def screenshot(page, request):
         return path
 
     return take
+
+
+@pytest.fixture
+def sign_in(page, live_server):
+    """Sign in through the login form as ``username`` (password: tests.conftest.PASSWORD)."""
+    from tests.conftest import PASSWORD
+
+    def login(username: str) -> None:
+        page.goto(live_server.url + "/login/")
+        page.fill("#id_username", username)
+        page.fill("#id_password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(live_server.url + "/")
+
+    return login

@@ -44,12 +44,9 @@ def test_role_signs_in_and_sees_its_navigation(role, live_server, page, screensh
     assert page.url.startswith(live_server.url + "/login/")
 
 
-def test_auditor_verifies_the_chain_with_htmx(live_server, page, screenshot, make_user):
+def test_auditor_verifies_the_chain_with_htmx(live_server, page, screenshot, make_user, sign_in):
     make_user("audra", Role.AUDITOR)
-    page.goto(live_server.url + "/login/")
-    page.fill("#id_username", "audra")
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
+    sign_in("audra")
     page.get_by_role("link", name="Audit log").click()
     page.wait_for_url(live_server.url + "/audit/")
     screenshot("audit-log")

@@ -6,7 +6,6 @@ from portal.dn import normalize_dn
 from portal.roles import Role
 from soa.choices import Authority
 from soa.models import Mailbox, MailboxAddress
-from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.browser
 SALES = "OU=Sales,OU=Corp,DC=corp,DC=example,DC=com"
@@ -23,15 +22,12 @@ def _mailbox(name: str, ou: str, alias: str, **fields) -> Mailbox:
     return mailbox
 
 
-def test_helpdesk_finds_a_mailbox_by_alias_and_opens_it(live_server, page, screenshot, make_user):
+def test_helpdesk_finds_a_mailbox_by_alias_and_opens_it(live_server, page, screenshot, make_user, sign_in):
     _mailbox("Ann Archer", SALES, "ann.archer", authority=Authority.CLOUD, drift=["CustomAttribute1"], has_drift=True,
              exo_values={"CustomAttribute1": "Cloud value"}, ad_values={"CustomAttribute1": "AD value"})  # fmt: skip
     _mailbox("Finn Fisher", "OU=Finance,OU=Corp,DC=corp,DC=example,DC=com", "finn.fisher")
     make_user("helen", Role.HELPDESK, scopes=(SALES,))
-    page.goto(live_server.url + "/login/")
-    page.fill("#id_username", "helen")
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
+    sign_in("helen")
     page.get_by_role("link", name="Mailboxes", exact=True).click()
     page.wait_for_url(live_server.url + "/mailboxes/")
     assert page.get_by_test_id("mailbox-count").inner_text() == "1 mailbox"  # Finance is outside her scope
@@ -51,12 +47,9 @@ def test_helpdesk_finds_a_mailbox_by_alias_and_opens_it(live_server, page, scree
     screenshot("mailbox-detail")
 
 
-def test_admin_queues_an_import_and_watches_the_page(live_server, page, screenshot, make_user):
+def test_admin_queues_an_import_and_watches_the_page(live_server, page, screenshot, make_user, sign_in):
     make_user("root", Role.ADMIN)
-    page.goto(live_server.url + "/login/")
-    page.fill("#id_username", "root")
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
+    sign_in("root")
     page.get_by_role("link", name="Inventory").click()
     assert "No import has run yet" in page.content()
     screenshot("inventory-empty")
