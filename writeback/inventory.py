@@ -26,6 +26,7 @@ from django.utils import timezone
 from portal.audit import audit_record
 from portal.correlation import correlation_scope
 from portal.dn import InvalidDn, normalize_dn
+from portal.roles import Action, may
 from soa.choices import Authority
 from soa.models import Mailbox, MailboxAddress
 from writeback.attributes import ATTRIBUTES
@@ -203,6 +204,8 @@ def import_exo_page(run: InventoryRun, payloads: list[dict[str, Any]]) -> dt.dat
             changed.append(mailbox)
             if addresses_before != mailbox.exo_values.get("EmailAddresses"):
                 readdress.append(mailbox)
+    # A row the AD pass of this very run created is being completed, not changed: count it once, as created.
+    completed = sum(1 for m in changed if run.started_at and m.created_at and m.created_at >= run.started_at)
     now = timezone.now()
     with transaction.atomic():
         Mailbox.objects.bulk_create(created)
@@ -210,7 +213,7 @@ def import_exo_page(run: InventoryRun, payloads: list[dict[str, Any]]) -> dt.dat
         Mailbox.objects.filter(pk__in=seen + [m.pk for m in created]).update(exo_read_at=now, exo_seen_run=run.pk)
         _replace_addresses(created + readdress)
     _bump(
-        run, exo_read=len(payloads), created=len(created), changed=len(changed),
+        run, exo_read=len(payloads), created=len(created), changed=len(changed) - completed,
         unchanged=len(seen) - len(changed), skipped_not_synced=skipped,
     )  # fmt: skip
     return newest
@@ -275,8 +278,6 @@ def run_import(run: InventoryRun, *, exchange: ExchangeOnlineClient, directory: 
 
 def inventory_run_request(*, actor, mode: str = InventoryRun.Mode.FULL, enqueue: bool = True) -> InventoryRun:
     """Queue an import (one at a time). ``actor`` None is the command line, which runs it itself."""
-    from portal.roles import Action, may
-
     if actor is not None and not may(actor, Action.PORTAL_CONFIGURE):
         raise InventoryError("Only an administrator can start an inventory import.")
     with transaction.atomic():

@@ -76,6 +76,7 @@ def test_full_import_joins_both_sides_and_reports_what_does_not_match(tenant):
     assert run.skipped_not_synced == report.cloud_only
     assert run.ad_only == report.missing_in_exo and run.exo_only == 0
     assert Mailbox.objects.count() == USERS
+    assert (run.created, run.changed) == (USERS, 0)  # the Exchange pass completes rows, it does not change them
     assert run.drifted == report.cloud_edits + report.ad_edits
     both = Mailbox.objects.filter(in_ad=True, in_exo=True)
     assert both.count() == USERS - report.missing_in_exo
