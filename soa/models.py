@@ -20,7 +20,9 @@ class Mailbox(models.Model):
     dn_norm = models.CharField(max_length=1024, blank=True, db_index=True)
     ou_norm = models.CharField(max_length=1024, blank=True, db_index=True, help_text="normalised DN of the parent OU")
     upn = models.CharField(max_length=320, db_index=True)
-    display_name = models.CharField(max_length=256, blank=True, db_index=True)
+    display_name = models.CharField(max_length=256, blank=True)
+    # display_name in lower case: a prefix search on it is an index range scan on PostgreSQL and SQLite alike.
+    search_name = models.CharField(max_length=256, blank=True)
     department = models.CharField(max_length=256, blank=True)
     primary_smtp = models.CharField(max_length=320, blank=True, db_index=True)
     recipient_type_details = models.CharField(max_length=64, blank=True, db_index=True)
@@ -49,6 +51,7 @@ class Mailbox(models.Model):
         indexes = [
             models.Index(fields=["display_name", "id"], name="soa_mailbox_name_id_idx"),
             models.Index(fields=["upn"], name="soa_mailbox_upn_prefix_idx", opclasses=["varchar_pattern_ops"]),
+            models.Index(fields=["search_name"], name="soa_mailbox_name_prefix_idx", opclasses=["varchar_pattern_ops"]),
         ]
 
     def __str__(self) -> str:

@@ -56,7 +56,7 @@ def mailbox_search(
         address = query.lower().split(":", 1)[1] if ":" in query else query.lower()
         by_alias = MailboxAddress.objects.filter(address__startswith=address).values("mailbox_id")
         mailboxes = mailboxes.filter(
-            Q(display_name__istartswith=query) | Q(upn__startswith=query.lower()) | Q(pk__in=by_alias)
+            Q(search_name__startswith=query.lower()) | Q(upn__startswith=query.lower()) | Q(pk__in=by_alias)
         )
     if authority:
         mailboxes = mailboxes.filter(authority=authority)

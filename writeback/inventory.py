@@ -43,7 +43,10 @@ AD_USER_FILTER = "(&(objectClass=user)(msExchRecipientTypeDetails=*))"
 PAGE_SIZE = 500
 # Exchange's WhenChangedUTC has one-second resolution: re-read the last second rather than miss a change in it.
 EXO_OVERLAP = dt.timedelta(seconds=1)
-_AD_FIELDS = ["ad_guid", "immutable_id", "dn", "dn_norm", "ou_norm", "upn", "display_name", "department", "ad_values"]
+_AD_FIELDS = [
+    "ad_guid", "immutable_id", "dn", "dn_norm", "ou_norm", "upn", "display_name", "search_name", "department",
+    "ad_values",
+]  # fmt: skip
 _EXO_FIELDS = ["exo_object_id", "exo_values", "authority", "primary_smtp", "recipient_type_details", "exo_when_changed"]
 
 
@@ -119,6 +122,7 @@ def import_ad_page(run: InventoryRun, entries: list[dict[str, Any]]) -> None:
         fields = {
             "ad_guid": guid, "immutable_id": anchor, "dn": entry["dn"], "dn_norm": dn_norm, "ou_norm": ou_norm,
             "upn": (values.get("UserPrincipalName") or "").lower(), "display_name": values.get("DisplayName") or "",
+            "search_name": (values.get("DisplayName") or "").lower(),
             "department": values.get("Department") or "", "ad_values": values,
         }  # fmt: skip
         mailbox = by_guid.get(guid) or by_anchor.get(anchor)
@@ -190,6 +194,7 @@ def import_exo_page(run: InventoryRun, payloads: list[dict[str, Any]]) -> dt.dat
             mailbox = Mailbox(
                 in_exo=True, immutable_id=payload.get("ImmutableId") or "",
                 upn=str(payload.get("UserPrincipalName") or "").lower(), display_name=payload.get("DisplayName") or "",
+                search_name=str(payload.get("DisplayName") or "").lower(),
                 **fields,
             )  # fmt: skip
             _refresh_drift(mailbox)

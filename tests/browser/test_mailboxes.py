@@ -15,7 +15,7 @@ def _mailbox(name: str, ou: str, alias: str, **fields) -> Mailbox:
     dn = f"CN={name},{ou}"
     mailbox = Mailbox.objects.create(
         dn=dn, dn_norm=normalize_dn(dn), ou_norm=normalize_dn(ou), upn=f"{alias}@corp.example.com", display_name=name,
-        primary_smtp=f"{alias}@corp.example.com", in_ad=True, in_exo=True, **fields,
+        search_name=name.lower(), primary_smtp=f"{alias}@corp.example.com", in_ad=True, in_exo=True, **fields,
     )  # fmt: skip
     MailboxAddress.objects.create(mailbox=mailbox, prefix="smtp", address=f"{alias}@corp.example.com", is_primary=True)
     MailboxAddress.objects.create(mailbox=mailbox, prefix="smtp", address=f"team-{alias}@corp.example.com")

@@ -18,7 +18,7 @@ def _mailbox(name: str, ou: str, *, authority=Authority.ON_PREM, addresses=(), d
     alias = name.lower().replace(" ", ".")
     mailbox = Mailbox.objects.create(
         dn=dn, dn_norm=normalize_dn(dn), ou_norm=normalize_dn(ou), upn=f"{alias}@corp.example.com",
-        display_name=name, primary_smtp=f"{alias}@corp.example.com", authority=authority,
+        display_name=name, search_name=name.lower(), primary_smtp=f"{alias}@corp.example.com", authority=authority,
         recipient_type_details=rtype, drift=list(drift), has_drift=bool(drift),
         exo_values={"CustomAttribute1": "cloud"}, ad_values={"CustomAttribute1": "ad", "DisplayName": name},
     )  # fmt: skip
