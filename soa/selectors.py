@@ -53,11 +53,17 @@ def mailbox_search(
     mailboxes = mailbox_list(user=user)
     query = query.strip()
     if query:
-        address = query.lower().split(":", 1)[1] if ":" in query else query.lower()
-        by_alias = MailboxAddress.objects.filter(address__startswith=address).values("mailbox_id")
-        mailboxes = mailboxes.filter(
-            Q(search_name__startswith=query.lower()) | Q(upn__startswith=query.lower()) | Q(pk__in=by_alias)
-        )
+        text = query.lower()
+        address = text.split(":", 1)[1] if ":" in text else text
+        # A UNION of three index range scans: an OR across the columns would make PostgreSQL scan the table.
+        matches = (
+            Mailbox.objects.order_by().filter(search_name__startswith=text).values("pk")
+            .union(
+                Mailbox.objects.order_by().filter(upn__startswith=text).values("pk"),
+                MailboxAddress.objects.order_by().filter(address__startswith=address).values("mailbox_id"),
+            )
+        )  # fmt: skip
+        mailboxes = mailboxes.filter(pk__in=matches)
     if authority:
         mailboxes = mailboxes.filter(authority=authority)
     if recipient_type:
@@ -105,7 +111,11 @@ def paginate(mailboxes: QuerySet[Mailbox], *, sort: str, after: str = "", before
     if cursor:
         value, pk = cursor
         lookup = "lt" if reverse else "gt"
-        mailboxes = mailboxes.filter(Q(**{f"{field}__{lookup}": value}) | Q(**{field: value, f"id__{lookup}": pk}))
+        # The leading inclusive bound lets the (field, id) index start the scan at the cursor; the OR alone
+        # would not, and the page would cost a scan of everything before it.
+        mailboxes = mailboxes.filter(
+            Q(**{f"{field}__{lookup}e": value}), Q(**{f"{field}__{lookup}": value}) | Q(**{f"id__{lookup}": pk})
+        )
     rows = list(mailboxes.order_by(*order)[: size + 1])
     more = len(rows) > size
     rows = rows[:size]
