@@ -16,7 +16,8 @@ HISTORY = 20
 def _context() -> dict:
     runs = list(InventoryRun.objects.select_related("requested_by")[:HISTORY])
     current = next((run for run in runs if run.is_open), None)
-    return {"runs": runs, "current": current, "latest": runs[0] if runs else None}
+    completed = InventoryRun.objects.filter(state=InventoryRun.State.DONE).exists()
+    return {"runs": runs, "current": current, "has_completed_run": completed}
 
 
 @action_required(Action.PORTAL_CONFIGURE)

@@ -52,6 +52,7 @@ def test_admin_queues_an_import_and_watches_the_page(live_server, page, screensh
     sign_in("root")
     page.get_by_role("link", name="Inventory").click()
     assert "No import has run yet" in page.content()
+    assert page.get_by_role("button", name="Import changes since the last run").is_disabled()
     screenshot("inventory-empty")
     page.get_by_role("button", name="Start a full import").click()
     page.get_by_test_id("current-run").wait_for()
