@@ -70,8 +70,8 @@ def escape_dn_value(value: str) -> str:
     """Escape one attribute value for use inside a DN (RFC 4514), e.g. ``f"CN={escape_dn_value(name)},{ou}"``.
 
     Unlike ldap3's ``escape_rdn`` this writes NUL as ``\\00`` (RFC 4514 has no backslash-NUL pair), escapes
-    ``#`` everywhere and leading or trailing spaces as ``\\20``: ldap3's DN parser, which portal.dn uses,
-    refuses a bare ``#`` inside a value and a trailing ``\\ ``.
+    ``#`` everywhere and leading or trailing spaces as ``\\20``, so that strict parsers (ldap3's own among
+    them) accept the DNs it builds.
     """
     if not value:
         raise ValueError("A DN attribute value cannot be empty.")
