@@ -1,8 +1,12 @@
-"""The domain's data: mailboxes as both Exchange Online and Active Directory describe them."""
+"""The domain's data: mailboxes as both Exchange Online and Active Directory describe them, and the pilot waves
+that move their authority (members, approvals, the registry of on-prem applications that read AD)."""
 
+from django.conf import settings
 from django.db import models
+from django.db.models.functions import Lower
+from django.utils import timezone
 
-from soa.choices import Authority
+from soa.choices import WAVE_OPEN_STATES, Authority, Decision, MemberState, WaveDirection, WaveState
 
 
 class Mailbox(models.Model):
@@ -78,3 +82,196 @@ class MailboxAddress(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix.upper() if self.is_primary else self.prefix}:{self.address}"
+
+
+# Guards on a wave's throttle: a batch larger than this or a rate above this is a typo, not a plan.
+WAVE_MAX_BATCH_SIZE = 1000
+WAVE_MAX_RATE = 100.0
+
+
+class PilotWave(models.Model):
+    """A group of mailboxes whose Exchange-attribute authority moves together, after pre-flight and approval.
+
+    ``selection`` records how the members were chosen (one entry per add/remove step). ``preflight_report`` is
+    the wave-level part of the pre-flight (parameters, summary, wave findings, the warning codes an approver
+    must acknowledge), frozen by ``wave_submit``; each member's own findings live on its WaveMember.
+    ``submission_round`` counts submissions: approvals of an earlier round (before a withdrawal) never count.
+    """
+
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    direction = models.CharField(max_length=16, choices=WaveDirection.choices)
+    state = models.CharField(max_length=32, choices=WaveState.choices, default=WaveState.DRAFT, db_index=True)
+    selection = models.JSONField(default=list, blank=True, help_text="how the members were chosen, step by step")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    submission_round = models.PositiveIntegerField(default=0)
+    required_approvals = models.PositiveSmallIntegerField(default=1, help_text="distinct approvers needed")
+    approval_expires_at = models.DateTimeField(null=True, blank=True)
+    window_start = models.DateTimeField(null=True, blank=True, help_text="run no earlier than this")
+    window_end = models.DateTimeField(null=True, blank=True, help_text="run no later than this")
+    batch_size = models.PositiveIntegerField(default=50)
+    max_rate = models.FloatField(default=5.0, help_text="flips per second at most")
+    preflight_report = models.JSONField(default=dict, blank=True)
+    rollback_of = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="rollbacks",
+        help_text="the completed wave this one reverses",
+    )  # fmt: skip
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            # Two open waves with the same name would be confused in every list and email.
+            models.UniqueConstraint(
+                Lower("name"), condition=models.Q(state__in=sorted(WAVE_OPEN_STATES)), name="soa_wave_open_name_unique"
+            ),
+            models.CheckConstraint(condition=models.Q(required_approvals__gte=1), name="soa_wave_approvals_min_1"),
+            models.CheckConstraint(
+                condition=models.Q(batch_size__gte=1, batch_size__lte=WAVE_MAX_BATCH_SIZE),
+                name="soa_wave_batch_size_range",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(max_rate__gt=0, max_rate__lte=WAVE_MAX_RATE), name="soa_wave_rate_range"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(window_start__isnull=True)
+                | models.Q(window_end__isnull=True)
+                | models.Q(window_end__gt=models.F("window_start")),
+                name="soa_wave_window_order",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in WAVE_OPEN_STATES
+
+    def approval_expired(self, now=None) -> bool:
+        """Whether a submitted wave's approval window has closed."""
+        return self.approval_expires_at is not None and (now or timezone.now()) >= self.approval_expires_at
+
+    @property
+    def warnings_to_acknowledge(self) -> list[str]:
+        """Warning codes of the frozen pre-flight report that an approver must acknowledge."""
+        return list(self.preflight_report.get("acknowledge", []))
+
+    def audit_snapshot(self) -> dict:
+        """What the audit log records of the wave before and after a change."""
+        counts = self.members.aggregate(
+            total=models.Count("id"), excluded=models.Count("id", filter=models.Q(excluded=True))
+        )
+        approvals = self.approvals.filter(round=self.submission_round, decision=Decision.APPROVE).count()
+        return {
+            "name": self.name,
+            "direction": self.direction,
+            "state": self.state,
+            "members": counts["total"],
+            "excluded": counts["excluded"],
+            "required_approvals": self.required_approvals,
+            "approvals": approvals if self.submission_round else 0,
+            "submission_round": self.submission_round,
+            "submitted_by": self.submitted_by.get_username() if self.submitted_by_id else None,
+            "submitted_at": self.submitted_at,
+            "approval_expires_at": self.approval_expires_at,
+            "window": [self.window_start, self.window_end],
+            "batch_size": self.batch_size,
+            "max_rate": self.max_rate,
+            "preflight_summary": self.preflight_report.get("summary"),
+            "version": self.version,
+        }
+
+
+class WaveMember(models.Model):
+    """One mailbox in one wave, and the record of its flip.
+
+    This row is also the authority change itself (DESIGN's AuthorityChange): its state, attempts, last error and
+    times are the flip's, and ``snapshot`` is the pre-change picture of both sides' Exchange attributes taken at
+    submission, which a rollback or an investigation starts from. A member whose pre-flight has a blocking
+    finding is ``excluded`` (and SKIPPED) at submission: it stays listed with its reasons but is never flipped.
+    """
+
+    wave = models.ForeignKey(PilotWave, on_delete=models.CASCADE, related_name="members")
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.PROTECT, related_name="wave_memberships")
+    state = models.CharField(max_length=16, choices=MemberState.choices, default=MemberState.PENDING)
+    excluded = models.BooleanField(default=False)
+    preflight = models.JSONField(default=dict, blank=True, help_text='{"blocking": [...], "warnings": [...]}')
+    snapshot = models.JSONField(default=dict, blank=True, help_text="both sides' values at submission")
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    added_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    added_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["wave", "mailbox"], name="soa_wavemember_unique")]
+        indexes = [models.Index(fields=["wave", "state"], name="soa_wavemember_wave_state_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.mailbox_id} in wave {self.wave_id}"
+
+
+class Approval(models.Model):
+    """One approver's decision on one submission of a wave.
+
+    ``acknowledged_warnings`` lists the pre-flight warning codes the approver confirmed having read.
+    """
+
+    wave = models.ForeignKey(PilotWave, on_delete=models.CASCADE, related_name="approvals")
+    round = models.PositiveIntegerField(help_text="the wave's submission_round this decision answers")
+    approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    decision = models.CharField(max_length=16, choices=Decision.choices)
+    reason = models.TextField(blank=True)
+    acknowledged_warnings = models.JSONField(default=list, blank=True)
+    decided_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["decided_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["wave", "round", "approver"], name="soa_approval_one_per_approver"),
+            models.CheckConstraint(
+                condition=~models.Q(decision=Decision.REJECT, reason=""), name="soa_approval_reject_has_reason"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_decision_display()} of wave {self.wave_id} by {self.approver_id}"
+
+
+class ConsumerApplication(models.Model):
+    """An on-premises application that reads Exchange attributes from AD over LDAP.
+
+    Pre-flight warns, for waves moving authority to the cloud, about each of its ``attributes`` (LDAP names)
+    that this installation does not write back: the application would read a stale copy.
+    """
+
+    name = models.CharField(max_length=200)
+    attributes = models.JSONField(default=list, help_text="LDAP attribute names the application reads")
+    notes = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(Lower("name"), name="soa_consumer_app_name_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def audit_snapshot(self) -> dict:
+        return {"name": self.name, "attributes": list(self.attributes), "notes": self.notes}

@@ -4,12 +4,13 @@ import base64
 import json
 from dataclasses import dataclass
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
 
 from portal.dn import InvalidDn, normalize_dn
-from portal.roles import Action, scope_filter
-from soa.choices import Authority
-from soa.models import Mailbox, MailboxAddress
+from portal.roles import Action, may, scope_filter
+from soa.choices import Authority, WaveState
+from soa.models import Approval, ConsumerApplication, Mailbox, MailboxAddress, PilotWave, WaveMember
 
 # sort key -> (field, descending)
 SORTS: dict[str, tuple[str, bool]] = {
@@ -129,3 +130,70 @@ def paginate(mailboxes: QuerySet[Mailbox], *, sort: str, after: str = "", before
         next_cursor=_encode(getattr(last, field), last.pk) if last is not None and has_next else None,
         prev_cursor=_encode(getattr(first, field), first.pk) if has_prev else None,
     )
+
+
+# -- pilot waves ---------------------------------------------------------------------------------------------------
+# Waves are tenant-level governance records: every WAVE_VIEW holder sees every wave and its members, whatever their
+# OU scope, so an approver sees all of what they are asked to decide on. Acting on a wave is scoped by the services
+# (building: every member inside the builder's scope; deciding: every included member inside the approver's).
+
+
+def wave_list(*, user, state: str = "") -> QuerySet[PilotWave]:
+    """Waves the user may read, newest first, with member counts (``member_count``, ``excluded_count``)."""
+    if not may(user, Action.WAVE_VIEW):
+        return PilotWave.objects.none()
+    waves = PilotWave.objects.select_related("created_by", "submitted_by").annotate(
+        member_count=Count("members", distinct=True),
+        excluded_count=Count("members", filter=Q(members__excluded=True), distinct=True),
+    )
+    if state:
+        waves = waves.filter(state=state)
+    return waves.order_by("-id")
+
+
+def wave_get(*, user, pk: int) -> PilotWave | None:
+    """One wave, or None when it does not exist or the user may not read waves (callers answer 404 alike)."""
+    return wave_list(user=user).filter(pk=pk).first()
+
+
+def wave_members(*, user, wave_id: int) -> QuerySet[WaveMember]:
+    """The members of a wave the user may read, with their mailboxes, in name order."""
+    if not may(user, Action.WAVE_VIEW):
+        return WaveMember.objects.none()
+    return WaveMember.objects.filter(wave_id=wave_id).select_related("mailbox").order_by("mailbox__display_name", "id")
+
+
+def wave_approvals(*, user, wave_id: int) -> QuerySet[Approval]:
+    """Every decision on a wave, all submission rounds, oldest first."""
+    if not may(user, Action.WAVE_VIEW):
+        return Approval.objects.none()
+    return Approval.objects.filter(wave_id=wave_id).select_related("approver").order_by("decided_at", "id")
+
+
+def approvable_waves(*, user) -> QuerySet[PilotWave]:
+    """Submitted, unexpired waves the user may decide on now: holds WAVE_APPROVE with every included member in
+    scope, did not create, submit or choose members of the wave, and has not decided on this submission yet.
+    (The same rules as soa.services.approvals.approval_refusal, as one query.)"""
+    if not may(user, Action.WAVE_APPROVE):
+        return PilotWave.objects.none()
+    waves = (
+        PilotWave.objects.filter(state=WaveState.SUBMITTED, approval_expires_at__gt=timezone.now())
+        .exclude(created_by=user)
+        .exclude(submitted_by=user)
+        .exclude(Exists(WaveMember.objects.filter(wave=OuterRef("pk"), added_by=user)))
+        .exclude(
+            Exists(Approval.objects.filter(wave=OuterRef("pk"), round=OuterRef("submission_round"), approver=user))
+        )
+    )
+    scope = scope_filter(user, Action.WAVE_APPROVE, "mailbox__dn_norm")
+    if scope:  # an empty Q is a tenant-wide grant: nothing is outside it
+        outside = WaveMember.objects.filter(wave=OuterRef("pk"), excluded=False).exclude(scope)
+        waves = waves.exclude(Exists(outside))
+    return waves.order_by("approval_expires_at", "id")
+
+
+def consumer_applications(*, user) -> QuerySet[ConsumerApplication]:
+    """The registry of on-prem applications reading AD (for wave readers and administrators)."""
+    if not (may(user, Action.WAVE_VIEW) or may(user, Action.PORTAL_CONFIGURE)):
+        return ConsumerApplication.objects.none()
+    return ConsumerApplication.objects.order_by("name")

@@ -1,0 +1,66 @@
+"""Writes of the domain. Each service takes the acting user, runs in one transaction, enforces its rules itself,
+records its audit event in that transaction, and refuses with a SoaError whose message says what to do.
+"""
+
+import datetime as dt
+from collections.abc import Iterable
+
+from portal.roles import Action, may
+from soa.choices import WAVE_TRANSITIONS, MemberState, WaveState, wave_states_leading_to
+from soa.models import PilotWave
+
+
+class SoaError(Exception):
+    """A domain request refused, with a message the person can act on."""
+
+
+# How a refusal names the action that is missing (the Action's own label reads "wave build").
+_DOING = {
+    Action.WAVE_VIEW: "reading pilot waves",
+    Action.WAVE_BUILD: "building pilot waves",
+    Action.WAVE_RUN: "running pilot waves",
+    Action.WAVE_APPROVE: "approving pilot waves",
+    Action.PORTAL_CONFIGURE: "configuring the portal",
+}
+
+
+def require_action(actor, action: Action) -> None:
+    """Refuse unless one of the actor's roles grants ``action`` somewhere."""
+    if not may(actor, action):
+        raise SoaError(f"Your roles do not allow {_DOING.get(action, action.label)}.")
+
+
+def require_transition(wave: PilotWave, target: str, verb: str) -> None:
+    """Refuse a move the transition table does not allow, naming the states from which it is allowed."""
+    if target in WAVE_TRANSITIONS[wave.state]:
+        return
+    sources = [WaveState(state).label.lower() for state in wave_states_leading_to(target)]
+    raise SoaError(
+        f"Wave “{wave.name}” is {wave.get_state_display().lower()}; only {_or(sources)} waves can be {verb}."
+    )
+
+
+def locked_wave(wave_id: int) -> PilotWave:
+    """The wave's row, locked until the transaction ends (callers are inside transaction.atomic)."""
+    wave = PilotWave.objects.select_for_update().filter(pk=wave_id).first()
+    if wave is None:
+        raise SoaError(f"There is no pilot wave #{wave_id}.")
+    return wave
+
+
+def skip_pending_members(wave: PilotWave, why: str, now: dt.datetime) -> int:
+    """Mark the wave's members that never started as SKIPPED (the wave ended before their turn)."""
+    return wave.members.filter(state=MemberState.PENDING).update(
+        state=MemberState.SKIPPED, last_error=why, finished_at=now
+    )
+
+
+def listing(items: Iterable[object], limit: int = 20) -> str:
+    """``a, b, c`` with at most ``limit`` items named and the rest counted."""
+    items = [str(item) for item in items]
+    shown = ", ".join(items[:limit])
+    return f"{shown} and {len(items) - limit} more" if len(items) > limit else shown
+
+
+def _or(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
