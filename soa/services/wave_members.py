@@ -99,16 +99,22 @@ def _add(actor, wave: PilotWave, mailbox_ids: list[int], how: dict[str, Any]) ->
     return MembershipChange(wave=wave, changed=len(new), unchanged=len(mailbox_ids) - len(new))
 
 
-@transaction.atomic
-def wave_add_members(*, actor, wave_id: int, mailbox_ids: Iterable[int]) -> MembershipChange:
-    """Add mailboxes picked by id (from the mailbox list). Unknown or out-of-scope ids refuse the whole call."""
-    wave = _draft_wave(actor, wave_id)
+def _ids(mailbox_ids: Iterable[int], *, empty: str) -> list[int]:
+    """Distinct ids in their given order; a clear refusal for anything that is not a whole number, or none."""
     try:
         wanted = list(dict.fromkeys(int(pk) for pk in mailbox_ids))
     except (TypeError, ValueError):
         raise SoaError("Mailbox ids must be whole numbers.") from None
     if not wanted:
-        raise SoaError("Pick at least one mailbox to add.")
+        raise SoaError(empty)
+    return wanted
+
+
+@transaction.atomic
+def wave_add_members(*, actor, wave_id: int, mailbox_ids: Iterable[int]) -> MembershipChange:
+    """Add mailboxes picked by id (from the mailbox list). Unknown or out-of-scope ids refuse the whole call."""
+    wave = _draft_wave(actor, wave_id)
+    wanted = _ids(mailbox_ids, empty="Pick at least one mailbox to add.")
     known: dict[int, str] = {}
     for chunk in _chunks(wanted):
         known.update(Mailbox.objects.filter(pk__in=chunk).values_list("pk", "upn"))
@@ -208,12 +214,7 @@ def wave_remove_members(*, actor, wave_id: int, mailbox_ids: Iterable[int]) -> M
     """Take mailboxes out of a draft wave. Ids that are not members, or members outside the actor's scope,
     refuse the whole call."""
     wave = _draft_wave(actor, wave_id)
-    try:
-        wanted = list(dict.fromkeys(int(pk) for pk in mailbox_ids))
-    except (TypeError, ValueError):
-        raise SoaError("Mailbox ids must be whole numbers.") from None
-    if not wanted:
-        raise SoaError("Pick at least one member to remove.")
+    wanted = _ids(mailbox_ids, empty="Pick at least one member to remove.")
     members: dict[int, str] = {}
     for chunk in _chunks(wanted):
         members.update(wave.members.filter(mailbox_id__in=chunk).values_list("mailbox_id", "mailbox__upn"))
