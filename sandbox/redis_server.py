@@ -30,6 +30,8 @@ class RedisServer:
              "--save", "", "--appendonly", "no", "--logfile", str(workdir / "redis.log")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            # Its own process group: a Ctrl-C meant for the demo must not kill Redis before the workers stop.
+            process_group=0,
             preexec_fn=child_dies_with_parent,
         )  # fmt: skip
         try:
