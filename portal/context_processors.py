@@ -9,6 +9,7 @@ from portal.roles import Action, granted_actions, user_roles
 NAVIGATION: list[tuple[str, str, Action | None]] = [
     ("Dashboard", "dashboard", None),
     ("Mailboxes", "mailbox_list", Action.MAILBOX_VIEW),
+    ("Waves", "wave_list", Action.WAVE_VIEW),
     ("Audit log", "audit_list", Action.AUDIT_VIEW),
     ("Inventory", "inventory", Action.PORTAL_CONFIGURE),
     ("Roles", "role_list", Action.PORTAL_CONFIGURE),

@@ -24,6 +24,7 @@ urlpatterns = [
     path("audit/export.<str:fmt>", audit.audit_export, name="audit_export"),
     path("audit/verify/", audit.audit_verify_view, name="audit_verify"),
     path("mailboxes/", include("soa.urls")),
+    path("waves/", include("soa.urls_waves")),
     path("inventory/", inventory.inventory_view, name="inventory"),
     path("inventory/start/", inventory.inventory_start_view, name="inventory_start"),
     path("roles/", roles.role_list, name="role_list"),

@@ -9,10 +9,10 @@ pytestmark = pytest.mark.browser
 
 EXPECTED_NAV = {
     Role.HELPDESK: ["Dashboard", "Mailboxes"],
-    Role.WAVE_OPERATOR: ["Dashboard", "Mailboxes"],
-    Role.APPROVER: ["Dashboard", "Mailboxes"],
-    Role.AUDITOR: ["Dashboard", "Mailboxes", "Audit log"],
-    Role.ADMIN: ["Dashboard", "Mailboxes", "Audit log", "Inventory", "Roles", "Background jobs"],
+    Role.WAVE_OPERATOR: ["Dashboard", "Mailboxes", "Waves"],
+    Role.APPROVER: ["Dashboard", "Mailboxes", "Waves"],
+    Role.AUDITOR: ["Dashboard", "Mailboxes", "Waves", "Audit log"],
+    Role.ADMIN: ["Dashboard", "Mailboxes", "Waves", "Audit log", "Inventory", "Roles", "Background jobs"],
 }
 
 

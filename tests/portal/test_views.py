@@ -32,10 +32,10 @@ NON_ADMIN_ROLES = [role for role in Role if role is not Role.ADMIN]
 # role table that changes what people see makes this test fail and get looked at.
 NAVIGATION = {
     Role.HELPDESK: ["Dashboard", "Mailboxes"],
-    Role.WAVE_OPERATOR: ["Dashboard", "Mailboxes"],
-    Role.APPROVER: ["Dashboard", "Mailboxes"],
-    Role.AUDITOR: ["Dashboard", "Mailboxes", "Audit log"],
-    Role.ADMIN: ["Dashboard", "Mailboxes", "Audit log", "Inventory", "Roles", "Background jobs"],
+    Role.WAVE_OPERATOR: ["Dashboard", "Mailboxes", "Waves"],
+    Role.APPROVER: ["Dashboard", "Mailboxes", "Waves"],
+    Role.AUDITOR: ["Dashboard", "Mailboxes", "Waves", "Audit log"],
+    Role.ADMIN: ["Dashboard", "Mailboxes", "Waves", "Audit log", "Inventory", "Roles", "Background jobs"],
 }
 TILES = {
     Role.HELPDESK: {"mailboxes"},
