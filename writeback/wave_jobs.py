@@ -1,0 +1,329 @@
+"""The pilot-wave runner: RQ jobs that flip IsExchangeCloudManaged for a running wave's members, batch by batch.
+
+Member rows are the truth. A batch is claimed (PENDING -> RUNNING, ``select_for_update(skip_locked=True)``) in a
+short transaction; each flip is ``Set-Mailbox -IsExchangeCloudManaged`` with a confirming re-read, made outside
+any transaction at the wave's rate; each result and its audit event are recorded in a second short transaction.
+The wave is re-read between members, so a pause or a closed window stops the batch in flight after the member
+being flipped. A member that was claimed before (a dead worker, a transient failure, a retry) is read first and,
+when Exchange already shows the target state, recorded DONE without a second Set-Mailbox. ``wave_sweep_job``
+returns members left RUNNING by a dead worker to PENDING and queues their waves again.
+
+Releasing a claimed member back to PENDING (pause, transient failure, sweep) is the runner's own move and is not
+in soa.choices.MEMBER_TRANSITIONS, which lists the moves people make.
+"""
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from functools import partial
+
+from django.db import transaction
+from django.db.models import Count, Exists, F, Max, OuterRef, Q
+from django.utils import timezone
+
+from portal.audit import audit_record
+from portal.correlation import correlation_scope
+from soa.choices import TARGET_AUTHORITY, MemberState, WaveDirection, WaveState
+from soa.models import Mailbox, PilotWave, WaveMember
+from soa.services.wave_run import member_audit_snapshot, window_refusal
+from writeback.exchange import ExchangeOnlineClient
+from writeback.exchange_auth import ExchangeConfig
+from writeback.exchange_errors import ExchangeOnlineError
+
+logger = logging.getLogger(__name__)
+
+QUEUE = "default"  # docs/configuration.md: imports and waves on "default", AD writes on "writeback"
+# A member whose flip fails transiently (after the client's own retries) this many times is marked FAILED.
+MAX_ATTEMPTS = 5
+# A member RUNNING for longer than this without its worker touching it belongs to a dead worker. The runner
+# stamps started_at just before each flip, so only a single flip (retries and Retry-After waits included) must
+# fit in it, not a whole batch.
+SWEEP_AFTER = dt.timedelta(minutes=10)
+# Head room added to a batch's job timeout beyond batch_size / max_rate.
+JOB_TIMEOUT_MARGIN = 600
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: str  # DONE, FAILED, or PENDING (released after a transient failure)
+    error: str = ""
+    sent: bool = False  # whether a Set-Mailbox was sent
+    changed: bool = False  # whether Exchange reported a change (False: it already held the value)
+
+
+def wave_enqueue(*, wave_id: int) -> str | None:
+    """Queue one batch of the wave (call after commit). Returns the RQ job id."""
+    import django_rq
+
+    wave = PilotWave.objects.filter(pk=wave_id).only("batch_size", "max_rate").first()
+    if wave is None:
+        return None
+    timeout = int(wave.batch_size / wave.max_rate) + JOB_TIMEOUT_MARGIN
+    return django_rq.get_queue(QUEUE).enqueue(wave_run_job, wave_id, job_timeout=timeout).id
+
+
+def _client() -> ExchangeOnlineClient:
+    return ExchangeOnlineClient(ExchangeConfig.from_settings())
+
+
+def _job_correlation(wave_id: int) -> str:
+    from rq import get_current_job
+
+    job = get_current_job()
+    return f"wave-{wave_id}-{job.id}" if job is not None else f"wave-{wave_id}"
+
+
+# -- claim ---------------------------------------------------------------------------------------------------
+
+
+def claim_batch(wave_id: int) -> list[WaveMember]:
+    """Claim up to batch_size PENDING members of a RUNNING wave (PENDING -> RUNNING). Other workers' rows are
+    skipped, never waited for. Each claim counts as an attempt."""
+    with transaction.atomic():
+        wave = PilotWave.objects.filter(pk=wave_id).only("state", "batch_size").first()
+        if wave is None or wave.state != WaveState.RUNNING:
+            return []
+        members = list(
+            WaveMember.objects.select_for_update(skip_locked=True)
+            .filter(wave_id=wave_id, state=MemberState.PENDING)
+            .order_by("pk")[: wave.batch_size]
+        )
+        if not members:
+            return []
+        now = timezone.now()
+        WaveMember.objects.filter(pk__in=[m.pk for m in members]).update(
+            state=MemberState.RUNNING, started_at=now, attempts=F("attempts") + 1
+        )
+    claimed = list(WaveMember.objects.select_related("mailbox", "wave").filter(pk__in=[m.pk for m in members]))
+    # Whether each was tried before (its earlier claim may have applied the flip): remembered from before this one.
+    tried_before = {m.pk: m.started_at is not None for m in members}
+    for member in claimed:
+        member.tried_before = tried_before[member.pk]
+    return sorted(claimed, key=lambda m: m.pk)
+
+
+# -- one flip --------------------------------------------------------------------------------------------------
+
+
+def _identity(mailbox: Mailbox) -> str:
+    return str(mailbox.exo_object_id) if mailbox.exo_object_id else mailbox.upn
+
+
+def flip(client: ExchangeOnlineClient, member: WaveMember) -> Outcome:
+    """Move one mailbox to the wave's target state in Exchange Online. No transaction is open here."""
+    target = member.wave.direction == WaveDirection.TO_CLOUD
+    identity = _identity(member.mailbox)
+    sent = False
+    try:
+        if member.tried_before and client.get_mailbox(identity).get("IsExchangeCloudManaged") is target:
+            return Outcome(MemberState.DONE)
+        sent = True
+        result = client.set_mailbox(identity, IsExchangeCloudManaged=target, verify=True)
+    except ExchangeOnlineError as error:
+        state = MemberState.PENDING if error.retryable else MemberState.FAILED
+        return Outcome(state, f"{error.__class__.__name__}: {error}", sent=sent)
+    return Outcome(MemberState.DONE, sent=True, changed=result.changed)
+
+
+def _stamp(member: WaveMember) -> bool:
+    """Refresh the claim just before flipping (the sweep's heartbeat); False when the member is no longer ours."""
+    now = timezone.now()
+    mine = WaveMember.objects.filter(pk=member.pk, state=MemberState.RUNNING, started_at=member.started_at).update(
+        started_at=now
+    )
+    if mine:
+        member.started_at = now
+    return bool(mine)
+
+
+def record(member: WaveMember, outcome: Outcome) -> str | None:
+    """Record one member's result and its audit event in one short transaction; returns the state recorded, or
+    None when the row was taken from this worker meanwhile (swept): its new owner reads the mailbox first."""
+    with transaction.atomic():
+        row = WaveMember.objects.select_for_update(of=("self",)).select_related("mailbox").get(pk=member.pk)
+        if row.state != MemberState.RUNNING or row.started_at != member.started_at:
+            return None
+        before = member_audit_snapshot(row)
+        now = timezone.now()
+        state, error = outcome.state, outcome.error
+        if state == MemberState.PENDING and row.attempts >= MAX_ATTEMPTS:
+            state, error = MemberState.FAILED, f"Gave up after {row.attempts} attempts. Last error: {error}"
+        row.state, row.last_error = state, error
+        row.finished_at = None if state == MemberState.PENDING else now
+        row.save(update_fields=["state", "last_error", "finished_at"])
+        if state == MemberState.DONE:
+            Mailbox.objects.filter(pk=row.mailbox_id).update(
+                authority=TARGET_AUTHORITY[member.wave.direction], version=F("version") + 1, updated_at=now
+            )
+        action = {
+            MemberState.DONE: "soa.wave.member_done",
+            MemberState.FAILED: "soa.wave.member_failed",
+            MemberState.PENDING: "soa.wave.member_released",
+        }[state]
+        after = {**member_audit_snapshot(row), "set_mailbox_sent": outcome.sent, "changed": outcome.changed}
+        audit_record(actor=None, action=action, obj=row, before=before, after=after, reason=error)
+    return str(state)
+
+
+def _release(members: list[WaveMember], why: str) -> int:
+    """Give claimed members that were not flipped back to PENDING (the wave was paused or its window closed)."""
+    released = 0
+    with transaction.atomic():
+        for member in members:
+            released += WaveMember.objects.filter(
+                pk=member.pk, state=MemberState.RUNNING, started_at=member.started_at
+            ).update(state=MemberState.PENDING, attempts=F("attempts") - 1, last_error=why)
+    return released
+
+
+# -- the batch and the wave's end ------------------------------------------------------------------------------
+
+
+def _stop_reason(wave_id: int) -> str:
+    """Why the batch must stop before the next member ("" to go on): the wave is no longer running, or its
+    window closed (in which case the wave is paused, with its audit event)."""
+    with transaction.atomic():
+        wave = PilotWave.objects.select_for_update().get(pk=wave_id)
+        if wave.state != WaveState.RUNNING:
+            return f"Wave {wave.get_state_display().lower()} before this member's turn."
+        refusal = window_refusal(wave, timezone.now())
+        if not refusal:
+            return ""
+        before = wave.audit_snapshot()
+        wave.state = WaveState.PAUSED
+        wave.version += 1
+        wave.save(update_fields=["state", "version", "updated_at"])
+        audit_record(
+            actor=None, action="soa.wave.paused", obj=wave, before=before, after=wave.audit_snapshot(), reason=refusal
+        )
+        return refusal
+
+
+def settle(wave_id: int) -> str:
+    """After a batch: queue the next one, or complete the wave when no member is left to flip. Returns what it did."""
+    with transaction.atomic():
+        wave = PilotWave.objects.select_for_update().get(pk=wave_id)
+        if wave.state != WaveState.RUNNING:
+            return "stopped"
+        open_states = dict(
+            wave.members.filter(state__in=[MemberState.PENDING, MemberState.RUNNING])
+            .values_list("state")
+            .annotate(n=Count("id"))
+        )
+        if open_states.get(MemberState.PENDING):
+            transaction.on_commit(partial(wave_enqueue, wave_id=wave_id))
+            return "queued"
+        if open_states.get(MemberState.RUNNING):
+            return "waiting"  # another worker is still flipping; it settles the wave, or the sweep requeues it
+        before = wave.audit_snapshot()
+        failed = wave.members.filter(state=MemberState.FAILED).count()
+        wave.state = WaveState.COMPLETED_WITH_ERRORS if failed else WaveState.COMPLETED
+        wave.finished_at = timezone.now()
+        wave.version += 1
+        wave.save(update_fields=["state", "finished_at", "version", "updated_at"])
+        audit_record(
+            actor=None, action="soa.wave.completed", obj=wave, before=before,
+            after={**wave.audit_snapshot(), "failed": failed},
+            reason=f"{failed} member(s) failed; retry is no longer possible on a finished wave." if failed else "",
+        )  # fmt: skip
+        return "completed"
+
+
+def run_batch(wave_id: int, *, client: ExchangeOnlineClient | None = None, sleep=time.sleep) -> dict[str, int]:
+    """Claim and flip one batch of the wave at its rate; returns counts by outcome."""
+    # The rate holds across batches: the first flip of this one waits for the interval after the previous flip
+    # (started_at is stamped just before each flip).
+    last_flip = WaveMember.objects.filter(wave_id=wave_id, finished_at__isnull=False).aggregate(last=Max("started_at"))[
+        "last"
+    ]
+    members = claim_batch(wave_id)
+    counts = {"claimed": len(members), "DONE": 0, "FAILED": 0, "PENDING": 0, "released": 0}
+    if not members:
+        return counts
+    client = client or _client()
+    interval = 1.0 / members[0].wave.max_rate
+    since_last = (timezone.now() - last_flip).total_seconds() if last_flip else interval
+    next_at = time.monotonic() + max(0.0, interval - since_last)
+    for index, member in enumerate(members):
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            sleep(delay)
+        stop = _stop_reason(wave_id)  # after the wait, so a pause made during it holds
+        if stop:
+            counts["released"] = _release(members[index:], stop)
+            break
+        if not _stamp(member):
+            continue  # swept from under this worker
+        next_at = time.monotonic() + interval
+        recorded = record(member, flip(client, member))
+        if recorded:
+            counts[recorded] += 1
+    return counts
+
+
+def wave_run_job(wave_id: int) -> dict[str, int | str]:
+    """RQ entrypoint: flip one batch of a running wave, then queue the next or complete the wave. Safe to deliver
+    twice: members already DONE are never claimed again, and a re-claimed member is read before it is written."""
+    with correlation_scope(_job_correlation(wave_id)):
+        counts = run_batch(wave_id)
+        counts["settled"] = settle(wave_id)
+    logger.info("Wave %s batch: %s", wave_id, counts)
+    return counts
+
+
+def _stalled_waves(cutoff: dt.datetime) -> list[int]:
+    """RUNNING waves with members to flip but no member activity since ``cutoff`` and no change to the wave itself
+    since then: their next batch was lost (a worker died between a batch's last member and queueing the next)."""
+    recent = Q(started_at__gte=cutoff) | Q(finished_at__gte=cutoff) | Q(state=MemberState.RUNNING)
+    busy = WaveMember.objects.filter(recent, wave_id=OuterRef("pk"))
+    waiting = WaveMember.objects.filter(wave_id=OuterRef("pk"), state=MemberState.PENDING)
+    return list(
+        PilotWave.objects.filter(state=WaveState.RUNNING, updated_at__lt=cutoff)
+        .filter(Exists(waiting))
+        .exclude(Exists(busy))
+        .values_list("pk", flat=True)
+    )
+
+
+def wave_sweep_job(older_than_seconds: float | None = None) -> int:
+    """RQ entrypoint (periodic): return members left RUNNING by a dead worker to PENDING and queue their waves
+    again; also queue running waves whose next batch was lost. Returns how many members were returned.
+
+    The returned members are read before they are written on their next claim, so a flip the dead worker had
+    already applied is recorded DONE without a second Set-Mailbox. A batch queued twice is harmless (claims skip
+    what another worker holds), only faster than the wave's rate for as long as both chains run.
+    """
+    limit = dt.timedelta(seconds=older_than_seconds) if older_than_seconds is not None else SWEEP_AFTER
+    cutoff = timezone.now() - limit
+    waves: set[int] = set()
+    with correlation_scope("wave-sweep"), transaction.atomic():
+        stale = list(
+            WaveMember.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("mailbox")
+            .filter(state=MemberState.RUNNING, started_at__lt=cutoff)
+            .filter(wave__state__in=[WaveState.RUNNING, WaveState.PAUSED])
+            .order_by("pk")
+        )
+        for member in stale:
+            before = member_audit_snapshot(member)
+            member.state = MemberState.PENDING
+            member.last_error = (
+                f"Returned by the sweep: its worker stopped (running since {member.started_at:%H:%M:%S} UTC)."
+            )
+            member.save(update_fields=["state", "last_error"])
+            audit_record(
+                actor=None, action="soa.wave.member_swept", obj=member, before=before,
+                after=member_audit_snapshot(member), reason=member.last_error,
+            )  # fmt: skip
+            waves.add(member.wave_id)
+        stalled = _stalled_waves(cutoff)
+        running = PilotWave.objects.filter(pk__in=waves, state=WaveState.RUNNING).values_list("pk", flat=True)
+        for wave_id in sorted(set(running) | set(stalled)):
+            transaction.on_commit(partial(wave_enqueue, wave_id=wave_id))
+    if stale or stalled:
+        logger.warning(
+            "Wave sweep returned %d member(s) of wave(s) %s; requeued stalled wave(s) %s",
+            len(stale), sorted(waves), stalled,
+        )  # fmt: skip
+    return len(stale)
