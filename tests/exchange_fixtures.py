@@ -15,12 +15,15 @@ ruff's F811 at every test that takes the fixture). Either way there is one emula
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import requests
 
+from sandbox.directory import SandboxDirectory
 from sandbox.exchange_online import ExchangeOnlineEmulator
+from sandbox.seed import SeedReport, seed_tenant
 
 Invoke = Callable[..., requests.Response]
 
@@ -86,3 +89,34 @@ def exo_invoke(exchange_online: ExchangeOnlineEmulator, exo_token: str) -> Itera
 
     yield invoke
     session.close()
+
+
+@contextmanager
+def private_tenant(*, users: int, seed: int) -> Iterator[tuple[SandboxDirectory, ExchangeOnlineEmulator, SeedReport]]:
+    """A seeded directory and emulator of a test module's own, with the portal's settings pointing at them.
+
+    For modules that change the tenant freely; the settings are restored when the block ends.
+    """
+    from django.conf import settings
+
+    with (
+        SandboxDirectory.start(users=users, seed=seed) as directory,
+        ExchangeOnlineEmulator.start(directory=directory) as exchange,
+    ):
+        report = seed_tenant(directory, exchange, seed=seed)
+        client = exchange.clients["secret"]
+        values = {
+            "LDAP_URL": directory.url, "LDAP_BIND_DN": directory.bind_dn,
+            "LDAP_PASSWORD_FILE": str(directory.password_file), "LDAP_BASE_DN": directory.base_dn,
+            "EXO_BASE_URL": exchange.base_url, "EXO_TENANT": exchange.tenant_id, "ENTRA_AUTHORITY": exchange.authority,
+            "ENTRA_CLIENT_ID": client["client_id"], "ENTRA_CLIENT_SECRET_FILE": client["client_secret_file"],
+            "EXO_CA_FILE": str(exchange.ca_file),
+        }  # fmt: skip
+        saved = {name: getattr(settings, name) for name in values}
+        for name, value in values.items():
+            setattr(settings, name, value)
+        try:
+            yield directory, exchange, report
+        finally:
+            for name, value in saved.items():
+                setattr(settings, name, value)

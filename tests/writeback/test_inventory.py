@@ -5,16 +5,13 @@ import uuid
 
 import ldap3
 import pytest
-from django.conf import settings
 from rq import SimpleWorker
 
 from portal.models import AuditEvent
 from portal.roles import Role
-from sandbox.directory import SandboxDirectory
-from sandbox.exchange_online import ExchangeOnlineEmulator
-from sandbox.seed import seed_tenant
 from soa.choices import Authority
 from soa.models import Mailbox, MailboxAddress
+from tests.exchange_fixtures import private_tenant
 from writeback.exchange import ExchangeOnlineClient
 from writeback.exchange_auth import ExchangeConfig
 from writeback.inventory import InventoryError, claim, execute, inventory_run_request
@@ -27,31 +24,8 @@ USERS = 60
 @pytest.fixture(scope="module")
 def tenant():
     """A directory and an emulator of its own, seeded; the portal's settings point at them for the module."""
-    with (
-        SandboxDirectory.start(users=USERS, seed=7) as directory,
-        ExchangeOnlineEmulator.start(directory=directory) as exchange,
-    ):
-        report = seed_tenant(directory, exchange, seed=7)
-        saved = {name: getattr(settings, name) for name in _SETTINGS}
-        client = exchange.clients["secret"]
-        values = {
-            "LDAP_URL": directory.url, "LDAP_BIND_DN": directory.bind_dn,
-            "LDAP_PASSWORD_FILE": str(directory.password_file), "LDAP_BASE_DN": directory.base_dn,
-            "EXO_BASE_URL": exchange.base_url, "EXO_TENANT": exchange.tenant_id, "ENTRA_AUTHORITY": exchange.authority,
-            "ENTRA_CLIENT_ID": client["client_id"], "ENTRA_CLIENT_SECRET_FILE": client["client_secret_file"],
-            "EXO_CA_FILE": str(exchange.ca_file),
-        }  # fmt: skip
-        for name, value in values.items():
-            setattr(settings, name, value)
-        yield directory, exchange, report
-        for name, value in saved.items():
-            setattr(settings, name, value)
-
-
-_SETTINGS = (
-    "LDAP_URL", "LDAP_BIND_DN", "LDAP_PASSWORD_FILE", "LDAP_BASE_DN", "EXO_BASE_URL", "EXO_TENANT",
-    "ENTRA_AUTHORITY", "ENTRA_CLIENT_ID", "ENTRA_CLIENT_SECRET_FILE", "EXO_CA_FILE",
-)  # fmt: skip
+    with private_tenant(users=USERS, seed=7) as tenant:
+        yield tenant
 
 
 def _import(mode=InventoryRun.Mode.FULL) -> InventoryRun:

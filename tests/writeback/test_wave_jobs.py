@@ -18,13 +18,11 @@ from rq import SimpleWorker
 
 from portal.audit import verify_chain
 from portal.models import AuditEvent
-from sandbox.directory import SandboxDirectory
-from sandbox.exchange_online import ExchangeOnlineEmulator
-from sandbox.seed import seed_tenant
 from soa.choices import Authority, MemberState, WaveState
 from soa.models import Mailbox, PilotWave, WaveMember
 from soa.services.approvals import wave_approve
 from soa.services.wave_run import wave_pause, wave_resume, wave_start
+from tests.exchange_fixtures import private_tenant
 from tests.soa.test_wave_support import cast, new_wave
 from writeback import wave_jobs
 from writeback.exchange import ExchangeOnlineClient
@@ -33,6 +31,7 @@ from writeback.inventory import claim, execute, inventory_run_request
 from writeback.models import InventoryRun
 
 USERS = 40
+# What a worker process needs to reach this module's tenant (set by private_tenant in this process).
 _SETTINGS = ("EXO_BASE_URL", "EXO_TENANT", "ENTRA_AUTHORITY", "ENTRA_CLIENT_ID", "ENTRA_CLIENT_SECRET_FILE",
              "EXO_CA_FILE", "LDAP_URL", "LDAP_BIND_DN", "LDAP_PASSWORD_FILE", "LDAP_BASE_DN")  # fmt: skip
 
@@ -40,25 +39,8 @@ _SETTINGS = ("EXO_BASE_URL", "EXO_TENANT", "ENTRA_AUTHORITY", "ENTRA_CLIENT_ID",
 @pytest.fixture(scope="module")
 def tenant():
     """A directory and an emulator of this module's own; the portal's settings point at them meanwhile."""
-    with (
-        SandboxDirectory.start(users=USERS, seed=11) as directory,
-        ExchangeOnlineEmulator.start(directory=directory) as exchange,
-    ):
-        seed_tenant(directory, exchange, seed=11)
-        saved = {name: getattr(settings, name) for name in _SETTINGS}
-        client = exchange.clients["secret"]
-        values = {
-            "LDAP_URL": directory.url, "LDAP_BIND_DN": directory.bind_dn,
-            "LDAP_PASSWORD_FILE": str(directory.password_file), "LDAP_BASE_DN": directory.base_dn,
-            "EXO_BASE_URL": exchange.base_url, "EXO_TENANT": exchange.tenant_id, "ENTRA_AUTHORITY": exchange.authority,
-            "ENTRA_CLIENT_ID": client["client_id"], "ENTRA_CLIENT_SECRET_FILE": client["client_secret_file"],
-            "EXO_CA_FILE": str(exchange.ca_file),
-        }  # fmt: skip
-        for name, value in values.items():
-            setattr(settings, name, value)
+    with private_tenant(users=USERS, seed=11) as (_, exchange, _report):
         yield exchange
-        for name, value in saved.items():
-            setattr(settings, name, value)
 
 
 @pytest.fixture
