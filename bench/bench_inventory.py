@@ -13,16 +13,14 @@ PostgreSQL: set DATABASE_URL (a database the benchmark may fill; it is migrated 
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine_line  # noqa: E402
+from bench.common import machine_line, setup_django  # noqa: E402
 
 
 def _rss_mb() -> float:
@@ -33,18 +31,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=20000)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="soa-bench-inventory-"))
-    os.environ.setdefault("DATABASE_URL", f"sqlite:///{workdir / 'bench.sqlite3'}")
-    os.environ.setdefault("DJANGO_DEBUG", "true")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-    os.environ["LOG_LEVEL"] = "WARNING"
-
-    import django
-
-    django.setup()
+    engine = setup_django("inventory")
     import ldap3
     from django.conf import settings
-    from django.core.management import call_command
 
     from sandbox.directory import SandboxDirectory
     from sandbox.exchange_online import ExchangeOnlineEmulator
@@ -55,8 +44,7 @@ def main() -> None:
 
     print("bench_inventory: full and incremental import of a seeded tenant vs raw reads of both sides")
     print(machine_line())
-    print(f"database: {settings.DATABASES['default']['ENGINE']}; options: {vars(args)}")
-    call_command("migrate", verbosity=0)
+    print(f"database: {engine}; options: {vars(args)}")
     Mailbox.objects.all().delete()
 
     began = time.perf_counter()

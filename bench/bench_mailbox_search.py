@@ -13,15 +13,13 @@ PostgreSQL: set DATABASE_URL to a database the benchmark may fill (it is migrate
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Figure, machine_line  # noqa: E402
+from bench.common import Figure, machine_line, setup_django  # noqa: E402
 
 OUS = ["Sales", "Finance", "Engineering", "Support"]
 
@@ -31,15 +29,7 @@ def main() -> None:
     parser.add_argument("--mailboxes", type=int, default=200000)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
-    os.environ.setdefault("DATABASE_URL", f"sqlite:///{tempfile.mkdtemp(prefix='soa-bench-search-')}/bench.sqlite3")
-    os.environ.setdefault("DJANGO_DEBUG", "true")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-    os.environ["LOG_LEVEL"] = "WARNING"
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.core.management import call_command
+    engine = setup_django("search")
     from django.db import connection
 
     from portal.dn import normalize_dn
@@ -51,8 +41,7 @@ def main() -> None:
 
     print("bench_mailbox_search: search and paging of the mailbox list at scale")
     print(machine_line())
-    print(f"database: {settings.DATABASES['default']['ENGINE']}; options: {vars(args)}")
-    call_command("migrate", verbosity=0)
+    print(f"database: {engine}; options: {vars(args)}")
     MailboxAddress.objects.all().delete()
     Mailbox.objects.all().delete()
 

@@ -43,3 +43,25 @@ def machine_line() -> str:
                 model = line.split(":", 1)[1].strip()
                 break
     return f"machine: {os.cpu_count()} cores, {model}, {platform.platform()}, python {platform.python_version()}"
+
+
+def setup_django(name: str) -> str:
+    """Set Django up for a benchmark and migrate its database; returns the database engine for the header.
+
+    DATABASE_URL chooses the database (PostgreSQL for the figures that matter); without it a fresh SQLite file
+    in a temp folder is used. Logs below WARNING are off so the terminal holds the figures.
+    """
+    import tempfile
+
+    os.environ.setdefault("DATABASE_URL", f"sqlite:///{tempfile.mkdtemp(prefix=f'soa-bench-{name}-')}/bench.sqlite3")
+    os.environ.setdefault("DJANGO_DEBUG", "true")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    os.environ["LOG_LEVEL"] = "WARNING"
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    return settings.DATABASES["default"]["ENGINE"]
