@@ -187,6 +187,7 @@ class PilotWave(models.Model):
             "batch_size": self.batch_size,
             "max_rate": self.max_rate,
             "preflight_summary": self.preflight_report.get("summary"),
+            "rollback_of": self.rollback_of_id,
             "version": self.version,
         }
 

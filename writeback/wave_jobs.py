@@ -27,9 +27,14 @@ from portal.correlation import correlation_scope
 from soa.choices import TARGET_AUTHORITY, MemberState, WaveDirection, WaveState
 from soa.models import Mailbox, PilotWave, WaveMember
 from soa.services.wave_run import member_audit_snapshot, window_refusal
+from writeback.directory import DirectoryClient
+from writeback.directory_connection import DirectoryConfig
+from writeback.directory_errors import DirectoryError
 from writeback.exchange import ExchangeOnlineClient
 from writeback.exchange_auth import ExchangeConfig
 from writeback.exchange_errors import ExchangeOnlineError
+from writeback.values import drifted_attributes, exo_values
+from writeback.wave_revert import Copy, RevertNotVerified, copy_cloud_to_ad
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +55,7 @@ class Outcome:
     error: str = ""
     sent: bool = False  # whether a Set-Mailbox was sent
     changed: bool = False  # whether Exchange reported a change (False: it already held the value)
+    copied: Copy | None = None  # back to AD: what was written into AD before the flag went back
 
 
 def wave_enqueue(*, wave_id: int) -> str | None:
@@ -110,20 +116,61 @@ def _identity(mailbox: Mailbox) -> str:
     return str(mailbox.exo_object_id) if mailbox.exo_object_id else mailbox.upn
 
 
-def flip(client: ExchangeOnlineClient, member: WaveMember) -> Outcome:
-    """Move one mailbox to the wave's target state in Exchange Online. No transaction is open here."""
+def _merge(first: Copy, second: Copy) -> Copy:
+    return Copy(
+        before={**second.before, **first.before},
+        after={**first.after, **second.after},
+        ad_values=second.ad_values,
+    )
+
+
+def flip(
+    client: ExchangeOnlineClient,
+    member: WaveMember,
+    *,
+    directory: DirectoryClient | None = None,
+    copy_to_ad: bool = True,
+) -> Outcome:
+    """Move one mailbox to the wave's target state in Exchange Online. No transaction is open here.
+
+    Back to AD, the mailbox's cloud Exchange attributes are first copied into AD and verified there
+    (writeback.wave_revert); the flag goes back only after that. ``copy_to_ad=False`` exists for the test that
+    shows what the copy prevents; nothing else passes it.
+    """
     target = member.wave.direction == WaveDirection.TO_CLOUD
-    identity = _identity(member.mailbox)
+    mailbox = member.mailbox
+    identity = _identity(mailbox)
     sent = False
+    copied = None
     try:
-        if member.tried_before and client.get_mailbox(identity).get("IsExchangeCloudManaged") is target:
+        current = client.get_mailbox(identity) if member.tried_before or (not target and copy_to_ad) else None
+        if member.tried_before and current.get("IsExchangeCloudManaged") is target:
+            # An earlier claim applied the flip (and, back to AD, the copy that comes before it).
             return Outcome(MemberState.DONE)
+        if not target and copy_to_ad:
+            if mailbox.ad_guid is None:
+                return Outcome(
+                    MemberState.FAILED,
+                    "Its AD user is not known to the portal, so its cloud values cannot be copied into AD first; "
+                    "run an inventory import and retry.",
+                )
+            copied = copy_cloud_to_ad(directory, mailbox.ad_guid, current)
         sent = True
         result = client.set_mailbox(identity, IsExchangeCloudManaged=target, verify=True)
+        edited = copied is not None and result.mailbox is not None
+        if edited and drifted_attributes(exo_values(result.mailbox), exo_values(current)):
+            # A cloud edit landed between the copy and the flip. The flag is now false, so the cloud's Exchange
+            # attributes no longer change until the next sync: copy once more and nothing is lost.
+            copied = _merge(copied, copy_cloud_to_ad(directory, mailbox.ad_guid, result.mailbox))
     except ExchangeOnlineError as error:
         state = MemberState.PENDING if error.retryable else MemberState.FAILED
-        return Outcome(state, f"{error.__class__.__name__}: {error}", sent=sent)
-    return Outcome(MemberState.DONE, sent=True, changed=result.changed)
+        return Outcome(state, f"{error.__class__.__name__}: {error}", sent=sent, copied=copied)
+    except DirectoryError as error:
+        state = MemberState.PENDING if error.retryable else MemberState.FAILED
+        return Outcome(state, f"Copying the cloud values into AD failed: {error}", sent=sent, copied=copied)
+    except RevertNotVerified as error:
+        return Outcome(MemberState.FAILED, str(error), sent=sent, copied=copied)
+    return Outcome(MemberState.DONE, sent=True, changed=result.changed, copied=copied)
 
 
 def _stamp(member: WaveMember) -> bool:
@@ -156,14 +203,28 @@ def record(member: WaveMember, outcome: Outcome) -> str | None:
             Mailbox.objects.filter(pk=row.mailbox_id).update(
                 authority=TARGET_AUTHORITY[member.wave.direction], version=F("version") + 1, updated_at=now
             )
+        if outcome.copied is not None:
+            _record_copy(row, outcome.copied, now)
         action = {
             MemberState.DONE: "soa.wave.member_done",
             MemberState.FAILED: "soa.wave.member_failed",
             MemberState.PENDING: "soa.wave.member_released",
         }[state]
         after = {**member_audit_snapshot(row), "set_mailbox_sent": outcome.sent, "changed": outcome.changed}
+        if outcome.copied is not None:
+            after["ad_written"] = {"before": outcome.copied.before, "after": outcome.copied.after}
         audit_record(actor=None, action=action, obj=row, before=before, after=after, reason=error)
     return str(state)
+
+
+def _record_copy(member: WaveMember, copied: Copy, now: dt.datetime) -> None:
+    """Keep the portal's picture of AD current after the revert's copy (the next inventory would find the same)."""
+    mailbox = Mailbox.objects.select_for_update().get(pk=member.mailbox_id)
+    mailbox.ad_values = {**mailbox.ad_values, **copied.ad_values}
+    mailbox.drift = drifted_attributes(mailbox.exo_values, mailbox.ad_values) if mailbox.exo_values else []
+    mailbox.has_drift = bool(mailbox.drift)
+    mailbox.ad_read_at = now
+    mailbox.save(update_fields=["ad_values", "drift", "has_drift", "ad_read_at", "updated_at"])
 
 
 def _release(members: list[WaveMember], why: str) -> int:
@@ -230,8 +291,15 @@ def settle(wave_id: int) -> str:
         return "completed"
 
 
-def run_batch(wave_id: int, *, client: ExchangeOnlineClient | None = None, sleep=time.sleep) -> dict[str, int]:
-    """Claim and flip one batch of the wave at its rate; returns counts by outcome."""
+def run_batch(
+    wave_id: int,
+    *,
+    client: ExchangeOnlineClient | None = None,
+    directory: DirectoryClient | None = None,
+    sleep=time.sleep,
+    copy_to_ad: bool = True,
+) -> dict[str, int]:
+    """Claim and flip one batch of the wave at its rate; returns counts by outcome. ``copy_to_ad``: see flip."""
     # The rate holds across batches: the first flip of this one waits for the interval after the previous flip
     # (started_at is stamped just before each flip).
     last_flip = WaveMember.objects.filter(wave_id=wave_id, finished_at__isnull=False).aggregate(last=Max("started_at"))[
@@ -242,6 +310,25 @@ def run_batch(wave_id: int, *, client: ExchangeOnlineClient | None = None, sleep
     if not members:
         return counts
     client = client or _client()
+    own_directory = directory is None and members[0].wave.direction == WaveDirection.TO_ON_PREM
+    if own_directory:
+        directory = DirectoryClient(DirectoryConfig.from_settings())
+    try:
+        _flip_batch(
+            wave_id, members, counts, client=client, directory=directory, sleep=sleep, last_flip=last_flip,
+            copy_to_ad=copy_to_ad,
+        )  # fmt: skip
+    finally:
+        if own_directory:
+            directory.close()
+    return counts
+
+
+def _flip_batch(
+    wave_id: int, members: list[WaveMember], counts: dict[str, int], *, client, directory, sleep, last_flip,
+    copy_to_ad: bool,
+) -> None:  # fmt: skip
+    """Flip the claimed members one by one at the wave's rate, stopping when the wave stops (run_batch's body)."""
     interval = 1.0 / members[0].wave.max_rate
     since_last = (timezone.now() - last_flip).total_seconds() if last_flip else interval
     next_at = time.monotonic() + max(0.0, interval - since_last)
@@ -256,10 +343,9 @@ def run_batch(wave_id: int, *, client: ExchangeOnlineClient | None = None, sleep
         if not _stamp(member):
             continue  # swept from under this worker
         next_at = time.monotonic() + interval
-        recorded = record(member, flip(client, member))
+        recorded = record(member, flip(client, member, directory=directory, copy_to_ad=copy_to_ad))
         if recorded:
             counts[recorded] += 1
-    return counts
 
 
 def wave_run_job(wave_id: int) -> dict[str, int | str]:

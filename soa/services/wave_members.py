@@ -79,7 +79,7 @@ def members_outside_scope(user, wave: PilotWave, action: Action, *, include_excl
     return list(members.exclude(scope).order_by("mailbox__upn").values_list("mailbox__upn", flat=True))
 
 
-def _add(actor, wave: PilotWave, mailbox_ids: list[int], how: dict[str, Any]) -> MembershipChange:
+def add_members(actor, wave: PilotWave, mailbox_ids: list[int], how: dict[str, Any]) -> MembershipChange:
     """Add the (known, in-scope, de-duplicated) mailboxes that are not members yet, with one audit event."""
     existing = set(wave.members.values_list("mailbox_id", flat=True))
     new = [pk for pk in mailbox_ids if pk not in existing]
@@ -128,7 +128,7 @@ def wave_add_members(*, actor, wave_id: int, mailbox_ids: Iterable[int]) -> Memb
         problems.append(f"outside your wave-building scope: {listing(sorted(outside))}")
     if problems:
         raise SoaError("Nothing was added: " + "; ".join(problems) + ".")
-    return _add(actor, wave, wanted, {"how": "picked", "count": len(wanted)})
+    return add_members(actor, wave, wanted, {"how": "picked", "count": len(wanted)})
 
 
 @transaction.atomic
@@ -171,7 +171,7 @@ def wave_add_by_filter(
     filters = {"query": query, "ou": ou, "department": department, "recipient_type": recipient_type,
                "drift": drift, "authority": authority}  # fmt: skip
     how = {"how": "filter", "filters": {key: value for key, value in filters.items() if value not in ("", None)}}
-    return _add(actor, wave, ids, {**how, "matched": len(ids)})
+    return add_members(actor, wave, ids, {**how, "matched": len(ids)})
 
 
 @transaction.atomic
@@ -206,7 +206,7 @@ def wave_add_from_csv(*, actor, wave_id: int, text: str) -> MembershipChange:
                 first_line[pk] = entry.line
     if problems:
         raise CsvImportError(problems)
-    return _add(actor, wave, list(first_line), {"how": "csv", "lines": len(entries)})
+    return add_members(actor, wave, list(first_line), {"how": "csv", "lines": len(entries)})
 
 
 @transaction.atomic

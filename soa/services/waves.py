@@ -68,8 +68,12 @@ def wave_create(
     max_rate: float = 5.0,
     window_start: dt.datetime | None = None,
     window_end: dt.datetime | None = None,
+    rollback_of: PilotWave | None = None,
 ) -> PilotWave:
-    """Start a draft wave moving authority in ``direction`` (WaveDirection), with its approval policy and throttle."""
+    """Start a draft wave moving authority in ``direction`` (WaveDirection), with its approval policy and throttle.
+
+    ``rollback_of`` is set only by soa.services.wave_rollback, which checks the wave being reversed.
+    """
     require_action(actor, Action.WAVE_BUILD)
     if direction not in WaveDirection.values:
         raise SoaError("Choose the direction: to Exchange Online, or back to Active Directory.")
@@ -81,7 +85,7 @@ def wave_create(
     wave = PilotWave.objects.create(
         name=_clean_name(name), direction=direction, description=description.strip(), created_by=actor,
         created_at=now, required_approvals=required_approvals, batch_size=batch_size, max_rate=float(max_rate),
-        window_start=window_start, window_end=window_end,
+        window_start=window_start, window_end=window_end, rollback_of=rollback_of,
     )  # fmt: skip
     audit_record(actor=actor, action="soa.wave.created", obj=wave, before=None, after=wave.audit_snapshot())
     return wave

@@ -6,13 +6,16 @@ last changed three days ago); each test changes what it needs.
 
 import datetime as dt
 
+import django_rq
 from django.utils import timezone
+from rq import SimpleWorker
 
 from portal.dn import normalize_dn
 from portal.models import AuditEvent
 from portal.roles import Role
 from soa.choices import Authority, WaveDirection
 from soa.models import Mailbox, MailboxAddress
+from writeback import wave_jobs
 
 CORP = "OU=Corp,DC=corp,DC=example,DC=com"
 SALES = f"OU=Sales,{CORP}"
@@ -89,3 +92,15 @@ def submitted_wave(actor, *mailboxes, **options):
 
     wave = new_wave(actor, *mailboxes, **options)
     return wave_submit(actor=actor, wave_id=wave.pk)
+
+
+def work() -> None:
+    """Run the real RQ worker until the queue is empty; no job may fail."""
+    queue = django_rq.get_queue(wave_jobs.QUEUE)
+    SimpleWorker([queue], connection=queue.connection).work(burst=True)
+    failed = queue.failed_job_registry
+    assert failed.count == 0, [queue.fetch_job(job_id).exc_info for job_id in failed.get_job_ids()]
+
+
+def set_mailbox_calls(exchange) -> int:
+    return exchange.counters()["by_cmdlet"].get("Set-Mailbox", 0)

@@ -14,7 +14,6 @@ import pytest
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
-from rq import SimpleWorker
 
 from portal.audit import verify_chain
 from portal.models import AuditEvent
@@ -23,7 +22,7 @@ from soa.models import Mailbox, PilotWave, WaveMember
 from soa.services.approvals import wave_approve
 from soa.services.wave_run import wave_pause, wave_resume, wave_start
 from tests.exchange_fixtures import private_tenant
-from tests.soa.test_wave_support import cast, new_wave
+from tests.soa.test_wave_support import cast, new_wave, set_mailbox_calls, work
 from writeback import wave_jobs
 from writeback.exchange import ExchangeOnlineClient
 from writeback.exchange_auth import ExchangeConfig
@@ -77,18 +76,6 @@ def running_wave(people, mailboxes, **options) -> PilotWave:
     wave_submit(actor=people["op"], wave_id=wave.pk)
     wave_approve(actor=people["approver"], wave_id=wave.pk, acknowledge_warnings=True)
     return wave_start(actor=people["op2"], wave_id=wave.pk)
-
-
-def work() -> None:
-    """Run the real RQ worker until the queue is empty; no job may fail."""
-    queue = django_rq.get_queue(wave_jobs.QUEUE)
-    SimpleWorker([queue], connection=queue.connection).work(burst=True)
-    failed = queue.failed_job_registry
-    assert failed.count == 0, [queue.fetch_job(job_id).exc_info for job_id in failed.get_job_ids()]
-
-
-def set_mailbox_calls(exchange) -> int:
-    return exchange.counters()["by_cmdlet"].get("Set-Mailbox", 0)
 
 
 def states(wave) -> dict[str, int]:
@@ -160,8 +147,8 @@ def test_pause_takes_effect_within_the_batch_and_resume_finishes_it(exchange, pe
     wave = running_wave(people, mailboxes, batch_size=10, max_rate=50.0)
     real_flip, flipped = wave_jobs.flip, []
 
-    def flip_then_pause(client, member):
-        outcome = real_flip(client, member)
+    def flip_then_pause(client, member, **options):
+        outcome = real_flip(client, member, **options)
         flipped.append(member.pk)
         if len(flipped) == 3:
             wave_pause(actor=people["op"], wave_id=wave.pk, reason="stop after this one")
@@ -302,8 +289,8 @@ def test_a_wave_paused_mid_batch_can_be_cancelled_and_nothing_more_is_flipped(ex
     wave = running_wave(people, mailboxes, batch_size=6, max_rate=50.0)
     real_flip = wave_jobs.flip
 
-    def flip_then_pause(client, member):
-        outcome = real_flip(client, member)
+    def flip_then_pause(client, member, **options):
+        outcome = real_flip(client, member, **options)
         if PilotWave.objects.get(pk=wave.pk).state == WaveState.RUNNING:
             wave_pause(actor=people["op"], wave_id=wave.pk)
         return outcome
