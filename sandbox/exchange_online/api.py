@@ -101,9 +101,11 @@ class ExchangeApi:
                     429, THROTTLED, f"The request was throttled. Retry after {decision.retry_after} seconds.",
                     message="Too many requests", headers={"Retry-After": str(decision.retry_after)},
                 )  # fmt: skip
-            latency = self.faults.config.latency_ms
+            call = self._invocation(request, tenant_in_path)
+            cmdlet = call.cmdlet
+            latency = self.faults.latency_for(cmdlet)
             if latency > 0:
-                time.sleep(latency / 1000)
+                time.sleep(latency)
             failure = self.faults.server_error()
             if failure is not None:
                 raise ExchangeError(
@@ -112,8 +114,6 @@ class ExchangeApi:
                     "The service is temporarily unavailable. Please try again later.",
                     message="Server error",
                 )
-            call = self._invocation(request, tenant_in_path)
-            cmdlet = call.cmdlet
             handler = self._dispatch.get(cmdlet.lower())
             if handler is None:
                 response = self._unknown_cmdlet(cmdlet)

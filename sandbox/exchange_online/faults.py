@@ -1,6 +1,8 @@
 """Faults a test can switch on at run time, for the Exchange API only (the Entra side stays healthy).
 
-- ``latency_ms``: added before every InvokeCommand request is answered.
+- ``latency_ms``: added before every InvokeCommand request is carried out (and so answered); with
+  ``latency_cmdlet`` set, only before that cmdlet's. A client that dies during the wait leaves the request to
+  be carried out anyway, as a server does with a request it has already received.
 - ``error_rate`` (0..1) with ``error_status`` (500 or 503) and ``seed``: that share of requests fail, drawn
   from a seeded generator so a run is repeatable.
 - ``fail_next`` with ``fail_status``: the next N requests fail.
@@ -21,6 +23,7 @@ from typing import Any
 @dataclass
 class FaultConfig:
     latency_ms: float = 0.0
+    latency_cmdlet: str = ""
     error_rate: float = 0.0
     error_status: int = 503
     seed: int | None = None
@@ -48,6 +51,7 @@ class Faults:
             merged = {**asdict(self.config), **changes}
             config = FaultConfig(
                 latency_ms=float(merged["latency_ms"]),
+                latency_cmdlet=str(merged["latency_cmdlet"] or ""),
                 error_rate=float(merged["error_rate"]),
                 error_status=int(merged["error_status"]),
                 seed=None if merged["seed"] is None else int(merged["seed"]),
@@ -73,6 +77,13 @@ class Faults:
 
     def describe(self) -> dict[str, Any]:
         return asdict(self.config)
+
+    def latency_for(self, cmdlet: str) -> float:
+        """Seconds to wait before carrying out ``cmdlet``."""
+        config = self.config
+        if config.latency_ms <= 0 or (config.latency_cmdlet and config.latency_cmdlet.lower() != cmdlet.lower()):
+            return 0.0
+        return config.latency_ms / 1000
 
     def server_error(self) -> int | None:
         """The status to fail this request with, or None."""

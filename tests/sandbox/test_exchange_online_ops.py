@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.exchange_online import ExchangeOnlineEmulator
+from sandbox.exchange_online.faults import Faults
 
 UPN = "jonas.nowak@corp.example.com"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -82,6 +83,14 @@ def test_latency_is_added(exo_clean, exo_invoke):
     started = time.monotonic()
     assert get(exo_invoke).status_code == 200
     assert time.monotonic() - started >= 0.15
+
+
+def test_latency_can_be_limited_to_one_cmdlet():
+    faults = Faults()
+    faults.update({"latency_ms": 400, "latency_cmdlet": "Set-Mailbox"})
+    assert faults.latency_for("set-mailbox") == 0.4 and faults.latency_for("Get-Mailbox") == 0.0
+    faults.update({"latency_cmdlet": ""})
+    assert faults.latency_for("Get-Mailbox") == 0.4
 
 
 def test_next_n_requests_fail_with_the_chosen_status(exo_clean, exo_invoke):

@@ -3,10 +3,6 @@ SimpleWorker on the session's Redis): a wave runs to completion, under throttlin
 paused mid-batch, delivered twice, and swept after a worker died having already applied a flip."""
 
 import datetime as dt
-import os
-import signal
-import subprocess
-import sys
 import time as clock
 
 import django_rq
@@ -23,6 +19,7 @@ from soa.services.approvals import wave_approve
 from soa.services.wave_run import wave_pause, wave_resume, wave_start
 from tests.exchange_fixtures import private_tenant
 from tests.soa.test_wave_support import cast, new_wave, set_mailbox_calls, work
+from tests.writeback.worker_process import kill_worker, run_worker_until_empty, start_worker
 from writeback import wave_jobs
 from writeback.exchange import ExchangeOnlineClient
 from writeback.exchange_auth import ExchangeConfig
@@ -30,9 +27,6 @@ from writeback.inventory import claim, execute, inventory_run_request
 from writeback.models import InventoryRun
 
 USERS = 40
-# What a worker process needs to reach this module's tenant (set by private_tenant in this process).
-_SETTINGS = ("EXO_BASE_URL", "EXO_TENANT", "ENTRA_AUTHORITY", "ENTRA_CLIENT_ID", "ENTRA_CLIENT_SECRET_FILE",
-             "EXO_CA_FILE", "LDAP_URL", "LDAP_BIND_DN", "LDAP_PASSWORD_FILE", "LDAP_BASE_DN")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -305,17 +299,6 @@ def test_a_wave_paused_mid_batch_can_be_cancelled_and_nothing_more_is_flipped(ex
     assert PilotWave.objects.get(pk=wave.pk).state == WaveState.CANCELLED
 
 
-def _worker_env() -> dict[str, str]:
-    """The environment of a worker process that sees this test's database, Redis and tenant."""
-    db = connection.settings_dict
-    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings", "DJANGO_DEBUG": "true"}
-    env["DATABASE_URL"] = f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    env["REDIS_URL"] = settings.REDIS_URL
-    env.update({name: str(getattr(settings, name)) for name in _SETTINGS})
-    return env
-
-
 def test_a_worker_killed_mid_run_loses_nothing_and_flips_nothing_twice(exchange, people, tmp_path):
     """A real worker process (rqworker, forking a work horse per job) SIGKILLed mid-wave; the sweep and a second
     worker finish it. Needs a database both processes see: PostgreSQL (SQLite's test database is in memory)."""
@@ -323,23 +306,19 @@ def test_a_worker_killed_mid_run_loses_nothing_and_flips_nothing_twice(exchange,
         pytest.skip("a worker process shares the test database only on PostgreSQL (CI runs it there)")
     mailboxes = movable(20)
     wave = running_wave(people, mailboxes, batch_size=5, max_rate=4.0)
-    command = [sys.executable, str(settings.BASE_DIR / "manage.py"), "rqworker", wave_jobs.QUEUE]
     with open(tmp_path / "worker1.log", "wb") as log:
-        worker = subprocess.Popen(
-            command, env=_worker_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        worker = start_worker(log)
         deadline = clock.monotonic() + 60
         while WaveMember.objects.filter(wave=wave, state=MemberState.DONE).count() < 7:
             assert clock.monotonic() < deadline and worker.poll() is None, (tmp_path / "worker1.log").read_text()
             clock.sleep(0.05)
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=10)
+        kill_worker(worker)
     at_kill = states(wave)
     assert at_kill.get(MemberState.PENDING) and PilotWave.objects.get(pk=wave.pk).state == WaveState.RUNNING
     wave_jobs.wave_sweep_job(older_than_seconds=0)
     assert MemberState.RUNNING not in states(wave)
     with open(tmp_path / "worker2.log", "wb") as log:
-        subprocess.run([*command, "--burst"], env=_worker_env(), stdout=log, stderr=subprocess.STDOUT, timeout=120)
+        run_worker_until_empty(log, timeout=120)
     wave.refresh_from_db()
     assert wave.state == WaveState.COMPLETED, (at_kill, states(wave), (tmp_path / "worker2.log").read_text())
     assert states(wave) == {MemberState.DONE: 20}
