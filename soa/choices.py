@@ -83,10 +83,12 @@ class MemberState(models.TextChoices):
 
 
 # PENDING -> SKIPPED: excluded by pre-flight at submission, or the wave was rejected/cancelled before its turn.
+# RUNNING -> PENDING: the runner gives a claimed member back (pause, closed window, transient failure) or the sweep
+# takes it from a dead worker; its next claim reads Exchange before writing.
 # FAILED -> PENDING: a failed member retried alone (runner). SKIPPED -> PENDING: a withdrawn wave's exclusions undone.
 MEMBER_TRANSITIONS: dict[str, frozenset[str]] = {
     MemberState.PENDING: frozenset({MemberState.RUNNING, MemberState.SKIPPED}),
-    MemberState.RUNNING: frozenset({MemberState.DONE, MemberState.FAILED, MemberState.SKIPPED}),
+    MemberState.RUNNING: frozenset({MemberState.DONE, MemberState.FAILED, MemberState.SKIPPED, MemberState.PENDING}),
     MemberState.FAILED: frozenset({MemberState.PENDING}),
     MemberState.SKIPPED: frozenset({MemberState.PENDING}),
     MemberState.DONE: frozenset(),

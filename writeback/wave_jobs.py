@@ -8,8 +8,8 @@ being flipped. A member that was claimed before (a dead worker, a transient fail
 when Exchange already shows the target state, recorded DONE without a second Set-Mailbox. ``wave_sweep_job``
 returns members left RUNNING by a dead worker to PENDING and queues their waves again.
 
-Releasing a claimed member back to PENDING (pause, transient failure, sweep) is the runner's own move and is not
-in soa.choices.MEMBER_TRANSITIONS, which lists the moves people make.
+Back to AD, each flip is preceded by the copy of the mailbox's cloud Exchange attributes into AD
+(writeback.wave_revert), so the sync that follows loses nothing.
 """
 
 import datetime as dt
