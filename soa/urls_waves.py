@@ -18,4 +18,10 @@ urlpatterns = [
     path("<int:pk>/cancel/", views.wave_cancel_view, name="wave_cancel"),
     path("<int:pk>/approve/", views.wave_approve_view, name="wave_approve"),
     path("<int:pk>/reject/", views.wave_reject_view, name="wave_reject"),
+    path("<int:pk>/progress/", views.wave_progress_view, name="wave_progress"),
+    path("<int:pk>/start/", views.wave_start_view, name="wave_start"),
+    path("<int:pk>/pause/", views.wave_pause_view, name="wave_pause"),
+    path("<int:pk>/resume/", views.wave_resume_view, name="wave_resume"),
+    path("<int:pk>/members/<int:member_id>/retry/", views.wave_member_retry_view, name="wave_member_retry"),
+    path("<int:pk>/rollback/", views.wave_rollback_view, name="wave_rollback"),
 ]

@@ -1,12 +1,13 @@
 """Pilot-wave pages: the list, the create form, and the wave page where members are chosen, pre-flight is run,
-the wave is submitted, withdrawn, cancelled, approved or rejected. Each POST calls one service; the services
-enforce every rule, and their refusals are shown to the user."""
+the wave is submitted, withdrawn, cancelled, approved or rejected, then started, paused, resumed and watched.
+Each POST calls one service; the services enforce every rule, and their refusals are shown to the user."""
 
 from django import forms
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
 
 from portal.decorators import action_required
 from portal.roles import Action, may
@@ -27,12 +28,23 @@ from soa.services import SoaError
 from soa.services.approvals import approval_refusal, wave_approve, wave_reject
 from soa.services.wave_members import (
     CsvImportError,
+    members_outside_scope,
     wave_add_by_filter,
     wave_add_from_csv,
     wave_add_members,
     wave_remove_members,
 )
+from soa.services.wave_rollback import ROLLBACK_SOURCE_STATES, wave_rollback_create
+from soa.services.wave_run import (
+    RETRYABLE_WAVE_STATES,
+    wave_member_retry,
+    wave_pause,
+    wave_resume,
+    wave_start,
+    window_refusal,
+)
 from soa.services.waves import wave_cancel, wave_create, wave_preflight, wave_submit, wave_withdraw
+from soa.wave_progress import wave_progress
 
 MEMBER_ROWS = 500  # members shown on the page; the counts cover all of them
 PICK_ROWS = 50  # search results offered for picking
@@ -92,6 +104,58 @@ def _member_rows(members, live: dict | None) -> list[dict]:
     return rows
 
 
+# States in which the running controls apply: before them a wave cannot run, after them it never runs again.
+RUN_STATES = frozenset({WaveState.APPROVED, WaveState.RUNNING, WaveState.PAUSED})
+
+
+def _progress_context(request: HttpRequest, wave: PilotWave) -> dict:
+    """What the progress partial needs; shared by the full page and the polled partial so both show the same."""
+    may_run = may(request.user, Action.WAVE_RUN)
+    return {
+        "wave": wave,
+        # A wave that never started has nothing to show; a cancelled approved wave never started either.
+        "progress": wave_progress(user=request.user, wave=wave) if wave.started_at else None,
+        "can_retry": may_run and wave.state in RETRYABLE_WAVE_STATES,
+    }
+
+
+def _run_context(request: HttpRequest, wave: PilotWave) -> dict:
+    """The running controls the user may use on this wave now, and why Start is not offered when it is not.
+    The services check all of it again on POST; this only decides which buttons to show."""
+    may_run = may(request.user, Action.WAVE_RUN) and wave.state in RUN_STATES
+    outside = members_outside_scope(request.user, wave, Action.WAVE_RUN) if may_run else []
+    in_scope = may_run and not outside
+    window = window_refusal(wave, timezone.now()) if wave.state in (WaveState.APPROVED, WaveState.PAUSED) else ""
+    return {
+        **_progress_context(request, wave),
+        "scope_refusal": (
+            f"{len(outside)} member{'s are' if len(outside) != 1 else ' is'} outside your scope for running waves, "
+            "so you cannot start or resume this wave."
+        )
+        if outside
+        else "",
+        "window_refusal": window if may_run else "",
+        "can_start": in_scope and wave.state == WaveState.APPROVED and not window,
+        "can_pause": may_run and wave.state == WaveState.RUNNING,
+        "can_resume": in_scope and wave.state == WaveState.PAUSED and not window,
+        # wave_cancel refuses a running wave: it must be paused first so no flip is cut short.
+        "cancel_needs_pause": may_run and wave.state == WaveState.RUNNING,
+    }
+
+
+def _rollback_context(request: HttpRequest, wave: PilotWave) -> dict:
+    """The waves this one reverses or is reversed by, and whether the user may start a rollback of it now (the
+    service refuses again, with its reason, when an open rollback exists or a moved mailbox is out of scope)."""
+    rollbacks = list(wave.rollbacks.order_by("id"))
+    finished = wave.state in ROLLBACK_SOURCE_STATES
+    return {
+        "rollbacks": rollbacks,
+        "can_rollback": finished
+        and may(request.user, Action.WAVE_BUILD)
+        and not any(rollback.is_open for rollback in rollbacks),
+    }
+
+
 def _detail_context(request: HttpRequest, wave: PilotWave, *, live_report=None, **forms_given) -> dict:
     user = request.user
     members = wave_members(user=user, wave_id=wave.pk)
@@ -135,6 +199,9 @@ def _detail_context(request: HttpRequest, wave: PilotWave, *, live_report=None, 
         "reject_form": RequiredReasonForm(),
         "member_error": None,
         "csv_problems": None,
+        "show_run_columns": wave.started_at is not None,
+        **_run_context(request, wave),
+        **_rollback_context(request, wave),
     }
     context.update(forms_given)
     return context
@@ -241,7 +308,9 @@ def _confirm(request: HttpRequest, pk: int, *, form_class: type[forms.Form], ste
             form.add_error(None, str(exc))
         else:
             return _done(request, wave, step["done"].format(name=wave.name))
-    step = {**step, "title": step["title"].format(name=wave.name)}
+    direction = wave.get_direction_display()
+    facts = {"direction": direction[:1].lower() + direction[1:], "batch": wave.batch_size, "rate": wave.max_rate}
+    step = {**step, "title": step["title"].format(name=wave.name), "text": step["text"].format(**facts)}
     context = {"wave": wave, "form": form, "step": step, "summary": None, "summary_error": None}
     if step.get("preflight") and wave.state == WaveState.DRAFT:
         try:
@@ -333,3 +402,97 @@ def wave_reject_view(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             return _done(request, wave, f"Wave “{wave.name}” is rejected.")
     return render(request, "soa/wave_detail.html", _detail_context(request, wave, reject_form=form))
+
+
+# -- running ---------------------------------------------------------------------------------------------------
+
+
+@require_GET
+@action_required(Action.WAVE_VIEW)
+def wave_progress_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """The progress partial the wave page polls while the wave runs. When the run has ended (or paused with
+    nothing in flight) the partial comes back without its polling trigger, and the page reloads once so its
+    state, buttons and member table catch up with what the runner did."""
+    wave = _wave_or_404(request, pk)
+    if not request.htmx:
+        return redirect("wave_detail", pk=wave.pk)  # the full page shows the same numbers
+    context = _progress_context(request, wave)
+    response = render(request, "soa/wave_detail.html#wave-progress", context)
+    if context["progress"] is None or not context["progress"].live:
+        response["HX-Refresh"] = "true"
+    return response
+
+
+@action_required(Action.WAVE_RUN)
+def wave_start_view(request: HttpRequest, pk: int) -> HttpResponse:
+    step = {
+        "title": "Start wave “{name}” now?",
+        "text": "The Exchange-attribute authority of its members moves {direction}, in batches of {batch} at most "
+        "{rate:g} per second; each mailbox's authority changes as soon as it is flipped. Pausing stops the run after "
+        "the member being flipped.",
+        "button": "Start the wave",
+        "done": "Wave “{name}” is running; its first batch is queued.",
+    }
+    return _confirm(
+        request, pk, form_class=forms.Form, step=step,
+        perform=lambda wave, data: wave_start(actor=request.user, wave_id=wave.pk),
+    )  # fmt: skip
+
+
+def _refused(request: HttpRequest, wave: PilotWave, exc: SoaError) -> HttpResponse:
+    messages.error(request, str(exc))
+    return redirect("wave_detail", pk=wave.pk)
+
+
+@require_POST
+@action_required(Action.WAVE_RUN)
+def wave_pause_view(request: HttpRequest, pk: int) -> HttpResponse:
+    wave = _wave_or_404(request, pk)
+    form = ReasonForm(request.POST)
+    reason = form.cleaned_data["reason"] if form.is_valid() else ""
+    try:
+        wave = wave_pause(actor=request.user, wave_id=wave.pk, reason=reason)
+    except SoaError as exc:
+        return _refused(request, wave, exc)
+    return _done(request, wave, f"Wave “{wave.name}” is paused; the member being flipped finishes first.")
+
+
+@require_POST
+@action_required(Action.WAVE_RUN)
+def wave_resume_view(request: HttpRequest, pk: int) -> HttpResponse:
+    wave = _wave_or_404(request, pk)
+    try:
+        wave = wave_resume(actor=request.user, wave_id=wave.pk)
+    except SoaError as exc:
+        return _refused(request, wave, exc)
+    return _done(request, wave, f"Wave “{wave.name}” is running again; its next batch is queued.")
+
+
+@require_POST
+@action_required(Action.WAVE_RUN)
+def wave_member_retry_view(request: HttpRequest, pk: int, member_id: int) -> HttpResponse:
+    wave = _wave_or_404(request, pk)
+    if not wave_members(user=request.user, wave_id=wave.pk).filter(pk=member_id).exists():
+        raise Http404("No such member in this wave.")
+    try:
+        member = wave_member_retry(actor=request.user, member_id=member_id)
+    except SoaError as exc:
+        return _refused(request, wave, exc)
+    queued = " and queued" if wave.state == WaveState.RUNNING else "; it runs when the wave is resumed"
+    return _done(request, wave, f"{member.mailbox.upn} is pending again{queued}.")
+
+
+@action_required(Action.WAVE_BUILD)
+def wave_rollback_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """Confirm, then create a draft wave moving the finished wave's mailboxes back; it opens on the new wave."""
+    step = {
+        "title": "Create a rollback wave for “{name}”?",
+        "text": "A new draft wave takes every mailbox this wave moved and moves it back, with the same approvals and "
+        "throttle. Nothing changes until that wave is pre-flighted, submitted, approved by someone else and run.",
+        "button": "Create rollback wave",
+        "done": "Draft wave “{name}” created; run pre-flight, then submit it for approval.",
+    }
+    return _confirm(
+        request, pk, form_class=forms.Form, step=step,
+        perform=lambda wave, data: wave_rollback_create(actor=request.user, wave_id=wave.pk),
+    )  # fmt: skip

@@ -1,0 +1,133 @@
+"""A pilot wave's live progress, for the wave page and its polled partial: members by state, the recent rate, the
+time left and the latest failures with their reasons. Reads only."""
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from portal.roles import Action, may
+from soa.choices import MemberState, WaveState
+from soa.models import PilotWave, WaveMember
+
+# The rate is measured over the last minute of work: long enough to smooth the wave's own throttle and the
+# tenant's 429 back-offs, short enough that the time left follows a slowdown within a minute.
+RATE_WINDOW = dt.timedelta(seconds=60)
+FAILURES_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed member and why it failed (the runner's last error)."""
+
+    member_id: int
+    upn: str
+    error: str
+    finished_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class WaveProgress:
+    """How far a wave has got. ``rate`` (members finished per second) and ``eta_seconds`` are None while they
+    cannot be known: the wave is not running, or nothing has finished in the measuring window yet."""
+
+    state: str
+    total: int
+    pending: int
+    running: int
+    done: int
+    failed: int
+    skipped: int
+    rate: float | None
+    eta_seconds: int | None
+    failures: list[Failure]
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed + self.skipped
+
+    @property
+    def remaining(self) -> int:
+        return self.pending + self.running
+
+    @property
+    def percent(self) -> int:
+        return self.finished * 100 // self.total if self.total else 0
+
+    @property
+    def live(self) -> bool:
+        """Whether the numbers are still moving, so the page should keep polling: the wave runs, or it was paused
+        while a worker was still flipping (the member in flight finishes after the pause)."""
+        return self.state == WaveState.RUNNING or (self.state == WaveState.PAUSED and self.running > 0)
+
+    @property
+    def eta_display(self) -> str:
+        if self.eta_seconds is None:
+            return ""
+        if self.eta_seconds < 90:
+            return f"about {self.eta_seconds} s"
+        minutes = round(self.eta_seconds / 60)
+        if minutes < 90:
+            return f"about {minutes} min"
+        return f"about {minutes // 60} h {minutes % 60} min"
+
+
+def _rate_since(wave: PilotWave, now: dt.datetime) -> dt.datetime | None:
+    """Where the rate's measuring window starts, or None when no rate applies (the wave is not running).
+
+    A running wave's updated_at is when it last started or resumed: the runner writes the wave row only to end or
+    pause it. So a wave resumed after a long pause is measured from its resume, not over its idle time.
+    """
+    if wave.state != WaveState.RUNNING:
+        return None
+    starts = [now - RATE_WINDOW, wave.updated_at, wave.started_at]
+    return max(start for start in starts if start is not None)
+
+
+def wave_progress(*, user, wave: PilotWave, now: dt.datetime | None = None) -> WaveProgress | None:
+    """The wave's progress as the user may see it (None when they may not read waves): one aggregate query over
+    the members' states, and one for the latest failures."""
+    if not may(user, Action.WAVE_VIEW):
+        return None
+    now = now or timezone.now()
+    since = _rate_since(wave, now)
+    finished_recently = Q(state__in=[MemberState.DONE, MemberState.FAILED], finished_at__gte=since or now)
+    counts = WaveMember.objects.filter(wave_id=wave.pk).aggregate(
+        total=Count("id"),
+        pending=Count("id", filter=Q(state=MemberState.PENDING)),
+        running=Count("id", filter=Q(state=MemberState.RUNNING)),
+        done=Count("id", filter=Q(state=MemberState.DONE)),
+        failed=Count("id", filter=Q(state=MemberState.FAILED)),
+        skipped=Count("id", filter=Q(state=MemberState.SKIPPED)),
+        recent=Count("id", filter=finished_recently),
+    )
+    # Failed members count in the rate: a failure costs the runner a flip's time as much as a success does.
+    rate = eta = None
+    if since is not None and counts["recent"]:
+        rate = counts["recent"] / max((now - since).total_seconds(), 1.0)
+        eta = round((counts["pending"] + counts["running"]) / rate)
+    failures = []
+    if counts["failed"]:
+        rows = (
+            WaveMember.objects.filter(wave_id=wave.pk, state=MemberState.FAILED)
+            .order_by("-finished_at", "-id")
+            .values_list("pk", "mailbox__upn", "last_error", "finished_at")[:FAILURES_SHOWN]
+        )
+        failures = [Failure(member_id=pk, upn=upn, error=error, finished_at=at) for pk, upn, error, at in rows]
+    return WaveProgress(
+        state=wave.state,
+        total=counts["total"],
+        pending=counts["pending"],
+        running=counts["running"],
+        done=counts["done"],
+        failed=counts["failed"],
+        skipped=counts["skipped"],
+        rate=rate,
+        eta_seconds=eta,
+        failures=failures,
+        started_at=wave.started_at,
+        finished_at=wave.finished_at,
+    )
