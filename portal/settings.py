@@ -141,6 +141,8 @@ RQ_QUEUES = {
     "writeback": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
 }
 RQ_SHOW_ADMIN_LINK = False
+# Seconds between runs of the wave sweep (writeback.wave_schedule), which frees members a dead worker left.
+WAVE_SWEEP_INTERVAL = env.int("WAVE_SWEEP_INTERVAL", default=300)
 
 # Active Directory (the sandbox slapd in demo and tests). The password only ever comes from a file.
 LDAP_URL = env.str("LDAP_URL", default="")

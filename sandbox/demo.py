@@ -1,9 +1,10 @@
 """`make demo`: the whole portal on one machine, with demo data. Ctrl-C stops everything it started.
 
 Starts the sandbox directory with generated users, the Exchange Online + Entra ID emulator synced from it, a
-private Redis (unless REDIS_URL is given), migrates
-the SQLite database, creates one account per role, then runs an RQ worker and the web server (gunicorn)
-as children and prints the URL and logins.
+private Redis (unless REDIS_URL is given), migrates the SQLite database, creates one account per role, imports
+the inventory, builds the demo's pilot waves (sandbox.demo_waves: one completed, one awaiting approval, one
+draft), schedules the periodic wave sweep, then runs an RQ worker (with its scheduler) and the web server
+(gunicorn) as children and prints the URL and logins.
 """
 
 import argparse
@@ -121,6 +122,14 @@ def main(argv: list[str] | None = None) -> int:
         helpdesk_scope = f"OU=Sales,{directory.users_dn}"
         _manage(env, "demo_accounts", "--logins-file", str(logins_file), "--helpdesk-scope", helpdesk_scope)
         _manage(env, "inventory_import")
+        # The demo's pilot waves (first run only). The tenant was created moments ago, so Microsoft's quiet period
+        # after a change would refuse every member today; the waves are built as if it had passed, and their
+        # frozen pre-flight reports say so (quiet period 0 hours). The portal itself keeps the setting.
+        subprocess.run(
+            [sys.executable, "-m", "sandbox.demo_waves"], env={**env, "WAVE_QUIET_PERIOD_HOURS": "0"}, cwd=ROOT,
+            check=True,
+        )  # fmt: skip
+        _manage(env, "wave_sweep_schedule")  # the worker's scheduler runs it every WAVE_SWEEP_INTERVAL seconds
         children = [
             [sys.executable, str(ROOT / "manage.py"), "rqworker", "default", "writeback", "--with-scheduler"],
             [sys.executable, "-m", "gunicorn", "portal.wsgi", "--bind", f"{args.host}:{args.port}",
