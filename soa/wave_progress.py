@@ -64,6 +64,15 @@ class WaveProgress:
         return self.state == WaveState.RUNNING or (self.state == WaveState.PAUSED and self.running > 0)
 
     @property
+    def average_rate(self) -> float | None:
+        """Members flipped (done or failed) per second from start to finish, pauses included; None until the wave
+        has finished."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        seconds = (self.finished_at - self.started_at).total_seconds()
+        return (self.done + self.failed) / seconds if seconds > 0 else None
+
+    @property
     def eta_display(self) -> str:
         if self.eta_seconds is None:
             return ""

@@ -450,3 +450,20 @@ def test_time_left_reads_naturally(seconds, shown):
         eta_seconds=seconds, failures=[], started_at=None, finished_at=None,
     )  # fmt: skip
     assert progress.eta_display == shown
+
+
+def test_a_finished_wave_shows_its_average_rate_pauses_included(client, people):
+    now = timezone.now()
+    wave = new_wave(people["op"], *mailboxes(5))
+    set_states(wave, *[MemberState.DONE] * 4, MemberState.FAILED, finished_at=now - dt.timedelta(seconds=5))
+    PilotWave.objects.filter(pk=wave.pk).update(
+        state=WaveState.COMPLETED_WITH_ERRORS,
+        started_at=now - dt.timedelta(seconds=55),
+        finished_at=now - dt.timedelta(seconds=5),
+    )
+    wave.refresh_from_db()
+    progress = wave_progress(user=people["op"], wave=wave, now=now)
+    assert progress.rate is None and progress.average_rate == pytest.approx(5 / 50)
+    text = _text(_as(client, people["op"]).get(reverse("wave_detail", args=[wave.pk])))
+    assert "0.1 mailboxes/s on average from start to finish, pauses included" in text
+    assert wave_progress(user=people["op"], wave=new_wave(people["op"], name="Other"), now=now).average_rate is None
