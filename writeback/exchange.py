@@ -2,7 +2,8 @@
 
 Every cmdlet is ``POST {base}/adminapi/beta/{tenant}/InvokeCommand`` with ``{"CmdletInput": {"CmdletName",
 "Parameters"}}`` and a bearer token for ``https://outlook.office365.com/.default``. The client pages through
-``@odata.nextLink`` (re-posting the same body), retries throttling (honouring ``Retry-After``) and transient
+``@odata.nextLink`` (re-posting the same body), paces itself from the ``Rate-Limit-*`` headers so that a steady caller
+stays within its budget (writeback/exchange_budget.py), retries throttling (honouring ``Retry-After``) and transient
 failures (bounded exponential backoff with jitter), surfaces ``@adminapi.warnings``, and can confirm a write by
 re-reading the mailbox, because a cmdlet may fail after having applied its change (exchange-facts §4).
 
@@ -10,6 +11,7 @@ Tokens and secrets never reach a log line: the log says cmdlet, identity, status
 ``client-request-id`` sent with the call.
 """
 
+import datetime as dt
 import logging
 import random
 import time
@@ -22,6 +24,7 @@ from urllib.parse import urlsplit
 import requests
 
 from writeback.exchange_auth import ExchangeConfig, TokenProvider, build_session
+from writeback.exchange_budget import Budget, read_budget
 from writeback.exchange_errors import (
     ExchangeOnlineError,
     ExoAuthError,
@@ -76,6 +79,7 @@ class ExchangeOnlineClient:
         self._sleep = sleep
         self._endpoint = f"{config.base_url.rstrip('/')}/adminapi/beta/{config.tenant}/InvokeCommand"
         self._origin = urlsplit(config.base_url)[:2]
+        self.budget: Budget | None = None  # the rate-limit budget of the last response (None: it sent none)
 
     # -- typed cmdlets ---------------------------------------------------------------------------------------
 
@@ -224,6 +228,7 @@ class ExchangeOnlineClient:
         while True:
             attempt += 1
             request_id = str(uuid.uuid4())
+            self._pace(cmdlet)
             started = time.perf_counter()
             status: int | str
             try:
@@ -234,6 +239,7 @@ class ExchangeOnlineClient:
                     timeout=(self.config.connect_timeout, self.config.timeout),
                 )
                 status = response.status_code
+                self.budget = read_budget(response.headers, now=dt.datetime.now(dt.UTC), seen=time.monotonic())
             except requests.exceptions.ContentDecodingError:
                 # What Exchange sends for a cmdlet it does not know: 403 with NUL bytes labelled gzip (§4.4).
                 response, status = None, "undecodable"
@@ -276,6 +282,18 @@ class ExchangeOnlineClient:
                 logger.info("EXO %s identity=%s already applied after %s; not resent", cmdlet, identity, status)
                 return None
             self._sleep(self._delay(error, attempt))
+
+    def _pace(self, cmdlet: str) -> None:
+        """Before a request: when the last response left the budget at the reserve, wait for some to come back."""
+        if not self.config.pace or self.budget is None:
+            return
+        delay = self.budget.wait(
+            time.monotonic(), reserve=self.config.pace_reserve, ceiling=self.config.max_retry_after
+        )
+        if delay > 0:
+            logger.debug("EXO %s paced %.3f s: %d of %d requests left", cmdlet, delay, self.budget.remaining,
+                         self.budget.limit)  # fmt: skip
+            self._sleep(delay)
 
     def _delay(self, error: ExchangeOnlineError, attempt: int) -> float:
         if isinstance(error, ExoThrottled) and error.retry_after is not None:

@@ -53,6 +53,10 @@ class ExchangeConfig:
     verify_attempts: int = 3
     verify_delay: float = 1.0
     pool_size: int = 10
+    # Wait for the rate-limit budget (Rate-Limit-* headers) to come back instead of provoking 429s; see
+    # writeback/exchange_budget.py. ``pace_reserve`` requests are left unspent for other callers of the same app.
+    pace: bool = True
+    pace_reserve: int = 1
 
     @classmethod
     def from_settings(cls) -> "ExchangeConfig":
@@ -70,6 +74,7 @@ class ExchangeConfig:
             timeout=settings.EXO_TIMEOUT_SECONDS,
             max_attempts=settings.EXO_MAX_ATTEMPTS,
             page_size=settings.EXO_PAGE_SIZE,
+            pace=settings.EXO_RATE_LIMIT_PACING,
         )
 
 

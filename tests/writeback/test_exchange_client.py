@@ -167,8 +167,9 @@ def test_unknown_parameter_is_refused_before_any_call(client, exo_clean):
     assert exo_clean.counters()["invoke_command"] == 0
 
 
-def test_throttling_honours_retry_after(client, exo_clean, sleeps, synced):
+def test_throttling_honours_retry_after(exo_clean, sleeps, synced):
     exo_clean.set_throttle(rate=1, burst=2)
+    client = ExchangeOnlineClient(_config(exo_clean, pace=False), sleep=sleeps)  # spend the budget, collect 429s
     for _ in range(4):
         client.get_mailbox(synced["UserPrincipalName"])
     assert exo_clean.counters()["throttled"] >= 1
