@@ -45,6 +45,12 @@ def machine_line() -> str:
     return f"machine: {os.cpu_count()} cores, {model}, {platform.platform()}, python {platform.python_version()}"
 
 
+def load_line() -> str:
+    """The load average now: figures taken on a busy machine (other work sharing the cores) read low."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average: {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
+
+
 def setup_django(name: str) -> str:
     """Set Django up for a benchmark and migrate its database; returns the database engine for the header.
 
