@@ -488,7 +488,9 @@ def wave_rollback_view(request: HttpRequest, pk: int) -> HttpResponse:
     step = {
         "title": "Create a rollback wave for “{name}”?",
         "text": "A new draft wave takes every mailbox this wave moved and moves it back, with the same approvals and "
-        "throttle. Nothing changes until that wave is pre-flighted, submitted, approved by someone else and run.",
+        "throttle. Nothing changes until that wave is pre-flighted, submitted, approved by someone else and run. "
+        "A mailbox moving back to Active Directory has its Exchange attributes copied from the cloud into AD, and "
+        "checked there, before its authority goes back, so edits made in the cloud are kept.",
         "button": "Create rollback wave",
         "done": "Draft wave “{name}” created; run pre-flight, then submit it for approval.",
     }
