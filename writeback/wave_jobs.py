@@ -117,6 +117,7 @@ def _identity(mailbox: Mailbox) -> str:
 
 
 def _merge(first: Copy, second: Copy) -> Copy:
+    """Two copies of one mailbox as one: AD's values before the first, everything written, AD as last read."""
     return Copy(
         before={**second.before, **first.before},
         after={**first.after, **second.after},
@@ -157,11 +158,11 @@ def flip(
             copied = copy_cloud_to_ad(directory, mailbox.ad_guid, current)
         sent = True
         result = client.set_mailbox(identity, IsExchangeCloudManaged=target, verify=True)
-        edited = copied is not None and result.mailbox is not None
-        if edited and drifted_attributes(exo_values(result.mailbox), exo_values(current)):
+        reread = result.mailbox if copied is not None else None
+        if reread is not None and drifted_attributes(exo_values(reread), exo_values(current)):
             # A cloud edit landed between the copy and the flip. The flag is now false, so the cloud's Exchange
             # attributes no longer change until the next sync: copy once more and nothing is lost.
-            copied = _merge(copied, copy_cloud_to_ad(directory, mailbox.ad_guid, result.mailbox))
+            copied = _merge(copied, copy_cloud_to_ad(directory, mailbox.ad_guid, reread))
     except ExchangeOnlineError as error:
         state = MemberState.PENDING if error.retryable else MemberState.FAILED
         return Outcome(state, f"{error.__class__.__name__}: {error}", sent=sent, copied=copied)
