@@ -14,8 +14,10 @@ ruff's F811 at every test that takes the fixture). Either way there is one emula
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -24,6 +26,7 @@ import requests
 from sandbox.directory import SandboxDirectory
 from sandbox.exchange_online import ExchangeOnlineEmulator
 from sandbox.seed import SeedReport, seed_tenant
+from writeback.exchange_auth import ExchangeConfig
 
 Invoke = Callable[..., requests.Response]
 
@@ -120,3 +123,35 @@ def private_tenant(*, users: int, seed: int) -> Iterator[tuple[SandboxDirectory,
         finally:
             for name, value in saved.items():
                 setattr(settings, name, value)
+
+
+class RecordingSleep:
+    """Really sleeps (the emulator's bucket must refill), and remembers how long it was asked to."""
+
+    def __init__(self):
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        time.sleep(seconds)
+
+
+def exchange_config(emulator, kind: str = "secret", **overrides) -> ExchangeConfig:
+    """A client configuration for the emulator's ``kind`` of app (secret or certificate), with short backoffs."""
+    client = emulator.clients[kind]
+    return replace(
+        ExchangeConfig(
+            base_url=emulator.base_url,
+            tenant=emulator.tenant_id,
+            authority=emulator.authority,
+            client_id=client["client_id"],
+            client_secret_file=client.get("client_secret_file", ""),
+            private_key_file=client.get("private_key_file", ""),
+            thumbprint=client.get("thumbprint", ""),
+            ca_file=str(emulator.ca_file),
+            backoff_base=0.05,
+            backoff_max=0.2,
+            verify_delay=0.05,
+        ),
+        **overrides,
+    )

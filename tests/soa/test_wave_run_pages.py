@@ -12,29 +12,28 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from portal.roles import Role
 from soa.choices import MemberState, WaveState
 from soa.models import PilotWave, WaveMember
 from soa.services.approvals import wave_approve
 from soa.services.wave_run import wave_pause, wave_start
 from soa.wave_progress import FAILURES_SHOWN, WaveProgress, wave_progress
-from tests.soa.test_wave_support import FINANCE, cast, last_event, make_mailbox, new_wave, submitted_wave
+from tests.soa.test_wave_support import (
+    FINANCE,
+    last_event,
+    make_mailbox,
+    new_wave,
+    page_cast,
+    page_text,
+    signed_in,
+    submitted_wave,
+)
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def people(make_user):
-    return {**cast(make_user), "auditor": make_user("audrey", Role.AUDITOR), "admin": make_user("adam", Role.ADMIN)}
-
-
-def _as(client, user):
-    client.force_login(user)
-    return client
-
-
-def _text(response) -> str:
-    return response.content.decode()
+    return page_cast(make_user)
 
 
 def _htmx(client, url):
@@ -75,7 +74,7 @@ def mailboxes(count: int, ou=None) -> list:
 @pytest.mark.parametrize("who", ["approver", "auditor", "admin", "helpdesk"])
 def test_running_controls_are_forbidden_without_the_run_role(client, people, who):
     wave = approved_wave(people)
-    _as(client, people[who])
+    signed_in(client, people[who])
     assert client.get(reverse("wave_start", args=[wave.pk])).status_code == 403
     assert client.post(reverse("wave_start", args=[wave.pk])).status_code == 403
     assert client.post(reverse("wave_resume", args=[wave.pk])).status_code == 403
@@ -85,25 +84,26 @@ def test_running_controls_are_forbidden_without_the_run_role(client, people, who
     assert client.post(reverse("wave_member_retry", args=[wave.pk, member.pk])).status_code == 403
     assert PilotWave.objects.get(pk=wave.pk).state == WaveState.RUNNING
     if who != "helpdesk":  # wave readers see the wave but none of the controls
-        page = _text(client.get(reverse("wave_detail", args=[wave.pk])))
+        page = page_text(client.get(reverse("wave_detail", args=[wave.pk])))
         assert 'data-testid="run-controls"' not in page and "Pause" not in page
 
 
 def test_operator_starts_an_approved_wave_after_a_confirmation(client, people):
     wave = approved_wave(people)
-    _as(client, people["op2"])
-    page = _text(client.get(reverse("wave_detail", args=[wave.pk])))
+    signed_in(client, people["op2"])
+    page = page_text(client.get(reverse("wave_detail", args=[wave.pk])))
     assert reverse("wave_start", args=[wave.pk]) in page and "Start the wave…" in page
     confirm = client.get(reverse("wave_start", args=[wave.pk]))
-    assert confirm.status_code == 200 and "Start wave “Pilot 1” now?" in _text(confirm)
-    assert "authority of its members moves to Exchange Online, in batches of 50 at most 5 per second" in _text(confirm)
+    assert confirm.status_code == 200 and "Start wave “Pilot 1” now?" in page_text(confirm)
+    text = page_text(confirm)
+    assert "authority of its members moves to Exchange Online, in batches of 50 at most 5 per second" in text
     assert PilotWave.objects.get(pk=wave.pk).state == WaveState.APPROVED  # the GET changed nothing
     response = client.post(reverse("wave_start", args=[wave.pk]))
     assert response.status_code == 302 and response["Location"] == reverse("wave_detail", args=[wave.pk])
     wave.refresh_from_db()
     assert wave.state == WaveState.RUNNING and wave.started_at is not None
     assert last_event("soa.wave.started", wave).actor == people["op2"]
-    page = _text(client.get(response["Location"]))
+    page = page_text(client.get(response["Location"]))
     assert "Wave “Pilot 1” is running; its first batch is queued." in page
     assert 'data-testid="pause-form"' in page and "Start the wave…" not in page
 
@@ -111,29 +111,29 @@ def test_operator_starts_an_approved_wave_after_a_confirmation(client, people):
 def test_start_outside_the_window_is_not_offered_and_a_forged_post_is_refused(client, people):
     opens = timezone.now() + dt.timedelta(hours=5)
     wave = approved_wave(people, window_start=opens, window_end=opens + dt.timedelta(hours=2))
-    _as(client, people["op"])
-    page = _text(client.get(reverse("wave_detail", args=[wave.pk])))
+    signed_in(client, people["op"])
+    page = page_text(client.get(reverse("wave_detail", args=[wave.pk])))
     assert f"which opens at {opens:%Y-%m-%d %H:%M} UTC" in page and "Start the wave…" not in page
     response = client.post(reverse("wave_start", args=[wave.pk]))
-    assert response.status_code == 200 and "only inside its schedule window" in _text(response)
+    assert response.status_code == 200 and "only inside its schedule window" in page_text(response)
     assert PilotWave.objects.get(pk=wave.pk).state == WaveState.APPROVED
 
 
 def test_start_of_a_wave_that_is_not_approved_is_refused(client, people):
     wave = submitted_wave(people["op"], make_mailbox("Ann Archer"))
-    response = _as(client, people["op"]).post(reverse("wave_start", args=[wave.pk]))
+    response = signed_in(client, people["op"]).post(reverse("wave_start", args=[wave.pk]))
     assert response.status_code == 200
-    assert "is submitted; only approved or paused waves can be started" in _text(response)
+    assert "is submitted; only approved or paused waves can be started" in page_text(response)
     assert PilotWave.objects.get(pk=wave.pk).state == WaveState.SUBMITTED
 
 
 def test_an_operator_scoped_to_sales_cannot_start_a_wave_with_finance_members(client, people):
     wave = approved_wave(people, make_mailbox("Ann Archer"), make_mailbox("Finn Fisher", FINANCE))
-    _as(client, people["sales_op"])
-    page = _text(client.get(reverse("wave_detail", args=[wave.pk])))
+    signed_in(client, people["sales_op"])
+    page = page_text(client.get(reverse("wave_detail", args=[wave.pk])))
     assert "1 member is outside your scope for running waves" in page and "Start the wave…" not in page
     response = client.post(reverse("wave_start", args=[wave.pk]))
-    assert "these members are outside your scope: finn.fisher@corp.example.com" in _text(response)
+    assert "these members are outside your scope: finn.fisher@corp.example.com" in page_text(response)
     assert PilotWave.objects.get(pk=wave.pk).state == WaveState.APPROVED
 
 
@@ -142,22 +142,23 @@ def test_an_operator_scoped_to_sales_cannot_start_a_wave_with_finance_members(cl
 
 def test_pause_with_a_reason_then_resume(client, people):
     wave = running_wave(people)
-    _as(client, people["op2"])
+    signed_in(client, people["op2"])
     response = client.post(reverse("wave_pause", args=[wave.pk]), {"reason": "help desk asked"}, follow=True)
-    assert "is paused; the member being flipped finishes first" in _text(response)
+    assert "is paused; the member being flipped finishes first" in page_text(response)
     assert PilotWave.objects.get(pk=wave.pk).state == WaveState.PAUSED
     event = last_event("soa.wave.paused", wave)
     assert event.actor == people["op2"] and event.reason == "help desk asked"
-    assert 'data-testid="resume-form"' in _text(response) and reverse("wave_cancel", args=[wave.pk]) in _text(response)
+    text = page_text(response)
+    assert 'data-testid="resume-form"' in text and reverse("wave_cancel", args=[wave.pk]) in text
     response = client.post(reverse("wave_resume", args=[wave.pk]), follow=True)
-    assert "is running again; its next batch is queued" in _text(response)
+    assert "is running again; its next batch is queued" in page_text(response)
     assert PilotWave.objects.get(pk=wave.pk).state == WaveState.RUNNING
     assert last_event("soa.wave.resumed", wave).actor == people["op2"]
 
 
 def test_pause_needs_no_reason(client, people):
     wave = running_wave(people)
-    _as(client, people["op"]).post(reverse("wave_pause", args=[wave.pk]))
+    signed_in(client, people["op"]).post(reverse("wave_pause", args=[wave.pk]))
     assert PilotWave.objects.get(pk=wave.pk).state == WaveState.PAUSED
     assert last_event("soa.wave.paused", wave).reason == ""
 
@@ -168,32 +169,32 @@ def test_a_get_changes_nothing(client, people, name):
     if name == "wave_resume":
         wave_pause(actor=people["op"], wave_id=wave.pk)
     before = PilotWave.objects.get(pk=wave.pk).state
-    assert _as(client, people["op"]).get(reverse(name, args=[wave.pk])).status_code == 405
+    assert signed_in(client, people["op"]).get(reverse(name, args=[wave.pk])).status_code == 405
     assert PilotWave.objects.get(pk=wave.pk).state == before
 
 
 def test_refusals_are_shown_as_messages(client, people):
     wave = approved_wave(people)
-    _as(client, people["op"])
+    signed_in(client, people["op"])
     response = client.post(reverse("wave_pause", args=[wave.pk]), follow=True)
-    assert "is approved; only running waves can be paused" in _text(response)
+    assert "is approved; only running waves can be paused" in page_text(response)
     response = client.post(reverse("wave_resume", args=[wave.pk]), follow=True)
-    assert "is approved; only paused waves can be resumed" in _text(response)
+    assert "is approved; only paused waves can be resumed" in page_text(response)
     assert PilotWave.objects.get(pk=wave.pk).state == WaveState.APPROVED
 
 
 def test_a_running_wave_says_to_pause_before_cancelling(client, people):
     wave = running_wave(people)
-    page = _text(_as(client, people["op"]).get(reverse("wave_detail", args=[wave.pk])))
+    page = page_text(signed_in(client, people["op"]).get(reverse("wave_detail", args=[wave.pk])))
     assert "To cancel a running wave, pause it first" in page
     assert reverse("wave_cancel", args=[wave.pk]) not in page
     response = client.post(reverse("wave_cancel", args=[wave.pk]), {"reason": "stop"})
-    assert "pause it first, then cancel it" in _text(response)
+    assert "pause it first, then cancel it" in page_text(response)
     assert PilotWave.objects.get(pk=wave.pk).state == WaveState.RUNNING
 
 
 def test_a_missing_wave_is_404(client, people):
-    _as(client, people["op"])
+    signed_in(client, people["op"])
     assert client.post(reverse("wave_pause", args=[999])).status_code == 404
     assert client.get(reverse("wave_progress", args=[999]), HTTP_HX_REQUEST="true").status_code == 404
 
@@ -205,24 +206,24 @@ def test_a_failed_member_is_shown_with_its_reason_and_retried_alone(client, peop
     wave = running_wave(people, *mailboxes(3))
     members = set_states(wave, MemberState.DONE, MemberState.FAILED, error="ExoNotFound: no such mailbox")
     failed = members[1]
-    _as(client, people["op"])
-    page = _text(client.get(reverse("wave_detail", args=[wave.pk])))
+    signed_in(client, people["op"])
+    page = page_text(client.get(reverse("wave_detail", args=[wave.pk])))
     retry_url = reverse("wave_member_retry", args=[wave.pk, failed.pk])
     assert page.count(retry_url) == 2  # in the failures list and in the member table
     assert "ExoNotFound: no such mailbox" in page and failed.mailbox.upn in page
     response = client.post(retry_url, follow=True)
-    assert f"{failed.mailbox.upn} is pending again and queued." in _text(response)
+    assert f"{failed.mailbox.upn} is pending again and queued." in page_text(response)
     failed.refresh_from_db()
     assert (failed.state, failed.last_error, failed.attempts) == (MemberState.PENDING, "", 0)
     assert last_event("soa.wave.member_retried", failed).actor == people["op"]
-    assert retry_url not in _text(response)
+    assert retry_url not in page_text(response)
 
 
 def test_retry_of_a_member_that_did_not_fail_is_refused(client, people):
     wave = running_wave(people, *mailboxes(2))
     done = set_states(wave, MemberState.DONE)[0]
-    response = _as(client, people["op"]).post(reverse("wave_member_retry", args=[wave.pk, done.pk]), follow=True)
-    assert "is done in wave “Pilot 1”; only a failed member can be retried" in _text(response)
+    response = signed_in(client, people["op"]).post(reverse("wave_member_retry", args=[wave.pk, done.pk]), follow=True)
+    assert "is done in wave “Pilot 1”; only a failed member can be retried" in page_text(response)
     assert WaveMember.objects.get(pk=done.pk).state == MemberState.DONE
 
 
@@ -231,7 +232,7 @@ def test_retry_of_a_member_of_another_wave_is_404(client, people):
     other = new_wave(people["op"], make_mailbox("Bob Baker"), name="Other")
     member = other.members.get()
     WaveMember.objects.filter(pk=member.pk).update(state=MemberState.FAILED)
-    response = _as(client, people["op"]).post(reverse("wave_member_retry", args=[wave.pk, member.pk]))
+    response = signed_in(client, people["op"]).post(reverse("wave_member_retry", args=[wave.pk, member.pk]))
     assert response.status_code == 404
     assert WaveMember.objects.get(pk=member.pk).state == MemberState.FAILED
 
@@ -240,7 +241,7 @@ def test_a_finished_waves_failures_offer_no_retry(client, people):
     wave = running_wave(people, *mailboxes(2))
     failed = set_states(wave, MemberState.DONE, MemberState.FAILED, error="ExoInvalidParameter: nope")[1]
     PilotWave.objects.filter(pk=wave.pk).update(state=WaveState.COMPLETED_WITH_ERRORS, finished_at=timezone.now())
-    page = _text(_as(client, people["op"]).get(reverse("wave_detail", args=[wave.pk])))
+    page = page_text(signed_in(client, people["op"]).get(reverse("wave_detail", args=[wave.pk])))
     assert "ExoInvalidParameter: nope" in page
     assert reverse("wave_member_retry", args=[wave.pk, failed.pk]) not in page
     assert "failed members cannot be retried here" in page
@@ -258,37 +259,37 @@ def completed_wave(people, count: int = 2) -> PilotWave:
 
 def test_operator_creates_a_rollback_wave_of_a_completed_wave(client, people):
     source = completed_wave(people)
-    _as(client, people["op2"])
-    page = _text(client.get(reverse("wave_detail", args=[source.pk])))
+    signed_in(client, people["op2"])
+    page = page_text(client.get(reverse("wave_detail", args=[source.pk])))
     assert "Create rollback wave…" in page
     confirm = client.get(reverse("wave_rollback", args=[source.pk]))
-    assert confirm.status_code == 200 and "Create a rollback wave for “Pilot 1”?" in _text(confirm)
+    assert confirm.status_code == 200 and "Create a rollback wave for “Pilot 1”?" in page_text(confirm)
     assert not PilotWave.objects.filter(rollback_of=source).exists()  # the GET changed nothing
     response = client.post(reverse("wave_rollback", args=[source.pk]))
     rollback = PilotWave.objects.get(rollback_of=source)
     assert response.status_code == 302 and response["Location"] == reverse("wave_detail", args=[rollback.pk])
     assert rollback.state == WaveState.DRAFT and rollback.members.count() == 2
-    page = _text(client.get(response["Location"]))
+    page = page_text(client.get(response["Location"]))
     assert "Draft wave “Rollback of Pilot 1” created" in page
     assert f'href="{reverse("wave_detail", args=[source.pk])}">Pilot 1</a>' in page  # "Rollback of"
-    page = _text(client.get(reverse("wave_detail", args=[source.pk])))
+    page = page_text(client.get(reverse("wave_detail", args=[source.pk])))
     assert 'data-testid="rolled-back-by"' in page and "Rollback of Pilot 1" in page
     assert "Create rollback wave…" not in page  # one open rollback at a time
     response = client.post(reverse("wave_rollback", args=[source.pk]))
-    assert response.status_code == 200 and "already has an open rollback" in _text(response)
+    assert response.status_code == 200 and "already has an open rollback" in page_text(response)
     assert PilotWave.objects.filter(rollback_of=source).count() == 1
 
 
 def test_rollback_is_not_offered_to_approvers_nor_for_unfinished_waves(client, people):
     source = completed_wave(people)
-    _as(client, people["approver"])
-    assert "Create rollback wave…" not in _text(client.get(reverse("wave_detail", args=[source.pk])))
+    signed_in(client, people["approver"])
+    assert "Create rollback wave…" not in page_text(client.get(reverse("wave_detail", args=[source.pk])))
     assert client.post(reverse("wave_rollback", args=[source.pk])).status_code == 403
     running = running_wave(people, make_mailbox("Ann Archer"), name="Pilot 2")
-    _as(client, people["op"])
-    assert "Create rollback wave…" not in _text(client.get(reverse("wave_detail", args=[running.pk])))
+    signed_in(client, people["op"])
+    assert "Create rollback wave…" not in page_text(client.get(reverse("wave_detail", args=[running.pk])))
     response = client.post(reverse("wave_rollback", args=[running.pk]))
-    assert "only a completed wave can be rolled back" in _text(response)
+    assert "only a completed wave can be rolled back" in page_text(response)
     assert not PilotWave.objects.filter(rollback_of__isnull=False).exists()
 
 
@@ -301,9 +302,9 @@ def test_the_progress_partial_shows_the_counts_and_polls_while_running(client, p
         wave, MemberState.DONE, MemberState.DONE, MemberState.DONE, MemberState.FAILED, MemberState.RUNNING,
         error="ExoNotFound: gone",
     )  # fmt: skip
-    _as(client, people["auditor"])  # a reader sees the progress, without the retry buttons
+    signed_in(client, people["auditor"])  # a reader sees the progress, without the retry buttons
     response = _htmx(client, reverse("wave_progress", args=[wave.pk]))
-    text = _text(response)
+    text = page_text(response)
     assert response.status_code == 200 and "<html" not in text and "HX-Refresh" not in response
     assert text.lstrip().startswith('<section class="card" id="wave-progress"')
     assert 'hx-trigger="every 2s"' in text and f'hx-get="{reverse("wave_progress", args=[wave.pk])}"' in text
@@ -312,7 +313,7 @@ def test_the_progress_partial_shows_the_counts_and_polls_while_running(client, p
     assert "4 of 7 members finished (57%)" in text
     assert "ExoNotFound: gone" in text and "Retry" not in text
     # The same numbers on the plain page, for a browser without JavaScript.
-    page = _text(client.get(reverse("wave_detail", args=[wave.pk])))
+    page = page_text(client.get(reverse("wave_detail", args=[wave.pk])))
     assert 'data-testid="progress-done">3<' in page and 'hx-trigger="every 2s"' in page
 
 
@@ -320,11 +321,11 @@ def test_the_progress_partial_stops_polling_and_reloads_the_page_once_the_wave_e
     wave = running_wave(people, *mailboxes(2))
     set_states(wave, MemberState.DONE, MemberState.DONE)
     PilotWave.objects.filter(pk=wave.pk).update(state=WaveState.COMPLETED, finished_at=timezone.now())
-    _as(client, people["op"])
+    signed_in(client, people["op"])
     response = _htmx(client, reverse("wave_progress", args=[wave.pk]))
     assert response["HX-Refresh"] == "true"
-    assert "hx-trigger" not in _text(response) and 'data-testid="progress-done">2<' in _text(response)
-    page = _text(client.get(reverse("wave_detail", args=[wave.pk])))
+    assert "hx-trigger" not in page_text(response) and 'data-testid="progress-done">2<' in page_text(response)
+    page = page_text(client.get(reverse("wave_detail", args=[wave.pk])))
     assert "hx-trigger" not in page and "Finished" in page and 'data-testid="progress-state">Completed<' in page
 
 
@@ -332,30 +333,30 @@ def test_a_paused_wave_polls_only_while_a_member_is_in_flight(client, people):
     wave = running_wave(people, *mailboxes(3))
     wave_pause(actor=people["op"], wave_id=wave.pk)
     set_states(wave, MemberState.DONE, MemberState.RUNNING)
-    _as(client, people["op"])
+    signed_in(client, people["op"])
     response = _htmx(client, reverse("wave_progress", args=[wave.pk]))
-    assert 'hx-trigger="every 2s"' in _text(response) and "1 member in flight finishes first" in _text(response)
+    assert 'hx-trigger="every 2s"' in page_text(response) and "1 member in flight finishes first" in page_text(response)
     set_states(wave, MemberState.DONE, MemberState.DONE)
     response = _htmx(client, reverse("wave_progress", args=[wave.pk]))
-    assert "hx-trigger" not in _text(response) and response["HX-Refresh"] == "true"
+    assert "hx-trigger" not in page_text(response) and response["HX-Refresh"] == "true"
 
 
 def test_the_progress_url_without_htmx_goes_to_the_wave_page(client, people):
     wave = running_wave(people)
-    response = _as(client, people["op"]).get(reverse("wave_progress", args=[wave.pk]))
+    response = signed_in(client, people["op"]).get(reverse("wave_progress", args=[wave.pk]))
     assert response.status_code == 302 and response["Location"] == reverse("wave_detail", args=[wave.pk])
     assert client.post(reverse("wave_progress", args=[wave.pk]), HTTP_HX_REQUEST="true").status_code == 405
 
 
 def test_a_wave_that_never_started_shows_no_progress(client, people):
     wave = approved_wave(people)
-    page = _text(_as(client, people["op"]).get(reverse("wave_detail", args=[wave.pk])))
+    page = page_text(signed_in(client, people["op"]).get(reverse("wave_detail", args=[wave.pk])))
     assert 'id="wave-progress"' not in page and "Last error" not in page
 
 
 def test_rate_and_time_left_are_empty_until_a_member_finishes(client, people):
     wave = running_wave(people, *mailboxes(2))
-    text = _text(_as(client, people["op"]).get(reverse("wave_detail", args=[wave.pk])))
+    text = page_text(signed_in(client, people["op"]).get(reverse("wave_detail", args=[wave.pk])))
     assert 'data-testid="progress-rate">—<' in text and 'data-testid="progress-eta">—<' in text
 
 
@@ -464,6 +465,6 @@ def test_a_finished_wave_shows_its_average_rate_pauses_included(client, people):
     wave.refresh_from_db()
     progress = wave_progress(user=people["op"], wave=wave, now=now)
     assert progress.rate is None and progress.average_rate == pytest.approx(5 / 50)
-    text = _text(_as(client, people["op"]).get(reverse("wave_detail", args=[wave.pk])))
+    text = page_text(signed_in(client, people["op"]).get(reverse("wave_detail", args=[wave.pk])))
     assert "0.1 mailboxes/s on average from start to finish, pauses included" in text
     assert wave_progress(user=people["op"], wave=new_wave(people["op"], name="Other"), now=now).average_rate is None

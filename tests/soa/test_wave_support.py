@@ -75,6 +75,20 @@ def cast(make_user) -> dict:
     }
 
 
+def page_cast(make_user) -> dict:
+    """The cast of the page tests: everyone in ``cast`` plus an auditor and an admin, who may read but not act."""
+    return {**cast(make_user), "auditor": make_user("audrey", Role.AUDITOR), "admin": make_user("adam", Role.ADMIN)}
+
+
+def signed_in(client, user):
+    client.force_login(user)
+    return client
+
+
+def page_text(response) -> str:
+    return response.content.decode()
+
+
 def new_wave(actor, *mailboxes, direction=WaveDirection.TO_CLOUD, name="Pilot 1", **options):
     """A draft wave holding ``mailboxes`` (created and filled by ``actor``)."""
     from soa.services.wave_members import wave_add_members

@@ -2,13 +2,12 @@
 client pacing itself against the emulator's throttle (real HTTPS), counted by the emulator's own counters."""
 
 import datetime as dt
-import time
 
 import pytest
 from requests.structures import CaseInsensitiveDict
 
+from tests.exchange_fixtures import RecordingSleep, exchange_config
 from writeback.exchange import ExchangeOnlineClient
-from writeback.exchange_auth import ExchangeConfig
 from writeback.exchange_budget import Budget, read_budget
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, 0, tzinfo=dt.UTC)
@@ -129,30 +128,9 @@ def test_a_full_budget_or_an_unknown_refill_never_waits():
 # -- the client against the emulator ---------------------------------------------------------------------------
 
 
-class CountingSleep:
-    """Really sleeps (the emulator's bucket must refill) and counts the calls."""
-
-    def __init__(self):
-        self.calls: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.calls.append(seconds)
-        time.sleep(seconds)
-
-
-def _client(emulator, **overrides) -> tuple[ExchangeOnlineClient, CountingSleep]:
-    secret = emulator.clients["secret"]
-    config = ExchangeConfig(
-        base_url=emulator.base_url,
-        tenant=emulator.tenant_id,
-        authority=emulator.authority,
-        client_id=secret["client_id"],
-        client_secret_file=secret["client_secret_file"],
-        ca_file=str(emulator.ca_file),
-        **overrides,
-    )
-    sleep = CountingSleep()
-    return ExchangeOnlineClient(config, sleep=sleep), sleep
+def _client(emulator, **overrides) -> tuple[ExchangeOnlineClient, RecordingSleep]:
+    sleep = RecordingSleep()
+    return ExchangeOnlineClient(exchange_config(emulator, **overrides), sleep=sleep), sleep
 
 
 @pytest.fixture

@@ -4,13 +4,11 @@ Nothing here patches msal or requests: throttling, faults and errors come from t
 """
 
 import logging
-import time
-from dataclasses import replace
 
 import pytest
 
+from tests.exchange_fixtures import RecordingSleep, exchange_config
 from writeback.exchange import ExchangeOnlineClient
-from writeback.exchange_auth import ExchangeConfig
 from writeback.exchange_errors import (
     ExchangeOnlineError,
     ExoAuthError,
@@ -22,37 +20,6 @@ from writeback.exchange_errors import (
 )
 
 
-class RecordingSleep:
-    """Really sleeps (the emulator's bucket must refill), and remembers how long it was asked to."""
-
-    def __init__(self):
-        self.calls: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.calls.append(seconds)
-        time.sleep(seconds)
-
-
-def _config(emulator, kind: str = "secret", **overrides) -> ExchangeConfig:
-    client = emulator.clients[kind]
-    return replace(
-        ExchangeConfig(
-            base_url=emulator.base_url,
-            tenant=emulator.tenant_id,
-            authority=emulator.authority,
-            client_id=client["client_id"],
-            client_secret_file=client.get("client_secret_file", ""),
-            private_key_file=client.get("private_key_file", ""),
-            thumbprint=client.get("thumbprint", ""),
-            ca_file=str(emulator.ca_file),
-            backoff_base=0.05,
-            backoff_max=0.2,
-            verify_delay=0.05,
-        ),
-        **overrides,
-    )
-
-
 @pytest.fixture
 def sleeps():
     return RecordingSleep()
@@ -60,7 +27,7 @@ def sleeps():
 
 @pytest.fixture
 def client(exo_clean, sleeps):
-    return ExchangeOnlineClient(_config(exo_clean), sleep=sleeps)
+    return ExchangeOnlineClient(exchange_config(exo_clean), sleep=sleeps)
 
 
 @pytest.fixture
@@ -79,7 +46,7 @@ def test_certificate_credential_works_with_thumbprint_or_public_certificate(exo_
     overrides = (
         {"certificate_file": exo_clean.clients["certificate"]["certificate_file"]} if with_certificate_file else {}
     )
-    client = ExchangeOnlineClient(_config(exo_clean, "certificate", **overrides))
+    client = ExchangeOnlineClient(exchange_config(exo_clean, "certificate", **overrides))
     assert client.get_mailbox(synced["UserPrincipalName"])["UserPrincipalName"] == synced["UserPrincipalName"]
 
 
@@ -93,20 +60,20 @@ def test_token_is_cached_between_calls(client, exo_clean, synced):
 def test_wrong_secret_gives_a_clear_auth_error(exo_clean, tmp_path):
     bad = tmp_path / "secret"
     bad.write_text("not-the-secret")
-    client = ExchangeOnlineClient(_config(exo_clean, client_secret_file=str(bad)))
+    client = ExchangeOnlineClient(exchange_config(exo_clean, client_secret_file=str(bad)))
     with pytest.raises(ExoAuthError, match="invalid_client: AADSTS7000215") as info:
         client.get_accepted_domains()
     assert "not-the-secret" not in str(info.value)
 
 
 def test_missing_secret_file_is_named(exo_clean, tmp_path):
-    client = ExchangeOnlineClient(_config(exo_clean, client_secret_file=str(tmp_path / "absent")))
+    client = ExchangeOnlineClient(exchange_config(exo_clean, client_secret_file=str(tmp_path / "absent")))
     with pytest.raises(ExoAuthError, match="Cannot read the client secret file"):
         client.get_accepted_domains()
 
 
 def test_app_without_exchange_permission_is_refused(exo_clean):
-    client = ExchangeOnlineClient(_config(exo_clean, "no_permission"))
+    client = ExchangeOnlineClient(exchange_config(exo_clean, "no_permission"))
     with pytest.raises(ExoAuthError) as info:
         client.get_accepted_domains()
     assert info.value.status in (401, 403)
@@ -169,7 +136,8 @@ def test_unknown_parameter_is_refused_before_any_call(client, exo_clean):
 
 def test_throttling_honours_retry_after(exo_clean, sleeps, synced):
     exo_clean.set_throttle(rate=1, burst=2)
-    client = ExchangeOnlineClient(_config(exo_clean, pace=False), sleep=sleeps)  # spend the budget, collect 429s
+    # Unpaced, the client spends the budget and collects 429s.
+    client = ExchangeOnlineClient(exchange_config(exo_clean, pace=False), sleep=sleeps)
     for _ in range(4):
         client.get_mailbox(synced["UserPrincipalName"])
     assert exo_clean.counters()["throttled"] >= 1
@@ -178,7 +146,8 @@ def test_throttling_honours_retry_after(exo_clean, sleeps, synced):
 
 def test_throttling_beyond_the_attempt_budget_raises_throttled(exo_clean, synced):
     exo_clean.set_throttle(rate=0.01, burst=1)
-    client = ExchangeOnlineClient(_config(exo_clean, max_attempts=2, max_retry_after=0.1), sleep=RecordingSleep())
+    config = exchange_config(exo_clean, max_attempts=2, max_retry_after=0.1)
+    client = ExchangeOnlineClient(config, sleep=RecordingSleep())
     client.get_mailbox(synced["UserPrincipalName"])
     with pytest.raises(ExoThrottled) as info:
         client.get_mailbox(synced["UserPrincipalName"])
@@ -193,7 +162,7 @@ def test_transient_failures_are_retried_with_backoff(client, exo_clean, sleeps, 
 
 def test_transient_failures_beyond_the_budget_raise(exo_clean, synced):
     exo_clean.set_faults(fail_next=10, fail_status=500)
-    client = ExchangeOnlineClient(_config(exo_clean, max_attempts=3), sleep=RecordingSleep())
+    client = ExchangeOnlineClient(exchange_config(exo_clean, max_attempts=3), sleep=RecordingSleep())
     with pytest.raises(ExoTransient):
         client.get_mailbox(synced["UserPrincipalName"])
     assert exo_clean.counters()["by_status"]["500"] == 3
