@@ -27,9 +27,13 @@ from sandbox.seed import seed_tenant
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _portal_env(directory: SandboxDirectory, exchange: ExchangeOnlineEmulator, redis_url: str) -> dict[str, str]:
+def _portal_env(
+    directory: SandboxDirectory, exchange: ExchangeOnlineEmulator, redis_url: str, var_dir: Path
+) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("DJANGO_DEBUG", "true")
+    # The database lives with the rest of the demo's state, so another DEMO_VAR_DIR is another demo altogether.
+    env.setdefault("DATABASE_URL", f"sqlite:///{(var_dir / 'portal.sqlite3').resolve()}")
     # The demo tenant is minutes old, so the real quiet period (a day) would block every wave to the cloud; a
     # quarter of an hour still shows the check right after a start, and lets visitors submit soon after.
     env.setdefault("WAVE_QUIET_PERIOD_HOURS", "0.25")
@@ -96,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        directory = SandboxDirectory.start(users=args.users)
+        # Kept in var/ like the emulator's state and the database, so a restart finds the tenant as it was left
+        # (seeded edits, and whatever the portal wrote into AD) instead of a new directory behind a kept tenant.
+        directory = SandboxDirectory.start(users=args.users, workdir=args.var_dir / "directory", keep=True)
         stoppers.append(directory.stop)
         # Its Entra Connect copies AD's Exchange attributes every two minutes (the real one: every 30).
         exchange = ExchangeOnlineEmulator.start(
@@ -113,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             redis_server = RedisServer.start()
             stoppers.append(redis_server.stop)
             redis_url = redis_server.url
-        env = _portal_env(directory, exchange, redis_url)
+        env = _portal_env(directory, exchange, redis_url, args.var_dir)
         if not any(m.get("IsExchangeCloudManaged") for m in exchange.mailboxes()):
             report = seed_tenant(directory, exchange)
             print(
@@ -125,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         helpdesk_scope = f"OU=Sales,{directory.users_dn}"
         _manage(env, "demo_accounts", "--logins-file", str(logins_file), "--helpdesk-scope", helpdesk_scope)
         _manage(env, "inventory_import")
-        # The demo's pilot waves (first run only). The tenant was created moments ago, so Microsoft's quiet period
-        # after a change would refuse every member today; the waves are built as if it had passed, and their
-        # frozen pre-flight reports say so (quiet period 0 hours). The portal itself keeps the setting.
+        # The demo's pilot waves (first run only). The tenant was created moments ago, so even the demo's short
+        # quiet period (_portal_env) would refuse every member now; the waves are built as if it had passed, and
+        # their frozen pre-flight reports say so (quiet period 0 hours).
         subprocess.run(
             [sys.executable, "-m", "sandbox.demo_waves"], env={**env, "WAVE_QUIET_PERIOD_HOURS": "0"}, cwd=ROOT,
             check=True,
@@ -143,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         url = f"http://{args.host}:{args.port}/"
         health = _wait_healthy(url, timeout=30)
         print(f"\nSOA Portal is ready at {url}  (health: {health['status']})")
-        print(f"Directory: {directory.url} ({args.users} users under {directory.users_dn})  Redis: {redis_url}")
+        kept = "kept from the last run" if directory.reopened else "new"
+        print(f"Directory: {directory.url} ({args.users} users under {directory.users_dn}, {kept})  Redis: {redis_url}")
         print(f"Exchange Online emulator: {exchange.base_url} (tenant {exchange.tenant_domain})")
         print(f"Helpdesk is limited to {helpdesk_scope}. Logins are kept in {logins_file}.")
         print("Press Ctrl-C to stop everything.")

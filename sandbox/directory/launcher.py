@@ -3,7 +3,9 @@
 Each instance lives in its own folder (slapd.conf, the schema, the database, the log and the
 password file), listens on one loopback port and is a child of the Python process that started it.
 The data is loaded with slapadd before slapd starts, which is far faster than adding the same
-entries over LDAP (bench/bench_directory.py measures by how much).
+entries over LDAP (bench/bench_directory.py measures by how much). With ``keep=True`` and a folder of its own,
+a directory started again with the same base DN, users and seed reopens the database it left, with every change
+made to it over LDAP (the demo's restarts).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import errno
 import fcntl
 import hashlib
 import itertools
+import json
 import os
 import secrets
 import shutil
@@ -43,6 +46,7 @@ SBIN_DIRS: tuple[str, ...] = ("/usr/sbin", "/usr/local/sbin")
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 _MARKER = ".sandbox-directory"
+_LOADED = "loaded.json"  # what the database in data/ was loaded with; written once slapadd succeeded
 _PORT_ATTEMPTS = 5
 
 # Attributes SOA Portal looks entries up by. entryCSN and modifyTimestamp get an equality index
@@ -112,20 +116,33 @@ def _write_secret(path: Path, text: str) -> None:
     os.chmod(path, 0o600)  # O_CREAT's mode does not apply when the file already existed
 
 
-def _prepare_workdir(workdir: Path | None) -> tuple[Path, bool]:
-    """Return the folder to use and whether we created it (and so may delete it)."""
+def _prepare_workdir(workdir: Path | None, *, reuse: Mapping[str, Any] | None = None) -> tuple[Path, bool, bool]:
+    """Return the folder to use, whether we created it (and so may delete it), and whether its database is kept.
+
+    ``reuse`` (base DN, users, seed) keeps a database that an earlier start loaded with exactly those; any other
+    database in the folder is thrown away, as a temp folder would start empty.
+    """
     if workdir is None:
-        return Path(tempfile.mkdtemp(prefix="soa-directory-")), True
+        return Path(tempfile.mkdtemp(prefix="soa-directory-")), True, False
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     if any(workdir.iterdir()) and not (workdir / _MARKER).exists():
         raise SandboxDirectoryError(
             f"{workdir} is not empty and was not made by a sandbox directory; refusing to write into it."
         )
-    # A folder we used before: start from a fresh database, as a temp folder would.
-    shutil.rmtree(workdir / "data", ignore_errors=True)
     (workdir / _MARKER).touch()
-    return workdir, False
+    if reuse is not None and _loaded_with(workdir) == dict(reuse):
+        return workdir, False, True
+    (workdir / _LOADED).unlink(missing_ok=True)
+    shutil.rmtree(workdir / "data", ignore_errors=True)
+    return workdir, False, False
+
+
+def _loaded_with(workdir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((workdir / _LOADED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _slapd_conf(*, workdir: Path, base_dn: str, bind_dn: str, password: str) -> str:
@@ -273,8 +290,10 @@ class SandboxDirectory:
         bind_dn: str,
         password: str,
         password_file: Path,
+        reopened: bool = False,
     ) -> None:
         self._process = process
+        self.reopened = reopened  # whether it reopened the database an earlier start left (keep=True)
         self._owns_workdir = owns_workdir
         self._stop_lock = threading.Lock()
         self.workdir = workdir
@@ -305,17 +324,21 @@ class SandboxDirectory:
         base_dn: str = DEFAULT_BASE_DN,
         users: int = 0,
         seed: int = 1,
+        keep: bool = False,
     ) -> SandboxDirectory:
         """Create the database, load the OU tree and ``users`` generated users, and start slapd.
 
         ``workdir`` defaults to a new temp folder, deleted again on :meth:`stop`; a folder given
-        here is kept. ``port`` defaults to a free loopback port.
+        here is kept. ``keep`` (with a ``workdir``) reopens the database a previous start left there when it
+        was loaded with the same ``base_dn``, ``users`` and ``seed``, instead of loading a new one.
+        ``port`` defaults to a free loopback port.
         """
         slapd = find_tool("slapd")
         slapadd = find_tool("slapadd")
         dns_domain(base_dn)  # refuse a base DN AD could not have before creating anything
         host = "127.0.0.1"
-        workdir, owns_workdir = _prepare_workdir(workdir)
+        loaded_with = {"base_dn": base_dn, "users": users, "seed": seed}
+        workdir, owns_workdir, reopened = _prepare_workdir(workdir, reuse=loaded_with if keep else None)
         try:
             bind_dn = f"CN=admin,{base_dn}"
             password = secrets.token_urlsafe(24)
@@ -324,10 +347,11 @@ class SandboxDirectory:
             shutil.copyfile(SCHEMA_FILE, workdir / SCHEMA_FILE.name)
             conf = workdir / "slapd.conf"
             _write_secret(conf, _slapd_conf(workdir=workdir, base_dn=base_dn, bind_dn=bind_dn, password=password))
-            (workdir / "data").mkdir()
-
-            entries = itertools.chain(base_entries(base_dn), generate_users(users, base_dn=base_dn, seed=seed))
-            _bulk_load(slapadd=slapadd, conf=conf, entries=entries, log=workdir / "slapadd.log")
+            if not reopened:
+                (workdir / "data").mkdir()
+                entries = itertools.chain(base_entries(base_dn), generate_users(users, base_dn=base_dn, seed=seed))
+                _bulk_load(slapadd=slapadd, conf=conf, entries=entries, log=workdir / "slapadd.log")
+                (workdir / _LOADED).write_text(json.dumps(loaded_with), encoding="utf-8")
             process, port = cls._launch(slapd=slapd, conf=conf, host=host, port=port, log=workdir / "slapd.log")
         except BaseException:
             if owns_workdir:
@@ -335,6 +359,7 @@ class SandboxDirectory:
             raise
 
         directory = cls(
+            reopened=reopened,
             process=process,
             workdir=workdir,
             owns_workdir=owns_workdir,

@@ -124,6 +124,28 @@ def test_kept_workdir_survives_stop_and_is_reused_fresh(tmp_path: Path) -> None:
         assert not conn.search(second.users_dn, "(objectClass=user)")  # fresh database, no users
 
 
+def test_keep_reopens_the_database_with_its_changes_only_when_loaded_the_same_way(tmp_path: Path) -> None:
+    workdir = tmp_path / "ldap"
+    with SandboxDirectory.start(workdir=workdir, users=3, seed=5, keep=True) as first:
+        assert not first.reopened
+        conn = connect(first)
+        assert conn.search(first.users_dn, "(objectClass=user)", attributes=["extensionAttribute9"])
+        dn = conn.entries[0].entry_dn
+        assert conn.modify(dn, {"extensionAttribute9": [(ldap3.MODIFY_REPLACE, ["kept"])]}), conn.result
+
+    with SandboxDirectory.start(workdir=workdir, users=3, seed=5, keep=True) as second:
+        assert second.reopened
+        assert str(read(connect(second), dn, "extensionAttribute9").extensionAttribute9) == "kept"
+        assert len(list(connect(second).extend.standard.paged_search(second.users_dn, "(objectClass=user)"))) == 3
+
+    # Another size or seed, or no keep: a newly loaded database, as before.
+    with SandboxDirectory.start(workdir=workdir, users=4, seed=5, keep=True) as other:
+        assert not other.reopened
+        assert str(read(connect(other), dn, "extensionAttribute9").extensionAttribute9) != "kept"
+    with SandboxDirectory.start(workdir=workdir, users=4, seed=5) as fresh:
+        assert not fresh.reopened
+
+
 def test_refuses_a_workdir_it_did_not_make(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(SandboxDirectoryError, match="not empty"):
