@@ -51,6 +51,7 @@ GUESSES = (
     "WindowsEmailAddress makes the address primary and keeps the old primary as a secondary.",
     "ExtensionCustomAttribute values are at most 2048 characters each.",
     "Missing Exchange.ManageAsApp role gives 403; a bad, expired or missing token gives 401 with WWW-Authenticate.",
+    "A revoked access token (admin endpoint tokens/revoke, by its uti) gets the same 401 as an expired one.",
     "Throttle: a token bucket per appid; Rate-Limit-Limit is the burst, Reset is when the bucket is full again; "
     "Retry-After is whole seconds (at least 1).",
     "503 faults carry no Retry-After; the 'error after apply' 500 has empty message and details.",

@@ -16,6 +16,7 @@ GET/PATCH   /_emulator/mailboxes/{identity}  one raw record / overwrite properti
 DELETE      /_emulator/mailboxes/{identity}  remove a mailbox
 POST        /_emulator/tokens                mint an access token: ``{"client": "secret", "lifetime": s,
                                              "claims": {...}}`` (e.g. a negative lifetime: already expired)
+POST        /_emulator/tokens/revoke         refuse every access token issued so far (401 on next use)
 ==========  ===============================  ==============================================================
 """
 
@@ -94,6 +95,8 @@ class AdminApi:
             return json_response(200, emulator.counters_snapshot())
         if route == "mailboxes":
             return self._mailboxes(method, parts[1] if len(parts) > 1 else None, body)
+        if route == "tokens" and parts[1:] == ["revoke"] and method == "POST":
+            return json_response(200, {"revoked": emulator.entra.revoke_issued_tokens()})
         if route == "tokens" and method == "POST":
             client = emulator.materials.clients.get(body.get("client", "secret"))
             if client is None:

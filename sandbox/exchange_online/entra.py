@@ -65,6 +65,8 @@ class Entra(SignIn):
         self._redeemed: set[str] = set()
         self._refresh: dict[str, Grant] = {}
         self._verified: dict[str, dict[str, Any]] = {}
+        self._issued_utis: list[str] = []  # every access token's uti, for revoke_issued_tokens
+        self._revoked_utis: set[str] = set()
         self.tokens_issued = 0
 
     # -- discovery -----------------------------------------------------------------------------------
@@ -341,7 +343,21 @@ class Entra(SignIn):
         if client.roles:
             claims["roles"] = list(client.roles)
         claims.update(extra or {})
+        with self._lock:
+            self._issued_utis.append(claims["uti"])
         return self.sign(claims)
+
+    def clear_revocations(self) -> None:
+        with self._lock:
+            self._revoked_utis.clear()
+
+    def revoke_issued_tokens(self) -> int:
+        """Refuse every access token issued so far (tokens issued afterwards are good): what a client sees when
+        its cached token is revoked before it expires. Returns how many were revoked."""
+        with self._lock:
+            self._revoked_utis.update(self._issued_utis)
+            self._issued_utis.clear()
+            return len(self._revoked_utis)
 
     def _audience(self, resource: str) -> str:
         if resource.rstrip("/") in (EXCHANGE_RESOURCE, *EXCHANGE_RESOURCE_ALIASES):
@@ -366,6 +382,8 @@ class Entra(SignIn):
         if cached is not None:
             if cached["exp"] <= time.time():
                 raise TokenRejected("The access token has expired.")
+            if cached.get("uti") in self._revoked_utis:
+                raise TokenRejected("The access token has been revoked.")
             return cached
         try:
             claims = jwt.decode(
@@ -382,6 +400,8 @@ class Entra(SignIn):
             raise TokenRejected(f"The access token is invalid: {exc}.") from None
         if claims["tid"] != self.tenant_id:
             raise TokenRejected("The access token was issued for another tenant.")
+        if claims.get("uti") in self._revoked_utis:
+            raise TokenRejected("The access token has been revoked.")
         with self._lock:
             if len(self._verified) > 10_000:
                 self._verified.clear()

@@ -273,6 +273,10 @@ class ExchangeOnlineEmulator:
     def mailboxes(self) -> list[dict[str, Any]]:
         return self._admin("GET", "mailboxes")["value"]
 
+    def revoke_tokens(self) -> int:
+        """Make Exchange refuse every access token issued so far (401 on their next use); returns how many."""
+        return self._admin("POST", "tokens/revoke")["revoked"]
+
     def mint_token(self, kind: str = "secret", *, lifetime: int = 3600, **claims: Any) -> str:
         """An access token signed by the tenant key, e.g. ``lifetime=-60`` for one that has already expired."""
         return self._admin("POST", "tokens", {"client": kind, "lifetime": lifetime, "claims": claims})["access_token"]

@@ -342,6 +342,17 @@ def test_minted_expired_token_gets_401(exchange_online, exo_invoke):
     assert response.status_code == 401
 
 
+def test_revoked_tokens_get_401_until_a_reset_and_later_tokens_are_good(exo_clean, exo_invoke):
+    old = exo_clean.mint_token()
+    assert exo_invoke("Get-OrganizationConfig", token=old).status_code == 200
+    assert exo_clean.revoke_tokens() >= 1
+    refused = exo_invoke("Get-OrganizationConfig", token=old)
+    assert refused.status_code == 401 and "has been revoked" in refused.headers["WWW-Authenticate"]
+    assert exo_invoke("Get-OrganizationConfig", token=exo_clean.mint_token()).status_code == 200
+    exo_clean.reset()
+    assert exo_invoke("Get-OrganizationConfig", token=old).status_code == 200
+
+
 def test_token_signed_by_another_key_gets_401(exchange_online, exo_invoke, exo_token):
     forger, _ = self_signed()
     claims = jwt.decode(exo_token, options={"verify_signature": False})

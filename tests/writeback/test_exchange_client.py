@@ -57,6 +57,19 @@ def test_token_is_cached_between_calls(client, exo_clean, synced):
     assert exo_clean.counters()["tokens_issued"] == before + 1
 
 
+def test_a_revoked_token_is_replaced_once_and_the_call_goes_through(client, exo_clean, synced):
+    upn = synced["UserPrincipalName"]
+    client.get_mailbox(upn)
+    issued = exo_clean.counters()["tokens_issued"]
+    assert exo_clean.revoke_tokens() >= 1  # the client's cached token is now refused by Exchange
+    assert client.get_mailbox(upn)["UserPrincipalName"] == upn
+    counters = exo_clean.counters()
+    assert counters["by_status"].get("401") == 1  # one refusal, then the fresh token was accepted
+    assert counters["tokens_issued"] == issued + 1
+    client.get_mailbox(upn)  # and the fresh token is the one cached from then on
+    assert exo_clean.counters()["tokens_issued"] == issued + 1
+
+
 def test_wrong_secret_gives_a_clear_auth_error(exo_clean, tmp_path):
     bad = tmp_path / "secret"
     bad.write_text("not-the-secret")
