@@ -59,6 +59,21 @@ def _read_password(path: str) -> str:
         raise DirectoryPermanent(f"Cannot read the LDAP password file {path}: {exc.strerror}.") from None
 
 
+def _accept_as_given(_value) -> bool:
+    return True
+
+
+# With the schema loaded, ldap3 runs a GUID attribute's filter value through its uuid validator, which returns
+# the 16 raw bytes, and then unescapes those bytes once more as if they were filter text: a GUID holding a
+# backslash (0x5c) followed by two hex-digit characters (the bytes of "\94", say) is sent as another value and
+# matches nothing. Accepting the escaped text as given leaves the single unescaping to ldap3's filter encoder.
+# Keyed by OID, which ldap3 consults whatever letter case a filter uses for the name.
+_VALIDATORS = {
+    "1.2.840.113556.1.4.2": _accept_as_given,  # objectGUID
+    "1.2.840.113556.1.4.1360": _accept_as_given,  # mS-DS-ConsistencyGuid
+}
+
+
 def _server(config: DirectoryConfig, get_info: str) -> tuple[ldap3.Server, bool]:
     """The ldap3 Server for the URL, and whether StartTLS is needed after connecting."""
     if not config.url:
@@ -75,7 +90,10 @@ def _server(config: DirectoryConfig, get_info: str) -> tuple[ldap3.Server, bool]
             raise DirectoryPermanent(f"The LDAP CA file {config.ca_file} cannot be used: {exc}") from None
     # ldap3 packs timeouts into socket options as whole seconds.
     timeout = max(1, math.ceil(config.timeout))
-    server = ldap3.Server(config.url, use_ssl=scheme == "ldaps", tls=tls, connect_timeout=timeout, get_info=get_info)
+    server = ldap3.Server(
+        config.url, use_ssl=scheme == "ldaps", tls=tls, connect_timeout=timeout, get_info=get_info,
+        validator=_VALIDATORS,
+    )  # fmt: skip
     return server, scheme == "ldap" and tls is not None
 
 

@@ -189,6 +189,21 @@ def test_guid_bytes_that_are_filter_syntax_are_escaped(client, raw, scratch):
     assert client.find_by_guid(uuid.UUID(bytes_le=b"*" * 16)) is None
 
 
+@pytest.mark.parametrize(
+    "guid",
+    [
+        "34395c6d-935f-4be5-b240-0f4cb6612651",  # bytes 6d 5c 39 34: a backslash before the characters "94"
+        "5c41425c-4344-5c45-4647-5c3030303030",  # backslashes before "AB", "CD", "EF" and "00"
+    ],
+)
+def test_guid_bytes_that_read_as_an_escape_sequence_are_found(client, raw, scratch, guid):
+    guid = uuid.UUID(guid)
+    dn, _ = add_user(raw, scratch, f"escape {guid.hex[:8]}", guid=guid, **{"mS-DS-ConsistencyGuid": guid.bytes_le})
+    assert normalize_dn(client.find_by_guid(guid)["dn"]) == normalize_dn(dn)
+    assert normalize_dn(client.find_by_consistency_guid(guid)["dn"]) == normalize_dn(dn)
+    assert client.read_exchange_attributes(guid) is not None
+
+
 def test_consistency_guid_lookup_by_guid_or_raw_bytes(client, raw, scratch):
     generated = next(user for user in generate_users(USERS) if "mS-DS-ConsistencyGuid" in user)
     anchor = uuid.UUID(bytes_le=generated["mS-DS-ConsistencyGuid"])
