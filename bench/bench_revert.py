@@ -47,11 +47,12 @@ from bench.bench_wave import (  # noqa: E402
     _flip_rate,
     _movable,
     _people,
-    _point_settings_at,
     _start_wave,
     _work,
+    bench_tenant,
+    start_bench,
 )
-from bench.common import Figure, load_line, machine_line, setup_django, timed  # noqa: E402
+from bench.common import Figure, load_line, timed  # noqa: E402
 
 EDITED_ATTRIBUTE = "CustomAttribute9"  # the seed edits CustomAttribute10 in the cloud; this one is ours alone
 EDIT_THREADS = 4
@@ -242,42 +243,13 @@ def main() -> None:
     sets = 1 if args.no_unsafe else 2
     needed = args.members * sets
     users = args.users or math.ceil(needed / (1 - SEED_CLOUD_MANAGED_SHARE) * 1.05) + 50
-    engine = setup_django("revert")
-    import django
-    import redis
-    import rq
-    from django.core.management import call_command
-
-    from sandbox.directory import SandboxDirectory
-    from sandbox.exchange_online import ExchangeOnlineEmulator
-    from sandbox.redis_server import RedisServer
-    from sandbox.seed import seed_tenant
+    title = "bench_revert: a rollback wave back to AD (cloud values copied into AD first) against the to-cloud wave"
+    start_bench(title, args, users, name="revert")
     from soa.models import WAVE_MAX_BATCH_SIZE, WAVE_MAX_RATE, Mailbox
-    from writeback.inventory import claim, execute, inventory_run_request
-    from writeback.models import InventoryRun
 
-    print("bench_revert: a rollback wave back to AD (cloud values copied into AD first) against the to-cloud wave")
-    print(machine_line())
-    print(f"django {django.get_version()}, rq {rq.VERSION}, redis-py {redis.__version__}; database: {engine}")
-    print(f"options: {vars(args)}; directory users: {users}")
-    print(f"before: {load_line()}")
-    if engine != "django.db.backends.sqlite3":
-        call_command("flush", interactive=False, verbosity=0)  # a fresh SQLite file needs no emptying
     _count_ldap_requests()
-
     began = time.perf_counter()
-    with (
-        RedisServer.start() as redis_server,
-        SandboxDirectory.start(users=users) as directory,
-        ExchangeOnlineEmulator.start(directory=directory, rate=0) as exchange,
-    ):
-        report = seed_tenant(directory, exchange)
-        _point_settings_at(directory, exchange, redis_server.url, pacing=True)
-        exchange.set_throttle(rate=None)
-        run = inventory_run_request(actor=None, mode=InventoryRun.Mode.FULL, enqueue=False)
-        run = execute(claim(run.pk))
-        assert run.state == InventoryRun.State.DONE, run.error
-        print(f"tenant ready in {time.perf_counter() - began:.1f} s: {report}; inventory stored {run.created}")
+    with bench_tenant(users, pacing=True) as exchange:
         print(
             f"waves: batch size {WAVE_MAX_BATCH_SIZE}, wave rate {WAVE_MAX_RATE:g} flips/s (the portal's maximum, "
             "inherited by each rollback); emulator throttling off"

@@ -27,6 +27,7 @@ import datetime as dt
 import math
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -51,6 +52,49 @@ def _point_settings_at(directory, exchange, redis_url: str, *, pacing: bool) -> 
     for name, value in values.items():
         setattr(settings, name, value)
     settings.RQ_QUEUES = {name: {**config, "URL": redis_url} for name, config in settings.RQ_QUEUES.items()}
+
+
+def start_bench(title: str, args: argparse.Namespace, users: int, *, name: str) -> None:
+    """Set Django up, print the bench's header, and empty a database that is not a fresh SQLite file."""
+    engine = setup_django(name)
+    import django
+    import redis
+    import rq
+    from django.core.management import call_command
+
+    print(title)
+    print(machine_line())
+    print(f"django {django.get_version()}, rq {rq.VERSION}, redis-py {redis.__version__}; database: {engine}")
+    print(f"options: {vars(args)}; directory users: {users}")
+    print(f"before: {load_line()}")
+    if engine != "django.db.backends.sqlite3":
+        call_command("flush", interactive=False, verbosity=0)  # a fresh SQLite file needs no emptying
+
+
+@contextmanager
+def bench_tenant(users: int, *, pacing: bool):
+    """A private Redis, directory of ``users`` and emulator (throttling off), seeded, the settings pointed at them
+    and the inventory imported; yields the emulator."""
+    from sandbox.directory import SandboxDirectory
+    from sandbox.exchange_online import ExchangeOnlineEmulator
+    from sandbox.redis_server import RedisServer
+    from sandbox.seed import seed_tenant
+    from writeback.inventory import claim, execute, inventory_run_request
+    from writeback.models import InventoryRun
+
+    began = time.perf_counter()
+    with (
+        RedisServer.start() as redis_server,
+        SandboxDirectory.start(users=users) as directory,
+        ExchangeOnlineEmulator.start(directory=directory, rate=0) as exchange,
+    ):
+        report = seed_tenant(directory, exchange)
+        _point_settings_at(directory, exchange, redis_server.url, pacing=pacing)
+        run = inventory_run_request(actor=None, mode=InventoryRun.Mode.FULL, enqueue=False)
+        run = execute(claim(run.pk))
+        assert run.state == InventoryRun.State.DONE, run.error
+        print(f"tenant ready in {time.perf_counter() - began:.1f} s: {report}; inventory stored {run.created}")
+        yield exchange
 
 
 def _people() -> dict:
@@ -171,40 +215,12 @@ def main() -> None:
     args = parser.parse_args()
     needed = args.members + args.baseline_members * args.repeats
     users = args.users or math.ceil(needed / (1 - SEED_CLOUD_MANAGED_SHARE) * 1.05) + 50
-    engine = setup_django("wave")
-    import django
-    import redis
-    import rq
-    from django.core.management import call_command
-
-    from sandbox.directory import SandboxDirectory
-    from sandbox.exchange_online import ExchangeOnlineEmulator
-    from sandbox.redis_server import RedisServer
-    from sandbox.seed import seed_tenant
+    title = "bench_wave: a pilot wave through the real runner against the emulator throttled to a known budget"
+    start_bench(title, args, users, name="wave")
     from soa.models import WAVE_MAX_BATCH_SIZE, WAVE_MAX_RATE
-    from writeback.inventory import claim, execute, inventory_run_request
-    from writeback.models import InventoryRun
-
-    print("bench_wave: a pilot wave through the real runner against the emulator throttled to a known budget")
-    print(machine_line())
-    print(f"django {django.get_version()}, rq {rq.VERSION}, redis-py {redis.__version__}; database: {engine}")
-    print(f"options: {vars(args)}; directory users: {users}")
-    print(f"before: {load_line()}")
-    if engine != "django.db.backends.sqlite3":
-        call_command("flush", interactive=False, verbosity=0)  # a fresh SQLite file needs no emptying
 
     began = time.perf_counter()
-    with (
-        RedisServer.start() as redis_server,
-        SandboxDirectory.start(users=users) as directory,
-        ExchangeOnlineEmulator.start(directory=directory, rate=0) as exchange,
-    ):
-        report = seed_tenant(directory, exchange)
-        _point_settings_at(directory, exchange, redis_server.url, pacing=not args.no_pacing)
-        run = inventory_run_request(actor=None, mode=InventoryRun.Mode.FULL, enqueue=False)
-        run = execute(claim(run.pk))
-        assert run.state == InventoryRun.State.DONE, run.error
-        print(f"tenant ready in {time.perf_counter() - began:.1f} s: {report}; inventory stored {run.created}")
+    with bench_tenant(users, pacing=not args.no_pacing) as exchange:
         people = _people()
         stamp = dt.datetime.now().strftime("%H%M%S")
         taken: set[int] = set()
