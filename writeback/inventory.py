@@ -90,7 +90,8 @@ def _apply(mailbox: Mailbox, fields: dict[str, Any]) -> bool:
     return changed
 
 
-def _refresh_drift(mailbox: Mailbox) -> None:
+def refresh_drift(mailbox: Mailbox) -> None:
+    """Recompute the mailbox's drift from the two sides' stored values (none unless both sides are known)."""
     mailbox.drift = (
         drifted_attributes(mailbox.exo_values, mailbox.ad_values) if mailbox.in_exo and mailbox.in_ad else []
     )
@@ -128,14 +129,14 @@ def import_ad_page(run: InventoryRun, entries: list[dict[str, Any]]) -> None:
         mailbox = by_guid.get(guid) or by_anchor.get(anchor)
         if mailbox is None:
             mailbox = Mailbox(in_ad=True, **fields)
-            _refresh_drift(mailbox)
+            refresh_drift(mailbox)
             created.append(mailbox)
             continue
         seen.append(mailbox.pk)
         if _apply(mailbox, fields) or not mailbox.in_ad:
             mailbox.in_ad = True
             mailbox.version += 1
-            _refresh_drift(mailbox)
+            refresh_drift(mailbox)
             changed.append(mailbox)
     now = timezone.now()
     with transaction.atomic():
@@ -197,7 +198,7 @@ def import_exo_page(run: InventoryRun, payloads: list[dict[str, Any]]) -> dt.dat
                 search_name=str(payload.get("DisplayName") or "").lower(),
                 **fields,
             )  # fmt: skip
-            _refresh_drift(mailbox)
+            refresh_drift(mailbox)
             created.append(mailbox)
             continue
         seen.append(mailbox.pk)
@@ -205,7 +206,7 @@ def import_exo_page(run: InventoryRun, payloads: list[dict[str, Any]]) -> dt.dat
         if _apply(mailbox, fields) or not mailbox.in_exo:
             mailbox.in_exo = True
             mailbox.version += 1
-            _refresh_drift(mailbox)
+            refresh_drift(mailbox)
             changed.append(mailbox)
             if addresses_before != mailbox.exo_values.get("EmailAddresses"):
                 readdress.append(mailbox)

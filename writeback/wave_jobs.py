@@ -33,6 +33,7 @@ from writeback.directory_errors import DirectoryError
 from writeback.exchange import ExchangeOnlineClient
 from writeback.exchange_auth import ExchangeConfig
 from writeback.exchange_errors import ExchangeOnlineError
+from writeback.inventory import refresh_drift
 from writeback.values import drifted_attributes, exo_values
 from writeback.wave_revert import Copy, RevertNotVerified, copy_cloud_to_ad
 
@@ -222,8 +223,7 @@ def _record_copy(member: WaveMember, copied: Copy, now: dt.datetime) -> None:
     """Keep the portal's picture of AD current after the revert's copy (the next inventory would find the same)."""
     mailbox = Mailbox.objects.select_for_update().get(pk=member.mailbox_id)
     mailbox.ad_values = {**mailbox.ad_values, **copied.ad_values}
-    mailbox.drift = drifted_attributes(mailbox.exo_values, mailbox.ad_values) if mailbox.exo_values else []
-    mailbox.has_drift = bool(mailbox.drift)
+    refresh_drift(mailbox)
     mailbox.ad_read_at = now
     mailbox.save(update_fields=["ad_values", "drift", "has_drift", "ad_read_at", "updated_at"])
 
