@@ -96,7 +96,7 @@ def _proxy_set(addresses: list[str]) -> set[tuple[str, str]]:
         prefix, sep, address = raw.partition(":")
         if not sep:
             prefix, address = "smtp", raw
-        if prefix.lower() == "smtp" and _MOERA.search(address):
+        if prefix.lower() == "smtp" and is_moera(address):
             continue
         keys.add((prefix if prefix.lower() == "smtp" else prefix.lower(), address.lower()))
     return keys
@@ -124,6 +124,11 @@ def drifted_attributes(cloud: Mapping[str, Any], ad: Mapping[str, Any]) -> list[
         and attribute.exo in cloud
         and not same_value(attribute, cloud.get(attribute.exo), ad.get(attribute.exo))
     ]
+
+
+def is_moera(address: str) -> bool:
+    """Whether an SMTP address (without its type) is a tenant's alias@<tenant>.onmicrosoft.com."""
+    return bool(_MOERA.search(address))
 
 
 def split_proxy(raw: str) -> tuple[str, str, bool]:

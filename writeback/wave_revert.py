@@ -10,16 +10,22 @@ The MOERA (alias@<tenant>.onmicrosoft.com) is left out of proxyAddresses: Exchan
 mailbox by itself, and AD never holds it.
 """
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from writeback.attributes import EXCHANGE_ATTRIBUTES, Kind
 from writeback.directory import DirectoryClient
-from writeback.values import AD_ONLY, RECIPIENT_TYPES, ad_values, drifted_attributes, exo_values
+from writeback.values import (
+    AD_ONLY,
+    RECIPIENT_TYPES,
+    ad_values,
+    drifted_attributes,
+    exo_values,
+    is_moera,
+    split_proxy,
+)
 
-_MOERA = re.compile(r"^smtp:[^@]+@[^.@]+\.(?i:onmicrosoft\.com)$")  # a secondary (lower-case smtp:) MOERA only
 _REMOTE_TYPE = {name: number for number, name in RECIPIENT_TYPES.items()}
 
 
@@ -34,6 +40,12 @@ class Copy:
     before: dict[str, Any] = field(default_factory=dict)
     after: dict[str, Any] = field(default_factory=dict)
     ad_values: dict[str, Any] = field(default_factory=dict)  # AD as read back, keyed by EXO name (for the inventory)
+
+
+def _secondary_moera(raw: str) -> bool:
+    # A MOERA that is the primary address (a mailbox with no other domain) stays: AD needs its primary.
+    kind, address, primary = split_proxy(raw)
+    return kind == "smtp" and not primary and is_moera(address)
 
 
 def _recipient_type(cloud_type: Any, ad_number: Any) -> int | None:
@@ -56,7 +68,7 @@ def desired_ad_values(mailbox: Mapping[str, Any], ad_now: Mapping[str, Any]) -> 
             continue
         value = mailbox[attribute.exo]
         if attribute.kind is Kind.PROXY:
-            value = [address for address in value or [] if not _MOERA.match(address)]
+            value = [address for address in value or [] if not _secondary_moera(address)]
         elif attribute.exo == "RecipientTypeDetails":
             value = _recipient_type(value, ad_now.get(attribute.ad))
             if value is None:
