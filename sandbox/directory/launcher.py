@@ -57,6 +57,7 @@ _INDEXES = (
     ("objectClass", "eq"),
     ("objectGUID,mS-DS-ConsistencyGuid", "eq"),
     ("sAMAccountName,userPrincipalName,mailNickname,mail", "eq"),
+    ("sAMAccountType,msDS-ExternalDirectoryObjectID", "eq"),
     ("proxyAddresses", "eq,sub"),
     ("entryCSN,modifyTimestamp", "eq"),
 )
@@ -337,7 +338,9 @@ class SandboxDirectory:
         slapadd = find_tool("slapadd")
         dns_domain(base_dn)  # refuse a base DN AD could not have before creating anything
         host = "127.0.0.1"
-        loaded_with = {"base_dn": base_dn, "users": users, "seed": seed}
+        # The schema's digest is part of it: a database loaded under an older schema lacks what the new one adds.
+        schema = hashlib.sha256(SCHEMA_FILE.read_bytes()).hexdigest()[:16]
+        loaded_with = {"base_dn": base_dn, "users": users, "seed": seed, "schema": schema}
         workdir, owns_workdir, reopened = _prepare_workdir(workdir, reuse=loaded_with if keep else None)
         try:
             bind_dn = f"CN=admin,{base_dn}"

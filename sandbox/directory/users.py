@@ -26,6 +26,10 @@ DEPARTMENTS: dict[str, float] = {"Engineering": 0.35, "Sales": 0.30, "Support": 
 RESOURCES_OU = "Resources"
 
 USER_CLASSES = ["top", "person", "organizationalPerson", "user"]
+COMPUTER_CLASSES = [*USER_CLASSES, "computer"]
+# sAMAccountType (MS-ADTS 2.2.16): what tells a person's account from a computer's, computer being a subclass of user.
+SAM_NORMAL_USER_ACCOUNT = 805306368
+SAM_MACHINE_ACCOUNT = 805306369
 
 # msExchRecipientTypeDetails of remote mailboxes (reference/exchange-facts.md §3).
 REMOTE_USER_MAILBOX = 2147483648
@@ -208,6 +212,7 @@ def generate_users(n: int, *, base_dn: str = DEFAULT_BASE_DN, seed: int = 1) -> 
             "department": department,
             "objectGUID": guid.bytes_le,
             "sAMAccountName": alias,
+            "sAMAccountType": SAM_NORMAL_USER_ACCOUNT,
             "userPrincipalName": f"{alias}@{domain}",
             "mail": primary,
             "mailNickname": alias,
