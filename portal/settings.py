@@ -173,10 +173,10 @@ EXO_RATE_LIMIT_PACING = env.bool("EXO_RATE_LIMIT_PACING", default=True)
 WRITEBACK_HIDE_FROM_ADDRESS_LISTS = env.bool("WRITEBACK_HIDE_FROM_ADDRESS_LISTS", default=False)
 
 # Pilot waves. The quiet period is one 30-minute sync cycle plus 24 hours (Microsoft's advice before a flip);
-# the ceiling is Microsoft's writeback limit (200,000 in preview, 600,000 at GA).
+# the ceiling is Microsoft's writeback limit at GA on 2026-08-03 (exchange-facts §1.10: 600,000; 200,000 in preview).
 WAVE_APPROVAL_DAYS = env.int("WAVE_APPROVAL_DAYS", default=7)
 WAVE_QUIET_PERIOD_HOURS = env.float("WAVE_QUIET_PERIOD_HOURS", default=24.5)
-WAVE_CLOUD_MANAGED_CEILING = env.int("WAVE_CLOUD_MANAGED_CEILING", default=200000)
+WAVE_CLOUD_MANAGED_CEILING = env.int("WAVE_CLOUD_MANAGED_CEILING", default=600000)
 WAVE_CLOUD_MANAGED_WARN_RATIO = env.float("WAVE_CLOUD_MANAGED_WARN_RATIO", default=0.9)
 WAVE_MIN_APPROVALS = env.int("WAVE_MIN_APPROVALS", default=1)
 PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://localhost:8000")

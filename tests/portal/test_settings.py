@@ -60,3 +60,13 @@ def test_json_log_format_emits_one_json_object_per_line():
     assert record["message"] == "hello world"
     assert record["level"] == "WARNING" and record["logger"] == "soa.test"
     assert record["correlation_id"] == "req-12345678"
+
+
+def test_cloud_managed_ceiling_defaults_to_the_ga_limit():
+    """Microsoft's writeback GA (2026-08-03) allows 600,000 cloud-managed mailboxes per tenant; 200,000 was the
+    preview's figure (exchange-facts §1.2, §1.10)."""
+    env = {"DJANGO_SETTINGS_MODULE": "portal.settings", "DJANGO_DEBUG": "true"}
+    code = "import django; django.setup(); from django.conf import settings; print(settings.WAVE_CLOUD_MANAGED_CEILING)"
+    result = _run(env, "-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "600000"
