@@ -39,7 +39,11 @@ from writeback.values import ad_values, drifted_attributes, exo_values, immutabl
 
 logger = logging.getLogger(__name__)
 
-AD_USER_FILTER = "(&(objectClass=user)(msExchRecipientTypeDetails=*))"
+# The people among AD's objects. objectClass=user also matches computers (AD's computer class derives from user),
+# so ask for sAMAccountType SAM_NORMAL_USER_ACCOUNT (MS-ADA3 2.223), which only a person's account carries, and
+# an Exchange recipient type. AD's usual (objectCategory=person) works only because a domain controller expands the
+# short name "person" to the category's DN; slapd (the sandbox) has no such expansion, so this filter serves both.
+AD_USER_FILTER = "(&(sAMAccountType=805306368)(msExchRecipientTypeDetails=*))"
 PAGE_SIZE = 500
 # Exchange's WhenChangedUTC has one-second resolution: re-read the last second rather than miss a change in it.
 EXO_OVERLAP = dt.timedelta(seconds=1)

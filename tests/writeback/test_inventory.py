@@ -87,6 +87,7 @@ def test_join_by_consistency_guid(tenant):
     with _ad(directory) as connection:
         assert connection.add(dn, ["top", "person", "organizationalPerson", "user"], {
             "cn": "Moved User", "sn": "User", "objectGUID": guid.bytes_le, "mS-DS-ConsistencyGuid": anchor.bytes_le,
+            "sAMAccountType": 805306368,
             "userPrincipalName": "moved.user@corp.example.com", "mailNickname": "moved.user",
             "mail": "moved.user@corp.example.com", "proxyAddresses": ["SMTP:moved.user@corp.example.com"],
             "msExchRecipientTypeDetails": 2147483648, "displayName": "Moved User",
@@ -172,3 +173,29 @@ def test_the_page_queues_an_import_that_a_real_worker_runs(tenant, client, make_
     page = client.get("/inventory/").content.decode()
     assert f"<td>{run.pk}</td>" in page and "Done" in page
     assert Mailbox.objects.count() == USERS
+
+
+@pytest.mark.django_db
+def test_a_computer_carrying_exchange_attributes_is_not_imported(tenant):
+    """AD's computer class is a subclass of user, so (objectClass=user) matches computer accounts too; a person's
+    account is told apart by sAMAccountType SAM_NORMAL_USER_ACCOUNT 0x30000000 = 805306368, a computer's is
+    SAM_MACHINE_ACCOUNT 0x30000001 (MS-ADA3 2.223 sAMAccountType; Learn "SAM-Account-Type attribute"). A computer
+    that some tool stamped with Exchange attributes must not become a mailbox."""
+    directory, _, _ = tenant
+    guid = uuid.uuid4()
+    dn = f"CN=SALES-PC-042,OU=Sales,{directory.users_dn}"
+    with _ad(directory) as connection:
+        assert connection.add(dn, ["top", "person", "organizationalPerson", "user", "computer"], {
+            "cn": "SALES-PC-042", "sn": "SALES-PC-042", "objectGUID": guid.bytes_le, "sAMAccountName": "SALES-PC-042$",
+            "sAMAccountType": 805306369, "dNSHostName": "sales-pc-042.corp.example.com",
+            "mailNickname": "sales-pc-042", "proxyAddresses": ["SMTP:sales-pc-042@corp.example.com"],
+            "msExchRecipientTypeDetails": 2147483648,
+        }), connection.result  # fmt: skip
+    try:
+        run = _import()
+        assert run.state == InventoryRun.State.DONE, run.error
+        assert run.ad_read == USERS
+        assert not Mailbox.objects.filter(ad_guid=guid).exists()
+    finally:
+        with _ad(directory) as connection:
+            connection.delete(dn)
