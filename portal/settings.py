@@ -13,6 +13,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from writeback.exchange_clouds import cloud_named
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.FileAwareEnv()
@@ -152,10 +154,17 @@ LDAP_BASE_DN = env.str("LDAP_BASE_DN", default="")
 LDAP_CA_FILE = env.str("LDAP_CA_FILE", default="")
 LDAP_TIMEOUT_SECONDS = env.float("LDAP_TIMEOUT_SECONDS", default=5.0)
 
-# Exchange Online admin API, app-only through Entra ID (msal). Credentials come from files only.
-EXO_BASE_URL = env.str("EXO_BASE_URL", default="https://outlook.office365.com")
+# Exchange Online admin API and Microsoft Graph, app-only through Entra ID (msal). Credentials come from files only.
+# EXO_CLOUD picks Microsoft's hosts for the cloud the tenant lives in (writeback/exchange_clouds.py); each
+# derived URL and scope can still be set on its own. Every URL must be https (check writeback.E001).
+EXO_CLOUD = env.str("EXO_CLOUD", default="Global")
+_CLOUD = cloud_named(EXO_CLOUD)
 EXO_TENANT = env.str("EXO_TENANT", default="")
-ENTRA_AUTHORITY = env.str("ENTRA_AUTHORITY", default=f"https://login.microsoftonline.com/{EXO_TENANT}")
+EXO_BASE_URL = env.str("EXO_BASE_URL", default=_CLOUD.exchange)
+EXO_SCOPE = env.str("EXO_SCOPE", default=_CLOUD.exchange_scope)
+GRAPH_BASE_URL = env.str("GRAPH_BASE_URL", default=_CLOUD.graph)
+GRAPH_SCOPE = env.str("GRAPH_SCOPE", default=_CLOUD.graph_scope)
+ENTRA_AUTHORITY = env.str("ENTRA_AUTHORITY", default=_CLOUD.authority(EXO_TENANT))
 ENTRA_CLIENT_ID = env.str("ENTRA_CLIENT_ID", default="")
 ENTRA_CLIENT_SECRET_FILE = env.str("ENTRA_CLIENT_SECRET_FILE", default="")
 ENTRA_CERTIFICATE_KEY_FILE = env.str("ENTRA_CERTIFICATE_KEY_FILE", default="")

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from writeback.exchange_auth import ExchangeConfig, TokenProvider, build_session
+from writeback.exchange_auth import ExchangeConfig, TokenProvider, build_session, require_https
 from writeback.exchange_budget import Budget, read_budget
 from writeback.exchange_errors import (
     ExchangeOnlineError,
@@ -73,6 +73,7 @@ class ExchangeOnlineClient:
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ):
+        require_https(config)  # before any session exists, so no token can ever go out over http
         self.config = config
         self.session = session or build_session(config)
         self.tokens = TokenProvider(config, self.session)

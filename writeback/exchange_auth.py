@@ -14,11 +14,13 @@ from urllib.parse import urlsplit
 import msal
 import requests
 from django.conf import settings
+from django.core import checks
 from requests.adapters import HTTPAdapter
 
-from writeback.exchange_errors import ExoAuthError
+from writeback.exchange_clouds import CLOUDS
+from writeback.exchange_errors import ExoAuthError, ExoInsecureUrl
 
-EXO_SCOPE = "https://outlook.office365.com/.default"
+EXO_SCOPE = CLOUDS["Global"].exchange_scope
 MICROSOFT_AUTHORITY_HOSTS = frozenset(
     {
         "login.microsoftonline.com",
@@ -37,6 +39,9 @@ class ExchangeConfig:
     tenant: str
     authority: str
     client_id: str
+    scope: str = EXO_SCOPE
+    graph_base_url: str = CLOUDS["Global"].graph
+    graph_scope: str = CLOUDS["Global"].graph_scope
     client_secret_file: str = ""
     private_key_file: str = ""
     thumbprint: str = ""
@@ -65,6 +70,9 @@ class ExchangeConfig:
             tenant=settings.EXO_TENANT,
             authority=settings.ENTRA_AUTHORITY,
             client_id=settings.ENTRA_CLIENT_ID,
+            scope=settings.EXO_SCOPE,
+            graph_base_url=settings.GRAPH_BASE_URL,
+            graph_scope=settings.GRAPH_SCOPE,
             client_secret_file=settings.ENTRA_CLIENT_SECRET_FILE,
             private_key_file=settings.ENTRA_CERTIFICATE_KEY_FILE,
             thumbprint=settings.ENTRA_CERTIFICATE_THUMBPRINT,
@@ -76,6 +84,39 @@ class ExchangeConfig:
             page_size=settings.EXO_PAGE_SIZE,
             pace=settings.EXO_RATE_LIMIT_PACING,
         )
+
+
+# The settings whose URLs carry a bearer token or a client credential, and the config field each fills.
+HTTPS_SETTINGS = (("EXO_BASE_URL", "base_url"), ("GRAPH_BASE_URL", "graph_base_url"), ("ENTRA_AUTHORITY", "authority"))
+
+
+def insecure_url_problems(urls: dict[str, str]) -> list[str]:
+    """One sentence per setting whose URL is set but not ``https://``, since a token sent over it travels in clear."""
+    problems = []
+    for name, url in urls.items():
+        if url and urlsplit(url).scheme.lower() != "https":
+            problems.append(
+                f"{name} is {url!r}: it must be an https:// URL, because the portal sends a bearer token "
+                "(or its client credential) to it and would otherwise send it in clear."
+            )
+    return problems
+
+
+def require_https(config: ExchangeConfig) -> None:
+    """Refuse a configuration that would send a token or credential over plain HTTP."""
+    problems = insecure_url_problems({name: getattr(config, field) for name, field in HTTPS_SETTINGS})
+    if problems:
+        raise ExoInsecureUrl(" ".join(problems))
+
+
+def check_https_settings(app_configs: object = None, **kwargs: object) -> list[checks.Error]:
+    """Django system check (start-up, ``manage.py check``, every worker and web process): URLs must be https."""
+    urls = {name: getattr(settings, name, "") for name, _field in HTTPS_SETTINGS}
+    return [
+        checks.Error(problem, hint=f"Set {name} to its https:// URL, or EXO_CLOUD to your cloud.", id="writeback.E001")
+        for name, url in urls.items()
+        for problem in insecure_url_problems({name: url})
+    ]
 
 
 def build_session(config: ExchangeConfig) -> requests.Session:
@@ -111,17 +152,19 @@ def _credential(config: ExchangeConfig) -> str | dict[str, str]:
 
 
 class TokenProvider:
-    """App-only bearer tokens for Exchange Online, from msal's cache while they are valid."""
+    """App-only bearer tokens for one resource (``scope``: Exchange by default, or Graph), cached by msal."""
 
-    def __init__(self, config: ExchangeConfig, session: requests.Session):
+    def __init__(self, config: ExchangeConfig, session: requests.Session, *, scope: str | None = None):
+        require_https(config)
         self.config = config
         self.session = session
+        self.scope = scope or config.scope
         self._app: msal.ConfidentialClientApplication | None = None
 
     def _application(self) -> msal.ConfidentialClientApplication:
         if self._app is None:
             if not self.config.authority or not self.config.client_id:
-                raise ExoAuthError("ENTRA_AUTHORITY and ENTRA_CLIENT_ID must be set to call Exchange Online.")
+                raise ExoAuthError("ENTRA_AUTHORITY and ENTRA_CLIENT_ID must be set to call Exchange Online or Graph.")
             is_microsoft = urlsplit(self.config.authority).hostname in MICROSOFT_AUTHORITY_HOSTS
             try:
                 self._app = msal.ConfidentialClientApplication(
@@ -138,7 +181,7 @@ class TokenProvider:
 
     def token(self) -> str:
         try:
-            result = self._application().acquire_token_for_client(scopes=[EXO_SCOPE])
+            result = self._application().acquire_token_for_client(scopes=[self.scope])
         except requests.RequestException as exc:
             raise ExoAuthError(f"The token endpoint of {self.config.authority} did not answer: {exc}") from None
         if "access_token" not in result:
@@ -146,7 +189,7 @@ class TokenProvider:
             # Entra's description's first line names the cause (AADSTS code and text); the rest is trace ids.
             description = (result.get("error_description") or "").splitlines()
             raise ExoAuthError(
-                f"Entra ID refused a token for client {self.config.client_id}: {error}: "
+                f"Entra ID refused a token for {self.scope} to client {self.config.client_id}: {error}: "
                 f"{description[0] if description else 'no description'}",
                 code=str(error),
             )

@@ -61,6 +61,10 @@ class ExoAuthError(ExchangeOnlineError):
     """No token could be obtained, or the token was refused (credentials, consent, Exchange.ManageAsApp, role)."""
 
 
+class ExoInsecureUrl(ExchangeOnlineError):
+    """A configured Exchange, Graph or sign-in URL is not https: no token or credential may be sent to it."""
+
+
 class ExoThrottled(ExchangeOnlineError):
     """429: the budget is spent; ``retry_after`` says for how many seconds (None when Exchange did not say)."""
 
