@@ -25,6 +25,7 @@ from writeback.directory_connection import DirectoryConfig, close_quietly, conne
 from writeback.directory_errors import (
     DirectoryConflict,
     DirectoryError,
+    DirectoryInconsistentEntry,
     DirectoryNotFound,
     DirectoryPermanent,
     DirectoryRetryable,
@@ -32,7 +33,14 @@ from writeback.directory_errors import (
     error_for_result,
     is_connection_error,
 )
-from writeback.directory_modify import EXCHANGE_LDAP_ATTRIBUTES, Changes, encode_changes, normalise_entry, plan_modify
+from writeback.directory_modify import (
+    EXCHANGE_LDAP_ATTRIBUTES,
+    Changes,
+    InconsistentValues,
+    encode_changes,
+    normalise_entry,
+    plan_modify,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +51,7 @@ __all__ = [
     "DirectoryConfig",
     "DirectoryConflict",
     "DirectoryError",
+    "DirectoryInconsistentEntry",
     "DirectoryNotFound",
     "DirectoryPermanent",
     "DirectoryRetryable",
@@ -392,22 +401,44 @@ class DirectoryClient:
         dn, observed = self._read_exchange(guid)
         first = observed
         for _attempt in range(MAX_PLAN_ATTEMPTS):
-            changes = plan_modify(observed, desired)
+            changes = _plan(dn, observed, desired)
             if not changes:
-                return first, plan_modify(first, desired)
+                return first, _plan(dn, first, desired)
             try:
                 self.modify(dn, changes)
             except DirectoryConflict as exc:
                 logger.info("Re-planning the modify of %s after a conflict: %s", dn, exc.diagnostic or exc)
             else:
                 if not verify:
-                    return first, plan_modify(first, desired)
+                    return first, _plan(dn, first, desired)
             dn, observed = self._read_exchange(guid)
-        if plan_modify(observed, desired):
+        if _plan(dn, observed, desired):
             raise DirectoryConflict(
                 f"modify {dn} failed: the entry still differs from the desired values after {MAX_PLAN_ATTEMPTS} "
                 "attempts; something else keeps changing it.",
                 operation="modify",
                 target=dn,
             )
-        return first, plan_modify(first, desired)
+        return first, _plan(dn, first, desired)
+
+
+def _plan(dn: str, observed: Mapping[str, Any], desired: Mapping[str, Any]) -> Changes:
+    """plan_modify, with a contradiction in what the entry holds reported as a permanent error naming the entry.
+
+    Writing cannot fix it (deleting one of the two spellings is a decision about which address is primary), and
+    trying again reads the same entry: the job fails the item and someone corrects the entry in AD.
+    """
+    try:
+        return plan_modify(observed, desired)
+    except InconsistentValues as exc:
+        if exc.side != "observed":
+            raise
+        values = " and ".join(repr(value) for value in exc.values)
+        raise DirectoryInconsistentEntry(
+            f"{dn} holds {values} in {exc.attribute}: the same address both as primary and as secondary. Correct "
+            "the entry in AD (keep one of the two), then try again.",
+            attribute=exc.attribute,
+            values=exc.values,
+            operation="read",
+            target=dn,
+        ) from None

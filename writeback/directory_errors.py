@@ -113,6 +113,25 @@ class DirectoryNotFound(DirectoryPermanent):
     """No such entry (noSuchObject), or no user carries the GUID looked up."""
 
 
+class DirectorySingleValued(DirectoryPermanent):
+    """AD refused a value for an attribute that already holds its one value: attributeOrValueExists (20) with the
+    extended error 0000200D (ERROR_DS_ATTRIBUTE_OR_VALUE_EXISTS). Unlike a value-level conflict (00002083), re-reading
+    and re-planning does not help: the request itself adds where it must replace."""
+
+
+class DirectoryInconsistentEntry(DirectoryPermanent):
+    """The entry holds values that contradict each other (e.g. ``SMTP:x`` and ``smtp:x`` in proxyAddresses), so no
+    minimal modify can be planned against it; someone has to correct the entry in AD.
+
+    ``attribute`` and ``values`` name what contradicts; ``target`` is the entry's DN.
+    """
+
+    def __init__(self, message: str, *, attribute: str, values: tuple[str, ...], **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.attribute = attribute
+        self.values = values
+
+
 def error_class(code: int | None) -> type[DirectoryError]:
     """The error class for an LDAP result code."""
     if code in RETRYABLE_CODES:
@@ -124,6 +143,13 @@ def error_class(code: int | None) -> type[DirectoryError]:
     return DirectoryPermanent
 
 
+# AD's extended error (the first eight hex digits of its diagnostic message) for attributeOrValueExists on an
+# attribute that already holds a value: Microsoft's system error table names 0x200D ERROR_DS_ATTRIBUTE_OR_VALUE_EXISTS
+# ("attribute or value already exists"), distinct from 0x2083 ERROR_DS_ATT_VAL_ALREADY_EXISTS, the value-level
+# duplicate that a re-read and re-plan resolves.
+AD_SINGLE_VALUE_EXISTS = "0000200D"
+
+
 def error_for_result(result: Mapping[str, Any], *, operation: str, target: str) -> DirectoryError:
     """Turn an unsuccessful ldap3 result dict into the matching error, with the server's diagnostic message."""
     code = result.get("result")
@@ -132,9 +158,15 @@ def error_for_result(result: Mapping[str, Any], *, operation: str, target: str) 
     text = f"{operation} {target} failed: {name} ({code})"
     if diagnostic:
         text += f": {diagnostic}"
-    return error_class(code)(
-        text, result_code=code, result_name=name, diagnostic=diagnostic, operation=operation, target=target
-    )
+    kind = error_class(code)
+    if code == 20 and diagnostic.upper().startswith(AD_SINGLE_VALUE_EXISTS):
+        kind = DirectorySingleValued
+        text = (
+            f"{operation} {target} failed: the directory refused a value for an attribute that already holds its one "
+            f"value (AD {AD_SINGLE_VALUE_EXISTS}, ERROR_DS_ATTRIBUTE_OR_VALUE_EXISTS); sending it again will not "
+            f"help. {name} ({code}): {diagnostic}"
+        )
+    return kind(text, result_code=code, result_name=name, diagnostic=diagnostic, operation=operation, target=target)
 
 
 def is_connection_error(exc: BaseException) -> bool:

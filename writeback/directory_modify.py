@@ -22,6 +22,20 @@ from writeback.attributes import EXCHANGE_ATTRIBUTES, Kind
 Changes = dict[str, list[tuple[str, list[Any]]]]
 
 
+class InconsistentValues(ValueError):
+    """A list of values that contradicts itself (``SMTP:x`` and ``smtp:x``: x both primary and secondary).
+
+    ``side`` is "observed" (what the directory holds: the directory client reports it as
+    ``DirectoryInconsistentEntry`` naming the entry) or "desired" (the caller's mistake).
+    """
+
+    def __init__(self, message: str, *, side: str, attribute: str, values: tuple[str, ...]):
+        super().__init__(message)
+        self.side = side
+        self.attribute = attribute
+        self.values = values
+
+
 @dataclass(frozen=True)
 class LdapSyntax:
     """How the client reads, compares and writes one attribute."""
@@ -106,7 +120,13 @@ def _multi(spec: LdapSyntax, value: Any, *, side: str) -> dict[Any, str]:
         # The server holds one value per case-insensitive match: SMTP:x and smtp:x in one list is a contradiction.
         match = (key[0].lower(), key[1]) if spec.kind is Kind.PROXY else key
         if seen.setdefault(match, key) != key:
-            raise ValueError(f"{side} {spec.name} holds {item!r} both as primary and as secondary address.")
+            other = keyed[seen[match]]
+            raise InconsistentValues(
+                f"{side} {spec.name} holds {other!r} and {item!r}: one address both as primary and as secondary.",
+                side=side,
+                attribute=spec.name,
+                values=(other, item),
+            )
         keyed.setdefault(key, item)
     return keyed
 
