@@ -177,6 +177,8 @@ EXO_TIMEOUT_SECONDS = env.float("EXO_TIMEOUT_SECONDS", default=120.0)
 EXO_MAX_ATTEMPTS = env.int("EXO_MAX_ATTEMPTS", default=6)
 EXO_PAGE_SIZE = env.int("EXO_PAGE_SIZE", default=1000)
 EXO_RATE_LIMIT_PACING = env.bool("EXO_RATE_LIMIT_PACING", default=True)
+# The longest Retry-After a call waits out in place; a longer one puts the job down and reschedules it.
+EXO_MAX_RETRY_AFTER_SECONDS = env.float("EXO_MAX_RETRY_AFTER_SECONDS", default=60.0)
 
 # Writeback policy: Microsoft's Cloud Sync never writes msExchHideFromAddressLists back; opt in here.
 WRITEBACK_HIDE_FROM_ADDRESS_LISTS = env.bool("WRITEBACK_HIDE_FROM_ADDRESS_LISTS", default=False)

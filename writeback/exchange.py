@@ -28,6 +28,7 @@ from writeback.exchange_budget import Budget, read_budget
 from writeback.exchange_errors import (
     ExchangeOnlineError,
     ExoAuthError,
+    ExoRetryLater,
     ExoThrottled,
     ExoTransient,
     ExoVerificationFailed,
@@ -297,8 +298,25 @@ class ExchangeOnlineClient:
             self._sleep(delay)
 
     def _delay(self, error: ExchangeOnlineError, attempt: int) -> float:
-        if isinstance(error, ExoThrottled) and error.retry_after is not None:
-            return min(error.retry_after, self.config.max_retry_after)
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            if retry_after > self.config.max_retry_after:
+                # Waiting less than asked would only earn another refusal, and waiting here would hold a worker
+                # for minutes: hand the wait to the caller, which can reschedule its job.
+                retry_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=retry_after)
+                raise ExoRetryLater(
+                    f"Exchange Online asked to retry after {retry_after:.0f} s (at {retry_at:%Y-%m-%d %H:%M:%S} UTC), "
+                    f"longer than this client waits in one call ({self.config.max_retry_after:.0f} s). "
+                    f"Last answer: {error.message}",
+                    retry_at=retry_at,
+                    cause=error,
+                    status=error.status,
+                    code=error.code,
+                    cmdlet=error.cmdlet,
+                    identity=error.identity,
+                    request_id=error.request_id,
+                )
+            return retry_after
         ceiling = min(self.config.backoff_max, self.config.backoff_base * (2 ** (attempt - 1)))
         return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not security
 

@@ -53,7 +53,7 @@ class ExchangeConfig:
     max_attempts: int = 6
     backoff_base: float = 0.5
     backoff_max: float = 30.0
-    max_retry_after: float = 300.0
+    max_retry_after: float = 60.0
     page_size: int = 1000
     verify_attempts: int = 3
     verify_delay: float = 1.0
@@ -83,6 +83,7 @@ class ExchangeConfig:
             max_attempts=settings.EXO_MAX_ATTEMPTS,
             page_size=settings.EXO_PAGE_SIZE,
             pace=settings.EXO_RATE_LIMIT_PACING,
+            max_retry_after=settings.EXO_MAX_RETRY_AFTER_SECONDS,
         )
 
 

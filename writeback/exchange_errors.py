@@ -5,6 +5,8 @@ An error body looks like ``{"error": {"code", "message", "details": [{"message":
 ``innererror.internalexception.message``, then ``error.message``, the order real clients use.
 """
 
+import datetime as dt
+import email.utils
 from typing import Any
 
 import requests
@@ -76,9 +78,29 @@ class ExoThrottled(ExchangeOnlineError):
 
 
 class ExoTransient(ExchangeOnlineError):
-    """5xx, timeout or a broken connection: worth retrying, and the change may or may not have been applied."""
+    """5xx, timeout or a broken connection: worth retrying, and the change may or may not have been applied.
+
+    ``retry_after``: the seconds a 503's ``Retry-After`` asked for (None when it gave none)."""
 
     retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class ExoRetryLater(ExchangeOnlineError):
+    """Exchange asked for a longer wait (``Retry-After``) than the client may spend inside one call.
+
+    The caller should put the work down and come back at ``retry_at`` (UTC) rather than hold its worker; the
+    last error (429 or 503) is ``cause``."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_at: dt.datetime, cause: ExchangeOnlineError, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.retry_at = retry_at
+        self.cause = cause
 
 
 class ExoVerificationFailed(ExchangeOnlineError):
@@ -109,14 +131,31 @@ def parse_error_body(response: requests.Response) -> tuple[str, str, str, str]:
     return code, "", "", str(message)
 
 
-def retry_after_seconds(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
+def _http_date(value: str) -> dt.datetime | None:
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def retry_after_seconds(response: requests.Response, *, now: dt.datetime | None = None) -> float | None:
+    """Seconds ``Retry-After`` asks for, in either of its forms (RFC 9110 §10.2.3): delay-seconds, or an
+    HTTP-date. A date is measured from the response's own ``Date`` when it has one, so that a clock skew between
+    this host and Exchange does not stretch or cut the wait; a date already past means "now". None when absent
+    or unreadable."""
+    value = (response.headers.get("Retry-After") or "").strip()
+    if not value:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    retry_at = _http_date(value)
+    if retry_at is None:
         return None
+    reference = _http_date(response.headers.get("Date") or "") or now or dt.datetime.now(dt.UTC)
+    return max(0.0, (retry_at - reference).total_seconds())
 
 
 def error_for_response(
@@ -136,6 +175,8 @@ def error_for_response(
     status = response.status_code
     if status == 429:
         return ExoThrottled(message, retry_after=retry_after_seconds(response), **kwargs)
+    if status == 503:
+        return ExoTransient(message, retry_after=retry_after_seconds(response), **kwargs)
     if status >= 500:
         return ExoTransient(message, **kwargs)
     if status in (401, 403) and not any(marker in message for marker in _WRITE_SCOPE_MARKERS):

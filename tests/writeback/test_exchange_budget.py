@@ -151,10 +151,11 @@ def _throttled_calls(emulator, client: ExchangeOnlineClient, identity: str, call
 
 
 def test_a_paced_client_stays_within_the_budget_where_an_unpaced_one_is_throttled(exo_clean, identity):
-    # The same calls with the same patience (Retry-After capped low so the unpaced run stays short); only pacing
-    # differs. The emulator's counters tell how many 429s each provoked.
+    # The same calls; only pacing differs (the paced client's waits are capped low to keep the run short, the
+    # unpaced one waits out the emulator's one-second Retry-After). The emulator's counters tell how many 429s each
+    # provoked.
     paced, paced_sleep = _client(exo_clean, max_retry_after=0.1)
-    unpaced, _ = _client(exo_clean, max_retry_after=0.1, pace=False)
+    unpaced, _ = _client(exo_clean, max_retry_after=1.0, pace=False)
     throttled_unpaced = _throttled_calls(exo_clean, unpaced, identity, 30)
     throttled_paced = _throttled_calls(exo_clean, paced, identity, 30)
     assert throttled_unpaced >= 5
