@@ -180,6 +180,12 @@ EXO_RATE_LIMIT_PACING = env.bool("EXO_RATE_LIMIT_PACING", default=True)
 # The longest Retry-After a call waits out in place; a longer one puts the job down and reschedules it.
 EXO_MAX_RETRY_AFTER_SECONDS = env.float("EXO_MAX_RETRY_AFTER_SECONDS", default=60.0)
 
+# Pairing AD users with their Exchange objects (writeback/inventory_pairing.py): the AD attribute Entra Connect uses
+# as sourceAnchor (mS-DS-ConsistencyGuid falls back to objectGUID when empty, as Connect does), and whether the
+# inventory may ask Graph (User.Read.All) for users that msDS-ExternalDirectoryObjectID does not pair.
+ENTRA_SOURCE_ANCHOR = env.str("ENTRA_SOURCE_ANCHOR", default="mS-DS-ConsistencyGuid")
+INVENTORY_GRAPH_PAIRING = env.bool("INVENTORY_GRAPH_PAIRING", default=True)
+
 # Writeback policy: Microsoft's Cloud Sync never writes msExchHideFromAddressLists back; opt in here.
 WRITEBACK_HIDE_FROM_ADDRESS_LISTS = env.bool("WRITEBACK_HIDE_FROM_ADDRESS_LISTS", default=False)
 

@@ -45,6 +45,8 @@ def _portal_env(
             "LDAP_PASSWORD_FILE": str(directory.password_file),
             "LDAP_BASE_DN": directory.base_dn,
             "EXO_BASE_URL": exchange.base_url,
+            # The emulator serves Graph's /v1.0/users on the same host (for pairing; see inventory_pairing).
+            "GRAPH_BASE_URL": exchange.base_url,
             "EXO_TENANT": exchange.tenant_id,
             "EXO_CA_FILE": str(exchange.ca_file),
             "ENTRA_AUTHORITY": exchange.authority,

@@ -10,6 +10,20 @@ class Authority(models.TextChoices):
     CLOUD = "CLOUD", "Exchange Online"
 
 
+class Pairing(models.TextChoices):
+    """How the inventory paired a mailbox's AD user with its Exchange Online object (exchange-facts §8)."""
+
+    NONE = "", "Not paired"
+    DIRECTORY_ID = "DIRECTORY_ID", "msDS-ExternalDirectoryObjectID"
+    GRAPH = "GRAPH", "Entra ID source anchor"
+    UPN = "UPN", "UPN match (weak)"
+    SMTP = "SMTP", "Primary SMTP match (weak)"
+
+
+# Pairs made by a name match rather than an identifier: they can pair the wrong two objects.
+WEAK_PAIRINGS = frozenset({Pairing.UPN, Pairing.SMTP})
+
+
 class WaveDirection(models.TextChoices):
     """Where a pilot wave moves its members' Exchange-attribute authority."""
 

@@ -6,7 +6,16 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from soa.choices import WAVE_OPEN_STATES, Authority, Decision, MemberState, WaveDirection, WaveState
+from soa.choices import (
+    WAVE_OPEN_STATES,
+    WEAK_PAIRINGS,
+    Authority,
+    Decision,
+    MemberState,
+    Pairing,
+    WaveDirection,
+    WaveState,
+)
 
 
 class Mailbox(models.Model):
@@ -18,7 +27,12 @@ class Mailbox(models.Model):
 
     exo_object_id = models.UUIDField(null=True, blank=True, unique=True, help_text="EXO ExternalDirectoryObjectId")
     ad_guid = models.UUIDField(null=True, blank=True, unique=True, help_text="AD objectGUID")
-    immutable_id = models.CharField(max_length=64, blank=True, db_index=True)
+    # Entra's sourceAnchor as Graph's onPremisesImmutableId shows it (base64 of the configured AD anchor attribute).
+    source_anchor = models.CharField(max_length=64, blank=True, db_index=True)
+    pairing = models.CharField(
+        max_length=16, choices=Pairing.choices, blank=True, default=Pairing.NONE,
+        help_text="how the AD user and the Exchange Online object were found to be one recipient",
+    )  # fmt: skip
     dn = models.CharField(max_length=1024, blank=True)
     # Lower-case canonical DN (portal.dn.normalize_dn): what OU scopes match against.
     dn_norm = models.CharField(max_length=1024, blank=True, db_index=True)
@@ -60,6 +74,10 @@ class Mailbox(models.Model):
 
     def __str__(self) -> str:
         return self.upn
+
+    @property
+    def weakly_paired(self) -> bool:
+        return self.pairing in WEAK_PAIRINGS
 
 
 class MailboxAddress(models.Model):

@@ -64,6 +64,7 @@ class Code(StrEnum):
     RECENT_ON_PREM_CHANGE = "RECENT_ON_PREM_CHANGE"
     # warnings, per member
     LAST_CHANGE_UNKNOWN = "LAST_CHANGE_UNKNOWN"
+    WEAK_PAIRING = "WEAK_PAIRING"
     EXO_VALUES_WIN = "EXO_VALUES_WIN"
     AD_VALUES_WIN = "AD_VALUES_WIN"
     CONSUMER_ATTRIBUTE_STALE = "CONSUMER_ATTRIBUTE_STALE"
@@ -196,6 +197,14 @@ def check_member(mailbox: Mailbox, ctx: Context) -> Findings:
         block(Finding(Code.MISSING_IN_EXO, "Not found in Exchange Online at the last inventory."))
     if not mailbox.in_ad:
         block(Finding(Code.MISSING_IN_AD, "Not found in Active Directory at the last inventory."))
+    if mailbox.in_exo and mailbox.in_ad and mailbox.weakly_paired:
+        warn(Finding(
+            Code.WEAK_PAIRING,
+            f"The AD user and the Exchange mailbox were paired by {mailbox.get_pairing_display()}: AD holds no "
+            "msDS-ExternalDirectoryObjectID and Entra ID did not confirm the source anchor. Check that they are the "
+            "same person before moving authority.",
+            {"pairing": mailbox.pairing},
+        ))  # fmt: skip
     if to_cloud:
         _check_quiet_period(mailbox, ctx, block, warn)
     if mailbox.in_exo and mailbox.in_ad:

@@ -112,6 +112,7 @@ def private_tenant(*, users: int, seed: int) -> Iterator[tuple[SandboxDirectory,
             "LDAP_URL": directory.url, "LDAP_BIND_DN": directory.bind_dn,
             "LDAP_PASSWORD_FILE": str(directory.password_file), "LDAP_BASE_DN": directory.base_dn,
             "EXO_BASE_URL": exchange.base_url, "EXO_TENANT": exchange.tenant_id, "ENTRA_AUTHORITY": exchange.authority,
+            "GRAPH_BASE_URL": exchange.base_url,
             "ENTRA_CLIENT_ID": client["client_id"], "ENTRA_CLIENT_SECRET_FILE": client["client_secret_file"],
             "EXO_CA_FILE": str(exchange.ca_file),
         }  # fmt: skip

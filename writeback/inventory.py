@@ -1,8 +1,8 @@
 """Inventory import: every directory-synced mailbox, as Exchange Online and AD each describe it.
 
-A run streams an AD paged search, then Exchange Online's Get-Mailbox pages, and upserts each page into
-Mailbox rows in its own short transaction; the two sides meet in the database on ImmutableId (base64 of the
-objectGUID, or of mS-DS-ConsistencyGuid when set) or ExternalDirectoryObjectId. Nothing holds the tenant in
+A run streams an AD paged search, then (when some AD user still needs it) Graph's users, then Exchange Online's
+Get-Mailbox pages, and upserts each page into Mailbox rows in its own short transaction; the two sides meet on
+ExternalDirectoryObjectId, found the ways writeback/inventory_pairing.py describes. Nothing holds the tenant in
 memory: one page at a time. A row is written only when something in it changed, so a re-run over an
 unchanged tenant changes nothing but the read times. An incremental run reads only what changed since the
 last completed run (AD's change stamp, Exchange's WhenChangedUTC); only a full run can tell which objects
@@ -20,22 +20,32 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from portal.audit import audit_record
 from portal.correlation import correlation_scope
 from portal.dn import InvalidDn, normalize_dn
 from portal.roles import Action, may
-from soa.choices import Authority
+from soa.choices import Authority, Pairing
 from soa.models import Mailbox, MailboxAddress
 from writeback.attributes import ATTRIBUTES
 from writeback.directory import DirectoryClient, DirectoryConfig, DirectoryError
 from writeback.exchange import ExchangeOnlineClient
 from writeback.exchange_auth import ExchangeConfig
 from writeback.exchange_errors import ExchangeOnlineError
+from writeback.graph import GraphClient, GraphError
+from writeback.inventory_pairing import (
+    CONSISTENCY_GUID,
+    DIRECTORY_ID_ATTRIBUTE,
+    anchor_attribute,
+    directory_object_id,
+    outranks,
+    repair,
+    source_anchor,
+)
 from writeback.models import InventoryRun
-from writeback.values import ad_values, drifted_attributes, exo_values, immutable_id, split_proxy
+from writeback.values import ad_values, drifted_attributes, exo_values, split_proxy
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +58,7 @@ PAGE_SIZE = 500
 # Exchange's WhenChangedUTC has one-second resolution: re-read the last second rather than miss a change in it.
 EXO_OVERLAP = dt.timedelta(seconds=1)
 _AD_FIELDS = [
-    "ad_guid", "immutable_id", "dn", "dn_norm", "ou_norm", "upn", "display_name", "search_name", "department",
+    "ad_guid", "source_anchor", "dn", "dn_norm", "ou_norm", "upn", "display_name", "search_name", "department",
     "ad_values",
 ]  # fmt: skip
 _EXO_FIELDS = ["exo_object_id", "exo_values", "authority", "primary_smtp", "recipient_type_details", "exo_when_changed"]
@@ -106,48 +116,84 @@ def refresh_drift(mailbox: Mailbox) -> None:
 
 
 def import_ad_page(run: InventoryRun, entries: list[dict[str, Any]]) -> None:
-    """Upsert one page of AD user entries (``{"dn": ..., "attributes": {...}}`` with raw GUID bytes)."""
+    """Upsert one page of AD user entries (``{"dn": ..., "attributes": {...}}`` with raw GUID bytes).
+
+    A user whose msDS-ExternalDirectoryObjectID names its Exchange object is paired here (inventory_pairing).
+    """
     keyed = []
     for entry in entries:
         attributes = entry["attributes"]
         guid_bytes = attributes.get("objectGUID")
         if not guid_bytes:
             continue
-        anchor = attributes.get("mS-DS-ConsistencyGuid") or guid_bytes
-        keyed.append((uuid.UUID(bytes_le=guid_bytes), immutable_id(anchor), entry))
+        keyed.append(
+            (uuid.UUID(bytes_le=guid_bytes), source_anchor(attributes), directory_object_id(attributes), entry)
+        )
+    object_ids = [object_id for _, _, object_id, _ in keyed if object_id]
     existing = Mailbox.objects.filter(
-        Q(ad_guid__in=[guid for guid, _, _ in keyed]) | Q(immutable_id__in=[anchor for _, anchor, _ in keyed])
+        Q(ad_guid__in=[guid for guid, _, _, _ in keyed]) | Q(exo_object_id__in=object_ids)
     )
     by_guid = {m.ad_guid: m for m in existing if m.ad_guid}
-    by_anchor = {m.immutable_id: m for m in existing if m.immutable_id}
-    created, changed, seen = [], [], []
-    for guid, anchor, entry in keyed:
+    by_object = {m.exo_object_id: m for m in existing if m.exo_object_id}
+    created, changed, seen, repairs = [], [], [], []
+    for guid, anchor, object_id, entry in keyed:
         values = ad_values(entry["attributes"])
         dn_norm, ou_norm = _dn_parts(entry["dn"])
         fields = {
-            "ad_guid": guid, "immutable_id": anchor, "dn": entry["dn"], "dn_norm": dn_norm, "ou_norm": ou_norm,
+            "ad_guid": guid, "source_anchor": anchor, "dn": entry["dn"], "dn_norm": dn_norm, "ou_norm": ou_norm,
             "upn": (values.get("UserPrincipalName") or "").lower(), "display_name": values.get("DisplayName") or "",
             "search_name": (values.get("DisplayName") or "").lower(),
             "department": values.get("Department") or "", "ad_values": values,
         }  # fmt: skip
-        mailbox = by_guid.get(guid) or by_anchor.get(anchor)
+        ad_mail = str(values.get("WindowsEmailAddress") or "").lower()
+        mailbox = by_guid.get(guid)
+        partner = by_object.get(object_id) if object_id else None
+        if partner is not None and partner.ad_guid not in (None, guid):
+            # Two AD users name one cloud object: believe neither, and say so.
+            logger.warning("%s and %s both name Exchange object %s", partner.dn, entry["dn"], object_id)
+            object_id, partner = None, None
+        if mailbox is None and partner is not None:
+            mailbox, partner = partner, None  # the Exchange-only row this user's id names gets its AD side
         if mailbox is None:
-            mailbox = Mailbox(in_ad=True, **fields)
+            mailbox = Mailbox(in_ad=True, primary_smtp=ad_mail, **fields)
+            if object_id:
+                mailbox.exo_object_id, mailbox.pairing = object_id, Pairing.DIRECTORY_ID
             refresh_drift(mailbox)
             created.append(mailbox)
             continue
         seen.append(mailbox.pk)
-        if _apply(mailbox, fields) or not mailbox.in_ad:
+        dirty = _apply(mailbox, fields) or not mailbox.in_ad
+        if object_id and mailbox.exo_object_id != object_id:
+            repairs.append((mailbox, partner, object_id))
+            continue
+        if object_id and mailbox.pairing != Pairing.DIRECTORY_ID:
+            mailbox.pairing, dirty = Pairing.DIRECTORY_ID, True
+        if not mailbox.in_exo and mailbox.primary_smtp != ad_mail:
+            mailbox.primary_smtp, dirty = ad_mail, True  # what a weak pair by primary SMTP looks for
+        if dirty:
             mailbox.in_ad = True
             mailbox.version += 1
             refresh_drift(mailbox)
             changed.append(mailbox)
     now = timezone.now()
     with transaction.atomic():
+        repaired = []
+        for mailbox, partner, object_id in repairs:
+            repaired.append(repair(mailbox, object_id=object_id, partner=partner, pairing=Pairing.DIRECTORY_ID))
+            mailbox.in_ad = True
+            refresh_drift(mailbox)
+            mailbox.save()
         Mailbox.objects.bulk_create(created)
-        _save_changed(changed, [*_AD_FIELDS, "in_ad", "version", "drift", "has_drift"])
-        Mailbox.objects.filter(pk__in=seen + [m.pk for m in created]).update(ad_read_at=now, ad_seen_run=run.pk)
-    _bump(run, ad_read=len(entries), created=len(created), changed=len(changed), unchanged=len(seen) - len(changed))
+        _save_changed(changed, [*_AD_FIELDS, "in_ad", "version", "drift", "has_drift", "pairing", "primary_smtp"])
+        touched = seen + [m.pk for m in created]
+        Mailbox.objects.filter(pk__in=touched).update(ad_read_at=now, ad_seen_run=run.pk)
+        if repaired:
+            after = {"source": DIRECTORY_ID_ATTRIBUTE, "pairs": repaired}
+            audit_record(actor=None, action="writeback.inventory.paired", obj=run, after=after)
+    _bump(
+        run, ad_read=len(entries), created=len(created), changed=len(changed) + len(repairs),
+        unchanged=len(seen) - len(changed) - len(repairs),
+    )  # fmt: skip
 
 
 # -- Exchange Online side -------------------------------------------------------------------------------------
@@ -172,41 +218,67 @@ def _replace_addresses(mailboxes: list[Mailbox]) -> None:
     MailboxAddress.objects.bulk_create(rows.values())
 
 
+def _weak_partners(payloads: list[dict[str, Any]]) -> tuple[dict[str, Mailbox], dict[str, Mailbox]]:
+    """AD-only rows a payload could be paired with by name: by UPN, and by primary SMTP address (unambiguous only)."""
+    upns = {str(p.get("UserPrincipalName") or "").lower() for p in payloads} - {""}
+    smtps = {str(p.get("PrimarySmtpAddress") or "").lower() for p in payloads} - {""}
+    if not upns and not smtps:
+        return {}, {}
+    candidates = Mailbox.objects.filter(exo_object_id__isnull=True, in_ad=True).filter(
+        Q(upn__in=upns) | Q(primary_smtp__in=smtps)
+    )
+    by_upn: dict[str, Mailbox] = {}
+    by_smtp: dict[str, list[Mailbox]] = {}
+    for mailbox in candidates:
+        by_upn.setdefault(mailbox.upn, mailbox)
+        if mailbox.primary_smtp:
+            by_smtp.setdefault(mailbox.primary_smtp, []).append(mailbox)
+    return by_upn, {smtp: rows[0] for smtp, rows in by_smtp.items() if len(rows) == 1}
+
+
 def import_exo_page(run: InventoryRun, payloads: list[dict[str, Any]]) -> dt.datetime | None:
-    """Upsert one page of Get-Mailbox objects; returns the newest WhenChangedUTC in it."""
+    """Upsert one page of Get-Mailbox objects; returns the newest WhenChangedUTC in it.
+
+    A mailbox meets its AD row on ExternalDirectoryObjectId, which the AD and Graph passes put there; one that
+    finds none is paired by UPN or primary SMTP address with an AD row still unpaired, as a weak pair.
+    """
     synced = [p for p in payloads if p.get("IsDirSynced") is True and p.get("ExternalDirectoryObjectId")]
     skipped = len(payloads) - len(synced)
     object_ids = [uuid.UUID(str(p["ExternalDirectoryObjectId"])) for p in synced]
-    anchors = [p["ImmutableId"] for p in synced if p.get("ImmutableId")]
-    existing = Mailbox.objects.filter(Q(exo_object_id__in=object_ids) | Q(immutable_id__in=anchors))
-    by_object = {m.exo_object_id: m for m in existing if m.exo_object_id}
-    by_anchor = {m.immutable_id: m for m in existing if m.immutable_id}
+    by_object = {m.exo_object_id: m for m in Mailbox.objects.filter(exo_object_id__in=object_ids)}
+    by_upn, by_smtp = _weak_partners([p for o, p in zip(object_ids, synced, strict=True) if o not in by_object])
     created, changed, seen, readdress = [], [], [], []
     newest = None
     for object_id, payload in zip(object_ids, synced, strict=True):
         when = _when(payload.get("WhenChangedUTC"))
         newest = max(newest, when) if newest and when else (newest or when)
+        upn = str(payload.get("UserPrincipalName") or "").lower()
+        primary = str(payload.get("PrimarySmtpAddress") or "").lower()
         fields = {
             "exo_object_id": object_id,
             "exo_values": exo_values(payload),
             "authority": Authority.CLOUD if payload.get("IsExchangeCloudManaged") else Authority.ON_PREM,
-            "primary_smtp": str(payload.get("PrimarySmtpAddress") or "").lower(),
+            "primary_smtp": primary,
             "recipient_type_details": str(payload.get("RecipientTypeDetails") or ""),
             "exo_when_changed": when,
         }
-        mailbox = by_object.get(object_id) or by_anchor.get(payload.get("ImmutableId") or "")
+        mailbox = by_object.get(object_id)
+        if mailbox is None:
+            for pairing, partner in ((Pairing.UPN, by_upn.pop(upn, None)), (Pairing.SMTP, by_smtp.pop(primary, None))):
+                if partner is not None and partner.exo_object_id is None:
+                    mailbox = partner
+                    mailbox.pairing = pairing
+                    break
         if mailbox is None:
             mailbox = Mailbox(
-                in_exo=True, immutable_id=payload.get("ImmutableId") or "",
-                upn=str(payload.get("UserPrincipalName") or "").lower(), display_name=payload.get("DisplayName") or "",
-                search_name=str(payload.get("DisplayName") or "").lower(),
-                **fields,
+                in_exo=True, upn=upn, display_name=payload.get("DisplayName") or "",
+                search_name=str(payload.get("DisplayName") or "").lower(), **fields,
             )  # fmt: skip
             refresh_drift(mailbox)
             created.append(mailbox)
             continue
         seen.append(mailbox.pk)
-        addresses_before = mailbox.exo_values.get("EmailAddresses")
+        addresses_before = mailbox.exo_values.get("EmailAddresses") if mailbox.in_exo else None
         if _apply(mailbox, fields) or not mailbox.in_exo:
             mailbox.in_exo = True
             mailbox.version += 1
@@ -219,7 +291,7 @@ def import_exo_page(run: InventoryRun, payloads: list[dict[str, Any]]) -> dt.dat
     now = timezone.now()
     with transaction.atomic():
         Mailbox.objects.bulk_create(created)
-        _save_changed(changed, [*_EXO_FIELDS, "in_exo", "version", "drift", "has_drift"])
+        _save_changed(changed, [*_EXO_FIELDS, "in_exo", "version", "drift", "has_drift", "pairing"])
         Mailbox.objects.filter(pk__in=seen + [m.pk for m in created]).update(exo_read_at=now, exo_seen_run=run.pk)
         _replace_addresses(created + readdress)
     _bump(
@@ -229,7 +301,51 @@ def import_exo_page(run: InventoryRun, payloads: list[dict[str, Any]]) -> dt.dat
     return newest
 
 
+# -- Entra ID (Graph) side -------------------------------------------------------------------------------------
+
+
+def import_graph_page(run: InventoryRun, users: list[dict[str, Any]]) -> int:
+    """Pair AD rows with their Exchange objects through Graph users' sourceAnchor; returns how many it (re)paired."""
+    anchors = {
+        str(u["onPremisesImmutableId"]): uuid.UUID(str(u["id"])) for u in users if u.get("onPremisesImmutableId")
+    }
+    if not anchors:
+        return 0
+    rows = [
+        m
+        for m in Mailbox.objects.filter(in_ad=True, source_anchor__in=list(anchors))
+        if m.exo_object_id != anchors[m.source_anchor] and outranks(Pairing.GRAPH, m.pairing)
+    ]
+    if not rows:
+        return 0
+    wanted = [anchors[m.source_anchor] for m in rows]
+    partners = {m.exo_object_id: m for m in Mailbox.objects.filter(exo_object_id__in=wanted)}
+    done = []
+    with transaction.atomic():
+        for mailbox in rows:
+            object_id = anchors[mailbox.source_anchor]
+            partner = partners.get(object_id)
+            if partner is not None and partner.ad_guid is not None:
+                # Another AD row already holds that object by a stronger or equal pair: leave both alone.
+                logger.warning("Graph pairs %s with %s, which %s already holds", mailbox.dn, object_id, partner.dn)
+                continue
+            done.append(repair(mailbox, object_id=object_id, partner=partner, pairing=Pairing.GRAPH))
+            refresh_drift(mailbox)
+            mailbox.save()
+        if done:
+            after = {"source": "graph", "pairs": done}
+            audit_record(actor=None, action="writeback.inventory.paired", obj=run, after=after)
+    _bump(run, graph_paired=len(done))
+    return len(done)
+
+
 # -- the run ---------------------------------------------------------------------------------------------------
+
+
+def _needs_graph() -> bool:
+    """Whether any AD user still lacks a pair by identifier (Graph is not asked when the directory ids suffice)."""
+    strong = [Pairing.DIRECTORY_ID, Pairing.GRAPH]
+    return Mailbox.objects.filter(in_ad=True).exclude(pairing__in=strong).exists()
 
 
 def _previous(run: InventoryRun) -> InventoryRun | None:
@@ -240,8 +356,13 @@ def _phase(run: InventoryRun, phase: str, **fields: Any) -> None:
     InventoryRun.objects.filter(pk=run.pk).update(phase=phase, **fields)
 
 
-def run_import(run: InventoryRun, *, exchange: ExchangeOnlineClient, directory: DirectoryClient) -> InventoryRun:
-    """Read both sides page by page into the database, then settle one-sided objects and drift totals."""
+def run_import(
+    run: InventoryRun, *, exchange: ExchangeOnlineClient, directory: DirectoryClient, graph: GraphClient | None = None
+) -> InventoryRun:
+    """Read both sides page by page into the database, then settle one-sided objects and drift totals.
+
+    ``graph`` (None: pair without it) is asked only when some AD user is left without an identifier pair.
+    """
     previous = _previous(run) if run.mode == InventoryRun.Mode.INCREMENTAL else None
     if run.mode == InventoryRun.Mode.INCREMENTAL and previous is None:
         raise InventoryError("An incremental import needs a completed earlier import; run a full import first.")
@@ -251,9 +372,16 @@ def run_import(run: InventoryRun, *, exchange: ExchangeOnlineClient, directory: 
     ad_filter = AD_USER_FILTER
     if previous and previous.ad_high_water:
         ad_filter = directory.changed_since_filter(AD_USER_FILTER, previous.ad_high_water)
-    attributes = ["objectGUID", "mS-DS-ConsistencyGuid", *(a.ad for a in ATTRIBUTES)]
+    attributes = list(dict.fromkeys(["objectGUID", CONSISTENCY_GUID, anchor_attribute(), DIRECTORY_ID_ATTRIBUTE,
+                                     *(a.ad for a in ATTRIBUTES)]))  # fmt: skip
     for page in _pages(directory.paged_search(settings.LDAP_BASE_DN, ad_filter, attributes), PAGE_SIZE):
         import_ad_page(run, page)
+
+    if graph is not None and _needs_graph():
+        _phase(run, "entra")
+        for page in graph.iter_user_pages():
+            _bump(run, graph_read=len(page))
+            import_graph_page(run, page)
 
     _phase(run, "exchange")
     parameters: dict[str, Any] = {"ResultSize": "Unlimited"}
@@ -277,6 +405,13 @@ def run_import(run: InventoryRun, *, exchange: ExchangeOnlineClient, directory: 
             exo_only=Mailbox.objects.filter(in_exo=True, in_ad=False).count(),
             ad_only=Mailbox.objects.filter(in_ad=True, in_exo=False).count(),
             drifted=Mailbox.objects.filter(has_drift=True).count(),
+            pairings=dict(
+                Mailbox.objects.filter(in_ad=True, in_exo=True)
+                .exclude(pairing="")
+                .values_list("pairing")
+                .annotate(n=Count("pk"))
+                .order_by()
+            ),
             ad_high_water=mark or "",
             exo_high_water=newest,
         )
@@ -342,8 +477,10 @@ def execute(run: InventoryRun) -> InventoryRun:
     """Run a claimed import with clients built from settings; record success or the failure's reason."""
     directory = DirectoryClient(DirectoryConfig.from_settings())
     try:
-        run_import(run, exchange=ExchangeOnlineClient(ExchangeConfig.from_settings()), directory=directory)
-    except (ExchangeOnlineError, DirectoryError, InventoryError) as exc:
+        config = ExchangeConfig.from_settings()
+        graph = GraphClient(config) if settings.INVENTORY_GRAPH_PAIRING else None
+        run_import(run, exchange=ExchangeOnlineClient(config), directory=directory, graph=graph)
+    except (ExchangeOnlineError, DirectoryError, GraphError, InventoryError) as exc:
         logger.warning("Inventory run %s failed: %s", run.pk, exc)
         return _finish(run.pk, error=str(exc))
     finally:

@@ -4,7 +4,7 @@ import pytest
 
 from portal.dn import normalize_dn
 from portal.roles import Role
-from soa.choices import Authority
+from soa.choices import Authority, Pairing
 from soa.models import Mailbox, MailboxAddress
 from soa.selectors import mailbox_search, paginate
 
@@ -141,3 +141,15 @@ def test_invalid_ou_is_reported_in_the_htmx_partial(client, tenant, make_user):
 def test_empty_state_says_why(client, db, make_user):
     client.force_login(make_user("wide", Role.AUDITOR))
     assert "once the inventory has been imported" in client.get("/mailboxes/").content.decode()
+
+
+def test_detail_says_how_the_two_sides_were_paired_and_flags_a_name_match(client, tenant, make_user):
+    client.force_login(make_user("wide", Role.AUDITOR))
+    Mailbox.objects.filter(pk=tenant["ann"].pk).update(in_ad=True, in_exo=True, pairing=Pairing.DIRECTORY_ID)
+    Mailbox.objects.filter(pk=tenant["bob"].pk).update(in_ad=True, in_exo=True, pairing=Pairing.UPN)
+    ann = client.get(f"/mailboxes/{tenant['ann'].pk}/").content.decode()
+    assert "msDS-ExternalDirectoryObjectID" in ann and "matched by name" not in ann
+    bob = client.get(f"/mailboxes/{tenant['bob'].pk}/").content.decode()
+    assert "UPN match (weak)" in bob and "matched by name, not by identifier" in bob
+    cid = client.get(f"/mailboxes/{tenant['cid'].pk}/").content.decode()
+    assert "only one side is known" in cid
