@@ -5,7 +5,6 @@ for recipient types and case-preserving strings. Everything the portal stores, s
 through here first, so "differs" means the same thing in the inventory, the drift scan and the writeback.
 """
 
-import base64
 import re
 import uuid
 from collections.abc import Mapping
@@ -24,11 +23,6 @@ RECIPIENT_TYPES = {
 AD_ONLY = frozenset({"RecipientDisplayType"})
 # Exchange Online adds alias@<tenant>.onmicrosoft.com (the MOERA) to every synced mailbox; AD never holds it.
 _MOERA = re.compile(r"@[^.@]+\.onmicrosoft\.com$", re.IGNORECASE)
-
-
-def immutable_id(guid_bytes: bytes) -> str:
-    """Entra's source anchor: base64 of the 16 GUID bytes as AD stores them (.NET ToByteArray order)."""
-    return base64.b64encode(guid_bytes).decode("ascii")
 
 
 def guid_from_bytes(guid_bytes: bytes) -> uuid.UUID:
