@@ -363,6 +363,47 @@ class DirectoryClient:
         raw = {name.lower(): values for name, values in found[0]["raw_attributes"].items()}.get(mark_attribute.lower())
         return max(value.decode("utf-8") for value in raw) if raw else None
 
+    def root_dse(self) -> dict[str, list[str]]:
+        """The root DSE: attribute names in lower case, values as text. Anyone bound may read it.
+
+        Asks for "*" and "+": AD returns its root DSE attributes (dsServiceName, highestCommittedUSN,
+        namingContexts...) for "*", OpenLDAP its own (namingContexts, contextCSN on the suffix) only for "+"; a server
+        ignores what it does not know (RFC 4511 4.5.1.8).
+        """
+        found = self.search("", "(objectClass=*)", ["*", "+"], scope=ldap3.BASE)
+        if not found:
+            return {}
+        return {
+            name.lower(): [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
+            for name, values in found[0]["raw_attributes"].items()
+        }
+
+    def server_identity(self, root_dse: Mapping[str, list[str]] | None = None) -> str:
+        """Which directory server answers, as a string to record with a change mark ("" when it does not say).
+
+        On AD: the root DSE's dsServiceName (the DN of the answering DC's NTDS Settings object) and that object's
+        invocationId, which changes when the DC's database is restored, so a mark from before a restore is not
+        trusted either (MS-ADTS 3.1.1.3.2.3; MS-DRSR 5.1 "USN", invocationId). USNs are per DC: a mark read from one
+        DC means nothing on another, which a DNS name that round-robins between DCs would otherwise hide.
+        """
+        dse = self.root_dse() if root_dse is None else root_dse
+        service = (dse.get("dsservicename") or [""])[0]
+        if not service:
+            return ""
+        invocation = self._invocation_id(service)
+        return f"{service} invocationId={invocation}" if invocation else service
+
+    def _invocation_id(self, service_dn: str) -> str | None:
+        if self._change_tracking()[0] != "uSNChanged":
+            return None  # the sandbox names a DC but keeps no NTDS Settings objects
+        try:
+            found = self.search(service_dn, "(objectClass=*)", ["*"], scope=ldap3.BASE)
+        except DirectoryNotFound:
+            return None
+        raw = {name.lower(): values for name, values in (found[0]["raw_attributes"] if found else {}).items()}
+        value = (raw.get("invocationid") or [b""])[0]
+        return str(uuid.UUID(bytes_le=value)) if len(value) == 16 else None
+
     def changed_since_filter(self, search_filter: str, mark: str) -> str:
         """``search_filter`` narrowed to entries changed after ``mark`` (from ``change_mark``).
 

@@ -35,6 +35,7 @@ from writeback.exchange import ExchangeOnlineClient
 from writeback.exchange_auth import ExchangeConfig
 from writeback.exchange_errors import ExchangeOnlineError
 from writeback.graph import GraphClient, GraphError
+from writeback.inventory_ad import ad_read
 from writeback.inventory_pairing import (
     CONSISTENCY_GUID,
     DIRECTORY_ID_ATTRIBUTE,
@@ -368,13 +369,15 @@ def run_import(
         raise InventoryError("An incremental import needs a completed earlier import; run a full import first.")
     _phase(run, "directory", expected=Mailbox.objects.count())
 
-    mark = directory.change_mark()
-    ad_filter = AD_USER_FILTER
-    if previous and previous.ad_high_water:
-        ad_filter = directory.changed_since_filter(AD_USER_FILTER, previous.ad_high_water)
     attributes = list(dict.fromkeys(["objectGUID", CONSISTENCY_GUID, anchor_attribute(), DIRECTORY_ID_ATTRIBUTE,
                                      *(a.ad for a in ATTRIBUTES)]))  # fmt: skip
-    for page in _pages(directory.paged_search(settings.LDAP_BASE_DN, ad_filter, attributes), PAGE_SIZE):
+    # Changed users and the users of changed OUs, or everything when the mark is from another server (inventory_ad).
+    ad = ad_read(
+        run, directory, previous=previous, base_dn=settings.LDAP_BASE_DN, user_filter=AD_USER_FILTER,
+        attributes=attributes,
+    )  # fmt: skip
+    mark = ad.mark
+    for page in _pages(ad.entries, PAGE_SIZE):
         import_ad_page(run, page)
 
     if graph is not None and _needs_graph():

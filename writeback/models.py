@@ -49,6 +49,12 @@ class InventoryRun(models.Model):
     pairings = models.JSONField(default=dict, blank=True, help_text="paired mailboxes by pairing method, at the end")
     exo_high_water = models.DateTimeField(null=True, blank=True, help_text="newest WhenChangedUTC seen")
     ad_high_water = models.CharField(max_length=128, blank=True, help_text="directory change mark before the read")
+    # A change mark is a number on one domain controller: it is only trusted on the server that issued it.
+    ad_server = models.CharField(max_length=1024, blank=True, help_text="directory server the change mark is from")
+    ad_full_reason = models.CharField(
+        max_length=512, blank=True, help_text="why this incremental run read the whole directory"
+    )
+    ad_ous_changed = models.PositiveIntegerField(default=0, help_text="OUs renamed, moved or changed since the mark")
     error = models.TextField(blank=True)
 
     class Meta:

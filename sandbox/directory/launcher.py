@@ -34,6 +34,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ldap3.utils.dn import escape_rdn
+
 from .ldif import write_ldif
 from .users import DEFAULT_BASE_DN, base_entries, dns_domain, generate_users, users_dn
 
@@ -47,6 +49,8 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 _MARKER = ".sandbox-directory"
 _LOADED = "loaded.json"  # what the database in data/ was loaded with; written once slapadd succeeded
+_ROOT_DSE = "rootdse.ldif"
+DEFAULT_SERVER_NAME = "DC1"
 _PORT_ATTEMPTS = 5
 
 # Attributes SOA Portal looks entries up by. entryCSN and modifyTimestamp get an equality index
@@ -146,11 +150,27 @@ def _loaded_with(workdir: Path) -> dict[str, Any] | None:
         return None
 
 
+def server_dn(base_dn: str, server_name: str) -> str:
+    """The DN AD's root DSE gives as dsServiceName for a domain controller called ``server_name``."""
+    site = "CN=Default-First-Site-Name,CN=Sites,CN=Configuration"
+    return f"CN=NTDS Settings,CN={escape_rdn(server_name)},CN=Servers,{site},{base_dn}"
+
+
+def _root_dse(*, base_dn: str, server_name: str) -> str:
+    """The root DSE attributes AD has and slapd does not construct, as the LDIF that ``rootDSE`` loads."""
+    host = f"{server_name.lower()}.{dns_domain(base_dn)}"
+    return (
+        f"dn:\ndsServiceName: {server_dn(base_dn, server_name)}\ndefaultNamingContext: {base_dn}\ndnsHostName: {host}\n"
+    )
+
+
 def _slapd_conf(*, workdir: Path, base_dn: str, bind_dn: str, password: str) -> str:
     lines = [
         "# Written by sandbox.directory; regenerated on every start.",
         *(f"include {_quote(SYSTEM_SCHEMA_DIR / name)}" for name in _SYSTEM_SCHEMAS),
         f"include {_quote(workdir / SCHEMA_FILE.name)}",
+        # dsServiceName and friends: which "domain controller" answers, chosen per start (server_name).
+        f"rootDSE {_quote(workdir / _ROOT_DSE)}",
         f"pidfile {_quote(workdir / 'slapd.pid')}",
         f"argsfile {_quote(workdir / 'slapd.args')}",
         f"modulepath {_quote(MODULE_DIR)}",
@@ -292,8 +312,11 @@ class SandboxDirectory:
         password: str,
         password_file: Path,
         reopened: bool = False,
+        server_name: str = DEFAULT_SERVER_NAME,
     ) -> None:
         self._process = process
+        self.server_name = server_name
+        self.server_dn = server_dn(base_dn, server_name)  # the root DSE's dsServiceName
         self.reopened = reopened  # whether it reopened the database an earlier start left (keep=True)
         self._owns_workdir = owns_workdir
         self._stop_lock = threading.Lock()
@@ -326,13 +349,16 @@ class SandboxDirectory:
         users: int = 0,
         seed: int = 1,
         keep: bool = False,
+        server_name: str = DEFAULT_SERVER_NAME,
     ) -> SandboxDirectory:
         """Create the database, load the OU tree and ``users`` generated users, and start slapd.
 
         ``workdir`` defaults to a new temp folder, deleted again on :meth:`stop`; a folder given
         here is kept. ``keep`` (with a ``workdir``) reopens the database a previous start left there when it
         was loaded with the same ``base_dn``, ``users`` and ``seed``, instead of loading a new one.
-        ``port`` defaults to a free loopback port.
+        ``port`` defaults to a free loopback port. ``server_name`` is the domain controller the root DSE names
+        (dsServiceName, dnsHostName); it is not part of the data, so a kept database started again under another
+        name is the same domain answered by another DC.
         """
         slapd = find_tool("slapd")
         slapadd = find_tool("slapadd")
@@ -348,6 +374,7 @@ class SandboxDirectory:
             password_file = workdir / "password"
             _write_secret(password_file, password)
             shutil.copyfile(SCHEMA_FILE, workdir / SCHEMA_FILE.name)
+            (workdir / _ROOT_DSE).write_text(_root_dse(base_dn=base_dn, server_name=server_name), encoding="utf-8")
             conf = workdir / "slapd.conf"
             _write_secret(conf, _slapd_conf(workdir=workdir, base_dn=base_dn, bind_dn=bind_dn, password=password))
             if not reopened:
@@ -372,6 +399,7 @@ class SandboxDirectory:
             bind_dn=bind_dn,
             password=password,
             password_file=password_file,
+            server_name=server_name,
         )
         with _RUNNING_LOCK:
             _RUNNING.add(directory)

@@ -506,3 +506,51 @@ def test_modify_timestamp_supports_ordering_filters(
     assert dn_key(dn) in {dn_key(entry.entry_dn) for entry in ldap_conn.entries}
     ldap_conn.search(loaded_directory.base_dn, f"(modifyTimestamp>={tomorrow})", attributes=["cn"])
     assert ldap_conn.entries == []
+
+
+def test_renaming_or_moving_an_ou_changes_its_entry_csn_but_not_its_childrens(
+    ldap_conn: ldap3.Connection, scratch_ou: str, loaded_directory: SandboxDirectory
+) -> None:
+    """As on AD, where a rename or move changes the OU's uSNChanged and leaves its children's alone (MS-ADTS
+    3.1.1.1.9: the children's parent is a reference, their own attributes do not change): a change filter finds the
+    OU and not the users below it, which is why the inventory re-reads the subtrees of changed OUs."""
+    branch = f"OU=Branch,{scratch_ou}"
+    assert ldap_conn.add(branch, ["top", "organizationalUnit"]), ldap_conn.result
+    user, _ = add_user(ldap_conn, branch, "branch.user")
+    user_csn = read(ldap_conn, user, "entryCSN").entryCSN.value
+    mark = context_csn(ldap_conn, loaded_directory.base_dn)
+
+    assert ldap_conn.modify_dn(branch, "OU=Branch Renamed"), ldap_conn.result
+    renamed_user = f"CN=branch.user,OU=Branch Renamed,{scratch_ou}"
+    assert read(ldap_conn, renamed_user, "entryCSN").entryCSN.value == user_csn
+    target = f"OU=Elsewhere,{scratch_ou}"
+    assert ldap_conn.add(target, ["top", "organizationalUnit"]), ldap_conn.result
+    assert ldap_conn.modify_dn(f"OU=Branch Renamed,{scratch_ou}", "OU=Branch Renamed", new_superior=target)
+    moved_user = f"CN=branch.user,OU=Branch Renamed,{target}"
+    assert read(ldap_conn, moved_user, "entryCSN").entryCSN.value == user_csn
+
+    ldap_conn.search(scratch_ou, f"(entryCSN>={escape_filter_chars(mark)})", attributes=["entryCSN"])
+    changed = {dn_key(entry.entry_dn) for entry in ldap_conn.entries if entry.entryCSN.value != mark}
+    assert dn_key(f"OU=Branch Renamed,{target}") in changed
+    assert dn_key(moved_user) not in changed
+
+
+def test_the_root_dse_names_the_domain_controller_chosen_at_start(tmp_path: Path) -> None:
+    """AD's root DSE names the DC answering in dsServiceName, the DN of its NTDS Settings object (MS-ADTS
+    3.1.1.3.2.3), with dnsHostName and defaultNamingContext beside it. The sandbox serves them from slapd's rootDSE
+    file; a kept database started again under another name is the same domain answered by another DC."""
+    workdir = tmp_path / "dc"
+    with SandboxDirectory.start(users=3, workdir=workdir, keep=True, server_name="DC1") as first:
+        conn = connect(first)
+        root = read(conn, "", "*")
+        assert root.dsServiceName.value == first.server_dn
+        assert first.server_dn.startswith("CN=NTDS Settings,CN=DC1,CN=Servers,")
+        assert root.dNSHostName.value == "dc1.corp.example.com"
+        assert root.defaultNamingContext.value == first.base_dn
+        add_user(conn, first.users_dn, "written.on.dc1")
+        port = first.port
+    with SandboxDirectory.start(users=3, workdir=workdir, keep=True, server_name="DC2", port=port) as second:
+        conn = connect(second)
+        assert second.reopened
+        assert "CN=DC2," in read(conn, "", "*").dsServiceName.value
+        assert conn.search(second.users_dn, "(cn=written.on.dc1)")

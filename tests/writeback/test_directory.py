@@ -862,3 +862,11 @@ def test_an_untrusted_certificate_is_a_permanent_error(tls_ad, kind, ca, host):
         DirectoryClient(tls_config(tls_ad, url, tls_ad[ca] if ca else "")).find_by_guid(uuid.uuid4())
     assert not caught.value.retryable
     assert "certificate" in str(caught.value).lower()
+
+
+def test_the_server_identity_is_the_root_dses_ds_service_name(client, ad):
+    """AD's root DSE dsServiceName names the answering DC (MS-ADTS 3.1.1.3.2.3); the client records it with each
+    change mark. The sandbox has no NTDS Settings objects, so no invocationId is added to it."""
+    assert client.server_identity() == ad.server_dn
+    dse = client.root_dse()
+    assert dse["dsservicename"] == [ad.server_dn] and dse["namingcontexts"]
