@@ -179,6 +179,8 @@ EXO_PAGE_SIZE = env.int("EXO_PAGE_SIZE", default=1000)
 EXO_RATE_LIMIT_PACING = env.bool("EXO_RATE_LIMIT_PACING", default=True)
 # The longest Retry-After a call waits out in place; a longer one puts the job down and reschedules it.
 EXO_MAX_RETRY_AFTER_SECONDS = env.float("EXO_MAX_RETRY_AFTER_SECONDS", default=60.0)
+# A mailbox that answers 404 is retried for this long after the first 404 (replication lag, exchange-facts §4.3).
+EXO_NOT_FOUND_RETRY_SECONDS = env.float("EXO_NOT_FOUND_RETRY_SECONDS", default=300.0)
 
 # Pairing AD users with their Exchange objects (writeback/inventory_pairing.py): the AD attribute Entra Connect uses
 # as sourceAnchor (mS-DS-ConsistencyGuid falls back to objectGUID when empty, as Connect does), and whether the

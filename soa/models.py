@@ -229,6 +229,12 @@ class WaveMember(models.Model):
     last_error = models.TextField(blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # A PENDING member is not claimed before this time: Exchange asked to be called back later (Retry-After),
+    # or the mailbox answered 404 and replication lag gets time to pass (writeback.wave_jobs).
+    not_before = models.DateTimeField(null=True, blank=True)
+    # When Exchange first answered 404 for this member's mailbox, since which the runner keeps retrying for
+    # EXO_NOT_FOUND_RETRY_SECONDS; cleared when it is found or the member fails.
+    not_found_since = models.DateTimeField(null=True, blank=True)
     added_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )

@@ -8,6 +8,12 @@ being flipped. A member that was claimed before (a dead worker, a transient fail
 when Exchange already shows the target state, recorded DONE without a second Set-Mailbox. ``wave_sweep_job``
 returns members left RUNNING by a dead worker to PENDING and queues their waves again.
 
+No worker waits for Exchange longer than the client's cap. When Exchange asks for a longer wait (Retry-After,
+ExoRetryLater), the batch gives its members back and the wave's next batch is scheduled for that time; a mailbox
+that answers 404 is given back with a growing delay until EXO_NOT_FOUND_RETRY_SECONDS after its first 404
+(replication lag after a recent write, exchange-facts §4.3), then fails. Either way the member's ``not_before``
+keeps it from being claimed early, and the attempt does not count against MAX_ATTEMPTS.
+
 Back to AD, each flip is preceded by the copy of the mailbox's cloud Exchange attributes into AD
 (writeback.wave_revert), so the sync that follows loses nothing.
 """
@@ -17,9 +23,11 @@ import logging
 import time
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Exists, F, Max, OuterRef, Q
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q
 from django.utils import timezone
 
 from portal.audit import audit_record
@@ -32,7 +40,7 @@ from writeback.directory_connection import DirectoryConfig
 from writeback.directory_errors import DirectoryError
 from writeback.exchange import ExchangeOnlineClient
 from writeback.exchange_auth import ExchangeConfig
-from writeback.exchange_errors import ExchangeOnlineError
+from writeback.exchange_errors import ExchangeOnlineError, ExoNotFound, ExoRetryLater
 from writeback.inventory import refresh_drift
 from writeback.values import drifted_attributes, exo_values
 from writeback.wave_revert import Copy, RevertNotVerified, copy_cloud_to_ad
@@ -48,6 +56,10 @@ MAX_ATTEMPTS = 5
 SWEEP_AFTER = dt.timedelta(minutes=10)
 # Head room added to a batch's job timeout beyond batch_size / max_rate.
 JOB_TIMEOUT_MARGIN = 600
+# Delay before asking again for a mailbox that answered 404: the time since its first 404, kept within these
+# bounds (so 15 s, 15 s, 30 s, 60 s, 60 s...), and never past the end of EXO_NOT_FOUND_RETRY_SECONDS.
+NOT_FOUND_BACKOFF_MIN = 15.0
+NOT_FOUND_BACKOFF_MAX = 60.0
 
 
 @dataclass(frozen=True)
@@ -57,17 +69,24 @@ class Outcome:
     sent: bool = False  # whether a Set-Mailbox was sent
     changed: bool = False  # whether Exchange reported a change (False: it already held the value)
     copied: Copy | None = None  # back to AD: what was written into AD before the flag went back
+    retry_at: dt.datetime | None = None  # Exchange asked to be called again at this time (PENDING)
+    not_found: bool = False  # Exchange answered 404 for the mailbox (PENDING until the bound, then FAILED)
 
 
-def wave_enqueue(*, wave_id: int) -> str | None:
-    """Queue one batch of the wave (call after commit). Returns the RQ job id."""
+def wave_enqueue(*, wave_id: int, at: dt.datetime | None = None) -> str | None:
+    """Queue one batch of the wave (call after commit), or schedule it for ``at``. Returns the RQ job id.
+
+    A scheduled batch is moved to the queue when due by a worker started with ``--with-scheduler``."""
     import django_rq
 
     wave = PilotWave.objects.filter(pk=wave_id).only("batch_size", "max_rate").first()
     if wave is None:
         return None
     timeout = int(wave.batch_size / wave.max_rate) + JOB_TIMEOUT_MARGIN
-    return django_rq.get_queue(QUEUE).enqueue(wave_run_job, wave_id, job_timeout=timeout).id
+    queue = django_rq.get_queue(QUEUE)
+    if at is not None and at > timezone.now():
+        return queue.enqueue_at(at, wave_run_job, wave_id, job_timeout=timeout).id
+    return queue.enqueue(wave_run_job, wave_id, job_timeout=timeout).id
 
 
 def _client() -> ExchangeOnlineClient:
@@ -91,14 +110,15 @@ def claim_batch(wave_id: int) -> list[WaveMember]:
         wave = PilotWave.objects.filter(pk=wave_id).only("state", "batch_size").first()
         if wave is None or wave.state != WaveState.RUNNING:
             return []
+        now = timezone.now()
         members = list(
             WaveMember.objects.select_for_update(skip_locked=True)
             .filter(wave_id=wave_id, state=MemberState.PENDING)
+            .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
             .order_by("pk")[: wave.batch_size]
         )
         if not members:
             return []
-        now = timezone.now()
         WaveMember.objects.filter(pk__in=[m.pk for m in members]).update(
             state=MemberState.RUNNING, started_at=now, attempts=F("attempts") + 1
         )
@@ -164,6 +184,10 @@ def flip(
             # A cloud edit landed between the copy and the flip. The flag is now false, so the cloud's Exchange
             # attributes no longer change until the next sync: copy once more and nothing is lost.
             copied = _merge(copied, copy_cloud_to_ad(directory, mailbox.ad_guid, reread))
+    except ExoRetryLater as error:
+        return Outcome(MemberState.PENDING, str(error), sent=sent, copied=copied, retry_at=error.retry_at)
+    except ExoNotFound as error:
+        return Outcome(MemberState.PENDING, f"ExoNotFound: {error}", sent=sent, copied=copied, not_found=True)
     except ExchangeOnlineError as error:
         state = MemberState.PENDING if error.retryable else MemberState.FAILED
         return Outcome(state, f"{error.__class__.__name__}: {error}", sent=sent, copied=copied)
@@ -196,11 +220,21 @@ def record(member: WaveMember, outcome: Outcome) -> str | None:
         before = member_audit_snapshot(row)
         now = timezone.now()
         state, error = outcome.state, outcome.error
-        if state == MemberState.PENDING and row.attempts >= MAX_ATTEMPTS:
+        deferred = outcome.retry_at is not None or outcome.not_found
+        row.not_before = None
+        if outcome.retry_at is not None:
+            row.not_before = outcome.retry_at
+        elif outcome.not_found:
+            state, error, row.not_before = _not_found_rule(row, now, error)
+        else:
+            row.not_found_since = None  # found (or failed for another reason): a later 404 starts a new count
+        if deferred and state == MemberState.PENDING:
+            row.attempts -= 1  # waiting for Exchange is not the member's failure
+        elif state == MemberState.PENDING and row.attempts >= MAX_ATTEMPTS:
             state, error = MemberState.FAILED, f"Gave up after {row.attempts} attempts. Last error: {error}"
         row.state, row.last_error = state, error
         row.finished_at = None if state == MemberState.PENDING else now
-        row.save(update_fields=["state", "last_error", "finished_at"])
+        row.save(update_fields=["state", "last_error", "finished_at", "attempts", "not_before", "not_found_since"])
         if state == MemberState.DONE:
             Mailbox.objects.filter(pk=row.mailbox_id).update(
                 authority=TARGET_AUTHORITY[member.wave.direction], version=F("version") + 1, updated_at=now
@@ -213,10 +247,44 @@ def record(member: WaveMember, outcome: Outcome) -> str | None:
             MemberState.PENDING: "soa.wave.member_released",
         }[state]
         after = {**member_audit_snapshot(row), "set_mailbox_sent": outcome.sent, "changed": outcome.changed}
+        if row.not_before is not None:
+            after["not_before"] = row.not_before.isoformat()
         if outcome.copied is not None:
             after["ad_written"] = {"before": outcome.copied.before, "after": outcome.copied.after}
         audit_record(actor=None, action=action, obj=row, before=before, after=after, reason=error)
     return str(state)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} seconds"
+    return f"{seconds / 60:.0f} minutes"
+
+
+def _not_found_rule(row: WaveMember, now: dt.datetime, error: str) -> tuple[str, str, dt.datetime | None]:
+    """A 404 for the member's mailbox: (state, error, not_before). Retried with a growing delay until
+    EXO_NOT_FOUND_RETRY_SECONDS after the first 404 (kept on the row), then FAILED with a message that says why."""
+    bound = float(settings.EXO_NOT_FOUND_RETRY_SECONDS)
+    first = row.not_found_since or now
+    elapsed = (now - first).total_seconds()
+    if elapsed >= bound:
+        row.not_found_since = None  # a retry of the failed member starts a new count
+        return (
+            MemberState.FAILED,
+            f"Exchange Online still did not find the mailbox {_duration(elapsed)} after its first 404 "
+            f"(EXO_NOT_FOUND_RETRY_SECONDS={bound:.0f}): either replication lag after a recent change has not "
+            f"caught up, or the mailbox was deleted. Last error: {error}",
+            None,
+        )
+    row.not_found_since = first
+    delay = min(max(NOT_FOUND_BACKOFF_MIN, elapsed), NOT_FOUND_BACKOFF_MAX, bound - elapsed)
+    not_before = now + dt.timedelta(seconds=delay)
+    return (
+        MemberState.PENDING,
+        f"Exchange Online answered 404 for the mailbox (first at {first:%Y-%m-%d %H:%M:%S} UTC), often replication "
+        f"lag after a recent change; asking again at {not_before:%H:%M:%S} UTC. {error}",
+        not_before,
+    )
 
 
 def _record_copy(member: WaveMember, copied: Copy, now: dt.datetime) -> None:
@@ -228,14 +296,15 @@ def _record_copy(member: WaveMember, copied: Copy, now: dt.datetime) -> None:
     mailbox.save(update_fields=["ad_values", "drift", "has_drift", "ad_read_at", "updated_at"])
 
 
-def _release(members: list[WaveMember], why: str) -> int:
-    """Give claimed members that were not flipped back to PENDING (the wave was paused or its window closed)."""
+def _release(members: list[WaveMember], why: str, *, not_before: dt.datetime | None = None) -> int:
+    """Give claimed members that were not flipped back to PENDING (the wave was paused, its window closed, or
+    Exchange asked to be called back at ``not_before``)."""
     released = 0
     with transaction.atomic():
         for member in members:
             released += WaveMember.objects.filter(
                 pk=member.pk, state=MemberState.RUNNING, started_at=member.started_at
-            ).update(state=MemberState.PENDING, attempts=F("attempts") - 1, last_error=why)
+            ).update(state=MemberState.PENDING, attempts=F("attempts") - 1, last_error=why, not_before=not_before)
     return released
 
 
@@ -262,8 +331,9 @@ def _stop_reason(wave_id: int) -> str:
         return refusal
 
 
-def settle(wave_id: int) -> str:
-    """After a batch: queue the next one, or complete the wave when no member is left to flip. Returns what it did."""
+def settle(wave_id: int, *, retry_at: dt.datetime | None = None) -> str:
+    """After a batch: queue the next one (at ``retry_at`` when Exchange asked to wait, or when the first deferred
+    member is due), or complete the wave when no member is left to flip. Returns what it did."""
     with transaction.atomic():
         wave = PilotWave.objects.select_for_update().get(pk=wave_id)
         if wave.state != WaveState.RUNNING:
@@ -274,8 +344,14 @@ def settle(wave_id: int) -> str:
             .annotate(n=Count("id"))
         )
         if open_states.get(MemberState.PENDING):
-            transaction.on_commit(partial(wave_enqueue, wave_id=wave_id))
-            return "queued"
+            now = timezone.now()
+            pending = wave.members.filter(state=MemberState.PENDING)
+            due = None
+            if not pending.filter(Q(not_before__isnull=True) | Q(not_before__lte=now)).exists():
+                due = pending.aggregate(first=Min("not_before"))["first"]
+            at = max(filter(None, (retry_at, due)), default=None)
+            transaction.on_commit(partial(wave_enqueue, wave_id=wave_id, at=at))
+            return "scheduled" if at is not None and at > now else "queued"
         if open_states.get(MemberState.RUNNING):
             return "waiting"  # another worker is still flipping; it settles the wave, or the sweep requeues it
         before = wave.audit_snapshot()
@@ -299,7 +375,7 @@ def run_batch(
     directory: DirectoryClient | None = None,
     sleep=time.sleep,
     copy_to_ad: bool = True,
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """Claim and flip one batch of the wave at its rate; returns counts by outcome. ``copy_to_ad``: see flip."""
     # The rate holds across batches: the first flip of this one waits for the interval after the previous flip
     # (started_at is stamped just before each flip).
@@ -326,7 +402,7 @@ def run_batch(
 
 
 def _flip_batch(
-    wave_id: int, members: list[WaveMember], counts: dict[str, int], *, client, directory, sleep, last_flip,
+    wave_id: int, members: list[WaveMember], counts: dict[str, Any], *, client, directory, sleep, last_flip,
     copy_to_ad: bool,
 ) -> None:  # fmt: skip
     """Flip the claimed members one by one at the wave's rate, stopping when the wave stops (run_batch's body)."""
@@ -344,17 +420,27 @@ def _flip_batch(
         if not _stamp(member):
             continue  # swept from under this worker
         next_at = time.monotonic() + interval
-        recorded = record(member, flip(client, member, directory=directory, copy_to_ad=copy_to_ad))
+        outcome = flip(client, member, directory=directory, copy_to_ad=copy_to_ad)
+        recorded = record(member, outcome)
         if recorded:
             counts[recorded] += 1
+        if outcome.retry_at is not None:
+            # Exchange's answer holds for the app, not just this mailbox: the rest of the batch waits with it.
+            counts["retry_at"] = outcome.retry_at
+            why = f"Exchange Online asked to wait until {outcome.retry_at:%Y-%m-%d %H:%M:%S} UTC."
+            counts["released"] = _release(members[index + 1 :], why, not_before=outcome.retry_at)
+            break
 
 
-def wave_run_job(wave_id: int) -> dict[str, int | str]:
+def wave_run_job(wave_id: int) -> dict[str, Any]:
     """RQ entrypoint: flip one batch of a running wave, then queue the next or complete the wave. Safe to deliver
     twice: members already DONE are never claimed again, and a re-claimed member is read before it is written."""
     with correlation_scope(_job_correlation(wave_id)):
         counts = run_batch(wave_id)
-        counts["settled"] = settle(wave_id)
+        retry_at = counts.pop("retry_at", None)
+        counts["settled"] = settle(wave_id, retry_at=retry_at)
+        if retry_at is not None:
+            counts["retry_at"] = retry_at.isoformat()
     logger.info("Wave %s batch: %s", wave_id, counts)
     return counts
 
@@ -364,7 +450,10 @@ def _stalled_waves(cutoff: dt.datetime) -> list[int]:
     since then: their next batch was lost (a worker died between a batch's last member and queueing the next)."""
     recent = Q(started_at__gte=cutoff) | Q(finished_at__gte=cutoff) | Q(state=MemberState.RUNNING)
     busy = WaveMember.objects.filter(recent, wave_id=OuterRef("pk"))
-    waiting = WaveMember.objects.filter(wave_id=OuterRef("pk"), state=MemberState.PENDING)
+    # A member deferred until later is waited for by a scheduled batch; only one overdue by the sweep's margin
+    # means that batch was lost.
+    due = Q(not_before__isnull=True) | Q(not_before__lt=cutoff)
+    waiting = WaveMember.objects.filter(due, wave_id=OuterRef("pk"), state=MemberState.PENDING)
     return list(
         PilotWave.objects.filter(state=WaveState.RUNNING, updated_at__lt=cutoff)
         .filter(Exists(waiting))

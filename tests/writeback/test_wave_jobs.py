@@ -43,8 +43,9 @@ def exchange(tenant, settings):
     settings.WAVE_QUIET_PERIOD_HOURS = 0  # the seed has just written every mailbox
     queue = django_rq.get_queue(wave_jobs.QUEUE)
     queue.empty()
-    for job_id in queue.failed_job_registry.get_job_ids():
-        queue.failed_job_registry.remove(job_id, delete_job=True)
+    for registry in (queue.failed_job_registry, queue.scheduled_job_registry):
+        for job_id in registry.get_job_ids():
+            registry.remove(job_id, delete_job=True)
     run = inventory_run_request(actor=None, mode=InventoryRun.Mode.FULL, enqueue=False)
     assert execute(claim(run.pk)).state == InventoryRun.State.DONE
     yield tenant
@@ -122,7 +123,8 @@ def test_under_throttling_the_wave_still_completes(exchange, people, settings, p
     assert all(cloud_managed_in_exchange(exchange, mailbox) for mailbox in mailboxes)
 
 
-def test_a_permanent_failure_fails_the_member_with_its_reason(exchange, people):
+def test_a_permanent_failure_fails_the_member_with_its_reason(exchange, people, settings):
+    settings.EXO_NOT_FOUND_RETRY_SECONDS = 0  # no grace for replication lag (test_wave_deferral covers it)
     mailboxes = movable(5)
     gone = mailboxes[2]
     wave = running_wave(people, mailboxes, batch_size=10, max_rate=50.0)
@@ -132,11 +134,12 @@ def test_a_permanent_failure_fails_the_member_with_its_reason(exchange, people):
     assert wave.state == WaveState.COMPLETED_WITH_ERRORS
     member = WaveMember.objects.get(wave=wave, mailbox=gone)
     assert member.state == MemberState.FAILED and member.attempts == 1
-    assert member.last_error.startswith("ExoNotFound:") and member.finished_at is not None
+    assert member.last_error.startswith("Exchange Online still did not find the mailbox") and member.finished_at
+    assert "ExoNotFound:" in member.last_error and member.not_found_since is None
     assert Mailbox.objects.get(pk=gone.pk).authority == Authority.ON_PREM
     assert states(wave) == {MemberState.DONE: 4, MemberState.FAILED: 1}
     event = AuditEvent.objects.get(action="soa.wave.member_failed")
-    assert event.object_id == str(member.pk) and event.reason.startswith("ExoNotFound:")
+    assert event.object_id == str(member.pk) and event.reason == member.last_error
     completed = AuditEvent.objects.get(action="soa.wave.completed", object_id=str(wave.pk))
     assert completed.after["state"] == WaveState.COMPLETED_WITH_ERRORS and completed.after["failed"] == 1
 
