@@ -153,6 +153,10 @@ LDAP_PASSWORD_FILE = env.str("LDAP_PASSWORD_FILE", default="")
 LDAP_BASE_DN = env.str("LDAP_BASE_DN", default="")
 LDAP_CA_FILE = env.str("LDAP_CA_FILE", default="")
 LDAP_TIMEOUT_SECONDS = env.float("LDAP_TIMEOUT_SECONDS", default=5.0)
+# Scheduled inventory imports (writeback/inventory_schedule.py; 0 switches one off): a full reconciliation, the
+# only run that finds deleted objects, and an incremental import of what changed in between.
+INVENTORY_FULL_INTERVAL_DAYS = env.int("INVENTORY_FULL_INTERVAL_DAYS", default=7)
+INVENTORY_INCREMENTAL_INTERVAL_MINUTES = env.int("INVENTORY_INCREMENTAL_INTERVAL_MINUTES", default=60)
 
 # Exchange Online admin API and Microsoft Graph, app-only through Entra ID (msal). Credentials come from files only.
 # EXO_CLOUD picks Microsoft's hosts for the cloud the tenant lives in (writeback/exchange_clouds.py); each
