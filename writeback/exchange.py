@@ -34,7 +34,14 @@ from writeback.exchange_errors import (
     ExoVerificationFailed,
     error_for_response,
 )
-from writeback.exchange_verify import HASHTABLE_TYPE, encode_parameter, state_matches
+from writeback.exchange_verify import (
+    HASHTABLE_TYPE,
+    check_address_change,
+    encode_parameter,
+    missing_tenant_addresses,
+    state_matches,
+    tenant_addresses,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -109,38 +116,48 @@ class ExchangeOnlineClient:
     def set_mailbox(self, identity: str, *, verify: bool = False, **params: Any) -> SetResult:
         """Set Exchange attributes of one mailbox; with ``verify``, return only once a re-read shows them.
 
-        ``EmailAddresses`` and ``ExtensionCustomAttributeN`` take a full list, or ``{"Add": [...], "Remove":
-        [...]}`` for a change relative to the current values. The call is safe to retry: after an ambiguous
-        failure the mailbox is re-read and, when it already holds the intended state, nothing is sent again.
+        ``EmailAddresses`` takes only ``{"Add": [...], "Remove": [...]}`` (never a full list, which would drop what
+        it leaves out), never removes the tenant's MOERA or routing address, and no value longer than AD's
+        proxyAddresses limit (writeback.exchange_verify); a change to it is checked against a fresh read, so the
+        verification also notices a tenant address that went missing. ``ExtensionCustomAttributeN`` takes a full
+        list or a change. The call is safe to retry: after an ambiguous failure the mailbox is re-read and, when it
+        already holds the intended state, nothing is sent again.
         """
         unknown = set(params) - SETTABLE
         if unknown:
             raise ValueError(f"set_mailbox does not handle {', '.join(sorted(unknown))}.")
         if not params:
             raise ValueError("set_mailbox needs at least one parameter to set.")
+        for name, value in params.items():
+            check_address_change(name, value)
+        keep: set[tuple[str, str]] = set()
+        if "EmailAddresses" in params or "WindowsEmailAddress" in params:
+            keep = tenant_addresses(self.get_mailbox(identity).get("EmailAddresses") or [])
         parameters = {"Identity": identity} | {name: encode_parameter(name, value) for name, value in params.items()}
 
         def already_applied() -> bool:
-            return state_matches(self.get_mailbox(identity), params)
+            return state_matches(self.get_mailbox(identity), params, keep=keep)
 
         result = self.invoke("Set-Mailbox", parameters, identity=identity, recheck=already_applied)
         changed = not any(NO_CHANGE_WARNING in warning for warning in result.warnings)
         if not verify:
             return SetResult(changed=changed, warnings=result.warnings)
-        mailbox = self._confirm(identity, params)
+        mailbox = self._confirm(identity, params, keep)
         return SetResult(changed=changed, warnings=result.warnings, mailbox=mailbox)
 
-    def _confirm(self, identity: str, params: dict[str, Any]) -> dict[str, Any]:
+    def _confirm(self, identity: str, params: dict[str, Any], keep: set[tuple[str, str]]) -> dict[str, Any]:
         mailbox: dict[str, Any] = {}
         for attempt in range(1, self.config.verify_attempts + 1):
             mailbox = self.get_mailbox(identity)
-            if state_matches(mailbox, params):
+            if state_matches(mailbox, params, keep=keep):
                 return mailbox
             if attempt < self.config.verify_attempts:
                 self._sleep(self.config.verify_delay)
+        missing = missing_tenant_addresses(mailbox, keep)
+        lost = f"; the tenant address(es) {', '.join(missing)} are gone from it" if missing else ""
         raise ExoVerificationFailed(
             f"Set-Mailbox reported success but {identity} does not show the intended values "
-            f"{sorted(params)} after {self.config.verify_attempts} reads.",
+            f"{sorted(params)} after {self.config.verify_attempts} reads{lost}.",
             cmdlet="Set-Mailbox",
             identity=identity,
         )
