@@ -33,7 +33,7 @@ from writeback.attributes import ATTRIBUTES
 from writeback.directory import DirectoryClient, DirectoryConfig, DirectoryError
 from writeback.exchange import ExchangeOnlineClient
 from writeback.exchange_auth import ExchangeConfig
-from writeback.exchange_errors import ExchangeOnlineError
+from writeback.exchange_errors import ExchangeOnlineError, ExoAuthError
 from writeback.graph import GraphClient, GraphError
 from writeback.inventory_ad import ad_read
 from writeback.inventory_pairing import (
@@ -382,9 +382,16 @@ def run_import(
 
     if graph is not None and _needs_graph():
         _phase(run, "entra")
-        for page in graph.iter_user_pages():
-            _bump(run, graph_read=len(page))
-            import_graph_page(run, page)
+        try:
+            for page in graph.iter_user_pages():
+                _bump(run, graph_read=len(page))
+                import_graph_page(run, page)
+        except (GraphError, ExoAuthError) as exc:
+            raise InventoryError(
+                f"Pairing through Microsoft Graph failed: {exc} Some AD users carry no msDS-ExternalDirectoryObjectID; "
+                "grant the application Graph's User.Read.All, or set INVENTORY_GRAPH_PAIRING=false to pair them by "
+                "name only (weak pairs)."
+            ) from exc
 
     _phase(run, "exchange")
     parameters: dict[str, Any] = {"ResultSize": "Unlimited"}
