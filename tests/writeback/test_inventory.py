@@ -9,14 +9,14 @@ from rq import SimpleWorker
 
 from portal.models import AuditEvent
 from portal.roles import Role
-from soa.choices import Authority
+from soa.choices import Authority, Pairing
 from soa.models import Mailbox, MailboxAddress
 from tests.exchange_fixtures import private_tenant
 from writeback.exchange import ExchangeOnlineClient
 from writeback.exchange_auth import ExchangeConfig
 from writeback.inventory import InventoryError, claim, execute, inventory_run_request
+from writeback.inventory_pairing import source_anchor
 from writeback.models import InventoryRun
-from writeback.values import immutable_id
 
 USERS = 60
 
@@ -55,7 +55,7 @@ def test_full_import_joins_both_sides_and_reports_what_does_not_match(tenant):
     both = Mailbox.objects.filter(in_ad=True, in_exo=True)
     assert both.count() == USERS - report.missing_in_exo
     for mailbox in both:
-        assert mailbox.immutable_id == immutable_id(mailbox.ad_guid.bytes_le)
+        assert mailbox.source_anchor and mailbox.pairing == Pairing.GRAPH  # no hybrid writeback in this tenant
         assert mailbox.exo_object_id is not None and mailbox.dn_norm.endswith("dc=corp,dc=example,dc=com")
     assert Mailbox.objects.filter(authority=Authority.CLOUD).count() == report.cloud_managed
     cloud_edited = Mailbox.objects.filter(has_drift=True, authority=Authority.CLOUD)
@@ -80,7 +80,8 @@ def test_rerun_over_an_unchanged_tenant_changes_nothing(tenant):
 
 @pytest.mark.django_db
 def test_join_by_consistency_guid(tenant):
-    # A user moved from another forest keeps its old anchor in mS-DS-ConsistencyGuid; Entra anchors on that.
+    """A user moved from another forest keeps its old anchor in mS-DS-ConsistencyGuid; Entra anchors on that, and
+    Graph's onPremisesImmutableId is its base64 (exchange-facts §3, §8)."""
     directory, exchange, _ = tenant
     guid, anchor = uuid.uuid4(), uuid.uuid4()
     dn = f"CN=Moved User,OU=Sales,{directory.users_dn}"
@@ -96,7 +97,8 @@ def test_join_by_consistency_guid(tenant):
         exchange.sync()
         run = _import()
         mailbox = Mailbox.objects.get(ad_guid=guid)
-        assert mailbox.immutable_id == immutable_id(anchor.bytes_le)
+        assert mailbox.source_anchor == source_anchor({"mS-DS-ConsistencyGuid": anchor.bytes_le})
+        assert mailbox.pairing == Pairing.GRAPH
         assert mailbox.in_ad and mailbox.in_exo and mailbox.exo_object_id is not None
         assert run.exo_only == 0 and Mailbox.objects.count() == USERS + 1
     finally:
