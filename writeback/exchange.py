@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from writeback.attributes import EXCHANGE_ATTRIBUTES, IDENTITY_ATTRIBUTES
 from writeback.exchange_auth import ExchangeConfig, TokenProvider, build_session, require_https
 from writeback.exchange_budget import Budget, read_budget
 from writeback.exchange_errors import (
@@ -52,6 +53,35 @@ SETTABLE = frozenset(
     | {f"ExtensionCustomAttribute{i}" for i in range(1, 6)}
 )
 NO_CHANGE_WARNING = "no settings of"
+# What the portal reads from a Get-Mailbox object: the mapped Exchange and identity attributes (writeback.attributes,
+# consumed by writeback.values), the keys the inventory pairs and dates on, and what a flip checks. Real objects
+# carry 200+ properties and a page holds 1,000 of them (exchange-facts §7.4); everything else, OData annotations
+# included, is dropped from each object as its page is read, so a tenant-wide read holds one raw page at a time.
+MAILBOX_PROPERTIES = frozenset(
+    {attribute.exo for attribute in (*EXCHANGE_ATTRIBUTES, *IDENTITY_ATTRIBUTES)}
+    | {
+        "ExternalDirectoryObjectId",
+        "IsDirSynced",
+        "IsExchangeCloudManaged",
+        "PrimarySmtpAddress",
+        "WindowsEmailAddress",
+        "RecipientTypeDetails",
+        "WhenChangedUTC",
+        "Identity",
+        "Name",
+        "Guid",
+        "ExchangeGuid",
+    }
+)
+
+
+def project_mailbox(mailbox: dict[str, Any]) -> dict[str, Any]:
+    """One Get-Mailbox object cut down to MAILBOX_PROPERTIES."""
+    return {name: value for name, value in mailbox.items() if name in MAILBOX_PROPERTIES}
+
+
+# Cmdlets whose objects are cut down as they are read.
+_PROJECTIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"Get-Mailbox": project_mailbox}
 
 
 @dataclass
@@ -191,7 +221,10 @@ class ExchangeOnlineClient:
         recheck: Callable[[], bool] | None = None,
         warnings: list[str] | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
-        """Yield the cmdlet's result one page at a time, following ``@odata.nextLink`` with the same body."""
+        """Yield the cmdlet's result one page at a time, following ``@odata.nextLink`` with the same body.
+
+        Get-Mailbox objects come cut down to MAILBOX_PROPERTIES; the raw page is let go before the page is yielded."""
+        project = _PROJECTIONS.get(cmdlet)
         body = {"CmdletInput": {"CmdletName": cmdlet, "Parameters": parameters}}
         url = self._endpoint
         size = page_size or self.config.page_size
@@ -211,8 +244,11 @@ class ExchangeOnlineClient:
                     cmdlet=cmdlet,
                     identity=identity,
                 )
-            yield list(payload.get("value") or [])
             url = payload.get("@odata.nextLink")
+            values = payload.get("value") or []
+            page = [project(item) for item in values] if project else list(values)
+            del payload, values  # the raw page (all 200+ properties of each object) is not kept while the caller works
+            yield page
             if url and urlsplit(url)[:2] != self._origin:
                 # The bearer token must never travel to a host other than the configured one.
                 raise ExchangeOnlineError(f"Refusing to follow a nextLink to another host: {urlsplit(url).netloc}")

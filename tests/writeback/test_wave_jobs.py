@@ -337,3 +337,17 @@ def test_a_worker_killed_mid_run_loses_nothing_and_flips_nothing_twice(exchange,
     # resent; one that did not reach it was never counted. Either way, one per mailbox.
     assert set_mailbox_calls(exchange) == 20
     assert verify_chain()[1] is None
+
+
+def test_a_flip_answered_with_an_empty_error_after_applying_is_recorded_done_and_not_resent(exchange, people):
+    """exchange-facts §7.4 and §4.3: Set-Mailbox -IsExchangeCloudManaged can fail with an empty message although
+    the flip was applied; the client's re-read finds it applied, so the member is DONE after one Set-Mailbox."""
+    mailboxes = movable(2)
+    wave = running_wave(people, mailboxes, batch_size=2, max_rate=50.0)
+    exchange.set_faults(error_after_apply=1)
+    work()
+    wave.refresh_from_db()
+    assert wave.state == WaveState.COMPLETED and states(wave) == {MemberState.DONE: 2}
+    assert exchange.counters()["by_status"].get("500") == 1
+    assert set_mailbox_calls(exchange) == 2
+    assert all(cloud_managed_in_exchange(exchange, mailbox) for mailbox in mailboxes)
