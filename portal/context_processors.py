@@ -13,6 +13,7 @@ NAVIGATION: list[tuple[str, str, Action | None]] = [
     ("Audit log", "audit_list", Action.AUDIT_VIEW),
     ("Inventory", "inventory", Action.PORTAL_CONFIGURE),
     ("Roles", "role_list", Action.PORTAL_CONFIGURE),
+    ("Connections", "connections", Action.PORTAL_CONFIGURE),
     ("Background jobs", "django_rq:home", Action.JOBS_VIEW),
 ]
 

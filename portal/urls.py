@@ -7,7 +7,7 @@ from django_rq.urls import get_admin_urlpatterns, get_api_urlpatterns
 
 from portal.decorators import action_required
 from portal.roles import Action
-from portal.views import audit, dashboard, health, inventory, roles
+from portal.views import audit, connections, dashboard, health, inventory, roles
 
 # django-rq's dashboard, wrapped so only the admin role reaches it (its own views also require is_staff).
 # Its stats JSON is wrapped too: the portal does not use django-rq's API tokens.
@@ -27,6 +27,8 @@ urlpatterns = [
     path("waves/", include("soa.urls_waves")),
     path("inventory/", inventory.inventory_view, name="inventory"),
     path("inventory/start/", inventory.inventory_start_view, name="inventory_start"),
+    path("settings/connections/", connections.connections_view, name="connections"),
+    path("settings/connections/test/", connections.connection_test_view, name="connection_test"),
     path("roles/", roles.role_list, name="role_list"),
     path("roles/assign/", roles.role_assign_view, name="role_assign"),
     path("roles/<int:assignment_id>/revoke/", roles.role_revoke_view, name="role_revoke"),

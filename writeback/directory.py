@@ -348,6 +348,10 @@ class DirectoryClient:
             self._tracking = ("uSNChanged", "highestCommittedUSN") if ad else ("entryCSN", "contextCSN")
         return self._tracking
 
+    def change_mark_name(self) -> str:
+        """What the change mark is on this server: "highestCommittedUSN" on AD, "contextCSN" on OpenLDAP."""
+        return self._change_tracking()[1]
+
     def change_mark(self) -> str | None:
         """The directory's current change high-water mark as an opaque string (None if the server has none).
 

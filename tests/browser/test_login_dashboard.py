@@ -12,7 +12,16 @@ EXPECTED_NAV = {
     Role.WAVE_OPERATOR: ["Dashboard", "Mailboxes", "Waves"],
     Role.APPROVER: ["Dashboard", "Mailboxes", "Waves"],
     Role.AUDITOR: ["Dashboard", "Mailboxes", "Waves", "Audit log"],
-    Role.ADMIN: ["Dashboard", "Mailboxes", "Waves", "Audit log", "Inventory", "Roles", "Background jobs"],
+    Role.ADMIN: [
+        "Dashboard",
+        "Mailboxes",
+        "Waves",
+        "Audit log",
+        "Inventory",
+        "Roles",
+        "Connections",
+        "Background jobs",
+    ],
 }
 
 

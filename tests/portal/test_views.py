@@ -35,7 +35,16 @@ NAVIGATION = {
     Role.WAVE_OPERATOR: ["Dashboard", "Mailboxes", "Waves"],
     Role.APPROVER: ["Dashboard", "Mailboxes", "Waves"],
     Role.AUDITOR: ["Dashboard", "Mailboxes", "Waves", "Audit log"],
-    Role.ADMIN: ["Dashboard", "Mailboxes", "Waves", "Audit log", "Inventory", "Roles", "Background jobs"],
+    Role.ADMIN: [
+        "Dashboard",
+        "Mailboxes",
+        "Waves",
+        "Audit log",
+        "Inventory",
+        "Roles",
+        "Connections",
+        "Background jobs",
+    ],
 }
 TILES = {
     Role.HELPDESK: {"mailboxes"},
