@@ -106,13 +106,16 @@ def main(argv: list[str] | None = None) -> int:
         # (seeded edits, and whatever the portal wrote into AD) instead of a new directory behind a kept tenant.
         directory = SandboxDirectory.start(users=args.users, workdir=args.var_dir / "directory", keep=True)
         stoppers.append(directory.stop)
-        # Its Entra Connect copies AD's Exchange attributes every two minutes (the real one: every 30).
+        # Its Entra Connect copies AD's Exchange attributes every two minutes (the real one: every 30), and with
+        # Exchange hybrid writeback on it stamps msDS-ExternalDirectoryObjectID on every AD user, which is how the
+        # portal pairs the demo's AD users with their mailboxes.
         exchange = ExchangeOnlineEmulator.start(
             directory=directory,
             port=args.exchange_port,
             workdir=args.var_dir / "exchange-online",
             state_file=args.var_dir / "exchange-online-state.json",
             sync_interval=120,
+            hybrid_writeback=True,
         )
         stoppers.append(exchange.stop)
         if os.environ.get("REDIS_URL"):

@@ -14,8 +14,14 @@ What it plays (facts from shared/reference/exchange-facts.md; every guess is lis
 - Exchange Online's admin API: ``POST /adminapi/beta/{tenant}/InvokeCommand`` for Get-Mailbox, Set-Mailbox,
   Get-AcceptedDomain and Get-OrganizationConfig, with Exchange's validation rules, error bodies, paging,
   throttling (429 + Retry-After + Rate-Limit-*), and faults switched on at run time.
-- Entra Connect: a sync tick reads the sandbox directory over LDAP and writes AD's values into the
-  mailboxes whose Exchange attributes AD still masters (IsExchangeCloudManaged false).
+- Microsoft Graph: ``GET /v1.0/users`` (app-only, User.Read.All) listing the Entra users Connect made from AD,
+  with ``$select``, ``$top`` and ``@odata.nextLink`` paging; ``id`` is Exchange's ExternalDirectoryObjectId and
+  ``onPremisesImmutableId`` the sourceAnchor.
+- Entra Connect: a sync tick reads the sandbox directory's people (sAMAccountType 805306368, never computers)
+  over LDAP, joins them to cloud objects on the sourceAnchor (setting ``source_anchor``), keeps the Entra users
+  and writes AD's values into the mailboxes whose Exchange attributes AD still masters (IsExchangeCloudManaged
+  false). With Exchange hybrid writeback on (setting ``hybrid_writeback``) it writes ``User_<object id>`` into
+  each AD user's msDS-ExternalDirectoryObjectID. Get-Mailbox's ImmutableId is msExchGenericImmutableId.
 
 Files in the workdir: ``ready.json`` (everything a client needs), ``ca.crt`` (trust this), ``client-*.secret``,
 ``client.key``/``client.crt`` (the certificate client), ``admin-token``, ``tenant.json`` (ids, kept across
@@ -31,7 +37,6 @@ GUESSES = (
     "(setting default_result_size); without a Prefer header a page holds 1000 items.",
     "WhenChangedUTC/WhenCreatedUTC have one-second resolution and are shown as yyyy-MM-ddTHH:mm:ssZ.",
     "Empty CustomAttributeN is shown as an empty string.",
-    "ImmutableId on Get-Mailbox is the Entra source anchor (real EXO shows msExchGenericImmutableId there).",
     "ExternalDirectoryObjectId, Guid and ExchangeGuid are UUIDv5 of the objectGUID; Identity and Id are the Name.",
     "Synced mailboxes get the MOERA alias@<tenant>.onmicrosoft.com unless they have an address in that domain.",
     "Sync copies proxyAddresses verbatim (no accepted-domain filtering, no duplicate-attribute resiliency).",
@@ -61,6 +66,20 @@ GUESSES = (
     "code_verifier (900144).",
     "App-only tokens are v1-shaped with iss https://sts.windows.net/{tenant_id}/ (as Entra's, and port-free); "
     "id_tokens are v2 with iss {authority}/v2.0.",
+    "Entra Connect does not write objectGUID into an empty mS-DS-ConsistencyGuid (real Connect does); the "
+    "sourceAnchor value is the same either way.",
+    "ImmutableId (a copy of msExchGenericImmutableId) keeps flowing from AD after IsExchangeCloudManaged is set.",
+    "A changed source_anchor setting re-anchors the existing mailboxes (found by their objectGUID-derived ids) "
+    "instead of making new ones.",
+    "Exchange hybrid writeback (setting hybrid_writeback, off by default) writes msDS-ExternalDirectoryObjectID on "
+    "every synced person, with or without a mailbox, in the same tick that reads AD; a refused write is logged and "
+    "counted, not retried until the next tick.",
+    "Graph lists synced users in the order Connect first created them, then cloud-only users; "
+    "onPremisesLastSyncDateTime moves only when a user's values changed; Entra users are rebuilt from AD by every "
+    "tick, not persisted.",
+    "Graph: $select names match case-insensitively; a bad $top or skip token is 400 Request_BadRequest; "
+    "$filter, $search, $orderby, $count, $expand and $skip are refused (400 Request_UnsupportedQuery) because the "
+    "emulator does not implement them; Graph is neither throttled nor subject to the faults.",
 )
 
 __all__ = ["GUESSES", "ExchangeOnlineEmulator", "ExchangeOnlineEmulatorError", "trusting_session"]

@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import LdapSource, Options, Settings
+from .config import SOURCE_ANCHORS, LdapSource, Options, Settings
 from .server import run
 
 
@@ -46,6 +46,17 @@ def parse_args(argv: list[str] | None = None) -> Options:
         action="store_true",
         help="refuse IsExchangeCloudManaged in -Filter (server-side support is UNCONFIRMED)",
     )
+    parser.add_argument(
+        "--hybrid-writeback",
+        action="store_true",
+        help="Entra Connect's Exchange hybrid writeback: write User_<object id> into msDS-ExternalDirectoryObjectID",
+    )
+    parser.add_argument(
+        "--source-anchor",
+        choices=SOURCE_ANCHORS,
+        default=SOURCE_ANCHORS[0],
+        help="the AD attribute Entra Connect anchors users on (default: mS-DS-ConsistencyGuid, else objectGUID)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
 
@@ -59,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         token_lifetime=args.token_lifetime,
         proxy_cooldown=args.proxy_cooldown,
         filter_cloud_managed=not args.no_filter_cloud_managed,
+        hybrid_writeback=args.hybrid_writeback,
+        source_anchor=args.source_anchor,
     )
     options = Options(
         workdir=args.workdir,

@@ -15,7 +15,8 @@ GET/POST    /_emulator/mailboxes             every raw record / create one (clou
 GET/PATCH   /_emulator/mailboxes/{identity}  one raw record / overwrite properties, bypassing all rules
 DELETE      /_emulator/mailboxes/{identity}  remove a mailbox
 POST        /_emulator/tokens                mint an access token: ``{"client": "secret", "lifetime": s,
-                                             "claims": {...}}`` (e.g. a negative lifetime: already expired)
+                                             "audience": aud, "claims": {...}}`` (e.g. a negative lifetime:
+                                             already expired; audience https://graph.microsoft.com for Graph)
 POST        /_emulator/tokens/revoke         refuse every access token issued so far (401 on next use)
 ==========  ===============================  ==============================================================
 """
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ldap3.core.exceptions import LDAPException
 
 from . import addresses
+from .config import EXCHANGE_RESOURCE
 from .errors import ExchangeError
 from .mailboxes import ADMIN_FIELDS, coerce_dates, exchange_dn, from_properties
 from .materials import constant_time_equal
@@ -101,7 +103,12 @@ class AdminApi:
             client = emulator.materials.clients.get(body.get("client", "secret"))
             if client is None:
                 return _error(400, f"unknown client kind {body.get('client')!r}")
-            token = emulator.entra.app_token(client, lifetime=int(body.get("lifetime", 3600)), extra=body.get("claims"))
+            token = emulator.entra.app_token(
+                client,
+                lifetime=int(body.get("lifetime", 3600)),
+                audience=body.get("audience") or EXCHANGE_RESOURCE,
+                extra=body.get("claims"),
+            )
             return json_response(200, {"access_token": token})
         return _error(404, f"no admin route {method} /_emulator/{'/'.join(parts)}")
 

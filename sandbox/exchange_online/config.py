@@ -21,6 +21,14 @@ EXCHANGE_RESOURCE = "https://outlook.office365.com"
 # Other names Entra accepts for the same resource in a scope.
 EXCHANGE_RESOURCE_ALIASES = ("https://outlook.office.com", "00000002-0000-0ff1-ce00-000000000000")
 GRAPH_RESOURCE = "00000003-0000-0000-c000-000000000000"
+# Graph's application ID URI: the audience of the v1 access tokens Entra issues for a .default Graph scope.
+GRAPH_AUDIENCE = "https://graph.microsoft.com"
+GRAPH_RESOURCE_ALIASES = (GRAPH_AUDIENCE, GRAPH_RESOURCE, "https://graph.microsoft.com/")
+# Entra Connect's sourceAnchor attribute (exchange-facts §8): mS-DS-ConsistencyGuid since Connect 1.1.524 (falling
+# back to objectGUID while it is empty), objectGUID on older installs.
+SOURCE_ANCHORS = ("mS-DS-ConsistencyGuid", "objectGUID")
+# What Exchange does when a full EmailAddresses list leaves out the MOERA or the .mail.onmicrosoft.com address.
+PROTECTED_ADDRESS_MODES = ("keep", "refuse", "off")
 
 _GROUP_NAMESPACE = uuid.UUID("5b0d3c52-6d3a-4a52-9a0e-2f1d4b7f3c11")
 
@@ -47,6 +55,16 @@ class Settings:
     unknown_cmdlet_body: str = "nul-gzip"
     # Entra adds the MOERA (alias@<tenant>.onmicrosoft.com) to every synced mailbox.
     add_moera: bool = True
+    # The AD attribute Entra Connect anchors users on (SOURCE_ANCHORS). Graph shows it base64-encoded as
+    # onPremisesImmutableId; the sync joins AD users to cloud objects on it. Get-Mailbox does not show it.
+    source_anchor: str = "mS-DS-ConsistencyGuid"
+    # Entra Connect's optional "Exchange hybrid" writeback: each tick writes User_<object id> into the AD user's
+    # msDS-ExternalDirectoryObjectID over LDAP when it differs (exchange-facts §6, §8). Off unless chosen, as in
+    # Connect's wizard; the demo turns it on.
+    hybrid_writeback: bool = False
+    # A full-list EmailAddresses write that leaves out the MOERA or a .mail.onmicrosoft.com address: "keep" puts
+    # them back (guess), "refuse" fails the call with a 400, "off" drops them as asked.
+    protected_addresses: str = "keep"
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply ``changes`` (validated by type) or raise ValueError naming the bad key."""
@@ -59,6 +77,10 @@ class Settings:
                 value = int(value)
             elif key == "unknown_cmdlet_body" and value not in ("nul-gzip", "json"):
                 raise ValueError("unknown_cmdlet_body must be 'nul-gzip' or 'json'")
+            elif key == "source_anchor" and value not in SOURCE_ANCHORS:
+                raise ValueError(f"source_anchor must be one of {', '.join(SOURCE_ANCHORS)}")
+            elif key == "protected_addresses" and value not in PROTECTED_ADDRESS_MODES:
+                raise ValueError(f"protected_addresses must be one of {', '.join(PROTECTED_ADDRESS_MODES)}")
             elif isinstance(current, bool):
                 if not isinstance(value, bool):
                     raise ValueError(f"{key} must be true or false")

@@ -9,7 +9,10 @@ Routes below ``/{tenant}`` (tenant GUID or initial domain):
   a code. ``GET oauth2/v2.0/logout``.
 
 App-only access tokens are v1-shaped like Entra's tokens for Exchange (``aud``
-``https://outlook.office365.com``, ``appid``, ``roles``), signed RS256 with the key in the JWKS.
+``https://outlook.office365.com``, ``appid``, ``roles``), signed RS256 with the key in the JWKS. A
+``https://graph.microsoft.com/.default`` scope gets a token for Graph (``aud`` ``https://graph.microsoft.com``)
+whose ``roles`` are the app's Graph permissions (User.Read.All for the product's apps), as Entra puts in a token
+only the app roles granted on the token's resource.
 """
 
 from __future__ import annotations
@@ -23,7 +26,14 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 
-from .config import EXCHANGE_RESOURCE, EXCHANGE_RESOURCE_ALIASES, Settings, Tenant
+from .config import (
+    EXCHANGE_RESOURCE,
+    EXCHANGE_RESOURCE_ALIASES,
+    GRAPH_AUDIENCE,
+    GRAPH_RESOURCE_ALIASES,
+    Settings,
+    Tenant,
+)
 from .errors import OAuthError
 from .materials import ClientRegistration, Materials, b64url, constant_time_equal
 from .signin import DELEGATED_EXCHANGE_SCOPE, OIDC_SCOPES, Grant, SignIn
@@ -340,8 +350,9 @@ class Entra(SignIn):
             "uti": b64url(secrets.token_bytes(16)),
             "ver": "1.0",
         }
-        if client.roles:
-            claims["roles"] = list(client.roles)
+        roles = client.graph_roles if audience == GRAPH_AUDIENCE else client.roles
+        if roles:
+            claims["roles"] = list(roles)
         claims.update(extra or {})
         with self._lock:
             self._issued_utis.append(claims["uti"])
@@ -362,6 +373,8 @@ class Entra(SignIn):
     def _audience(self, resource: str) -> str:
         if resource.rstrip("/") in (EXCHANGE_RESOURCE, *EXCHANGE_RESOURCE_ALIASES):
             return EXCHANGE_RESOURCE
+        if resource.rstrip("/") in GRAPH_RESOURCE_ALIASES:
+            return GRAPH_AUDIENCE
         raise OAuthError(
             400, "invalid_resource", 500011,
             f"The resource principal named {resource} was not found in the tenant named {self.tenant.initial_domain}. "
@@ -376,10 +389,12 @@ class Entra(SignIn):
 
     # -- checking tokens presented to Exchange -------------------------------------------------------
 
-    def verify_access_token(self, token: str) -> dict[str, Any]:
-        """The claims of a valid Exchange access token issued by this tenant, or TokenRejected."""
+    def verify_access_token(self, token: str, *, audience: str = EXCHANGE_RESOURCE) -> dict[str, Any]:
+        """The claims of a valid access token for ``audience`` issued by this tenant, or TokenRejected."""
         cached = self._verified.get(token)
         if cached is not None:
+            if cached.get("aud") != audience:
+                raise TokenRejected("The access token is invalid: Invalid audience.")
             if cached["exp"] <= time.time():
                 raise TokenRejected("The access token has expired.")
             if cached.get("uti") in self._revoked_utis:
@@ -390,7 +405,7 @@ class Entra(SignIn):
                 token,
                 key=self._public_key,
                 algorithms=["RS256"],
-                audience=EXCHANGE_RESOURCE,
+                audience=audience,
                 issuer=self.issuer_v1,
                 options={"require": ["exp", "iat", "aud", "iss", "tid"]},
             )

@@ -1,9 +1,12 @@
 """Mailbox records: building them (from a directory user, or from given properties) and showing them.
 
 Keys of a directory-synced mailbox are derived from the AD user, so they are the same after a restart
-or a reset: ImmutableId is the Entra source anchor (base64 of ``mS-DS-ConsistencyGuid`` when set, else of
-``objectGUID``, both in the byte order AD stores them, exchange-facts §3); ExternalDirectoryObjectId,
-Guid and ExchangeGuid are UUIDv5 of the objectGUID in three namespaces.
+or a reset: ExternalDirectoryObjectId (the Entra user's object id), Guid and ExchangeGuid are UUIDv5 of the
+objectGUID in three namespaces. The Entra sourceAnchor (base64 of ``mS-DS-ConsistencyGuid`` when set, else of
+``objectGUID``, both in the byte order AD stores them, exchange-facts §3, §8) is kept in the record as
+``_sourceAnchor``: the emulator's join key between AD users and cloud objects, never shown by Get-Mailbox.
+Get-Mailbox's ``ImmutableId`` is Exchange's msExchGenericImmutableId (exchange-facts §3 table, §8): empty
+unless the AD user carries that attribute.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 from .addresses import full_list, primary_of
 from .config import Tenant
-from .state import format_date
+from .state import ANCHOR, format_date
 
 CUSTOM_ATTRIBUTES = tuple(f"CustomAttribute{i}" for i in range(1, 16))
 EXTENSION_ATTRIBUTES = tuple(f"ExtensionCustomAttribute{i}" for i in range(1, 6))
@@ -52,8 +55,14 @@ def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
-def immutable_id(object_guid: bytes, consistency_guid: bytes | None = None) -> str:
-    """The Entra source anchor: base64 of mS-DS-ConsistencyGuid when it is set, else of objectGUID."""
+def source_anchor(object_guid: bytes, consistency_guid: bytes | None = None, *, attribute: str = "") -> str:
+    """Entra Connect's sourceAnchor, base64 of the anchor attribute's bytes as AD stores them (exchange-facts §3, §8).
+
+    ``attribute`` "objectGUID" anchors on objectGUID; otherwise on mS-DS-ConsistencyGuid, falling back to
+    objectGUID while it is empty, as Connect does (it fills the attribute from objectGUID; same bytes).
+    """
+    if attribute == "objectGUID":
+        return base64.b64encode(object_guid).decode("ascii")
     return base64.b64encode(consistency_guid or object_guid).decode("ascii")
 
 
@@ -98,14 +107,15 @@ def blank_record() -> dict[str, Any]:
         RecipientTypeDetails="UserMailbox",
         ImmutableId="",
     )
+    record[ANCHOR] = ""
     return record
 
 
-def from_directory(user: dict[str, Any], tenant: Tenant, *, add_moera: bool) -> dict[str, Any]:
+def from_directory(user: dict[str, Any], tenant: Tenant, *, add_moera: bool, anchor: str) -> dict[str, Any]:
     """A mailbox record as Entra Connect provisions it from one parsed AD user (see sync.parse_user)."""
     record = blank_record()
     record.update(directory_ids(user["objectGUID"]))
-    record["ImmutableId"] = immutable_id(user["objectGUID"], user.get("mS-DS-ConsistencyGuid"))
+    record[ANCHOR] = anchor
     record["IsDirSynced"] = True
     record.update(identity_values(user, tenant))
     record.update(exchange_values(user, tenant, add_moera=add_moera))
@@ -115,12 +125,18 @@ def from_directory(user: dict[str, Any], tenant: Tenant, *, add_moera: bool) -> 
 
 
 def identity_values(user: dict[str, Any], tenant: Tenant) -> dict[str, Any]:
+    """What the sync writes whatever IsExchangeCloudManaged says: the identity attributes, and ImmutableId.
+
+    ImmutableId is a copy of msExchGenericImmutableId; that it keeps flowing after the flip is a guess (it is
+    not among the attributes cloud management takes over).
+    """
     name = user.get("cn") or user.get("displayName") or user.get("mailNickname") or ""
     return {
         "Name": name,
         "DisplayName": user.get("displayName") or name,
         "UserPrincipalName": user.get("userPrincipalName") or "",
         "DistinguishedName": exchange_dn(name, tenant),
+        "ImmutableId": user.get("msExchGenericImmutableId") or "",
     }
 
 
@@ -153,7 +169,7 @@ ADMIN_FIELDS = {
     "Alias", "DisplayName", "Name", "UserPrincipalName", "EmailAddresses", "WindowsEmailAddress", "PrimarySmtpAddress",
     "HiddenFromAddressListsEnabled", "IsDirSynced", "IsExchangeCloudManaged", "RecipientTypeDetails",
     "ExternalDirectoryObjectId", "Guid", "ExchangeGuid", "ImmutableId", "WhenChangedUTC", "WhenCreatedUTC",
-    *CUSTOM_ATTRIBUTES, *EXTENSION_ATTRIBUTES,
+    ANCHOR, *CUSTOM_ATTRIBUTES, *EXTENSION_ATTRIBUTES,
 }  # fmt: skip
 
 

@@ -25,10 +25,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 MANAGE_AS_APP = "Exchange.ManageAsApp"
+# Graph's least-privileged application permission to list users (Learn: "List users", permissions table).
+USER_READ_ALL = "User.Read.All"
 TENANT_FILE = "tenant.json"
 
-# Client registrations every emulator has: the two ways the product authenticates, and one app that
-# exists in the tenant but was never granted Exchange.ManageAsApp.
+# Client registrations every emulator has: the two ways the product authenticates (granted Exchange.ManageAsApp on
+# Exchange and User.Read.All on Graph), and one app that exists in the tenant but was granted neither.
 CLIENT_KINDS = ("secret", "certificate", "no_permission")
 
 
@@ -121,7 +123,7 @@ class ClientRegistration:
     kind: str
     client_id: str
     display_name: str
-    roles: list[str]
+    roles: list[str]  # application permissions on Exchange Online
     object_id: str  # of the service principal; the "oid" of app-only tokens
     secret: str | None = None
     secret_file: Path | None = None
@@ -129,6 +131,7 @@ class ClientRegistration:
     certificate_file: Path | None = None
     private_key_file: Path | None = None
     redirect_uris: list[str] = field(default_factory=list)  # empty: any loopback URL
+    graph_roles: list[str] = field(default_factory=list)  # application permissions on Microsoft Graph
 
     @property
     def x5t(self) -> str | None:
@@ -140,7 +143,12 @@ class ClientRegistration:
 
     def describe(self) -> dict:
         """This client's entry in ready.json."""
-        info: dict = {"client_id": self.client_id, "display_name": self.display_name, "roles": self.roles}
+        info: dict = {
+            "client_id": self.client_id,
+            "display_name": self.display_name,
+            "roles": self.roles,
+            "graph_roles": self.graph_roles,
+        }
         if self.secret_file:
             info["client_secret_file"] = str(self.secret_file)
         if self.certificate is not None:
@@ -267,6 +275,7 @@ def prepare(workdir: Path) -> Materials:
             object_id=ids["object_id"],
             display_name=names.get(kind, "Unconsented app"),
             roles=roles,
+            graph_roles=[] if kind == "no_permission" else [USER_READ_ALL],
         )
         if kind == "certificate":
             key_path, cert_path = workdir / "client.key", workdir / "client.crt"

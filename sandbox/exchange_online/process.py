@@ -64,6 +64,8 @@ class ExchangeOnlineEmulator:
         for key in ("base_url", "tenant_id", "tenant_domain", "mail_domain", "authority", "exchange_url", "scope"):
             setattr(self, key, info[key])
         self.resource = info["resource"]
+        self.graph_url: str = info["graph_url"]  # GET {graph_url}/v1.0/users
+        self.graph_scope: str = info["graph_scope"]
         self.accepted_domains: list[str] = info["accepted_domains"]
         self.ca_file = Path(info["ca_file"])
         self.clients = info["clients"]
@@ -94,6 +96,8 @@ class ExchangeOnlineEmulator:
         mail_domain: str | None = None,
         accepted_domains: list[str] | None = None,
         filter_cloud_managed: bool = True,
+        hybrid_writeback: bool = False,
+        source_anchor: str | None = None,
         verbose: bool = False,
         timeout: float = START_TIMEOUT,
     ) -> ExchangeOnlineEmulator:
@@ -101,6 +105,8 @@ class ExchangeOnlineEmulator:
 
         ``directory`` (a SandboxDirectory) is where its Entra Connect reads users; without it the tenant
         starts empty or from ``seed_file``. ``workdir`` defaults to a temp folder deleted on :meth:`stop`.
+        ``hybrid_writeback``: Connect writes msDS-ExternalDirectoryObjectID back to AD on every tick;
+        ``source_anchor``: "mS-DS-ConsistencyGuid" (the default) or "objectGUID".
         """
         owns_workdir = workdir is None
         workdir = Path(tempfile.mkdtemp(prefix="soa-exo-")) if workdir is None else Path(workdir).resolve()
@@ -123,6 +129,10 @@ class ExchangeOnlineEmulator:
             argv += ["--accepted-domain", domain]
         if not filter_cloud_managed:
             argv.append("--no-filter-cloud-managed")
+        if hybrid_writeback:
+            argv.append("--hybrid-writeback")
+        if source_anchor is not None:
+            argv += ["--source-anchor", source_anchor]
         if verbose:
             argv.append("--verbose")
         env = dict(os.environ)
@@ -277,9 +287,14 @@ class ExchangeOnlineEmulator:
         """Make Exchange refuse every access token issued so far (401 on their next use); returns how many."""
         return self._admin("POST", "tokens/revoke")["revoked"]
 
-    def mint_token(self, kind: str = "secret", *, lifetime: int = 3600, **claims: Any) -> str:
-        """An access token signed by the tenant key, e.g. ``lifetime=-60`` for one that has already expired."""
-        return self._admin("POST", "tokens", {"client": kind, "lifetime": lifetime, "claims": claims})["access_token"]
+    def mint_token(
+        self, kind: str = "secret", *, lifetime: int = 3600, audience: str | None = None, **claims: Any
+    ) -> str:
+        """An access token signed by the tenant key, e.g. ``lifetime=-60`` for one that has already expired.
+
+        ``audience`` "https://graph.microsoft.com" makes a Graph token, with the client's Graph roles."""
+        payload = {"client": kind, "lifetime": lifetime, "audience": audience, "claims": claims}
+        return self._admin("POST", "tokens", payload)["access_token"]
 
 
 def _wait_ready(process: subprocess.Popen, workdir: Path, log_path: Path, timeout: float) -> dict[str, Any]:

@@ -27,10 +27,12 @@ from sandbox.directory.users import dns_domain
 from .admin import AdminApi
 from .api import Counters, ExchangeApi
 from .cmdlets import Cmdlets
-from .config import DEFAULT_MAIL_DOMAIN, EXCHANGE_RESOURCE, Options, Tenant, load_identities
+from .config import DEFAULT_MAIL_DOMAIN, EXCHANGE_RESOURCE, GRAPH_AUDIENCE, Options, Tenant, load_identities
 from .entra import Entra
+from .entra_users import EntraUsers
 from .errors import OAuthError
 from .faults import Faults
+from .graph import GraphApi
 from .mailboxes import from_properties
 from .materials import Materials, prepare, write_atomic
 from .state import Persister, TenantState
@@ -83,7 +85,11 @@ class Emulator:
             tenant=self.tenant,
             counters=self.counters,
         )
-        self.sync = DirectorySync(state=self.state, tenant=self.tenant, settings=self.settings, source=ldap)
+        self.entra_users = EntraUsers()
+        self.graph = GraphApi(entra=self.entra, users=self.entra_users, state=self.state, base_url=base_url)
+        self.sync = DirectorySync(
+            state=self.state, tenant=self.tenant, settings=self.settings, source=ldap, entra_users=self.entra_users
+        )
         self.admin = AdminApi(self)
         self._tick_lock = threading.Lock()
         self._stop = threading.Event()
@@ -123,6 +129,7 @@ class Emulator:
         self.settings.update(self.options.settings.as_dict())
         with self._tick_lock, self.state.lock:
             self.state.clear()
+            self.entra_users.clear()
             self._load_seed()
             stats = self.sync.tick(initial=True)
         self.counters.reset()
@@ -169,7 +176,8 @@ class Emulator:
         api_path = len(parts) == 4 and [p.lower() for p in parts[:2]] == ["adminapi", "beta"]
         if api_path and parts[3].lower() == "invokecommand" and request.method == "POST":
             return self.api.handle(request, parts[2])
-        response = self._entra(request, parts)
+        graph = parts[0].lower() == "v1.0"
+        response = self.graph.handle(request, parts[1:]) if graph else self._entra(request, parts)
         self.counters.count(status=response.status)
         return response
 
@@ -206,6 +214,9 @@ class Emulator:
             "exchange_url": f"{self.base_url}/adminapi/beta/{self.materials.tenant_id}/InvokeCommand",
             "resource": EXCHANGE_RESOURCE,
             "scope": f"{EXCHANGE_RESOURCE}/.default",
+            # Microsoft Graph is served by the same server: GET {graph_url}/v1.0/users with a token for graph_scope.
+            "graph_url": self.base_url,
+            "graph_scope": f"{GRAPH_AUDIENCE}/.default",
             "ca_file": str(self.materials.ca_file),
             "clients": {kind: client.describe() for kind, client in self.materials.clients.items()},
             "identities": self.identities,

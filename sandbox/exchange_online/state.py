@@ -24,6 +24,9 @@ from .materials import write_atomic
 log = logging.getLogger("sandbox.exchange_online")
 
 DATE_FIELDS = ("WhenChangedUTC", "WhenCreatedUTC")
+STATE_FORMAT = 2  # 2: the sourceAnchor is the record's _sourceAnchor, ImmutableId is msExchGenericImmutableId
+# The record key of the sourceAnchor: emulator-internal, not an Exchange property, never shown by Get-Mailbox.
+ANCHOR = "_sourceAnchor"
 # Properties an Identity parameter resolves against (besides every proxy address).
 IDENTITY_KEYS = (
     "Guid", "ExchangeGuid", "ExternalDirectoryObjectId", "UserPrincipalName", "Alias", "Name", "DistinguishedName",
@@ -94,8 +97,9 @@ class TenantState:
         found = set(self._identity.get(key, ()))
         return sorted(found, key=lambda guid: self._meta[guid].seq)
 
-    def by_anchor(self, immutable_id: str) -> str | None:
-        return self._anchors.get(immutable_id)
+    def by_anchor(self, anchor: str) -> str | None:
+        """The dir-synced mailbox joined to the AD user with this sourceAnchor."""
+        return self._anchors.get(anchor)
 
     def proxy_holders(self, key: str) -> set[str]:
         return set(self._proxies.get(key, ()))
@@ -161,8 +165,8 @@ class TenantState:
                 self._identity.setdefault(proxy.address.lower(), set()).add(guid)
             self._proxies.setdefault(proxy.key, set()).add(guid)
             self._released.pop(proxy.key, None)
-        if record.get("IsDirSynced") and record.get("ImmutableId"):
-            self._anchors[record["ImmutableId"]] = guid
+        if record.get("IsDirSynced") and record.get(ANCHOR):
+            self._anchors[record[ANCHOR]] = guid
 
     def _unindex(self, record: dict[str, Any], *, removed_at: float, keep: set[str]) -> None:
         guid = record["Guid"]
@@ -175,15 +179,15 @@ class TenantState:
                         del key_set[key]
         for key in _proxy_keys(record) - keep:
             self._released[key] = (guid, removed_at)
-        if self._anchors.get(record.get("ImmutableId") or "") == guid:
-            del self._anchors[record["ImmutableId"]]
+        if self._anchors.get(record.get(ANCHOR) or "") == guid:
+            del self._anchors[record[ANCHOR]]
 
     # -- persistence ---------------------------------------------------------------------------------
 
     def dump(self) -> dict[str, Any]:
         with self.lock:
             return {
-                "format": 1,
+                "format": STATE_FORMAT,
                 "mailboxes": [
                     {**to_json(record), "_seq": meta.seq, "_created": meta.created} for record, meta in self.records()
                 ],
@@ -192,9 +196,14 @@ class TenantState:
 
     def load(self, data: dict[str, Any]) -> None:
         with self.lock:
+            old_format = data.get("format", 1) < STATE_FORMAT
             for item in data.get("mailboxes", []):
                 item = dict(item)
                 seq, created = item.pop("_seq", None), item.pop("_created", None)
+                if old_format:
+                    # Format 1 kept the sourceAnchor in ImmutableId, which Get-Mailbox showed; it moves out of sight.
+                    item[ANCHOR] = item.get("ImmutableId", "") if item.get("IsDirSynced") else ""
+                    item["ImmutableId"] = ""
                 self.add(from_json(item), created=created, seq=seq)
             for key, (guid, when) in data.get("released", {}).items():
                 self._released.setdefault(key, (guid, when))

@@ -1,9 +1,16 @@
-"""Entra Connect, as far as mailboxes go: one sync tick reads AD over LDAP and updates the tenant.
+"""Entra Connect, as far as mailboxes and pairing go: one sync tick reads AD over LDAP and updates the tenant.
 
-For every AD user with a mailbox type (msExchRecipientTypeDetails), a tick
+It reads people only: ``(&(objectClass=user)(sAMAccountType=805306368))``. In AD the computer class derives
+from user, so ``objectClass=user`` alone also matches computers; sAMAccountType 805306368 is a normal user
+account, 805306369 a machine (MS-ADTS 2.2.16, SAM_NORMAL_USER_ACCOUNT / SAM_MACHINE_ACCOUNT).
+
+Every person becomes an Entra user (entra_users.py, listed by Graph), joined to AD on the sourceAnchor (setting
+``source_anchor``: mS-DS-ConsistencyGuid falling back to objectGUID, or objectGUID; exchange-facts §8). For every
+person with a mailbox type (msExchRecipientTypeDetails), a tick also
 
 - creates the mailbox if Entra has not seen the user (IsDirSynced true, IsExchangeCloudManaged false);
-- always writes the identity attributes (displayName, cn, userPrincipalName): AD stays their authority;
+- always writes the identity attributes (displayName, cn, userPrincipalName) and ImmutableId (a copy of
+  msExchGenericImmutableId, exchange-facts §3 table, §8): AD stays their authority;
 - writes the Exchange attributes (proxyAddresses, mail, mailNickname, extensionAttributeN,
   msExchExtensionCustomAttributeN, msExchHideFromAddressLists, msExchRecipientTypeDetails) only while
   IsExchangeCloudManaged is false. Once it is true they are left alone; set it back to false and the next
@@ -11,35 +18,53 @@ For every AD user with a mailbox type (msExchRecipientTypeDetails), a tick
   (exchange-facts §1.7);
 - removes the mailboxes of dir-synced users that are gone from AD.
 
-WhenChangedUTC moves only when a value actually changed. Users are joined to mailboxes by the source
-anchor (ImmutableId), as Entra Connect does.
+With Exchange hybrid writeback on (setting ``hybrid_writeback``), the tick then writes ``User_<object id>`` into
+each person's msDS-ExternalDirectoryObjectID when it differs, as Connect does "derived from cloudAnchor"
+(exchange-facts §6, §8). WhenChangedUTC moves only when a value actually changed.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from typing import Any
 
 import ldap3
+from ldap3.core.exceptions import LDAPException
 
 from .config import LdapSource, Settings, Tenant
-from .mailboxes import RECIPIENT_TYPES, exchange_values, from_directory, identity_values, immutable_id, now_utc
-from .state import TenantState
+from .entra_users import EntraUsers
+from .mailboxes import (
+    ANCHOR,
+    RECIPIENT_TYPES,
+    directory_ids,
+    exchange_values,
+    from_directory,
+    identity_values,
+    now_utc,
+    source_anchor,
+    with_moera,
+)
+from .state import TenantState, format_date
 
 log = logging.getLogger("sandbox.exchange_online")
 
 PAGE_SIZE = 500
+SAM_NORMAL_USER_ACCOUNT = 805306368
+PEOPLE_FILTER = f"(&(objectClass=user)(sAMAccountType={SAM_NORMAL_USER_ACCOUNT}))"
+EDOID_ATTRIBUTE = "msDS-ExternalDirectoryObjectID"
 _SINGLE = (
     "cn", "displayName", "userPrincipalName", "mail", "mailNickname", "msExchHideFromAddressLists",
-    "msExchRecipientTypeDetails", *(f"extensionAttribute{i}" for i in range(1, 16)),
+    "msExchRecipientTypeDetails", "sAMAccountName", "givenName", "sn", "title", "department",
+    "msExchGenericImmutableId", EDOID_ATTRIBUTE, *(f"extensionAttribute{i}" for i in range(1, 16)),
 )  # fmt: skip
 _MULTI = ("proxyAddresses", *(f"msExchExtensionCustomAttribute{i}" for i in range(1, 6)))
 _BINARY = ("objectGUID", "mS-DS-ConsistencyGuid")
 ATTRIBUTES = [*_BINARY, *_SINGLE, *_MULTI]
 
 
-def parse_user(raw: dict[str, list[bytes]]) -> dict[str, Any] | None:
+def parse_user(raw: dict[str, list[bytes]], dn: str = "") -> dict[str, Any] | None:
     """A user's attributes from an LDAP entry's raw values; None when it has no objectGUID."""
     values = {name.lower(): items for name, items in raw.items()}
 
@@ -50,7 +75,7 @@ def parse_user(raw: dict[str, list[bytes]]) -> dict[str, Any] | None:
     guid = first("objectGUID")
     if guid is None or len(guid) != 16:
         return None
-    user: dict[str, Any] = {"objectGUID": guid, "mS-DS-ConsistencyGuid": first("mS-DS-ConsistencyGuid")}
+    user: dict[str, Any] = {"dn": dn, "objectGUID": guid, "mS-DS-ConsistencyGuid": first("mS-DS-ConsistencyGuid")}
     for name in _SINGLE:
         value = first(name)
         user[name] = value.decode("utf-8") if value is not None else None
@@ -63,30 +88,84 @@ def parse_user(raw: dict[str, list[bytes]]) -> dict[str, Any] | None:
     return user
 
 
-def read_directory(source: LdapSource) -> list[dict[str, Any]]:
-    """Every user under the base DN, read with a paged search on one connection."""
+def connect(source: LdapSource) -> ldap3.Connection:
     server = ldap3.Server(source.url, get_info=ldap3.NONE, connect_timeout=5)
-    conn = ldap3.Connection(server, source.bind_dn, source.password, auto_bind=True, receive_timeout=30)
+    return ldap3.Connection(server, source.bind_dn, source.password, auto_bind=True, receive_timeout=30)
+
+
+def read_directory(source: LdapSource, conn: ldap3.Connection | None = None) -> list[dict[str, Any]]:
+    """Every person under the base DN, read with a paged search (on ``conn``, else on a connection of its own)."""
+    own = conn is None
+    conn = conn or connect(source)
     try:
         users = []
         for item in conn.extend.standard.paged_search(
-            source.base_dn, "(objectClass=user)", attributes=ATTRIBUTES, paged_size=PAGE_SIZE, generator=True
+            source.base_dn, PEOPLE_FILTER, attributes=ATTRIBUTES, paged_size=PAGE_SIZE, generator=True
         ):
             if item.get("type") != "searchResEntry":
                 continue
-            user = parse_user(item["raw_attributes"])
+            user = parse_user(item["raw_attributes"], item.get("dn", ""))
             if user is not None:
                 users.append(user)
         return users
     finally:
-        conn.unbind()
+        if own:
+            conn.unbind()
+
+
+def _shown(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != ANCHOR}
+
+
+def dns_domain_of(dn: str) -> str:
+    """contoso.com for CN=x,OU=y,DC=contoso,DC=com: what Graph shows as onPremisesDomainName."""
+    labels = [part.split("=", 1)[1] for part in dn.split(",") if part.strip().lower().startswith("dc=")]
+    return ".".join(labels)
+
+
+def entra_user(user: dict[str, Any], anchor: str, tenant: Tenant, *, add_moera: bool) -> dict[str, Any]:
+    """The Entra user Connect makes of one AD person, in Graph's property names (without the two dates)."""
+    upn = user.get("userPrincipalName") or ""
+    addresses = list(user.get("proxyAddresses") or [])
+    alias = user.get("mailNickname") or ""
+    if add_moera and alias:
+        addresses = with_moera(addresses, alias, tenant)
+    return {
+        "id": directory_ids(user["objectGUID"])["ExternalDirectoryObjectId"],
+        "userPrincipalName": upn,
+        "displayName": user.get("displayName") or user.get("cn"),
+        "givenName": user.get("givenName"),
+        "surname": user.get("sn"),
+        "jobTitle": user.get("title"),
+        "department": user.get("department"),
+        "mail": user.get("mail"),
+        "mailNickname": alias or None,
+        "proxyAddresses": addresses,
+        "accountEnabled": True,
+        "userType": "Member",
+        "onPremisesImmutableId": anchor,
+        "onPremisesDistinguishedName": user.get("dn") or None,
+        "onPremisesSamAccountName": user.get("sAMAccountName"),
+        "onPremisesUserPrincipalName": upn or None,
+        "onPremisesDomainName": dns_domain_of(user.get("dn") or "") or None,
+        "onPremisesSyncEnabled": True,
+    }
 
 
 class DirectorySync:
     """Applies the directory to the tenant state, one tick at a time."""
 
-    def __init__(self, *, state: TenantState, tenant: Tenant, settings: Settings, source: LdapSource | None) -> None:
+    def __init__(
+        self,
+        *,
+        state: TenantState,
+        tenant: Tenant,
+        settings: Settings,
+        source: LdapSource | None,
+        entra_users: EntraUsers | None = None,
+    ) -> None:
         self.state, self.tenant, self.settings, self.source = state, tenant, settings, source
+        self.entra_users = entra_users if entra_users is not None else EntraUsers()
         self.ticks = 0
 
     def tick(self, *, initial: bool = False) -> dict[str, Any]:
@@ -98,45 +177,88 @@ class DirectorySync:
         if self.source is None:
             return {"enabled": False}
         started = time.perf_counter()
-        users = read_directory(self.source)
-        stats = self.apply(users, created=0.0 if initial else None)
+        conn = connect(self.source)
+        try:
+            users = read_directory(self.source, conn)
+            stats = self.apply(users, created=0.0 if initial else None)
+            if self.settings.hybrid_writeback:
+                stats.update(self.write_back(conn, users))
+        finally:
+            conn.unbind()
         stats["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
         return stats
 
     def apply(self, users: list[dict[str, Any]], *, created: float | None = None) -> dict[str, Any]:
-        stats = {"enabled": True, "seen": 0, "created": 0, "updated": 0, "unchanged": 0, "deleted": 0}
+        stats: dict[str, Any] = {"enabled": True, "seen": 0, "created": 0, "updated": 0, "unchanged": 0, "deleted": 0}
         add_moera = self.settings.add_moera
+        attribute = self.settings.source_anchor
+        people = []
         with self.state.lock:
             anchors: set[str] = set()
             for user in users:
+                anchor = source_anchor(user["objectGUID"], user["mS-DS-ConsistencyGuid"], attribute=attribute)
+                people.append(entra_user(user, anchor, self.tenant, add_moera=add_moera))
                 if RECIPIENT_TYPES.get(user["msExchRecipientTypeDetails"] or 0) is None:
                     continue  # a user without a mailbox
                 stats["seen"] += 1
-                anchor = immutable_id(user["objectGUID"], user["mS-DS-ConsistencyGuid"])
                 anchors.add(anchor)
-                guid = self.state.by_anchor(anchor)
+                guid = self._joined(user, anchor)
                 if guid is None:
-                    self.state.add(from_directory(user, self.tenant, add_moera=add_moera), created=created)
+                    record = from_directory(user, self.tenant, add_moera=add_moera, anchor=anchor)
+                    self.state.add(record, created=created)
                     stats["created"] += 1
                     continue
                 current = self.state.get(guid)
                 desired = dict(current)
+                desired[ANCHOR] = anchor
                 desired.update(identity_values(user, self.tenant))
                 if not current["IsExchangeCloudManaged"]:
                     desired.update(exchange_values(user, self.tenant, add_moera=add_moera))
                 if desired == current:
                     stats["unchanged"] += 1
                     continue
-                desired["WhenChangedUTC"] = now_utc()
+                if _shown(desired) != _shown(current):
+                    desired["WhenChangedUTC"] = now_utc()  # re-anchoring alone is not a change Exchange shows
                 self.state.replace(guid, desired)
                 stats["updated"] += 1
             gone = [
                 record["Guid"]
                 for record, _meta in self.state.records()
-                if record["IsDirSynced"] and record["ImmutableId"] and record["ImmutableId"] not in anchors
+                if record["IsDirSynced"] and record[ANCHOR] and record[ANCHOR] not in anchors
             ]
             for guid in gone:
                 self.state.remove(guid)
             stats["deleted"] = len(gone)
             self.ticks += 1
+        stamp = format_date(dt.datetime.now(dt.UTC))
+        stats["entra_users"] = self.entra_users.apply(people, stamp=stamp)
         return stats
+
+    def _joined(self, user: dict[str, Any], anchor: str) -> str | None:
+        """The mailbox this AD user is joined to: by sourceAnchor, else (the anchor setting changed) by the ids
+        derived from its objectGUID, so a changed anchor re-anchors the mailbox instead of making a second one."""
+        guid = self.state.by_anchor(anchor)
+        if guid is not None:
+            return guid
+        derived = directory_ids(user["objectGUID"])["Guid"]
+        record = self.state.get(derived)
+        return derived if record is not None and record["IsDirSynced"] else None
+
+    def write_back(self, conn: ldap3.Connection, users: list[dict[str, Any]]) -> dict[str, int]:
+        """Exchange hybrid writeback of msDS-ExternalDirectoryObjectID: User_<object id>, where it differs."""
+        written = failed = 0
+        for user in users:
+            desired = "User_" + directory_ids(user["objectGUID"])["ExternalDirectoryObjectId"]
+            if user.get(EDOID_ATTRIBUTE) == desired or not user.get("dn"):
+                continue
+            try:
+                ok = conn.modify(user["dn"], {EDOID_ATTRIBUTE: [(ldap3.MODIFY_REPLACE, [desired])]})
+            except LDAPException as exc:
+                ok = False
+                log.warning("hybrid writeback to %s failed: %s", user["dn"], exc)
+            if ok:
+                written += 1
+            else:
+                failed += 1
+                log.warning("hybrid writeback to %s refused: %s", user["dn"], conn.result)
+        return {"written_back": written, "writeback_failed": failed}
