@@ -52,6 +52,9 @@ GUESSES = (
     "Setting IsExchangeCloudManaged on a cloud-only mailbox is refused (400).",
     "Within the cool-down the address's former holder may take it back; anyone else gets the 'in use' error.",
     "Removing an address that is not there is a no-op; an Add of a present address is a no-op.",
+    "A full-list EmailAddresses write that leaves out the MOERA (@<tenant>.onmicrosoft.com) or the "
+    "@<tenant>.mail.onmicrosoft.com address gets them back as secondaries (setting protected_addresses: keep, "
+    "refuse, off); an Add/Remove hashtable still removes them as asked.",
     "A hashtable without '@odata.type': '#Exchange.GenericHashTable' is refused with a 400 binding error.",
     "WindowsEmailAddress makes the address primary and keeps the old primary as a secondary.",
     "ExtensionCustomAttribute values are at most 2048 characters each.",

@@ -171,7 +171,7 @@ def _apply(cmdlets: Cmdlets, record: dict[str, Any], changes: dict[str, Any]) ->
             if isinstance(value, dict):
                 new = addresses.modify(current, add=value["add"], remove=value["remove"])
             else:
-                new = addresses.full_list(value)
+                new = _keep_protected(cmdlets, current, addresses.full_list(value))
             _check_new_addresses(cmdlets, record, current, new)
             updated["EmailAddresses"] = new
             updated["PrimarySmtpAddress"] = updated["WindowsEmailAddress"] = addresses.primary_of(new)
@@ -206,6 +206,33 @@ def _apply(cmdlets: Cmdlets, record: dict[str, Any], changes: dict[str, Any]) ->
         updated["EmailAddresses"] = new
         updated["PrimarySmtpAddress"] = updated["WindowsEmailAddress"] = address
     return updated
+
+
+def _keep_protected(cmdlets: Cmdlets, current: list[str], new: list[str]) -> list[str]:
+    """A full EmailAddresses list that leaves out the MOERA (@<tenant>.onmicrosoft.com) or the hybrid routing
+    address (@<tenant>.mail.onmicrosoft.com): Entra stamps the MOERA on every synced user and an admin cannot
+    change it on a synced one; the routing address is what hybrid mail flow and moves rely on. Whether Exchange
+    puts them back or refuses the call is not documented: setting protected_addresses ("keep", "refuse", "off")."""
+    mode = cmdlets.settings.protected_addresses
+    if mode == "off":
+        return new
+    protected = {cmdlets.tenant.initial_domain.lower(), cmdlets.tenant.routing_domain.lower()}
+    kept = {addresses.key_of(v) for v in new}
+    missing = [
+        proxy
+        for proxy in map(addresses.Proxy.parse, current)
+        if proxy.is_smtp and proxy.domain in protected and proxy.key not in kept
+    ]
+    if not missing:
+        return new
+    if mode == "refuse":
+        raise ExchangeError(
+            400,
+            DATA_VALIDATION,
+            f'The email address "{missing[0].address}" can\'t be removed: addresses in the domains '
+            f"{' and '.join(sorted(protected))} are managed by Microsoft 365.",
+        )
+    return [*new, *(f"smtp:{proxy.address}" for proxy in missing)]
 
 
 def _check_new_addresses(cmdlets: Cmdlets, record: dict[str, Any], old: list[str], new: list[str]) -> None:

@@ -119,18 +119,56 @@ def test_full_list_replaces_addresses_and_moves_primary_and_when_changed(exo_cle
         )
     )
     stored = exo_clean.get_mailbox(UPN)
-    assert stored["EmailAddresses"] == [
+    assert stored["EmailAddresses"][:3] == [
         "SMTP:jonas.n@corp.example.com",
         "smtp:jonas.nowak@corp.example.com",
         "X500:/o=x/cn=y",
     ]
+    assert all(a.lower().endswith("onmicrosoft.com") for a in stored["EmailAddresses"][3:])  # kept, see below
     assert stored["PrimarySmtpAddress"] == stored["WindowsEmailAddress"] == "jonas.n@corp.example.com"
     assert stored["WhenChangedUTC"] > OLD
 
 
+def _protected(exo_clean, addresses: list[str]) -> list[str]:
+    domains = (f"@{exo_clean.tenant_domain}", f"@{exo_clean.tenant_domain.replace('.', '.mail.', 1)}")
+    return [a for a in addresses if a.lower().endswith(domains)]
+
+
+def test_a_full_list_keeps_the_moera_and_the_routing_address(exo_clean, managed, set_mailbox):
+    """exchange-facts §3: EXO adds the MOERA smtp:<alias>@<tenant>.onmicrosoft.com to every synced mailbox (KB
+    3190357 "How the proxyAddresses attribute is populated in Azure AD": it is stamped automatically, and an admin
+    cannot change it on a synced user); the @<tenant>.mail.onmicrosoft.com address is the hybrid routing address
+    moves and mail flow rely on (issue 15 point 8). What Exchange does with a full list leaving them out is not
+    documented: the emulator puts them back as secondaries (GUESS, setting protected_addresses)."""
+    protected = _protected(exo_clean, managed["EmailAddresses"])
+    assert len(protected) == 2, managed["EmailAddresses"]  # the MOERA and the .mail.onmicrosoft.com address
+    ok(set_mailbox(EmailAddresses=["SMTP:jonas.nowak@corp.example.com"]))
+    stored = exo_clean.get_mailbox(UPN)["EmailAddresses"]
+    assert stored[0] == "SMTP:jonas.nowak@corp.example.com"
+    assert sorted(a.lower() for a in stored[1:]) == sorted(a.lower() for a in protected)
+
+
+def test_protected_addresses_refuse_mode_fails_the_call_and_off_mode_drops_them(exo_clean, managed, set_mailbox):
+    exo_clean.set_settings(protected_addresses="refuse")
+    response = set_mailbox(EmailAddresses=["SMTP:jonas.nowak@corp.example.com"])
+    assert "can't be removed" in error_text(response, 400, "DataValidationException")
+    assert exo_clean.get_mailbox(UPN)["EmailAddresses"] == managed["EmailAddresses"]
+    exo_clean.set_settings(protected_addresses="off")
+    ok(set_mailbox(EmailAddresses=["SMTP:jonas.nowak@corp.example.com"]))
+    assert exo_clean.get_mailbox(UPN)["EmailAddresses"] == ["SMTP:jonas.nowak@corp.example.com"]
+
+
+def test_a_hashtable_remove_of_the_moera_is_carried_out_as_asked(exo_clean, managed, set_mailbox):
+    """Add/Remove writes are unchanged by protected_addresses (issue 15 point 8 asks the client to send only
+    those, and never a Remove of these two)."""
+    moera = next(a for a in managed["EmailAddresses"] if a.lower().endswith(f"@{exo_clean.tenant_domain}"))
+    ok(set_mailbox(EmailAddresses={"@odata.type": HASHTABLE, "Remove": [moera]}))
+    assert moera not in exo_clean.get_mailbox(UPN)["EmailAddresses"]
+
+
 def test_addresses_without_prefix_are_smtp_and_the_first_is_primary(exo_clean, managed, set_mailbox):
     ok(set_mailbox(EmailAddresses=["j1@corp.example.com", "j2@corp.example.com"]))
-    assert exo_clean.get_mailbox(UPN)["EmailAddresses"] == ["SMTP:j1@corp.example.com", "smtp:j2@corp.example.com"]
+    assert exo_clean.get_mailbox(UPN)["EmailAddresses"][:2] == ["SMTP:j1@corp.example.com", "smtp:j2@corp.example.com"]
 
 
 def test_hashtable_adds_and_removes(exo_clean, managed, set_mailbox):
