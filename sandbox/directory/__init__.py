@@ -36,6 +36,16 @@ Treat the mark as an opaque string and only the attribute names as configuration
 works against both. ``modifyTimestamp`` is indexed for ``>=`` too (AD: ``whenChanged``) but has
 one-second resolution, so it cannot separate changes made within the same second.
 
+Which server answers (AD's ``dsServiceName``)
+---------------------------------------------
+USNs are per domain controller, so a mark is only meaningful on the DC that issued it. The root DSE
+carries ``dsServiceName`` (the DN of the DC's NTDS Settings object), ``dnsHostName`` and
+``defaultNamingContext``, served from the file slapd.conf's ``rootDSE`` directive names.
+``SandboxDirectory.start(server_name="DC2", workdir=..., keep=True)`` reopens a kept database as
+another DC: same data and change stamps, another ``dsServiceName``. There is no NTDS Settings object
+and so no ``invocationId``. Renaming or moving an OU (modrdn) stamps the OU's entryCSN and not its
+children's, as AD leaves the children's uSNChanged alone.
+
 Deletions are not visible this way on either side (AD keeps them as tombstones under
 ``CN=Deleted Objects``; this sandbox simply removes them): find them by comparing full listings.
 """
