@@ -15,7 +15,8 @@ Approximations, stated once:
   authoritative, an on-prem edit reaches EXO at the next sync and moves that stamp, so it is never earlier than
   the on-prem edit it reflects. It also moves for cloud-side and identity changes, so the check errs towards
   blocking. It cannot see an on-prem edit that has not synced yet, nor one made after the last inventory read:
-  the runner must re-check this rule just before flipping. A mailbox without the stamp gets a warning.
+  the runner re-checks the same rule (``quiet_period_end``) just before each flip, with the pre-flip read of
+  WhenChangedUTC and AD's own change time of the user. A mailbox without the stamp gets a warning.
   The quiet period applies to moves to the cloud only (Microsoft's rule protects the flip to cloud-managed).
 - *Open help-desk change requests* block a member once the ChangeRequest model exists (help-desk issue); until
   then there is nothing to check and no finding is produced.
@@ -220,20 +221,39 @@ def check_member(mailbox: Mailbox, ctx: Context) -> Findings:
     return found
 
 
+def quiet_period_end(
+    last_changes: Iterable[dt.datetime | None], quiet_period: dt.timedelta
+) -> tuple[dt.datetime, dt.datetime] | None:
+    """The quiet-period rule, for pre-flight and for the runner just before a flip: the latest of the known change
+    times and when the quiet period after it ends (a mailbox may move from then on); None when none is known."""
+    known = [when for when in last_changes if when is not None]
+    if not known:
+        return None
+    latest = max(known)
+    return latest, latest + quiet_period
+
+
+def quiet_period_refusal(last_change: dt.datetime, ends: dt.datetime, quiet_period: dt.timedelta) -> str:
+    """Why a mailbox changed at ``last_change`` may not move before ``ends``."""
+    return (
+        f"Changed at {last_change:%Y-%m-%d %H:%M} UTC, within the quiet period of {_hours(quiet_period)} after an "
+        f"on-premises change (Microsoft advises a sync cycle plus 24 hours); it can move from {ends:%Y-%m-%d %H:%M} "
+        "UTC."
+    )
+
+
 def _check_quiet_period(mailbox: Mailbox, ctx: Context, block, warn) -> None:
-    changed = mailbox.exo_when_changed
-    if changed is None:
+    found = quiet_period_end([mailbox.exo_when_changed], ctx.quiet_period)
+    if found is None:
         warn(Finding(Code.LAST_CHANGE_UNKNOWN, "The time of the last change is unknown (Exchange Online gave no "
                      "WhenChanged); make sure nobody edited it on-premises in the last "
                      f"{_hours(ctx.quiet_period)}."))  # fmt: skip
         return
-    if ctx.now - changed < ctx.quiet_period:
-        ready = changed + ctx.quiet_period
+    changed, ready = found
+    if ctx.now < ready:
         block(Finding(
             Code.RECENT_ON_PREM_CHANGE,
-            f"Changed at {changed:%Y-%m-%d %H:%M} UTC, within the quiet period of {_hours(ctx.quiet_period)} after "
-            "an on-premises change (Microsoft advises a sync cycle plus 24 hours); it can move from "
-            f"{ready:%Y-%m-%d %H:%M} UTC.",
+            quiet_period_refusal(changed, ready, ctx.quiet_period),
             {"last_change": changed.isoformat(), "eligible_from": ready.isoformat()},
         ))  # fmt: skip
 

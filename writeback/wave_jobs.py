@@ -14,6 +14,11 @@ that answers 404 is given back with a growing delay until EXO_NOT_FOUND_RETRY_SE
 (replication lag after a recent write, exchange-facts §4.3), then fails. Either way the member's ``not_before``
 keeps it from being claimed early, and the attempt does not count against MAX_ATTEMPTS.
 
+To the cloud, the quiet period (soa.preflight.quiet_period_end, the rule pre-flight applied at submission) is
+checked again just before each flip, because a wave can wait days for approval: with the WhenChangedUTC of the
+pre-flip read and AD's own change time of the user. A member inside it is deferred, not failed
+(writeback.wave_quiet_period says why).
+
 Back to AD, each flip is preceded by the copy of the mailbox's cloud Exchange attributes into AD
 (writeback.wave_revert), so the sync that follows loses nothing.
 """
@@ -43,6 +48,7 @@ from writeback.exchange_auth import ExchangeConfig
 from writeback.exchange_errors import ExchangeOnlineError, ExoNotFound, ExoRetryLater
 from writeback.inventory import refresh_drift
 from writeback.values import drifted_attributes, exo_values
+from writeback.wave_quiet_period import quiet_period_deferral
 from writeback.wave_revert import Copy, RevertNotVerified, copy_cloud_to_ad
 
 logger = logging.getLogger(__name__)
@@ -70,6 +76,7 @@ class Outcome:
     changed: bool = False  # whether Exchange reported a change (False: it already held the value)
     copied: Copy | None = None  # back to AD: what was written into AD before the flag went back
     retry_at: dt.datetime | None = None  # Exchange asked to be called again at this time (PENDING)
+    quiet_until: dt.datetime | None = None  # inside the quiet period until then (PENDING)
     not_found: bool = False  # Exchange answered 404 for the mailbox (PENDING until the bound, then FAILED)
 
 
@@ -165,10 +172,15 @@ def flip(
     sent = False
     copied = None
     try:
-        current = client.get_mailbox(identity) if member.tried_before or (not target and copy_to_ad) else None
+        # Always read first, except back to AD without the copy (the test that shows what the copy prevents).
+        current = client.get_mailbox(identity) if target or member.tried_before or copy_to_ad else None
         if member.tried_before and current.get("IsExchangeCloudManaged") is target:
             # An earlier claim applied the flip (and, back to AD, the copy that comes before it).
             return Outcome(MemberState.DONE)
+        if target:
+            deferral = quiet_period_deferral(mailbox, current, directory)
+            if deferral is not None:
+                return Outcome(MemberState.PENDING, deferral[1], quiet_until=deferral[0])
         if not target and copy_to_ad:
             if mailbox.ad_guid is None:
                 return Outcome(
@@ -193,7 +205,8 @@ def flip(
         return Outcome(state, f"{error.__class__.__name__}: {error}", sent=sent, copied=copied)
     except DirectoryError as error:
         state = MemberState.PENDING if error.retryable else MemberState.FAILED
-        return Outcome(state, f"Copying the cloud values into AD failed: {error}", sent=sent, copied=copied)
+        what = "Reading the user's change time in AD" if target else "Copying the cloud values into AD"
+        return Outcome(state, f"{what} failed: {error}", sent=sent, copied=copied)
     except RevertNotVerified as error:
         return Outcome(MemberState.FAILED, str(error), sent=sent, copied=copied)
     return Outcome(MemberState.DONE, sent=True, changed=result.changed, copied=copied)
@@ -220,10 +233,10 @@ def record(member: WaveMember, outcome: Outcome) -> str | None:
         before = member_audit_snapshot(row)
         now = timezone.now()
         state, error = outcome.state, outcome.error
-        deferred = outcome.retry_at is not None or outcome.not_found
+        deferred = outcome.retry_at is not None or outcome.quiet_until is not None or outcome.not_found
         row.not_before = None
-        if outcome.retry_at is not None:
-            row.not_before = outcome.retry_at
+        if outcome.retry_at is not None or outcome.quiet_until is not None:
+            row.not_before = outcome.retry_at or outcome.quiet_until
         elif outcome.not_found:
             state, error, row.not_before = _not_found_rule(row, now, error)
         else:
@@ -387,7 +400,8 @@ def run_batch(
     if not members:
         return counts
     client = client or _client()
-    own_directory = directory is None and members[0].wave.direction == WaveDirection.TO_ON_PREM
+    # Both ways: back to AD for the copy, to the cloud for AD's change time (the quiet period).
+    own_directory = directory is None
     if own_directory:
         directory = DirectoryClient(DirectoryConfig.from_settings())
     try:

@@ -283,3 +283,16 @@ def test_only_administrators_keep_the_registry(people):
         consumer_application_register(actor=people["op"], name="App", attributes=["mail"])
     with pytest.raises(SoaError, match="do not allow configuring the portal"):
         consumer_application_remove(actor=people["approver"], application_id=1)
+
+
+def test_the_quiet_period_rule_runs_from_the_latest_known_change():
+    """exchange-facts §1.3: wait a sync cycle plus 24 hours after the last on-premises change. One rule for
+    pre-flight and for the runner's re-check before each flip: the latest change time that is known counts."""
+    quiet = dt.timedelta(hours=24.5)
+    exo = dt.datetime(2026, 9, 1, 8, 0, tzinfo=dt.UTC)
+    ad = dt.datetime(2026, 9, 1, 9, 30, tzinfo=dt.UTC)
+    assert preflight.quiet_period_end([exo, ad], quiet) == (ad, ad + quiet)
+    assert preflight.quiet_period_end([exo, None], quiet) == (exo, exo + quiet)
+    assert preflight.quiet_period_end([None, None], quiet) is None
+    text = preflight.quiet_period_refusal(ad, ad + quiet, quiet)
+    assert "within the quiet period of 24.5 hours" in text and "it can move from 2026-09-02 10:00 UTC" in text

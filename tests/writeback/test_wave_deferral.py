@@ -60,7 +60,7 @@ def test_a_retry_after_beyond_the_cap_releases_the_batch_and_reschedules_it_at_t
     settings.EXO_MAX_RETRY_AFTER_SECONDS = 30
     mailboxes = movable(4)
     wave = running_wave(people, mailboxes, batch_size=4, max_rate=50.0)
-    exchange.set_throttle(rate=0.01, burst=2)  # one flip (Set-Mailbox + its re-read), then 100 s to the next
+    exchange.set_throttle(rate=0.01, burst=3)  # one flip (read, Set-Mailbox, re-read), then 100 s to the next
     before = timezone.now()
     work()
     assert states(wave) == {MemberState.DONE: 1, MemberState.PENDING: 3}
