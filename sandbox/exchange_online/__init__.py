@@ -63,7 +63,11 @@ GUESSES = (
     "Throttle: a token bucket per appid; Rate-Limit-Limit is the burst, Reset is when the bucket is full again; "
     "Retry-After is whole seconds (at least 1).",
     "503 faults carry no Retry-After; the 'error after apply' 500 has empty message and details.",
-    "Replication lag hides a new mailbox from Identity lookups and from listings.",
+    "Replication lag hides a new mailbox from Identity lookups and from listings; a mailbox a cmdlet wrote within the "
+    "lag is hidden from Identity lookups only (fault replication_lag_after_write, on by default), listings still "
+    "show it.",
+    "Get-Mailbox's unmodelled properties (payload.py, 200-odd) carry typical values of a licensed user mailbox, the "
+    "same for every mailbox apart from ids, names and dates; they cannot be set or filtered on.",
     "An unknown tenant in the InvokeCommand URL gives 400.",
     "AADSTS codes for a wrong assertion audience (50027), a redirect_uri mismatch (70000) and a missing "
     "code_verifier (900144).",

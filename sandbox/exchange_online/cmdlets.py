@@ -92,17 +92,21 @@ class Cmdlets:
 
     # -- finding mailboxes ---------------------------------------------------------------------------
 
-    def visible(self, meta: Meta) -> bool:
-        """False while the replication-lag fault hides a freshly created mailbox."""
-        lag = self.faults.config.replication_lag
-        return not lag or meta.created <= time.time() - lag
+    def visible(self, meta: Meta, *, lookup: bool = False) -> bool:
+        """False while the replication-lag fault hides a freshly created mailbox, or (``lookup``: an Identity
+        lookup) one a cmdlet wrote moments ago (fault replication_lag_after_write)."""
+        config = self.faults.config
+        if not config.replication_lag:
+            return True
+        latest = max(meta.created, meta.written) if lookup and config.replication_lag_after_write else meta.created
+        return latest <= time.time() - config.replication_lag
 
     def resolve(self, identity: Any) -> dict[str, Any]:
         """The one mailbox an Identity designates (UPN, alias, name, GUIDs, DN or any proxy address)."""
         if not isinstance(identity, str) or not identity.strip():
             raise bad_parameter("Cannot bind argument to parameter 'Identity' because it is null or an empty string.")
         with self.state.lock:
-            guids = [guid for guid in self.state.resolve(identity) if self.visible(self.state.meta(guid))]
+            guids = [guid for guid in self.state.resolve(identity) if self.visible(self.state.meta(guid), lookup=True)]
             if not guids:
                 raise not_found(identity, SERVER)
             if len(guids) > 1:
@@ -132,7 +136,8 @@ class Cmdlets:
 
         if "Identity" in p:
             record = self.resolve(p["Identity"])
-            return Result([to_api(record, select)] if wanted(record) else [])
+            shown = to_api(record, select, tenant_domain=self.tenant.initial_domain)
+            return Result([shown] if wanted(record) else [])
         return self._page(call, wanted, limit, select)
 
     @staticmethod
@@ -193,7 +198,8 @@ class Cmdlets:
                 items.append(record)
                 last = meta.seq
         served += len(items)
-        result = Result([to_api(record, select) for record in items])
+        domain = self.tenant.initial_domain
+        result = Result([to_api(record, select, tenant_domain=domain) for record in items])
         if preferred:
             result.headers["Preference-Applied"] = f"odata.maxpagesize={page_size}"
         if more and limit is not None and served >= limit:

@@ -9,7 +9,11 @@
 - ``error_after_apply``: the next N successful Set-Mailbox calls are applied and then answered with a 500
   whose message is empty: the silent-success trap of exchange-facts §4.3.
 - ``replication_lag``: for this many seconds after a mailbox is created it is not found (404), as when
-  reading an object right after creating it (exchange-facts §4.3).
+  reading an object right after creating it (exchange-facts §4.3: 404 six seconds after New-MailContact, found
+  minutes later). With ``replication_lag_after_write`` (on by default) the same holds for Identity lookups of a
+  mailbox a cmdlet changed within that time: the guidance of §4.3 is to retry a 404 that follows a write, which
+  the reference measured only for creation; that a write hides the object too is a guess. Listings still show a
+  written mailbox (a lagging replica would hold its older version, not nothing).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class FaultConfig:
     fail_status: int = 503
     error_after_apply: int = 0
     replication_lag: float = 0.0
+    replication_lag_after_write: bool = True
 
 
 class Faults:
@@ -59,6 +64,7 @@ class Faults:
                 fail_status=int(merged["fail_status"]),
                 error_after_apply=int(merged["error_after_apply"]),
                 replication_lag=float(merged["replication_lag"]),
+                replication_lag_after_write=bool(merged["replication_lag_after_write"]),
             )
             if not 0.0 <= config.error_rate <= 1.0:
                 raise ValueError("error_rate must be between 0 and 1")

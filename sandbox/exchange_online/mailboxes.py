@@ -19,6 +19,7 @@ from typing import Any
 
 from .addresses import full_list, primary_of
 from .config import Tenant
+from .payload import extra_properties
 from .state import ANCHOR, format_date
 
 CUSTOM_ATTRIBUTES = tuple(f"CustomAttribute{i}" for i in range(1, 16))
@@ -217,8 +218,12 @@ _GUID_FIELDS = ("Guid", "ExchangeGuid", "ExchangeObjectId")
 _COLLECTIONS = ("EmailAddresses", *EXTENSION_ATTRIBUTES)
 
 
-def to_api(record: dict[str, Any], select: set[str] | None = None) -> dict[str, Any]:
-    """A record as Get-Mailbox returns it, with the OData type annotations of collections, GUIDs and dates."""
+def to_api(record: dict[str, Any], select: set[str] | None = None, *, tenant_domain: str = "") -> dict[str, Any]:
+    """A record as Get-Mailbox returns it, with the OData type annotations of collections, GUIDs and dates.
+
+    With ``tenant_domain`` (the tenant's initial domain) the object also carries the 200-odd properties real
+    Exchange returns and the emulator does not model (payload.py), so it weighs what a real one does.
+    """
     shown: dict[str, Any] = {
         "ExternalDirectoryObjectId": record["ExternalDirectoryObjectId"],
         "Identity": record["Name"],
@@ -245,10 +250,16 @@ def to_api(record: dict[str, Any], select: set[str] | None = None) -> dict[str, 
         "WhenChangedUTC": format_date(record["WhenChangedUTC"]),
         "WhenCreatedUTC": format_date(record["WhenCreatedUTC"]),
     }
+    annotated: dict[str, Any] = {}
+    if tenant_domain:
+        extra = extra_properties(
+            record, tenant_domain, created=shown["WhenCreatedUTC"], changed=shown["WhenChangedUTC"]
+        )
+        annotated.update(extra)
     if select:
         wanted = {name.lower() for name in select}
         shown = {k: v for k, v in shown.items() if k.lower() in wanted}
-    annotated: dict[str, Any] = {}
+        annotated = {k: v for k, v in annotated.items() if k.partition("@")[0].lower() in wanted}
     for key, value in shown.items():
         if key in _COLLECTIONS:
             annotated[f"{key}@odata.type"] = "#Collection(String)"

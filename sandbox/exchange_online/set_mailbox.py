@@ -159,7 +159,7 @@ def set_mailbox(cmdlets: Cmdlets, call: Invocation) -> Result:
                 ]
             )
         updated["WhenChangedUTC"] = now_utc()
-        state.replace(record["Guid"], updated)
+        state.replace(record["Guid"], updated, written=True)
     return Result()
 
 

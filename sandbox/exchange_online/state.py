@@ -40,6 +40,7 @@ class Meta:
 
     seq: int  # creation order: listing and paging order
     created: float  # epoch seconds, with sub-second precision (replication lag)
+    written: float = 0.0  # when a cmdlet last changed it (replication lag after a write); not persisted
 
 
 def identity_key(value: str) -> str:
@@ -130,8 +131,11 @@ class TenantState:
             self._index(record)
             self.version += 1
 
-    def replace(self, guid: str, record: dict[str, Any]) -> None:
+    def replace(self, guid: str, record: dict[str, Any], *, written: bool = False) -> None:
+        """Put ``record`` in place of the mailbox's; ``written``: a cmdlet changed it (the replication-lag clock)."""
         with self.lock:
+            if written:
+                self._meta[guid].written = time.time()
             old = self._records[guid]
             self._unindex(old, removed_at=time.time(), keep=_proxy_keys(record))
             self._records[guid] = record

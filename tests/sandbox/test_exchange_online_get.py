@@ -328,3 +328,39 @@ def test_get_organization_config_returns_the_organisation(exo_clean, exo_invoke)
     [organization] = values(exo_invoke("Get-OrganizationConfig"))
     assert organization["Name"] == exo_clean.tenant_domain
     assert json.dumps(organization)
+
+
+# -- payload weight (issue 15 point 13) ------------------------------------------------------------------------------
+
+
+def test_a_mailbox_carries_the_200_plus_properties_real_get_mailbox_returns(exo_clean, exo_invoke):
+    """exchange-facts §7.4: Get-Mailbox has no server-side property selection and each object carries 200+
+    properties. Names from Exchange's Mailbox object (Learn "Mailbox properties") and the Get-Mailbox/Set-Mailbox
+    docs; quotas in Exchange's ByteQuantifiedSize text; collections, GUIDs and dates annotated (§4.3)."""
+    mailbox = values(exo_invoke("Get-Mailbox", {"Identity": UPN}))[0]
+    properties = [key for key in mailbox if "@" not in key]
+    assert len(properties) >= 200
+    assert len(json.dumps(mailbox, separators=(",", ":")).encode()) > 10_000
+    assert mailbox["ProhibitSendReceiveQuota"] == "100 GB (107,374,182,400 bytes)"
+    assert mailbox["RetainDeletedItemsFor"] == "14.00:00:00"
+    assert mailbox["AuditOwner@odata.type"] == "#Collection(String)" and "MailItemsAccessed" in mailbox["AuditOwner"]
+    assert mailbox["ArchiveGuid@odata.type"] == "#Guid"
+    assert mailbox["LegacyExchangeDN"].startswith("/o=ExchangeLabs/ou=Exchange Administrative Group")
+    assert mailbox["OrganizationalUnitRoot"] == exo_clean.tenant_domain
+    assert mailbox["WindowsLiveID"] == mailbox["UserPrincipalName"] == UPN
+
+
+def test_the_modelled_properties_keep_their_meaning_in_the_heavy_object(exo_clean, exo_invoke):
+    stored = exo_clean.get_mailbox(UPN)
+    mailbox = values(exo_invoke("Get-Mailbox", {"Identity": UPN}))[0]
+    for name in ("ExternalDirectoryObjectId", "EmailAddresses", "PrimarySmtpAddress", "IsDirSynced",
+                 "IsExchangeCloudManaged", "CustomAttribute1", "ExtensionCustomAttribute1", "WhenChangedUTC",
+                 "RecipientTypeDetails", "HiddenFromAddressListsEnabled", "Guid", "ExchangeGuid"):  # fmt: skip
+        assert mailbox[name] == stored[name], name
+    assert "_sourceAnchor" not in mailbox
+
+
+def test_select_trims_the_heavy_object_too(exo_invoke):
+    """exchange-facts §4.1: an optional ?$select=Prop1,Prop2 trims properties on the REST endpoint."""
+    url_response = exo_invoke("Get-Mailbox", {"Identity": UPN}, params={"$select": "Alias,ProhibitSendQuota"})
+    assert values(url_response)[0] == {"ProhibitSendQuota": "99 GB (106,300,440,576 bytes)", "Alias": "jonas.nowak"}

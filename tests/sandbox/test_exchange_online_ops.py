@@ -280,3 +280,31 @@ def test_cli_refuses_half_a_directory_configuration(tmp_path):
     )
     assert result.returncode == 2
     assert "go together" in result.stderr
+
+
+def test_error_after_apply_covers_the_flip_answered_with_an_empty_terminating_error(exo_clean, exo_invoke):
+    """exchange-facts §7.4 (and §4.3, §7.2): Set-Mailbox -IsExchangeCloudManaged was seen throwing a terminating
+    error with an empty message while the change had been applied server-side; a re-read shows the flip."""
+    exo_clean.set_faults(error_after_apply=1)
+    response = exo_invoke("Set-Mailbox", {"Identity": UPN, "IsExchangeCloudManaged": True})
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["message"] == "" and error["details"][0]["message"] == ""
+    assert error["innererror"]["internalexception"]["message"] == ""
+    assert get(exo_invoke).json()["value"][0]["IsExchangeCloudManaged"] is True
+
+
+def test_replication_lag_hides_a_mailbox_just_written_from_identity_lookups(exo_clean, exo_invoke):
+    """exchange-facts §4.3: retry a 404 that follows a recent write (the reference measured it after a creation;
+    that a write hides the object the same way is a guess, fault replication_lag_after_write)."""
+    other = "kenji.kowalski@corp.example.com"
+    exo_invoke("Set-Mailbox", {"Identity": UPN, "IsExchangeCloudManaged": True})
+    exo_clean.set_faults(replication_lag=300)
+    assert get(exo_invoke).status_code == 404
+    assert exo_invoke("Set-Mailbox", {"Identity": UPN, "CustomAttribute2": "y"}).status_code == 404
+    listed = exo_invoke("Get-Mailbox", {"ResultSize": "Unlimited"}).json()["value"]
+    assert UPN in {m["UserPrincipalName"] for m in listed}  # listings still show it
+    assert exo_invoke("Get-Mailbox", {"Identity": other}).status_code == 200  # mailboxes not written are unaffected
+    exo_clean.set_faults(replication_lag_after_write=False)
+    assert get(exo_invoke).status_code == 200
+    exo_clean.set_faults(replication_lag=0)
