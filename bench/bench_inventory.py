@@ -50,22 +50,26 @@ def main() -> None:
     began = time.perf_counter()
     with (
         SandboxDirectory.start(users=args.users) as directory,
-        ExchangeOnlineEmulator.start(directory=directory, rate=0) as exchange,
+        # Hybrid writeback on: pairs come from msDS-ExternalDirectoryObjectID, as on a tenant where Connect writes it.
+        ExchangeOnlineEmulator.start(directory=directory, rate=0, hybrid_writeback=True) as exchange,
     ):
         report = seed_tenant(directory, exchange)
+        exchange.sync()  # the tick that writes msDS-ExternalDirectoryObjectID back to every user
         print(f"tenant ready in {time.perf_counter() - began:.1f} s: {report}")
         client = exchange.clients["secret"]
         for name, value in {
             "LDAP_URL": directory.url, "LDAP_BIND_DN": directory.bind_dn, "LDAP_BASE_DN": directory.base_dn,
             "LDAP_PASSWORD_FILE": str(directory.password_file), "EXO_BASE_URL": exchange.base_url,
             "EXO_TENANT": exchange.tenant_id, "ENTRA_AUTHORITY": exchange.authority,
+            "GRAPH_BASE_URL": exchange.graph_url,
             "EXO_CA_FILE": str(exchange.ca_file),
             "ENTRA_CLIENT_ID": client["client_id"], "ENTRA_CLIENT_SECRET_FILE": client["client_secret_file"],
         }.items():  # fmt: skip
             setattr(settings, name, value)
 
         # Baseline 1: raw ldap3 paged search of the same entries and attributes.
-        attributes = ["objectGUID", "mS-DS-ConsistencyGuid", *(a.ad for a in ATTRIBUTES)]
+        keys = ["objectGUID", "mS-DS-ConsistencyGuid", "msDS-ExternalDirectoryObjectID"]
+        attributes = [*keys, *(a.ad for a in ATTRIBUTES)]
         connection = ldap3.Connection(directory.url, directory.bind_dn, directory.password, auto_bind=True)
         started, count = time.perf_counter(), 0
         for _ in connection.extend.standard.paged_search(
@@ -116,7 +120,7 @@ def main() -> None:
         rate = (run.ad_read + run.exo_read) / seconds
         print(f"{label:<46} {rate:>10,.0f} objects/s   ({run.ad_read + run.exo_read} in {seconds:.2f} s; "
               f"ratio to raw reads {rate / baseline:.2f}; created {run.created}, changed {run.changed})")  # fmt: skip
-    print(f"objects read by the first import: {objects}; mailboxes stored: {first.created}")
+    print(f"objects read by the first import: {objects}; mailboxes stored: {first.created}; pairs: {first.pairings}")
     print(f"peak RSS growth over the three imports: {rss_growth:.1f} MB (process high-water {_rss_mb():.0f} MB)")
 
 
