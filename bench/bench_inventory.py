@@ -38,8 +38,8 @@ def main() -> None:
     from sandbox.directory import SandboxDirectory
     from sandbox.exchange_online import ExchangeOnlineEmulator
     from sandbox.seed import seed_tenant
+    from soa.attributes import ATTRIBUTES
     from soa.models import Mailbox
-    from writeback.attributes import ATTRIBUTES
     from writeback.inventory import AD_USER_FILTER, claim, execute, inventory_run_request
 
     print("bench_inventory: full and incremental import of a seeded tenant vs raw reads of both sides")

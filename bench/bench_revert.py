@@ -132,7 +132,7 @@ def _holds(record: dict, edit: tuple[str, str]) -> bool:
 
 
 def _comparable(record: dict) -> dict:
-    from writeback.values import exo_values
+    from soa.values import exo_values
 
     values = {name: value for name, value in exo_values(record).items() if name not in VOLATILE}
     return {name: sorted(value) if isinstance(value, list) else value for name, value in values.items()}
@@ -217,8 +217,8 @@ def _rollback(people, exchange, wave_id: int, ids: list[int], *, unsafe: bool) -
 
 def _check_ad(ids: list[int], edits: dict[str, tuple[str, str]], stamp: str) -> int:
     """AD holds the cloud edits after the copying rollback: a random sample read over LDAP; returns its size."""
+    from soa.attributes import BY_EXO
     from soa.models import Mailbox
-    from writeback.attributes import BY_EXO
     from writeback.directory import DirectoryClient
     from writeback.directory_connection import DirectoryConfig
 

@@ -22,7 +22,7 @@ class Mailbox(models.Model):
     """One directory-synced recipient, known to Exchange Online, Active Directory or (normally) both.
 
     ``exo_values`` and ``ad_values`` hold the mapped Exchange attributes as last read from each side, keyed by
-    their Exchange Online property name (writeback.attributes); ``drift`` lists the names whose values differ.
+    their Exchange Online property name (soa.attributes); ``drift`` lists the names whose values differ.
     """
 
     exo_object_id = models.UUIDField(null=True, blank=True, unique=True, help_text="EXO ExternalDirectoryObjectId")

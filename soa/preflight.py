@@ -36,6 +36,7 @@ from django.conf import settings
 from django.db.models import Subquery
 from django.utils import timezone
 
+from soa.attributes import BY_AD, BY_EXO, EXCHANGE_ATTRIBUTES
 from soa.choices import (
     MEMBER_OPEN_STATES,
     TARGET_AUTHORITY,
@@ -44,8 +45,7 @@ from soa.choices import (
     WaveDirection,
 )
 from soa.models import ConsumerApplication, Mailbox, PilotWave, WaveMember
-from writeback.attributes import BY_AD, BY_EXO, EXCHANGE_ATTRIBUTES
-from writeback.values import drifted_attributes
+from soa.values import drifted_attributes
 
 SUPPORTED_RECIPIENT_TYPES = frozenset({"UserMailbox", "SharedMailbox", "RoomMailbox", "EquipmentMailbox"})
 

@@ -5,9 +5,9 @@ from django.shortcuts import render
 
 from portal.decorators import action_required
 from portal.roles import Action
+from soa.attributes import EXCHANGE_ATTRIBUTES, IDENTITY_ATTRIBUTES
 from soa.forms import MailboxFilterForm
 from soa.selectors import mailbox_get, mailbox_search, paginate
-from writeback.attributes import EXCHANGE_ATTRIBUTES, IDENTITY_ATTRIBUTES
 
 PAGE_SIZE = 50
 

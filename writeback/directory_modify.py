@@ -17,7 +17,7 @@ from typing import Any
 
 import ldap3
 
-from writeback.attributes import EXCHANGE_ATTRIBUTES, Kind
+from soa.attributes import EXCHANGE_ATTRIBUTES, Kind
 
 Changes = dict[str, list[tuple[str, list[Any]]]]
 

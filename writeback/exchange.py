@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from writeback.attributes import EXCHANGE_ATTRIBUTES, IDENTITY_ATTRIBUTES
+from soa.attributes import EXCHANGE_ATTRIBUTES, IDENTITY_ATTRIBUTES
 from writeback.exchange_auth import ExchangeConfig, TokenProvider, build_session, require_https
 from writeback.exchange_budget import Budget, read_budget
 from writeback.exchange_errors import (
@@ -53,8 +53,8 @@ SETTABLE = frozenset(
     | {f"ExtensionCustomAttribute{i}" for i in range(1, 6)}
 )
 NO_CHANGE_WARNING = "no settings of"
-# What the portal reads from a Get-Mailbox object: the mapped Exchange and identity attributes (writeback.attributes,
-# consumed by writeback.values), the keys the inventory pairs and dates on, and what a flip checks. Real objects
+# What the portal reads from a Get-Mailbox object: the mapped Exchange and identity attributes (soa.attributes,
+# consumed by soa.values), the keys the inventory pairs and dates on, and what a flip checks. Real objects
 # carry 200+ properties and a page holds 1,000 of them (exchange-facts §7.4); everything else, OData annotations
 # included, is dropped from each object as its page is read, so a tenant-wide read holds one raw page at a time.
 MAILBOX_PROPERTIES = frozenset(

@@ -27,9 +27,10 @@ from portal.audit import audit_record
 from portal.correlation import correlation_scope
 from portal.dn import InvalidDn, normalize_dn
 from portal.roles import Action, may
+from soa.attributes import ATTRIBUTES
 from soa.choices import Authority, Pairing
 from soa.models import Mailbox, MailboxAddress
-from writeback.attributes import ATTRIBUTES
+from soa.values import ad_values, exo_values, refresh_drift, split_proxy
 from writeback.directory import DirectoryClient, DirectoryConfig, DirectoryError
 from writeback.exchange import ExchangeOnlineClient
 from writeback.exchange_auth import ExchangeConfig
@@ -46,7 +47,6 @@ from writeback.inventory_pairing import (
     source_anchor,
 )
 from writeback.models import InventoryRun
-from writeback.values import ad_values, drifted_attributes, exo_values, split_proxy
 
 logger = logging.getLogger(__name__)
 
@@ -103,14 +103,6 @@ def _apply(mailbox: Mailbox, fields: dict[str, Any]) -> bool:
             setattr(mailbox, name, value)
             changed = True
     return changed
-
-
-def refresh_drift(mailbox: Mailbox) -> None:
-    """Recompute the mailbox's drift from the two sides' stored values (none unless both sides are known)."""
-    mailbox.drift = (
-        drifted_attributes(mailbox.exo_values, mailbox.ad_values) if mailbox.in_exo and mailbox.in_ad else []
-    )
-    mailbox.has_drift = bool(mailbox.drift)
 
 
 # -- Active Directory side ------------------------------------------------------------------------------------

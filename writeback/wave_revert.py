@@ -2,9 +2,9 @@
 
 Once IsExchangeCloudManaged is false, the next Entra Connect sync writes AD's Exchange attributes over the cloud's
 (exchange-facts §1.7), so an edit made in the cloud and never written back would be lost. Before the flag goes
-back, the runner therefore writes the cloud value of every mapped Exchange attribute (writeback.attributes
+back, the runner therefore writes the cloud value of every mapped Exchange attribute (soa.attributes
 EXCHANGE_ATTRIBUTES: all of them, not only those this installation writes back after an edit) into AD, reads AD
-back and compares it with the cloud by the drift rules (writeback.values), and only then flips.
+back and compares it with the cloud by the drift rules (soa.values), and only then flips.
 
 The MOERA (alias@<tenant>.onmicrosoft.com) is left out of proxyAddresses: Exchange Online adds it to every synced
 mailbox by itself, and AD never holds it.
@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from writeback.attributes import EXCHANGE_ATTRIBUTES, Kind
-from writeback.directory import DirectoryClient
-from writeback.values import (
+from soa.attributes import EXCHANGE_ATTRIBUTES, Kind
+from soa.values import (
     AD_ONLY,
     RECIPIENT_TYPES,
     ad_values,
@@ -25,6 +24,7 @@ from writeback.values import (
     is_moera,
     split_proxy,
 )
+from writeback.directory import DirectoryClient
 
 _REMOTE_TYPE = {name: number for number, name in RECIPIENT_TYPES.items()}
 

@@ -11,9 +11,9 @@ from django.db import transaction
 
 from portal.audit import audit_record
 from portal.roles import Action
+from soa.attributes import BY_AD
 from soa.models import ConsumerApplication
 from soa.services import SoaError, require_action
-from writeback.attributes import BY_AD
 
 # An LDAP attribute description's name (RFC 4512 keystring), as AD spells its attributes.
 _LDAP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")

@@ -7,11 +7,11 @@ the change had been applied (also §4.3, the silent-success trap)."""
 
 import pytest
 
+from soa.values import exo_values
 from tests.exchange_fixtures import RecordingSleep, exchange_config
 from writeback.exchange import MAILBOX_PROPERTIES, ExchangeOnlineClient, project_mailbox
-from writeback.values import exo_values
 
-# What the inventory, the pairing and the runner read besides the mapped attributes (writeback.values).
+# What the inventory, the pairing and the runner read besides the mapped attributes (soa.values).
 READ_BY_THE_PORTAL = (
     "ExternalDirectoryObjectId",
     "IsDirSynced",

@@ -18,6 +18,7 @@ from soa.services.approvals import wave_approve
 from soa.services.wave_rollback import wave_rollback_create
 from soa.services.wave_run import wave_start
 from soa.services.waves import wave_submit
+from soa.values import exo_values
 from tests.exchange_fixtures import private_tenant
 from tests.soa.test_wave_support import cast, new_wave, set_mailbox_calls, work
 from writeback import wave_jobs, wave_revert
@@ -27,7 +28,6 @@ from writeback.exchange import ExchangeOnlineClient
 from writeback.exchange_auth import ExchangeConfig
 from writeback.inventory import claim, execute, inventory_run_request
 from writeback.models import InventoryRun
-from writeback.values import exo_values
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

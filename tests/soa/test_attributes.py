@@ -1,6 +1,6 @@
 """The attribute map agrees with the reference: 24 written back by Microsoft, identity never writable."""
 
-from writeback.attributes import (
+from soa.attributes import (
     ATTRIBUTES,
     BY_AD,
     BY_EXO,

@@ -8,9 +8,12 @@ through here first, so "differs" means the same thing in the inventory, the drif
 import re
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from writeback.attributes import EXCHANGE_ATTRIBUTES, IDENTITY_ATTRIBUTES, Kind, MappedAttribute
+from soa.attributes import EXCHANGE_ATTRIBUTES, IDENTITY_ATTRIBUTES, Kind, MappedAttribute
+
+if TYPE_CHECKING:
+    from soa.models import Mailbox
 
 # msExchRecipientTypeDetails of a remote mailbox in AD -> RecipientTypeDetails in Exchange Online.
 RECIPIENT_TYPES = {
@@ -118,6 +121,14 @@ def drifted_attributes(cloud: Mapping[str, Any], ad: Mapping[str, Any]) -> list[
         and attribute.exo in cloud
         and not same_value(attribute, cloud.get(attribute.exo), ad.get(attribute.exo))
     ]
+
+
+def refresh_drift(mailbox: "Mailbox") -> None:
+    """Recompute the mailbox's drift from the two sides' stored values (none unless both sides are known)."""
+    mailbox.drift = (
+        drifted_attributes(mailbox.exo_values, mailbox.ad_values) if mailbox.in_exo and mailbox.in_ad else []
+    )
+    mailbox.has_drift = bool(mailbox.drift)
 
 
 def is_moera(address: str) -> bool:

@@ -2,7 +2,7 @@
 
 import uuid
 
-from writeback.values import ad_values, drifted_attributes, exo_values, guid_from_bytes, split_proxy
+from soa.values import ad_values, drifted_attributes, exo_values, guid_from_bytes, split_proxy
 
 
 def test_guid_from_bytes_reads_ad_byte_order():
