@@ -38,6 +38,8 @@ from django.utils import timezone
 from portal.audit import audit_record
 from portal.correlation import correlation_scope
 from soa.choices import TARGET_AUTHORITY, MemberState, WaveDirection, WaveState
+from soa.jobs import QUEUE as QUEUE  # the runner's queue, where the sweep schedule and the tests look for it
+from soa.jobs import wave_enqueue
 from soa.models import Mailbox, PilotWave, WaveMember
 from soa.services.wave_run import member_audit_snapshot, window_refusal
 from soa.values import drifted_attributes, exo_values, refresh_drift
@@ -52,15 +54,12 @@ from writeback.wave_revert import Copy, RevertNotVerified, copy_cloud_to_ad
 
 logger = logging.getLogger(__name__)
 
-QUEUE = "default"  # docs/configuration.md: imports and waves on "default", AD writes on "writeback"
 # A member whose flip fails transiently (after the client's own retries) this many times is marked FAILED.
 MAX_ATTEMPTS = 5
 # A member RUNNING for longer than this without its worker touching it belongs to a dead worker. The runner
 # stamps started_at just before each flip, so only a single flip (retries and Retry-After waits included) must
 # fit in it, not a whole batch.
 SWEEP_AFTER = dt.timedelta(minutes=10)
-# Head room added to a batch's job timeout beyond batch_size / max_rate.
-JOB_TIMEOUT_MARGIN = 600
 # Delay before asking again for a mailbox that answered 404: the time since its first 404, kept within these
 # bounds (so 15 s, 15 s, 30 s, 60 s, 60 s...), and never past the end of EXO_NOT_FOUND_RETRY_SECONDS.
 NOT_FOUND_BACKOFF_MIN = 15.0
@@ -77,22 +76,6 @@ class Outcome:
     retry_at: dt.datetime | None = None  # Exchange asked to be called again at this time (PENDING)
     quiet_until: dt.datetime | None = None  # inside the quiet period until then (PENDING)
     not_found: bool = False  # Exchange answered 404 for the mailbox (PENDING until the bound, then FAILED)
-
-
-def wave_enqueue(*, wave_id: int, at: dt.datetime | None = None) -> str | None:
-    """Queue one batch of the wave (call after commit), or schedule it for ``at``. Returns the RQ job id.
-
-    A scheduled batch is moved to the queue when due by a worker started with ``--with-scheduler``."""
-    import django_rq
-
-    wave = PilotWave.objects.filter(pk=wave_id).only("batch_size", "max_rate").first()
-    if wave is None:
-        return None
-    timeout = int(wave.batch_size / wave.max_rate) + JOB_TIMEOUT_MARGIN
-    queue = django_rq.get_queue(QUEUE)
-    if at is not None and at > timezone.now():
-        return queue.enqueue_at(at, wave_run_job, wave_id, job_timeout=timeout).id
-    return queue.enqueue(wave_run_job, wave_id, job_timeout=timeout).id
 
 
 def _client() -> ExchangeOnlineClient:

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from portal.audit import audit_record
 from portal.roles import Action
+from soa import jobs
 from soa.choices import MemberState, WaveState
 from soa.models import PilotWave, WaveMember
 from soa.services import SoaError, listing, locked_wave, require_action, require_transition
@@ -25,9 +26,7 @@ RETRYABLE_WAVE_STATES = frozenset({WaveState.RUNNING, WaveState.PAUSED})
 
 
 def _queue_next_batch(wave_id: int) -> None:
-    from writeback.wave_jobs import wave_enqueue
-
-    transaction.on_commit(partial(wave_enqueue, wave_id=wave_id))
+    transaction.on_commit(partial(jobs.wave_enqueue, wave_id=wave_id))
 
 
 def window_refusal(wave: PilotWave, now: dt.datetime) -> str:

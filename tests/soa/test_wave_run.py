@@ -26,7 +26,7 @@ def people(make_user):
 @pytest.fixture
 def enqueued():
     """The wave ids whose next batch was queued (after commit), instead of touching Redis."""
-    with mock.patch("writeback.wave_jobs.wave_enqueue") as enqueue:
+    with mock.patch("soa.jobs.wave_enqueue") as enqueue:
         yield enqueue
 
 

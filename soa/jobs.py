@@ -1,0 +1,43 @@
+"""Queueing background jobs by the dotted name of the function a worker runs.
+
+``soa`` sits below ``writeback`` (docs/architecture.md, the import-linter contracts in pyproject.toml), so a
+service cannot import the job it queues; rq accepts the function's dotted path instead and the worker imports
+it. Services call these from ``transaction.on_commit``, so a worker never looks for a row that is not
+committed yet. ``writeback`` queues its own follow-up batches through the same functions, so a batch carries
+the same timeout whoever queued it.
+
+A renamed job function must be renamed here too; tests/writeback/test_wave_jobs.py checks each name resolves.
+"""
+
+import datetime as dt
+
+from django.utils import timezone
+
+from soa.models import PilotWave
+
+QUEUE = "default"  # docs/configuration.md: imports and waves on "default", AD writes on "writeback"
+WAVE_RUN_JOB = "writeback.wave_jobs.wave_run_job"
+# Head room added to a batch's job timeout beyond batch_size / max_rate.
+JOB_TIMEOUT_MARGIN = 600
+
+
+def enqueue(func: str, *args, queue: str = QUEUE, at: dt.datetime | None = None, job_timeout: int | None = None) -> str:
+    """Queue ``func`` (a dotted name) with ``args``, or schedule it for ``at`` when that is still ahead.
+    Returns the RQ job id. A scheduled job is moved to the queue when due by a worker started with
+    ``--with-scheduler``."""
+    import django_rq
+
+    rq_queue = django_rq.get_queue(queue)
+    if at is not None and at > timezone.now():
+        return rq_queue.enqueue_at(at, func, *args, job_timeout=job_timeout).id
+    return rq_queue.enqueue(func, *args, job_timeout=job_timeout).id
+
+
+def wave_enqueue(*, wave_id: int, at: dt.datetime | None = None) -> str | None:
+    """Queue one batch of the wave (call after commit), or schedule it for ``at``. Returns the RQ job id, or
+    None when the wave is gone. The job may run for the whole batch at the wave's rate, plus a margin."""
+    wave = PilotWave.objects.filter(pk=wave_id).only("batch_size", "max_rate").first()
+    if wave is None:
+        return None
+    timeout = int(wave.batch_size / wave.max_rate) + JOB_TIMEOUT_MARGIN
+    return enqueue(WAVE_RUN_JOB, wave_id, at=at, job_timeout=timeout)
