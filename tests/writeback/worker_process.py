@@ -15,9 +15,11 @@ from django.db import connection
 
 from writeback import wave_jobs
 
-# What a worker process needs to reach the test's tenant (set by private_tenant in the test process).
+# What a worker process needs to reach the test's tenant (set by private_tenant in the test process), and the
+# rules the test changed for it: the runner re-checks the quiet period itself before each flip.
 _SETTINGS = ("EXO_BASE_URL", "EXO_TENANT", "ENTRA_AUTHORITY", "ENTRA_CLIENT_ID", "ENTRA_CLIENT_SECRET_FILE",
-             "EXO_CA_FILE", "LDAP_URL", "LDAP_BIND_DN", "LDAP_PASSWORD_FILE", "LDAP_BASE_DN")  # fmt: skip
+             "EXO_CA_FILE", "GRAPH_BASE_URL", "LDAP_URL", "LDAP_BIND_DN", "LDAP_PASSWORD_FILE", "LDAP_BASE_DN",
+             "WAVE_QUIET_PERIOD_HOURS")  # fmt: skip
 
 
 def worker_command(*extra: str) -> list[str]:
