@@ -22,8 +22,10 @@ import requests  # noqa: E402
 from bench.common import Figure, machine_line, timed  # noqa: E402
 from sandbox.directory import SandboxDirectory  # noqa: E402
 from sandbox.exchange_online import ExchangeOnlineEmulator  # noqa: E402
-from writeback.exchange import ExchangeOnlineClient  # noqa: E402
-from writeback.exchange_auth import ExchangeConfig  # noqa: E402
+from writeback.exchange import (
+    ExchangeConfig,  # noqa: E402
+    ExchangeOnlineClient,  # noqa: E402
+)
 
 
 def _client(emulator) -> ExchangeOnlineClient:

@@ -40,7 +40,8 @@ def main() -> None:
     from sandbox.seed import seed_tenant
     from soa.attributes import ATTRIBUTES
     from soa.models import Mailbox
-    from writeback.inventory import AD_USER_FILTER, claim, execute, inventory_run_request
+    from writeback.directory import AD_USER_FILTER
+    from writeback.inventory import claim, execute, inventory_run_request
 
     print("bench_inventory: full and incremental import of a seeded tenant vs raw reads of both sides")
     print(machine_line())

@@ -102,8 +102,7 @@ def _edit_in_the_cloud(exchange, ids: list[int], stamp: str) -> dict[str, tuple[
     """A cloud-only edit on each mailbox through the real client (Set-Mailbox + confirming Get-Mailbox), a few
     threads with a client each. Returns exo_object_id -> (attribute value, added proxy address)."""
     from soa.models import Mailbox
-    from writeback.exchange import ExchangeOnlineClient
-    from writeback.exchange_auth import ExchangeConfig
+    from writeback.exchange import ExchangeConfig, ExchangeOnlineClient
 
     local = threading.local()
     edits = {
@@ -219,8 +218,7 @@ def _check_ad(ids: list[int], edits: dict[str, tuple[str, str]], stamp: str) -> 
     """AD holds the cloud edits after the copying rollback: a random sample read over LDAP; returns its size."""
     from soa.attributes import BY_EXO
     from soa.models import Mailbox
-    from writeback.directory import DirectoryClient
-    from writeback.directory_connection import DirectoryConfig
+    from writeback.directory import DirectoryClient, DirectoryConfig
 
     ad_name = BY_EXO[EDITED_ATTRIBUTE].ad
     rows = list(Mailbox.objects.filter(pk__in=ids).values_list("exo_object_id", "ad_guid"))

@@ -13,7 +13,9 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from writeback.exchange_clouds import cloud_named
+# The cloud table lives in portal, not in writeback.exchange: settings are read by every layer, so they may import
+# only from the bottom one (docs/architecture.md, Layers); the Exchange client imports the table from here too.
+from portal.clouds import cloud_named
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -159,7 +161,7 @@ INVENTORY_FULL_INTERVAL_DAYS = env.int("INVENTORY_FULL_INTERVAL_DAYS", default=7
 INVENTORY_INCREMENTAL_INTERVAL_MINUTES = env.int("INVENTORY_INCREMENTAL_INTERVAL_MINUTES", default=60)
 
 # Exchange Online admin API and Microsoft Graph, app-only through Entra ID (msal). Credentials come from files only.
-# EXO_CLOUD picks Microsoft's hosts for the cloud the tenant lives in (writeback/exchange_clouds.py); each
+# EXO_CLOUD picks Microsoft's hosts for the cloud the tenant lives in (portal/clouds.py); each
 # derived URL and scope can still be set on its own. Every URL must be https (check writeback.E001).
 EXO_CLOUD = env.str("EXO_CLOUD", default="Global")
 _CLOUD = cloud_named(EXO_CLOUD)

@@ -26,7 +26,7 @@ import requests
 from sandbox.directory import SandboxDirectory
 from sandbox.exchange_online import ExchangeOnlineEmulator
 from sandbox.seed import SeedReport, seed_tenant
-from writeback.exchange_auth import ExchangeConfig
+from writeback.exchange import ExchangeConfig
 
 Invoke = Callable[..., requests.Response]
 

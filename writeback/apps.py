@@ -7,7 +7,7 @@ class WritebackConfig(AppConfig):
     verbose_name = "Writeback to Microsoft systems"
 
     def ready(self) -> None:
-        from writeback.exchange_auth import check_https_settings
+        from writeback.exchange.auth import check_https_settings
 
         # Not tagged: deploy-only checks would let a development server send a token over http.
         checks.register(check_https_settings)

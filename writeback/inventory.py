@@ -31,11 +31,15 @@ from soa.attributes import ATTRIBUTES
 from soa.choices import Authority, Pairing
 from soa.models import Mailbox, MailboxAddress
 from soa.values import ad_values, exo_values, refresh_drift, split_proxy
-from writeback.directory import DirectoryClient, DirectoryConfig, DirectoryError
-from writeback.exchange import ExchangeOnlineClient
-from writeback.exchange_auth import ExchangeConfig
-from writeback.exchange_errors import ExchangeOnlineError, ExoAuthError
-from writeback.graph import GraphClient, GraphError
+from writeback.directory import AD_USER_FILTER, DirectoryClient, DirectoryConfig, DirectoryError
+from writeback.exchange import (
+    ExchangeConfig,
+    ExchangeOnlineClient,
+    ExchangeOnlineError,
+    ExoAuthError,
+    GraphClient,
+    GraphError,
+)
 from writeback.inventory_ad import ad_read
 from writeback.inventory_pairing import (
     CONSISTENCY_GUID,
@@ -50,11 +54,6 @@ from writeback.models import InventoryRun
 
 logger = logging.getLogger(__name__)
 
-# The people among AD's objects. objectClass=user also matches computers (AD's computer class derives from user),
-# so ask for sAMAccountType SAM_NORMAL_USER_ACCOUNT (MS-ADA3 2.223), which only a person's account carries, and
-# an Exchange recipient type. AD's usual (objectCategory=person) works only because a domain controller expands the
-# short name "person" to the category's DN; slapd (the sandbox) has no such expansion, so this filter serves both.
-AD_USER_FILTER = "(&(sAMAccountType=805306368)(msExchRecipientTypeDetails=*))"
 PAGE_SIZE = 500
 # Exchange's WhenChangedUTC has one-second resolution: re-read the last second rather than miss a change in it.
 EXO_OVERLAP = dt.timedelta(seconds=1)

@@ -43,12 +43,8 @@ from soa.jobs import wave_enqueue
 from soa.models import Mailbox, PilotWave, WaveMember
 from soa.services.wave_run import member_audit_snapshot, window_refusal
 from soa.values import drifted_attributes, exo_values, refresh_drift
-from writeback.directory import DirectoryClient
-from writeback.directory_connection import DirectoryConfig
-from writeback.directory_errors import DirectoryError
-from writeback.exchange import ExchangeOnlineClient
-from writeback.exchange_auth import ExchangeConfig
-from writeback.exchange_errors import ExchangeOnlineError, ExoNotFound, ExoRetryLater
+from writeback.directory import DirectoryClient, DirectoryConfig, DirectoryError
+from writeback.exchange import ExchangeConfig, ExchangeOnlineClient, ExchangeOnlineError, ExoNotFound, ExoRetryLater
 from writeback.wave_quiet_period import quiet_period_deferral
 from writeback.wave_revert import Copy, RevertNotVerified, copy_cloud_to_ad
 

@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST
 from portal.decorators import action_required
 from portal.roles import Action
 from writeback.directory import DirectoryConfig
-from writeback.directory_check import directory_connection_test
+from writeback.directory.check import directory_connection_test
 
 
 def _file_state(path: str) -> str:

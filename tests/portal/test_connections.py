@@ -9,8 +9,8 @@ from django.test import Client
 
 from portal.models import AuditEvent
 from portal.roles import Role
-from writeback.directory_check import probe
-from writeback.directory_connection import DirectoryConfig
+from writeback.directory import DirectoryConfig
+from writeback.directory.check import probe
 
 pytestmark = pytest.mark.django_db
 

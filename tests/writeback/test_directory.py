@@ -41,7 +41,7 @@ from writeback.directory import (
     ping,
     plan_modify,
 )
-from writeback.directory_errors import error_for_result
+from writeback.directory.errors import error_for_result
 
 # ldap3 2.9.1 checks the certificate's host name with ssl.match_hostname, deprecated since Python 3.7 (it falls
 # back to its own copy where the function is gone).

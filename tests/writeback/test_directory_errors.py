@@ -13,7 +13,7 @@ import pytest
 from portal.dn import normalize_dn
 from sandbox.directory import SandboxDirectory
 from writeback.directory import DirectoryClient, DirectoryConfig, DirectoryError, DirectoryInconsistentEntry
-from writeback.directory_errors import DirectoryConflict, DirectoryPermanent, DirectorySingleValued, error_for_result
+from writeback.directory.errors import DirectoryConflict, DirectoryPermanent, DirectorySingleValued, error_for_result
 from writeback.wave_revert import copy_cloud_to_ad
 
 USER_CLASSES = ["top", "person", "organizationalPerson", "user"]

@@ -6,9 +6,8 @@ import pytest
 import requests
 
 from tests.exchange_fixtures import exchange_config
-from writeback.exchange import ExchangeOnlineClient
-from writeback.exchange_errors import ExoVerificationFailed
-from writeback.exchange_verify import (
+from writeback.exchange import ExchangeOnlineClient, ExoVerificationFailed
+from writeback.exchange.verify import (
     PROXY_ADDRESS_MAX_LENGTH,
     AddressChangeRefused,
     missing_tenant_addresses,

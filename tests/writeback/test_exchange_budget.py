@@ -8,7 +8,7 @@ from requests.structures import CaseInsensitiveDict
 
 from tests.exchange_fixtures import RecordingSleep, exchange_config
 from writeback.exchange import ExchangeOnlineClient
-from writeback.exchange_budget import Budget, read_budget
+from writeback.exchange.budget import Budget, read_budget
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, 0, tzinfo=dt.UTC)
 

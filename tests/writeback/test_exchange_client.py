@@ -8,8 +8,8 @@ import logging
 import pytest
 
 from tests.exchange_fixtures import RecordingSleep, exchange_config
-from writeback.exchange import ExchangeOnlineClient
-from writeback.exchange_errors import (
+from writeback.exchange import (
+    ExchangeOnlineClient,
     ExchangeOnlineError,
     ExoAuthError,
     ExoInvalidParameter,

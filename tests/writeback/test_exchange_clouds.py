@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.exchange_fixtures import exchange_config
-from writeback.exchange import ExchangeOnlineClient
-from writeback.exchange_auth import TokenProvider, build_session, check_https_settings
-from writeback.exchange_errors import ExoAuthError, ExoInsecureUrl
+from writeback.exchange import ExchangeOnlineClient, ExoAuthError, ExoInsecureUrl
+from writeback.exchange.auth import TokenProvider, build_session, check_https_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DERIVED = ("EXO_BASE_URL", "EXO_SCOPE", "GRAPH_BASE_URL", "GRAPH_SCOPE", "ENTRA_AUTHORITY")
@@ -157,7 +156,7 @@ def test_token_provider_asks_for_the_configured_exchange_scope_by_default(exo_cl
 
 
 def test_token_provider_asks_for_the_scope_it_is_given(exo_clean):
-    """What writeback/graph.py does: same app registration, the Graph scope."""
+    """What writeback/exchange/graph.py does: same app registration, the Graph scope."""
     config = exchange_config(exo_clean, graph_scope="https://graph.sovereign.example/.default")
     provider = TokenProvider(config, build_session(config), scope=config.graph_scope)
     assert provider.scope == "https://graph.sovereign.example/.default"

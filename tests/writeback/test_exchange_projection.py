@@ -9,7 +9,8 @@ import pytest
 
 from soa.values import exo_values
 from tests.exchange_fixtures import RecordingSleep, exchange_config
-from writeback.exchange import MAILBOX_PROPERTIES, ExchangeOnlineClient, project_mailbox
+from writeback.exchange import ExchangeOnlineClient
+from writeback.exchange.client import MAILBOX_PROPERTIES, project_mailbox
 
 # What the inventory, the pairing and the runner read besides the mapped attributes (soa.values).
 READ_BY_THE_PORTAL = (

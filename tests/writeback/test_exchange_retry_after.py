@@ -8,7 +8,7 @@ import requests
 
 from tests.exchange_fixtures import RecordingSleep, exchange_config
 from writeback.exchange import ExchangeOnlineClient
-from writeback.exchange_errors import (
+from writeback.exchange.errors import (
     ExoRetryLater,
     ExoThrottled,
     ExoTransient,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from writeback.exchange_verify import HASHTABLE_TYPE, encode_parameter, state_matches
+from writeback.exchange.verify import HASHTABLE_TYPE, encode_parameter, state_matches
 
 MAILBOX = {
     "EmailAddresses": [

@@ -12,8 +12,7 @@ from portal.roles import Role
 from soa.choices import Authority, Pairing
 from soa.models import Mailbox, MailboxAddress
 from tests.exchange_fixtures import private_tenant
-from writeback.exchange import ExchangeOnlineClient
-from writeback.exchange_auth import ExchangeConfig
+from writeback.exchange import ExchangeConfig, ExchangeOnlineClient
 from writeback.inventory import InventoryError, claim, execute, inventory_run_request
 from writeback.inventory_pairing import source_anchor
 from writeback.models import InventoryRun

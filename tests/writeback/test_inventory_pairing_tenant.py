@@ -10,7 +10,7 @@ from portal.models import AuditEvent
 from soa.choices import Pairing
 from soa.models import Mailbox
 from tests.exchange_fixtures import exchange_config, private_tenant
-from writeback.graph import GraphClient
+from writeback.exchange import GraphClient
 from writeback.inventory import claim, execute, inventory_run_request
 from writeback.inventory_pairing import source_anchor
 from writeback.models import InventoryRun

@@ -21,8 +21,7 @@ from tests.exchange_fixtures import private_tenant
 from tests.soa.test_wave_support import cast, new_wave, set_mailbox_calls, work
 from tests.writeback.worker_process import kill_worker, run_worker_until_empty, start_worker
 from writeback import wave_jobs
-from writeback.exchange import ExchangeOnlineClient
-from writeback.exchange_auth import ExchangeConfig
+from writeback.exchange import ExchangeConfig, ExchangeOnlineClient
 from writeback.inventory import claim, execute, inventory_run_request
 from writeback.models import InventoryRun
 

@@ -17,8 +17,7 @@ from soa.models import WaveMember
 from tests.writeback import test_wave_jobs
 from tests.writeback.test_wave_deferral import PilotWave_state, scheduled_batches, time_passes, work
 from tests.writeback.test_wave_jobs import cloud_managed_in_exchange, movable, running_wave, set_mailbox_calls, states
-from writeback.directory import DirectoryClient
-from writeback.directory_connection import DirectoryConfig
+from writeback.directory import DirectoryClient, DirectoryConfig
 from writeback.wave_quiet_period import ad_changed_at
 
 tenant = test_wave_jobs.tenant

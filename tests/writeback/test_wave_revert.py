@@ -22,10 +22,8 @@ from soa.values import exo_values
 from tests.exchange_fixtures import private_tenant
 from tests.soa.test_wave_support import cast, new_wave, set_mailbox_calls, work
 from writeback import wave_jobs, wave_revert
-from writeback.directory import DirectoryClient
-from writeback.directory_connection import DirectoryConfig
-from writeback.exchange import ExchangeOnlineClient
-from writeback.exchange_auth import ExchangeConfig
+from writeback.directory import DirectoryClient, DirectoryConfig
+from writeback.exchange import ExchangeConfig, ExchangeOnlineClient
 from writeback.inventory import claim, execute, inventory_run_request
 from writeback.models import InventoryRun
 

@@ -3,7 +3,7 @@
 Every cmdlet is ``POST {base}/adminapi/beta/{tenant}/InvokeCommand`` with ``{"CmdletInput": {"CmdletName",
 "Parameters"}}`` and a bearer token for ``https://outlook.office365.com/.default``. The client pages through
 ``@odata.nextLink`` (re-posting the same body), paces itself from the ``Rate-Limit-*`` headers so that a steady caller
-stays within its budget (writeback/exchange_budget.py), retries throttling (honouring ``Retry-After``) and transient
+stays within its budget (writeback/exchange/budget.py), retries throttling (honouring ``Retry-After``) and transient
 failures (bounded exponential backoff with jitter), surfaces ``@adminapi.warnings``, and can confirm a write by
 re-reading the mailbox, because a cmdlet may fail after having applied its change (exchange-facts §4).
 
@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 import requests
 
 from soa.attributes import EXCHANGE_ATTRIBUTES, IDENTITY_ATTRIBUTES
-from writeback.exchange_auth import ExchangeConfig, TokenProvider, build_session, require_https
-from writeback.exchange_budget import Budget, read_budget
-from writeback.exchange_errors import (
+from writeback.exchange.auth import ExchangeConfig, TokenProvider, build_session, require_https
+from writeback.exchange.budget import Budget, read_budget
+from writeback.exchange.errors import (
     ExchangeOnlineError,
     ExoAuthError,
     ExoRetryLater,
@@ -35,8 +35,7 @@ from writeback.exchange_errors import (
     ExoVerificationFailed,
     error_for_response,
 )
-from writeback.exchange_verify import (
-    HASHTABLE_TYPE,
+from writeback.exchange.verify import (
     check_address_change,
     encode_parameter,
     missing_tenant_addresses,
@@ -148,7 +147,7 @@ class ExchangeOnlineClient:
 
         ``EmailAddresses`` takes only ``{"Add": [...], "Remove": [...]}`` (never a full list, which would drop what
         it leaves out), never removes the tenant's MOERA or routing address, and no value longer than AD's
-        proxyAddresses limit (writeback.exchange_verify); a change to it is checked against a fresh read, so the
+        proxyAddresses limit (writeback.exchange.verify); a change to it is checked against a fresh read, so the
         verification also notices a tenant address that went missing. ``ExtensionCustomAttributeN`` takes a full
         list or a change. The call is safe to retry: after an ambiguous failure the mailbox is re-read and, when it
         already holds the intended state, nothing is sent again.
@@ -372,12 +371,3 @@ class ExchangeOnlineClient:
             return retry_after
         ceiling = min(self.config.backoff_max, self.config.backoff_base * (2 ** (attempt - 1)))
         return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not security
-
-
-__all__ = [
-    "HASHTABLE_TYPE",
-    "CmdletResult",
-    "ExchangeConfig",
-    "ExchangeOnlineClient",
-    "SetResult",
-]

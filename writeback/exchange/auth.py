@@ -17,8 +17,8 @@ from django.conf import settings
 from django.core import checks
 from requests.adapters import HTTPAdapter
 
-from writeback.exchange_clouds import CLOUDS
-from writeback.exchange_errors import ExoAuthError, ExoInsecureUrl
+from portal.clouds import CLOUDS
+from writeback.exchange.errors import ExoAuthError, ExoInsecureUrl
 
 EXO_SCOPE = CLOUDS["Global"].exchange_scope
 MICROSOFT_AUTHORITY_HOSTS = frozenset(
@@ -59,7 +59,7 @@ class ExchangeConfig:
     verify_delay: float = 1.0
     pool_size: int = 10
     # Wait for the rate-limit budget (Rate-Limit-* headers) to come back instead of provoking 429s; see
-    # writeback/exchange_budget.py. ``pace_reserve`` requests are left unspent for other callers of the same app.
+    # writeback/exchange/budget.py. ``pace_reserve`` requests are left unspent for other callers of the same app.
     pace: bool = True
     pace_reserve: int = 1
 

@@ -22,7 +22,7 @@ import ldap3
 from django.conf import settings
 from ldap3.core.exceptions import LDAPException
 
-from writeback.directory_errors import DirectoryError, DirectoryPermanent, error_for_exception, error_for_result
+from writeback.directory.errors import DirectoryError, DirectoryPermanent, error_for_exception, error_for_result
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,9 @@ from django.db import transaction
 
 from portal.audit import audit_record
 from portal.roles import Action, may
-from writeback.directory import DirectoryClient, DirectoryConfig, DirectoryError
-from writeback.inventory import AD_USER_FILTER
+from writeback.directory.client import AD_USER_FILTER, DirectoryClient
+from writeback.directory.connection import DirectoryConfig
+from writeback.directory.errors import DirectoryError
 
 USER_ATTRIBUTES = ("userPrincipalName", "displayName", "mail", "msExchRecipientTypeDetails")
 

@@ -1,7 +1,9 @@
 """Endpoints of Microsoft's clouds: which hosts the Exchange admin API, Microsoft Graph and Entra ID sign-in use.
 
 ``EXO_CLOUD`` names one row; portal/settings.py derives ``EXO_BASE_URL``, ``EXO_SCOPE``, ``GRAPH_BASE_URL``,
-``GRAPH_SCOPE`` and ``ENTRA_AUTHORITY`` from it, and each of those can still be set on its own.
+``GRAPH_SCOPE`` and ``ENTRA_AUTHORITY`` from it, and each of those can still be set on its own. The table sits in
+``portal`` (plain data, no Django) because the settings import it and settings sit below every layer;
+``writeback.exchange.auth`` reads it from here.
 
 Sources, checked for this table:
 - Exchange: the ExchangeOnlineManagement module's ``Connect-ExchangeOnline -ExchangeEnvironmentName`` maps

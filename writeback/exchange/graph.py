@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from writeback.exchange_auth import ExchangeConfig, TokenProvider, build_session
+from writeback.exchange.auth import ExchangeConfig, TokenProvider, build_session
 
 logger = logging.getLogger(__name__)
 

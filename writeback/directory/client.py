@@ -1,11 +1,11 @@
-"""Active Directory over LDAP (ldap3): the directory client jobs and commands use, and value escaping.
+"""Active Directory over LDAP (ldap3): the client jobs and commands use, and value escaping.
 
-``DirectoryClient`` keeps one bound connection (``writeback.directory_connection.connect``), opened on first use
+``DirectoryClient`` keeps one bound connection (``writeback.directory.connection.connect``), opened on first use
 and reused; pages through searches as generators; looks users up by objectGUID and mS-DS-ConsistencyGuid through
 escaped binary filters; reads the Exchange attributes into Python types; and ``apply_desired`` reads, plans the
-minimal modify (``writeback.directory_modify.plan_modify``), writes only what differs and re-plans when the
+minimal modify (``writeback.directory.modify.plan_modify``), writes only what differs and re-plans when the
 entry changed underneath. Failures raise ``DirectoryRetryable`` or ``DirectoryPermanent``
-(``writeback.directory_errors``). Everything callers need is importable from here.
+(``writeback.directory.errors``).
 """
 
 import contextlib
@@ -21,8 +21,8 @@ import ldap3
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_bytes, escape_filter_chars
 
-from writeback.directory_connection import DirectoryConfig, close_quietly, connect, ping
-from writeback.directory_errors import (
+from writeback.directory.connection import DirectoryConfig, close_quietly, connect
+from writeback.directory.errors import (
     DirectoryConflict,
     DirectoryError,
     DirectoryInconsistentEntry,
@@ -33,7 +33,7 @@ from writeback.directory_errors import (
     error_for_result,
     is_connection_error,
 )
-from writeback.directory_modify import (
+from writeback.directory.modify import (
     EXCHANGE_LDAP_ATTRIBUTES,
     Changes,
     InconsistentValues,
@@ -44,24 +44,11 @@ from writeback.directory_modify import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "EXCHANGE_LDAP_ATTRIBUTES",
-    "Changes",
-    "DirectoryClient",
-    "DirectoryConfig",
-    "DirectoryConflict",
-    "DirectoryError",
-    "DirectoryInconsistentEntry",
-    "DirectoryNotFound",
-    "DirectoryPermanent",
-    "DirectoryRetryable",
-    "connect",
-    "equality_filter",
-    "escape_dn_value",
-    "ping",
-    "plan_modify",
-]
-
+# The people among AD's objects. objectClass=user also matches computers (AD's computer class derives from user),
+# so ask for sAMAccountType SAM_NORMAL_USER_ACCOUNT (MS-ADA3 2.223), which only a person's account carries, and
+# an Exchange recipient type. AD's usual (objectCategory=person) works only because a domain controller expands the
+# short name "person" to the category's DN; slapd (the sandbox) has no such expansion, so this filter serves both.
+AD_USER_FILTER = "(&(sAMAccountType=805306368)(msExchRecipientTypeDetails=*))"
 PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"
 # Stored as raw bytes in the entries the client returns: the 16 bytes as AD holds them (ImmutableId is their
 # base64), not ldap3's "{uuid}" rendering.
