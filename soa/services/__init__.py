@@ -5,6 +5,7 @@ records its audit event in that transaction, and refuses with a SoaError whose m
 import datetime as dt
 from collections.abc import Iterable
 
+from portal.models import User
 from portal.roles import Action, may
 from soa.choices import WAVE_TRANSITIONS, MemberState, WaveState, wave_states_leading_to
 from soa.models import PilotWave
@@ -24,20 +25,59 @@ _DOING = {
 }
 
 
-def require_action(actor, action: Action) -> None:
+class Refusal(str):
+    """Why an action is refused: the message the person reads, and its ``kind``.
+
+    ``ROLE``: the actor's roles do not grant it; ``STATE``: the wave is not in a state where it applies; ``RULE``:
+    it applies, but a rule of the action forbids it now (scope, four-eyes, schedule window...). Pages hide actions
+    refused for role or state and show the reason of the others. It is a str so that callers needing only the
+    message (and every ``*_refusal`` caller written before kinds existed) use it as one.
+    """
+
+    ROLE = "role"
+    STATE = "state"
+    RULE = "rule"
+
+    kind: str
+
+    def __new__(cls, message: str, kind: str = RULE) -> "Refusal":
+        refusal = super().__new__(cls, message)
+        refusal.kind = kind
+        return refusal
+
+
+def refuse(refusal: str | None) -> None:
+    """Raise ``refusal`` as a SoaError when there is one: how a service obeys its own ``*_refusal`` function."""
+    if refusal:
+        raise SoaError(str(refusal))
+
+
+def action_refusal(actor: User | None, action: Action) -> Refusal | None:
+    """Why the actor may not perform ``action`` anywhere (no role grants it), or None."""
+    if may(actor, action):
+        return None
+    return Refusal(f"Your roles do not allow {_DOING.get(action, action.label)}.", Refusal.ROLE)
+
+
+def require_action(actor: User | None, action: Action) -> None:
     """Refuse unless one of the actor's roles grants ``action`` somewhere."""
-    if not may(actor, action):
-        raise SoaError(f"Your roles do not allow {_DOING.get(action, action.label)}.")
+    refuse(action_refusal(actor, action))
+
+
+def transition_refusal(wave: PilotWave, target: str, verb: str) -> Refusal | None:
+    """Why the transition table does not allow moving ``wave`` to ``target``, naming the states it allows it from."""
+    if target in WAVE_TRANSITIONS[wave.state]:
+        return None
+    sources = [WaveState(state).label.lower() for state in wave_states_leading_to(target)]
+    return Refusal(
+        f"Wave “{wave.name}” is {wave.get_state_display().lower()}; only {_or(sources)} waves can be {verb}.",
+        Refusal.STATE,
+    )
 
 
 def require_transition(wave: PilotWave, target: str, verb: str) -> None:
     """Refuse a move the transition table does not allow, naming the states from which it is allowed."""
-    if target in WAVE_TRANSITIONS[wave.state]:
-        return
-    sources = [WaveState(state).label.lower() for state in wave_states_leading_to(target)]
-    raise SoaError(
-        f"Wave “{wave.name}” is {wave.get_state_display().lower()}; only {_or(sources)} waves can be {verb}."
-    )
+    refuse(transition_refusal(wave, target, verb))
 
 
 def locked_wave(wave_id: int) -> PilotWave:

@@ -7,6 +7,7 @@ Quorum: ``required_approvals`` distinct approvers of the current submission roun
 Scope: an approver decides only on a wave whose every included member lies inside their approval scope.
 """
 
+import datetime as dt
 import logging
 import smtplib
 
@@ -17,10 +18,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from portal.audit import audit_record
+from portal.models import User
 from portal.roles import Action, may
 from soa.choices import Decision, WaveDirection, WaveState
 from soa.models import Approval, PilotWave
-from soa.services import SoaError, listing, locked_wave, require_transition, skip_pending_members
+from soa.services import Refusal, SoaError, listing, locked_wave, refuse, require_transition, skip_pending_members
 from soa.services.wave_members import members_outside_scope
 
 logger = logging.getLogger(__name__)
@@ -29,34 +31,37 @@ logger = logging.getLogger(__name__)
 WAVE_PATH = "/waves/{pk}/"
 
 
-def approval_refusal(user, wave: PilotWave, *, decision: str = Decision.APPROVE, now=None) -> str | None:
+def approval_refusal(
+    user: User, wave: PilotWave, *, decision: str = Decision.APPROVE, now: dt.datetime | None = None
+) -> Refusal | None:
     """Why ``user`` may not give ``decision`` on ``wave`` now, or None when they may.
 
     Used by the services below and by pages (to show, or hide, the decision form with its reason).
     """
     if not may(user, Action.WAVE_APPROVE):
-        return "Your roles do not allow approving or rejecting pilot waves."
+        return Refusal("Your roles do not allow approving or rejecting pilot waves.", Refusal.ROLE)
     if wave.state != WaveState.SUBMITTED:
-        return (
+        return Refusal(
             f"Wave “{wave.name}” is {wave.get_state_display().lower()}; only submitted waves can be approved or "
-            "rejected."
+            "rejected.",
+            Refusal.STATE,
         )
     if wave.submitted_by_id == user.pk:
-        return "You submitted this wave; another approver must decide on it."
+        return Refusal("You submitted this wave; another approver must decide on it.")
     if wave.created_by_id == user.pk:
-        return "You created this wave; another approver must decide on it."
+        return Refusal("You created this wave; another approver must decide on it.")
     if wave.members.filter(added_by=user).exists():
-        return "You chose members of this wave; another approver must decide on it."
+        return Refusal("You chose members of this wave; another approver must decide on it.")
     if decision == Decision.APPROVE and wave.approval_expired(now):
-        return (
+        return Refusal(
             f"The approval window of wave “{wave.name}” closed on {wave.approval_expires_at:%Y-%m-%d %H:%M} UTC. "
             "Its pre-flight may be out of date: the operator must withdraw it to a draft and submit it again."
         )
     if wave.approvals.filter(round=wave.submission_round, approver=user).exists():
-        return f"You have already decided on this submission of wave “{wave.name}”."
+        return Refusal(f"You have already decided on this submission of wave “{wave.name}”.")
     outside = members_outside_scope(user, wave, Action.WAVE_APPROVE)
     if outside:
-        return (
+        return Refusal(
             f"Wave “{wave.name}” includes mailboxes outside your approval scope ({listing(outside, limit=10)}); "
             "an approver whose scope covers every member must decide."
         )
@@ -64,16 +69,14 @@ def approval_refusal(user, wave: PilotWave, *, decision: str = Decision.APPROVE,
 
 
 @transaction.atomic
-def wave_approve(*, actor, wave_id: int, reason: str = "", acknowledge_warnings: bool = False) -> PilotWave:
+def wave_approve(*, actor: User, wave_id: int, reason: str = "", acknowledge_warnings: bool = False) -> PilotWave:
     """Record the actor's approval of a submitted wave; the wave becomes APPROVED when the quorum is reached.
 
     When the frozen pre-flight report has warnings, the approver must acknowledge them (``acknowledge_warnings``);
     the codes acknowledged are kept on the Approval.
     """
     wave = locked_wave(wave_id)
-    refusal = approval_refusal(actor, wave, decision=Decision.APPROVE)
-    if refusal:
-        raise SoaError(refusal)
+    refuse(approval_refusal(actor, wave, decision=Decision.APPROVE))
     pending = wave.warnings_to_acknowledge
     if pending and not acknowledge_warnings:
         raise SoaError(
@@ -100,15 +103,13 @@ def wave_approve(*, actor, wave_id: int, reason: str = "", acknowledge_warnings:
 
 
 @transaction.atomic
-def wave_reject(*, actor, wave_id: int, reason: str) -> PilotWave:
+def wave_reject(*, actor: User, wave_id: int, reason: str) -> PilotWave:
     """Reject a submitted wave, with the reason the operator will read. One rejection ends the wave.
 
     An expired submission may still be rejected (it closes it); members that never started become SKIPPED.
     """
     wave = locked_wave(wave_id)
-    refusal = approval_refusal(actor, wave, decision=Decision.REJECT)
-    if refusal:
-        raise SoaError(refusal)
+    refuse(approval_refusal(actor, wave, decision=Decision.REJECT))
     reason = (reason or "").strip()
     if not reason:
         raise SoaError("Give a reason for rejecting the wave; the operator needs it to fix the wave.")

@@ -13,11 +13,12 @@ from django.db import transaction
 
 from portal.audit import audit_record
 from portal.dn import InvalidDn, normalize_dn
+from portal.models import User
 from portal.roles import Action, scope_filter
 from soa.choices import SOURCE_AUTHORITY, Authority, WaveState
 from soa.models import Mailbox, PilotWave, WaveMember
 from soa.selectors import mailbox_search
-from soa.services import SoaError, listing, locked_wave, require_action
+from soa.services import Refusal, SoaError, action_refusal, listing, locked_wave, refuse, require_action
 from soa.wave_csv import LineProblem, match_mailboxes, read_entries
 
 _CHUNK = 500
@@ -49,19 +50,30 @@ def _chunks(items: list) -> Iterable[list]:
         yield items[start : start + _CHUNK]
 
 
-def _draft_wave(actor, wave_id: int) -> PilotWave:
-    require_action(actor, Action.WAVE_BUILD)
-    wave = locked_wave(wave_id)
+def members_refusal(actor: User, wave: PilotWave) -> Refusal | None:
+    """Why ``actor`` may not change ``wave``'s members now, or None. Each mailbox named is then checked against the
+    actor's scope by the service that adds or removes it."""
+    refusal = action_refusal(actor, Action.WAVE_BUILD)
+    if refusal:
+        return refusal
     if wave.state != WaveState.DRAFT:
         hint = " (withdraw it to a draft to change them)" if wave.state == WaveState.SUBMITTED else ""
-        raise SoaError(
+        return Refusal(
             f"Wave “{wave.name}” is {wave.get_state_display().lower()}; its members can only change while it is a "
-            f"draft{hint}."
+            f"draft{hint}.",
+            Refusal.STATE,
         )
+    return None
+
+
+def _draft_wave(actor: User, wave_id: int) -> PilotWave:
+    require_action(actor, Action.WAVE_BUILD)
+    wave = locked_wave(wave_id)
+    refuse(members_refusal(actor, wave))
     return wave
 
 
-def in_build_scope(actor, mailbox_ids: Iterable[int]) -> set[int]:
+def in_build_scope(actor: User, mailbox_ids: Iterable[int]) -> set[int]:
     """The ids among ``mailbox_ids`` that lie inside the actor's wave-building scope."""
     scope = scope_filter(actor, Action.WAVE_BUILD, "dn_norm")
     inside: set[int] = set()
@@ -70,7 +82,7 @@ def in_build_scope(actor, mailbox_ids: Iterable[int]) -> set[int]:
     return inside
 
 
-def members_outside_scope(user, wave: PilotWave, action: Action, *, include_excluded: bool = False) -> list[str]:
+def members_outside_scope(user: User, wave: PilotWave, action: Action, *, include_excluded: bool = False) -> list[str]:
     """UPNs of the wave's members outside the user's scope for ``action`` (excluded members count when asked)."""
     scope = scope_filter(user, action, "mailbox__dn_norm")
     if not scope:
@@ -79,7 +91,7 @@ def members_outside_scope(user, wave: PilotWave, action: Action, *, include_excl
     return list(members.exclude(scope).order_by("mailbox__upn").values_list("mailbox__upn", flat=True))
 
 
-def add_members(actor, wave: PilotWave, mailbox_ids: list[int], how: dict[str, Any]) -> MembershipChange:
+def add_members(actor: User, wave: PilotWave, mailbox_ids: list[int], how: dict[str, Any]) -> MembershipChange:
     """Add the (known, in-scope, de-duplicated) mailboxes that are not members yet, with one audit event."""
     existing = set(wave.members.values_list("mailbox_id", flat=True))
     new = [pk for pk in mailbox_ids if pk not in existing]
@@ -111,7 +123,7 @@ def _ids(mailbox_ids: Iterable[int], *, empty: str) -> list[int]:
 
 
 @transaction.atomic
-def wave_add_members(*, actor, wave_id: int, mailbox_ids: Iterable[int]) -> MembershipChange:
+def wave_add_members(*, actor: User, wave_id: int, mailbox_ids: Iterable[int]) -> MembershipChange:
     """Add mailboxes picked by id (from the mailbox list). Unknown or out-of-scope ids refuse the whole call."""
     wave = _draft_wave(actor, wave_id)
     wanted = _ids(mailbox_ids, empty="Pick at least one mailbox to add.")
@@ -134,7 +146,7 @@ def wave_add_members(*, actor, wave_id: int, mailbox_ids: Iterable[int]) -> Memb
 @transaction.atomic
 def wave_add_by_filter(
     *,
-    actor,
+    actor: User,
     wave_id: int,
     query: str = "",
     ou: str = "",
@@ -175,7 +187,7 @@ def wave_add_by_filter(
 
 
 @transaction.atomic
-def wave_add_from_csv(*, actor, wave_id: int, text: str) -> MembershipChange:
+def wave_add_from_csv(*, actor: User, wave_id: int, text: str) -> MembershipChange:
     """Add the mailboxes listed one per line (UPN or any address; optional header; ``#`` comments).
 
     Any bad line (unreadable, unknown, ambiguous, outside the actor's scope, or naming the same mailbox as an
@@ -210,7 +222,7 @@ def wave_add_from_csv(*, actor, wave_id: int, text: str) -> MembershipChange:
 
 
 @transaction.atomic
-def wave_remove_members(*, actor, wave_id: int, mailbox_ids: Iterable[int]) -> MembershipChange:
+def wave_remove_members(*, actor: User, wave_id: int, mailbox_ids: Iterable[int]) -> MembershipChange:
     """Take mailboxes out of a draft wave. Ids that are not members, or members outside the actor's scope,
     refuse the whole call."""
     wave = _draft_wave(actor, wave_id)

@@ -8,10 +8,11 @@ before each flag goes back (writeback.wave_revert), so nothing edited in the clo
 from django.db import transaction
 
 from portal.audit import audit_record
+from portal.models import User
 from portal.roles import Action
 from soa.choices import WAVE_OPEN_STATES, MemberState, WaveDirection, WaveState
 from soa.models import PilotWave
-from soa.services import SoaError, listing, locked_wave, require_action
+from soa.services import Refusal, action_refusal, listing, locked_wave, refuse, require_action
 from soa.services.wave_members import add_members, in_build_scope
 from soa.services.waves import wave_create
 
@@ -30,34 +31,51 @@ def _rollback_name(source: PilotWave) -> str:
     return name
 
 
-@transaction.atomic
-def wave_rollback_create(*, actor, wave_id: int) -> PilotWave:
-    """A draft wave moving the finished wave's DONE members back, with the same approval policy and throttle.
+def _moved(source: PilotWave) -> dict[int, str]:
+    """The mailboxes the wave moved (its DONE members): id -> UPN."""
+    return dict(source.members.filter(state=MemberState.DONE).values_list("mailbox_id", "mailbox__upn"))
+
+
+def rollback_refusal(actor: User, source: PilotWave) -> Refusal | None:
+    """Why ``actor`` may not create a rollback of ``source`` now, or None.
 
     Refused unless the wave finished, moved at least one mailbox, has no open rollback already, and every
     mailbox it moved lies in the actor's wave-building scope (a partial rollback would be a surprise).
     """
-    require_action(actor, Action.WAVE_BUILD)
-    source = locked_wave(wave_id)
+    refusal = action_refusal(actor, Action.WAVE_BUILD)
+    if refusal:
+        return refusal
     if source.state not in ROLLBACK_SOURCE_STATES:
-        raise SoaError(
-            f"Wave “{source.name}” is {source.get_state_display().lower()}; only a completed wave can be rolled back."
+        return Refusal(
+            f"Wave “{source.name}” is {source.get_state_display().lower()}; only a completed wave can be rolled back.",
+            Refusal.STATE,
         )
     open_rollback = source.rollbacks.filter(state__in=WAVE_OPEN_STATES).first()
     if open_rollback is not None:
-        raise SoaError(
+        return Refusal(
             f"Wave “{source.name}” already has an open rollback, “{open_rollback.name}” "
             f"({open_rollback.get_state_display().lower()}); finish or cancel it first."
         )
-    moved = dict(source.members.filter(state=MemberState.DONE).values_list("mailbox_id", "mailbox__upn"))
+    moved = _moved(source)
     if not moved:
-        raise SoaError(f"Wave “{source.name}” moved no mailbox, so there is nothing to roll back.")
+        return Refusal(f"Wave “{source.name}” moved no mailbox, so there is nothing to roll back.")
     outside = sorted(upn for pk, upn in moved.items() if pk not in in_build_scope(actor, moved))
     if outside:
-        raise SoaError(
+        return Refusal(
             f"You cannot roll back wave “{source.name}”: these mailboxes it moved are outside your wave-building "
             f"scope: {listing(outside)}."
         )
+    return None
+
+
+@transaction.atomic
+def wave_rollback_create(*, actor: User, wave_id: int) -> PilotWave:
+    """A draft wave moving the finished wave's DONE members back, with the same approval policy and throttle
+    (refused as rollback_refusal says)."""
+    require_action(actor, Action.WAVE_BUILD)
+    source = locked_wave(wave_id)
+    refuse(rollback_refusal(actor, source))
+    moved = _moved(source)
     wave = wave_create(
         actor=actor,
         name=_rollback_name(source),

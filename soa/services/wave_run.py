@@ -13,11 +13,21 @@ from django.db import transaction
 from django.utils import timezone
 
 from portal.audit import audit_record
+from portal.models import User
 from portal.roles import Action
 from soa import jobs
 from soa.choices import MemberState, WaveState
 from soa.models import PilotWave, WaveMember
-from soa.services import SoaError, listing, locked_wave, require_action, require_transition
+from soa.services import (
+    Refusal,
+    SoaError,
+    action_refusal,
+    listing,
+    locked_wave,
+    refuse,
+    require_action,
+    transition_refusal,
+)
 from soa.services.wave_members import members_outside_scope
 
 # Waves whose failed members may be retried alone. COMPLETED_WITH_ERRORS is final in WAVE_TRANSITIONS (it cannot
@@ -44,27 +54,44 @@ def window_refusal(wave: PilotWave, now: dt.datetime) -> str:
     return ""
 
 
-def _require_scope(actor, wave: PilotWave) -> None:
+def run_scope_refusal(actor: User, wave: PilotWave) -> Refusal | None:
+    """Why ``actor`` may not start or resume ``wave`` for its members' sake (some lie outside the actor's scope for
+    running waves), or None."""
     outside = members_outside_scope(actor, wave, Action.WAVE_RUN)
-    if outside:
-        raise SoaError(f"You cannot run wave “{wave.name}”: these members are outside your scope: {listing(outside)}.")
+    if not outside:
+        return None
+    count = len(outside)
+    return Refusal(
+        f"{count} member{'s are' if count != 1 else ' is'} outside your scope for running waves, so you cannot start "
+        f"or resume wave “{wave.name}” (these members are outside your scope: {listing(outside)})."
+    )
+
+
+def _run_refusal(actor: User, wave: PilotWave, now: dt.datetime) -> Refusal | None:
+    """What start and resume both check once the wave's state allows the move: the window, then the scope."""
+    window = window_refusal(wave, now)
+    return Refusal(window) if window else run_scope_refusal(actor, wave)
+
+
+def start_refusal(actor: User, wave: PilotWave, now: dt.datetime) -> Refusal | None:
+    """Why ``actor`` may not start ``wave`` at ``now``, or None."""
+    refusal = action_refusal(actor, Action.WAVE_RUN)
+    if refusal:
+        return refusal
+    if wave.state == WaveState.PAUSED:
+        return Refusal(f"Wave “{wave.name}” is paused; resume it instead of starting it.", Refusal.STATE)
+    if wave.state == WaveState.RUNNING:
+        return Refusal(f"Wave “{wave.name}” is already running.", Refusal.STATE)
+    return transition_refusal(wave, WaveState.RUNNING, "started") or _run_refusal(actor, wave, now)
 
 
 @transaction.atomic
-def wave_start(*, actor, wave_id: int) -> PilotWave:
+def wave_start(*, actor: User, wave_id: int) -> PilotWave:
     """Start an approved wave inside its schedule window; its first batch is queued when this commits."""
     require_action(actor, Action.WAVE_RUN)
     wave = locked_wave(wave_id)
-    if wave.state == WaveState.PAUSED:
-        raise SoaError(f"Wave “{wave.name}” is paused; resume it instead of starting it.")
-    if wave.state == WaveState.RUNNING:
-        raise SoaError(f"Wave “{wave.name}” is already running.")
-    require_transition(wave, WaveState.RUNNING, "started")
     now = timezone.now()
-    refusal = window_refusal(wave, now)
-    if refusal:
-        raise SoaError(refusal)
-    _require_scope(actor, wave)
+    refuse(start_refusal(actor, wave, now))
     before = wave.audit_snapshot()
     wave.state = WaveState.RUNNING
     wave.started_at = now
@@ -75,12 +102,17 @@ def wave_start(*, actor, wave_id: int) -> PilotWave:
     return wave
 
 
+def pause_refusal(actor: User, wave: PilotWave) -> Refusal | None:
+    """Why ``actor`` may not pause ``wave`` now, or None."""
+    return action_refusal(actor, Action.WAVE_RUN) or transition_refusal(wave, WaveState.PAUSED, "paused")
+
+
 @transaction.atomic
-def wave_pause(*, actor, wave_id: int, reason: str = "") -> PilotWave:
+def wave_pause(*, actor: User, wave_id: int, reason: str = "") -> PilotWave:
     """Pause a running wave. The member being flipped finishes; the rest of the batch waits for a resume."""
     require_action(actor, Action.WAVE_RUN)
     wave = locked_wave(wave_id)
-    require_transition(wave, WaveState.PAUSED, "paused")
+    refuse(pause_refusal(actor, wave))
     before = wave.audit_snapshot()
     wave.state = WaveState.PAUSED
     wave.version += 1
@@ -92,18 +124,25 @@ def wave_pause(*, actor, wave_id: int, reason: str = "") -> PilotWave:
     return wave
 
 
+def resume_refusal(actor: User, wave: PilotWave, now: dt.datetime) -> Refusal | None:
+    """Why ``actor`` may not resume ``wave`` at ``now``, or None."""
+    refusal = action_refusal(actor, Action.WAVE_RUN)
+    if refusal:
+        return refusal
+    if wave.state != WaveState.PAUSED:
+        return Refusal(
+            f"Wave “{wave.name}” is {wave.get_state_display().lower()}; only paused waves can be resumed.",
+            Refusal.STATE,
+        )
+    return transition_refusal(wave, WaveState.RUNNING, "resumed") or _run_refusal(actor, wave, now)
+
+
 @transaction.atomic
-def wave_resume(*, actor, wave_id: int) -> PilotWave:
+def wave_resume(*, actor: User, wave_id: int) -> PilotWave:
     """Resume a paused wave inside its schedule window; its next batch is queued when this commits."""
     require_action(actor, Action.WAVE_RUN)
     wave = locked_wave(wave_id)
-    if wave.state != WaveState.PAUSED:
-        raise SoaError(f"Wave “{wave.name}” is {wave.get_state_display().lower()}; only paused waves can be resumed.")
-    require_transition(wave, WaveState.RUNNING, "resumed")
-    refusal = window_refusal(wave, timezone.now())
-    if refusal:
-        raise SoaError(refusal)
-    _require_scope(actor, wave)
+    refuse(resume_refusal(actor, wave, timezone.now()))
     before = wave.audit_snapshot()
     wave.state = WaveState.RUNNING
     wave.version += 1
@@ -126,8 +165,33 @@ def member_audit_snapshot(member: WaveMember) -> dict:
     }
 
 
+def member_retry_refusal(actor: User, wave: PilotWave, member: WaveMember | None = None) -> Refusal | None:
+    """Why ``actor`` may not retry ``member`` of ``wave`` now, or None. Without a member, whether any failed member
+    of the wave could be retried (the member's own state and scope are then left to the call on one member)."""
+    refusal = action_refusal(actor, Action.WAVE_RUN)
+    if refusal:
+        return refusal
+    if wave.state not in RETRYABLE_WAVE_STATES:
+        return Refusal(
+            f"Wave “{wave.name}” is {wave.get_state_display().lower()}; a member can be retried only while its wave "
+            "is running or paused.",
+            Refusal.STATE,
+        )
+    if member is None:
+        return None
+    if member.state != MemberState.FAILED:
+        return Refusal(
+            f"{member.mailbox.upn} is {member.get_state_display().lower()} in wave “{wave.name}”; only a failed "
+            "member can be retried.",
+            Refusal.STATE,
+        )
+    if member.mailbox.upn in members_outside_scope(actor, wave, Action.WAVE_RUN):
+        return Refusal(f"{member.mailbox.upn} is outside your scope for running waves.")
+    return None
+
+
 @transaction.atomic
-def wave_member_retry(*, actor, member_id: int) -> WaveMember:
+def wave_member_retry(*, actor: User, member_id: int) -> WaveMember:
     """Put one FAILED member of a running or paused wave back in the queue, with its attempts counted afresh."""
     require_action(actor, Action.WAVE_RUN)
     wave_id = WaveMember.objects.filter(pk=member_id).values_list("wave_id", flat=True).first()
@@ -135,18 +199,7 @@ def wave_member_retry(*, actor, member_id: int) -> WaveMember:
         raise SoaError(f"There is no wave member #{member_id}.")
     wave = locked_wave(wave_id)  # the wave first, then the member: the order every writer of both takes
     member = WaveMember.objects.select_for_update(of=("self",)).select_related("mailbox").get(pk=member_id)
-    if wave.state not in RETRYABLE_WAVE_STATES:
-        raise SoaError(
-            f"Wave “{wave.name}” is {wave.get_state_display().lower()}; a member can be retried only while its wave "
-            "is running or paused."
-        )
-    if member.state != MemberState.FAILED:
-        raise SoaError(
-            f"{member.mailbox.upn} is {member.get_state_display().lower()} in wave “{wave.name}”; only a failed "
-            "member can be retried."
-        )
-    if member.mailbox.upn in members_outside_scope(actor, wave, Action.WAVE_RUN):
-        raise SoaError(f"{member.mailbox.upn} is outside your scope for running waves.")
+    refuse(member_retry_refusal(actor, wave, member))
     before = member_audit_snapshot(member)
     # started_at stays: the runner reads the mailbox before writing to a member that was tried before.
     member.state = MemberState.PENDING

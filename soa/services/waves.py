@@ -14,11 +14,22 @@ from django.db.models import Subquery
 from django.utils import timezone
 
 from portal.audit import audit_record
+from portal.models import User
 from portal.roles import Action, may
 from soa import preflight
 from soa.choices import WAVE_OPEN_STATES, MemberState, WaveDirection, WaveState
 from soa.models import WAVE_MAX_BATCH_SIZE, WAVE_MAX_RATE, Mailbox, PilotWave, WaveMember
-from soa.services import SoaError, listing, locked_wave, require_action, require_transition, skip_pending_members
+from soa.services import (
+    Refusal,
+    SoaError,
+    action_refusal,
+    listing,
+    locked_wave,
+    refuse,
+    require_action,
+    skip_pending_members,
+    transition_refusal,
+)
 from soa.services.approvals import wave_notify_approvers
 from soa.services.wave_members import members_outside_scope
 
@@ -59,7 +70,7 @@ def _check_policy(
 @transaction.atomic
 def wave_create(
     *,
-    actor,
+    actor: User,
     name: str,
     direction: str,
     description: str = "",
@@ -91,10 +102,24 @@ def wave_create(
     return wave
 
 
+def update_refusal(actor: User, wave: PilotWave) -> Refusal | None:
+    """Why ``actor`` may not change ``wave``'s settings now, or None (the new values are checked by wave_update)."""
+    refusal = action_refusal(actor, Action.WAVE_BUILD)
+    if refusal:
+        return refusal
+    if wave.state != WaveState.DRAFT:
+        return Refusal(
+            f"Wave “{wave.name}” is {wave.get_state_display().lower()}; only a draft can be changed"
+            + (" (withdraw it to a draft first)." if wave.state == WaveState.SUBMITTED else "."),
+            Refusal.STATE,
+        )
+    return None
+
+
 @transaction.atomic
 def wave_update(
     *,
-    actor,
+    actor: User,
     wave_id: int,
     name: str = _KEEP,
     description: str = _KEEP,
@@ -107,11 +132,7 @@ def wave_update(
     """Change a draft wave's name, description, approval policy, throttle or schedule (omitted fields stay)."""
     require_action(actor, Action.WAVE_BUILD)
     wave = locked_wave(wave_id)
-    if wave.state != WaveState.DRAFT:
-        raise SoaError(
-            f"Wave “{wave.name}” is {wave.get_state_display().lower()}; only a draft can be changed"
-            + (" (withdraw it to a draft first)." if wave.state == WaveState.SUBMITTED else ".")
-        )
+    refuse(update_refusal(actor, wave))
     before = wave.audit_snapshot()
     given = {
         "name": name, "description": description, "required_approvals": required_approvals,
@@ -136,14 +157,25 @@ def wave_update(
     return wave
 
 
-def wave_preflight(*, actor, wave_id: int) -> preflight.Report:
+def preflight_refusal(actor: User, wave: PilotWave) -> Refusal | None:
+    """Why ``actor`` may not compute ``wave``'s pre-flight now, or None."""
+    refusal = action_refusal(actor, Action.WAVE_VIEW)
+    if refusal:
+        return refusal
+    if not wave.is_open:
+        return Refusal(
+            f"Wave “{wave.name}” is {wave.get_state_display().lower()}; its frozen report is final.", Refusal.STATE
+        )
+    return None
+
+
+def wave_preflight(*, actor: User, wave_id: int) -> preflight.Report:
     """Compute the pre-flight of an open wave's members as they are now. Reads only: nothing is frozen or saved."""
     require_action(actor, Action.WAVE_VIEW)
     wave = PilotWave.objects.filter(pk=wave_id).first()
     if wave is None:
         raise SoaError(f"There is no pilot wave #{wave_id}.")
-    if not wave.is_open:
-        raise SoaError(f"Wave “{wave.name}” is {wave.get_state_display().lower()}; its frozen report is final.")
+    refuse(preflight_refusal(actor, wave))
     mailboxes = Mailbox.objects.filter(pk__in=Subquery(wave.members.values("mailbox_id"))).order_by("pk")
     return preflight.evaluate(mailboxes.iterator(chunk_size=2000), preflight.build_context(wave))
 
@@ -161,8 +193,25 @@ def _snapshot(mailbox: Mailbox, taken_at: dt.datetime) -> dict[str, Any]:
     }
 
 
+def submit_refusal(actor: User, wave: PilotWave) -> Refusal | None:
+    """Why ``actor`` may not submit ``wave`` now, or None. Pre-flight, which wave_submit runs, may still refuse the
+    submission (every member blocked, the tenant's ceiling): only running it tells."""
+    refusal = action_refusal(actor, Action.WAVE_BUILD) or transition_refusal(wave, WaveState.SUBMITTED, "submitted")
+    if refusal:
+        return refusal
+    if not wave.members.exists():
+        return Refusal(f"Wave “{wave.name}” has no members; add mailboxes before submitting it.")
+    outside = members_outside_scope(actor, wave, Action.WAVE_BUILD, include_excluded=True)
+    if outside:
+        return Refusal(
+            f"You cannot submit wave “{wave.name}”: these members are outside your wave-building scope: "
+            f"{listing(outside)}."
+        )
+    return None
+
+
 @transaction.atomic
-def wave_submit(*, actor, wave_id: int) -> PilotWave:
+def wave_submit(*, actor: User, wave_id: int) -> PilotWave:
     """Send a draft wave for approval: run pre-flight, freeze its report and both sides' values, exclude blocked
     members, open the approval window and email the approvers (after commit).
 
@@ -171,14 +220,8 @@ def wave_submit(*, actor, wave_id: int) -> PilotWave:
     """
     require_action(actor, Action.WAVE_BUILD)
     wave = locked_wave(wave_id)
-    require_transition(wave, WaveState.SUBMITTED, "submitted")
+    refuse(submit_refusal(actor, wave))
     members = {member.mailbox_id: member for member in wave.members.all()}
-    if not members:
-        raise SoaError(f"Wave “{wave.name}” has no members; add mailboxes before submitting it.")
-    outside = members_outside_scope(actor, wave, Action.WAVE_BUILD, include_excluded=True)
-    if outside:
-        raise SoaError(f"You cannot submit wave “{wave.name}”: these members are outside your wave-building scope: "
-                       f"{listing(outside)}.")  # fmt: skip
     now = timezone.now()
     mailboxes = list(
         Mailbox.objects.select_for_update().filter(pk__in=Subquery(wave.members.values("mailbox_id"))).order_by("pk")
@@ -219,8 +262,13 @@ def wave_submit(*, actor, wave_id: int) -> PilotWave:
     return wave
 
 
+def withdraw_refusal(actor: User, wave: PilotWave) -> Refusal | None:
+    """Why ``actor`` may not withdraw ``wave`` to a draft now, or None."""
+    return action_refusal(actor, Action.WAVE_BUILD) or transition_refusal(wave, WaveState.DRAFT, "withdrawn to draft")
+
+
 @transaction.atomic
-def wave_withdraw(*, actor, wave_id: int, reason: str = "") -> PilotWave:
+def wave_withdraw(*, actor: User, wave_id: int, reason: str = "") -> PilotWave:
     """Take a submitted wave back to draft (to change it, or because its approval window closed).
 
     The frozen report, snapshots and exclusions are dropped; decisions already given stay on record under their
@@ -228,7 +276,7 @@ def wave_withdraw(*, actor, wave_id: int, reason: str = "") -> PilotWave:
     """
     require_action(actor, Action.WAVE_BUILD)
     wave = locked_wave(wave_id)
-    require_transition(wave, WaveState.DRAFT, "withdrawn to draft")
+    refuse(withdraw_refusal(actor, wave))
     before = wave.audit_snapshot()
     wave.members.update(
         state=MemberState.PENDING, excluded=False, preflight={}, snapshot={}, last_error="", finished_at=None
@@ -246,8 +294,26 @@ def wave_withdraw(*, actor, wave_id: int, reason: str = "") -> PilotWave:
     return wave
 
 
+def cancel_refusal(actor: User, wave: PilotWave) -> Refusal | None:
+    """Why ``actor`` may not cancel ``wave`` now, or None (wave_cancel still requires a reason).
+
+    A draft or submitted wave is cancelled by wave builders, an approved or paused one by wave runners; a running
+    wave must be paused first, so no flip is cut short.
+    """
+    if not (may(actor, Action.WAVE_BUILD) or may(actor, Action.WAVE_RUN)):
+        return Refusal("Your roles do not allow cancelling pilot waves.", Refusal.ROLE)
+    if wave.state == WaveState.RUNNING:
+        return Refusal(
+            f"Wave “{wave.name}” is running; pause it first, then cancel it once the batch in flight ends.",
+            Refusal.STATE,
+        )
+    return transition_refusal(wave, WaveState.CANCELLED, "cancelled") or action_refusal(
+        actor, Action.WAVE_BUILD if wave.state in (WaveState.DRAFT, WaveState.SUBMITTED) else Action.WAVE_RUN
+    )
+
+
 @transaction.atomic
-def wave_cancel(*, actor, wave_id: int, reason: str) -> PilotWave:
+def wave_cancel(*, actor: User, wave_id: int, reason: str) -> PilotWave:
     """Stop a wave for good: a draft or submitted one (wave builders), an approved or paused one (wave runners).
 
     A running wave is paused first, so no flip is cut short; members that never started are marked SKIPPED.
@@ -256,12 +322,7 @@ def wave_cancel(*, actor, wave_id: int, reason: str) -> PilotWave:
     if not (may(actor, Action.WAVE_BUILD) or may(actor, Action.WAVE_RUN)):
         raise SoaError("Your roles do not allow cancelling pilot waves.")
     wave = locked_wave(wave_id)
-    if wave.state == WaveState.RUNNING:
-        raise SoaError(f"Wave “{wave.name}” is running; pause it first, then cancel it once the batch in flight ends.")
-    require_transition(wave, WaveState.CANCELLED, "cancelled")
-    require_action(
-        actor, Action.WAVE_BUILD if wave.state in (WaveState.DRAFT, WaveState.SUBMITTED) else Action.WAVE_RUN
-    )
+    refuse(cancel_refusal(actor, wave))
     if not reason:
         raise SoaError("Give a reason for cancelling the wave; it goes into the audit log.")
     before = wave.audit_snapshot()
