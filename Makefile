@@ -45,9 +45,10 @@ demo: demo-packages $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 test: test-packages $(STAMP) lint
 	$(PY) -m pytest
 
 clean:
-	rm -rf $(VENV) var .pytest_cache test-results
+	rm -rf $(VENV) var .pytest_cache .import_linter_cache test-results
