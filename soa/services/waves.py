@@ -307,9 +307,19 @@ def cancel_refusal(actor: User, wave: PilotWave) -> Refusal | None:
             f"Wave “{wave.name}” is running; pause it first, then cancel it once the batch in flight ends.",
             Refusal.STATE,
         )
-    return transition_refusal(wave, WaveState.CANCELLED, "cancelled") or action_refusal(
-        actor, Action.WAVE_BUILD if wave.state in (WaveState.DRAFT, WaveState.SUBMITTED) else Action.WAVE_RUN
-    )
+    action = Action.WAVE_BUILD if wave.state in (WaveState.DRAFT, WaveState.SUBMITTED) else Action.WAVE_RUN
+    refusal = transition_refusal(wave, WaveState.CANCELLED, "cancelled") or action_refusal(actor, action)
+    if refusal:
+        return refusal
+    # Cancelling stops the move of every member: someone scoped to one OU may not stop another OU's mailboxes.
+    outside = members_outside_scope(actor, wave, action)
+    if outside:
+        count = len(outside)
+        return Refusal(
+            f"{count} member{'s are' if count != 1 else ' is'} outside your scope, so you cannot cancel wave "
+            f"“{wave.name}” (these members are outside your scope: {listing(outside)})."
+        )
+    return None
 
 
 @transaction.atomic

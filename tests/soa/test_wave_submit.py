@@ -208,6 +208,17 @@ def test_cancel_of_approved_or_paused_wave_needs_the_run_action(people, make_use
     assert wave_cancel(actor=builder, wave_id=wave.pk, reason="stop").state == WaveState.CANCELLED
 
 
+@pytest.mark.parametrize("state", [WaveState.DRAFT, WaveState.PAUSED])
+def test_cancel_is_refused_to_an_operator_scoped_away_from_some_members(people, state):
+    """Cancelling stops every member's move: an operator scoped to Sales may not stop Finance's mailboxes."""
+    wave = new_wave(people["op"], make_mailbox("Ann Archer"), make_mailbox("Fay Finch", FINANCE))
+    PilotWave.objects.filter(pk=wave.pk).update(state=state)
+    with pytest.raises(SoaError, match=r"1 member is outside your scope, so you cannot cancel .*fay\.finch"):
+        wave_cancel(actor=people["sales_op"], wave_id=wave.pk, reason="stop")
+    assert PilotWave.objects.get(pk=wave.pk).state == state
+    assert wave_cancel(actor=people["op"], wave_id=wave.pk, reason="stop").state == WaveState.CANCELLED
+
+
 def test_a_running_wave_must_be_paused_before_cancelling(people):
     wave = new_wave(people["op"], make_mailbox("Ann Archer"))
     PilotWave.objects.filter(pk=wave.pk).update(state=WaveState.RUNNING)
