@@ -41,7 +41,8 @@ def main() -> None:
     from soa.attributes import ATTRIBUTES
     from soa.models import Mailbox
     from writeback.directory import AD_USER_FILTER
-    from writeback.inventory import claim, execute, inventory_run_request
+    from writeback.inventory import inventory_run_request
+    from writeback.jobs.inventory import claim, execute
 
     print("bench_inventory: full and incremental import of a seeded tenant vs raw reads of both sides")
     print(machine_line())

@@ -79,7 +79,8 @@ def bench_tenant(users: int, *, pacing: bool):
     from sandbox.exchange_online import ExchangeOnlineEmulator
     from sandbox.redis_server import RedisServer
     from sandbox.seed import seed_tenant
-    from writeback.inventory import claim, execute, inventory_run_request
+    from writeback.inventory import inventory_run_request
+    from writeback.jobs.inventory import claim, execute
     from writeback.models import InventoryRun
 
     began = time.perf_counter()

@@ -159,6 +159,11 @@ LDAP_TIMEOUT_SECONDS = env.float("LDAP_TIMEOUT_SECONDS", default=5.0)
 # only run that finds deleted objects, and an incremental import of what changed in between.
 INVENTORY_FULL_INTERVAL_DAYS = env.int("INVENTORY_FULL_INTERVAL_DAYS", default=7)
 INVENTORY_INCREMENTAL_INTERVAL_MINUTES = env.int("INVENTORY_INCREMENTAL_INTERVAL_MINUTES", default=60)
+# Seconds a running import may go without a heartbeat (one per page written) before the sweep fails it as dead.
+# The slowest legitimate page is about 17 minutes: EXO_MAX_ATTEMPTS (6) calls of EXO_TIMEOUT_SECONDS (120) with
+# EXO_MAX_RETRY_AFTER_SECONDS (60) between them; 30 minutes leaves room for that, and with the sweep every 5 minutes
+# a killed import is failed well before the next hourly scheduled one would find it still open.
+INVENTORY_STALE_SECONDS = env.int("INVENTORY_STALE_SECONDS", default=1800)
 
 # Exchange Online admin API and Microsoft Graph, app-only through Entra ID (msal). Credentials come from files only.
 # EXO_CLOUD picks Microsoft's hosts for the cloud the tenant lives in (portal/clouds.py); each

@@ -70,7 +70,7 @@ def _run_to_the_end(wave_id: int) -> None:
     """Run the wave's batches in this process with the real runner until it is no longer running."""
     from soa.choices import WaveState
     from soa.models import PilotWave
-    from writeback.wave_jobs import wave_run_job
+    from writeback.jobs.waves import wave_run_job
 
     batches = PilotWave.objects.get(pk=wave_id).members.count() + 1  # more than it can take
     for _ in range(batches):
@@ -81,7 +81,8 @@ def _run_to_the_end(wave_id: int) -> None:
 
 
 def _import_incremental() -> None:
-    from writeback.inventory import claim, execute, inventory_run_request
+    from writeback.inventory import inventory_run_request
+    from writeback.jobs.inventory import claim, execute
     from writeback.models import InventoryRun
 
     run = inventory_run_request(actor=None, mode=InventoryRun.Mode.INCREMENTAL, enqueue=False)

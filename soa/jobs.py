@@ -6,7 +6,8 @@ it. Services call these from ``transaction.on_commit``, so a worker never looks 
 committed yet. ``writeback`` queues its own follow-up batches through the same functions, so a batch carries
 the same timeout whoever queued it.
 
-A renamed job function must be renamed here too; tests/writeback/test_wave_jobs.py checks each name resolves.
+A renamed job function must be renamed here too, and keep its old name importable for a release (a queued or
+scheduled job in Redis still names it); tests/soa/test_jobs.py checks each name, old and new, resolves.
 """
 
 import datetime as dt
@@ -16,7 +17,16 @@ from django.utils import timezone
 from soa.models import PilotWave
 
 QUEUE = "default"  # docs/configuration.md: imports and waves on "default", AD writes on "writeback"
-WAVE_RUN_JOB = "writeback.wave_jobs.wave_run_job"
+WAVE_RUN_JOB = "writeback.jobs.waves.wave_run_job"
+INVENTORY_RUN_JOB = "writeback.jobs.inventory.inventory_run_job"
+# Names jobs had before writeback.jobs; still importable for one release, for jobs queued under them.
+MOVED_JOBS = {
+    "writeback.wave_jobs.wave_run_job": WAVE_RUN_JOB,
+    "writeback.wave_jobs.wave_sweep_job": "writeback.jobs.waves.wave_sweep_job",
+    "writeback.inventory.inventory_run_job": INVENTORY_RUN_JOB,
+}
+# An import may take hours on a large tenant; the sweep, not this timeout, is what notices a dead one.
+INVENTORY_JOB_TIMEOUT = 6 * 3600
 # Head room added to a batch's job timeout beyond batch_size / max_rate.
 JOB_TIMEOUT_MARGIN = 600
 

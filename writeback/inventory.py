@@ -8,13 +8,16 @@ unchanged tenant changes nothing but the read times. An incremental run reads on
 last completed run (AD's change stamp, Exchange's WhenChangedUTC); only a full run can tell which objects
 have disappeared from one side.
 
-Network calls happen outside any transaction; the run row is the truth about progress.
+Network calls happen outside any transaction; the run row is the truth about progress, and every page written is
+its heartbeat. Changes to a mailbox's authority and presence (in_ad, in_exo) are audited once per page
+(``writeback.inventory.changed``, naming each mailbox). The job that runs an import is writeback.jobs.inventory.
 """
 
 import datetime as dt
 import logging
 import uuid
 from collections.abc import Iterable, Iterator
+from functools import partial
 from itertools import islice
 from typing import Any
 
@@ -24,18 +27,16 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from portal.audit import audit_record
-from portal.correlation import correlation_scope
 from portal.dn import InvalidDn, normalize_dn
 from portal.roles import Action, may
 from soa.attributes import ATTRIBUTES
 from soa.choices import Authority, Pairing
+from soa.jobs import INVENTORY_JOB_TIMEOUT, INVENTORY_RUN_JOB, enqueue
 from soa.models import Mailbox, MailboxAddress
 from soa.values import ad_values, exo_values, refresh_drift, split_proxy
-from writeback.directory import AD_USER_FILTER, DirectoryClient, DirectoryConfig, DirectoryError
+from writeback.directory import AD_USER_FILTER, DirectoryClient
 from writeback.exchange import (
-    ExchangeConfig,
     ExchangeOnlineClient,
-    ExchangeOnlineError,
     ExoAuthError,
     GraphClient,
     GraphError,
@@ -50,6 +51,7 @@ from writeback.inventory_pairing import (
     repair,
     source_anchor,
 )
+from writeback.jobs.lifecycle import run_heartbeat
 from writeback.models import InventoryRun
 
 logger = logging.getLogger(__name__)
@@ -75,7 +77,20 @@ def _pages(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 
 def _bump(run: InventoryRun, **counts: int) -> None:
-    InventoryRun.objects.filter(pk=run.pk).update(**{name: F(name) + value for name, value in counts.items() if value})
+    """Add to the run's counters; the same statement is the run's heartbeat (writeback.jobs.lifecycle)."""
+    run_heartbeat(InventoryRun, run.pk, **{name: F(name) + value for name, value in counts.items() if value})
+
+
+def _record_changes(run: InventoryRun, side: str, created: list[Mailbox], changes: dict[int, dict[str, list]]) -> None:
+    """One audit event for a page's changes to mailboxes' authority and presence (in_ad, in_exo): the mailboxes it
+    created, and for each changed one the fields as [before, after]. Nothing when the page changed neither."""
+    if created or changes:
+        after = {"side": side, "created": [m.pk for m in created], "changed": changes}
+        audit_record(actor=None, action="writeback.inventory.changed", obj=run, after=after)
+
+
+def _changes(before: dict[str, Any], mailbox: Mailbox) -> dict[str, list]:
+    return {name: [value, getattr(mailbox, name)] for name, value in before.items() if getattr(mailbox, name) != value}
 
 
 def _dn_parts(dn: str) -> tuple[str, str]:
@@ -128,6 +143,7 @@ def import_ad_page(run: InventoryRun, entries: list[dict[str, Any]]) -> None:
     by_guid = {m.ad_guid: m for m in existing if m.ad_guid}
     by_object = {m.exo_object_id: m for m in existing if m.exo_object_id}
     created, changed, seen, repairs = [], [], [], []
+    presence: dict[int, dict[str, Any]] = {}  # in_ad of each existing row before this page
     for guid, anchor, object_id, entry in keyed:
         values = ad_values(entry["attributes"])
         dn_norm, ou_norm = _dn_parts(entry["dn"])
@@ -154,6 +170,7 @@ def import_ad_page(run: InventoryRun, entries: list[dict[str, Any]]) -> None:
             created.append(mailbox)
             continue
         seen.append(mailbox.pk)
+        presence[mailbox.pk] = {"in_ad": mailbox.in_ad}
         dirty = _apply(mailbox, fields) or not mailbox.in_ad
         if object_id and mailbox.exo_object_id != object_id:
             repairs.append((mailbox, partner, object_id))
@@ -182,6 +199,9 @@ def import_ad_page(run: InventoryRun, entries: list[dict[str, Any]]) -> None:
         if repaired:
             after = {"source": DIRECTORY_ID_ATTRIBUTE, "pairs": repaired}
             audit_record(actor=None, action="writeback.inventory.paired", obj=run, after=after)
+        moved = [m for m in changed] + [m for m, _, _ in repairs]
+        changes = {m.pk: diff for m in moved if (diff := _changes(presence[m.pk], m))}
+        _record_changes(run, "ad", created, changes)
     _bump(
         run, ad_read=len(entries), created=len(created), changed=len(changed) + len(repairs),
         unchanged=len(seen) - len(changed) - len(repairs),
@@ -240,6 +260,7 @@ def import_exo_page(run: InventoryRun, payloads: list[dict[str, Any]]) -> dt.dat
     by_object = {m.exo_object_id: m for m in Mailbox.objects.filter(exo_object_id__in=object_ids)}
     by_upn, by_smtp = _weak_partners([p for o, p in zip(object_ids, synced, strict=True) if o not in by_object])
     created, changed, seen, readdress = [], [], [], []
+    presence: dict[int, dict[str, Any]] = {}  # authority and in_exo of each existing row before this page
     newest = None
     for object_id, payload in zip(object_ids, synced, strict=True):
         when = _when(payload.get("WhenChangedUTC"))
@@ -270,6 +291,7 @@ def import_exo_page(run: InventoryRun, payloads: list[dict[str, Any]]) -> dt.dat
             created.append(mailbox)
             continue
         seen.append(mailbox.pk)
+        presence[mailbox.pk] = {"authority": mailbox.authority, "in_exo": mailbox.in_exo}
         addresses_before = mailbox.exo_values.get("EmailAddresses") if mailbox.in_exo else None
         if _apply(mailbox, fields) or not mailbox.in_exo:
             mailbox.in_exo = True
@@ -286,6 +308,7 @@ def import_exo_page(run: InventoryRun, payloads: list[dict[str, Any]]) -> dt.dat
         _save_changed(changed, [*_EXO_FIELDS, "in_exo", "version", "drift", "has_drift", "pairing"])
         Mailbox.objects.filter(pk__in=seen + [m.pk for m in created]).update(exo_read_at=now, exo_seen_run=run.pk)
         _replace_addresses(created + readdress)
+        _record_changes(run, "exo", created, {m.pk: diff for m in changed if (diff := _changes(presence[m.pk], m))})
     _bump(
         run, exo_read=len(payloads), created=len(created), changed=len(changed) - completed,
         unchanged=len(seen) - len(changed), skipped_not_synced=skipped,
@@ -345,7 +368,7 @@ def _previous(run: InventoryRun) -> InventoryRun | None:
 
 
 def _phase(run: InventoryRun, phase: str, **fields: Any) -> None:
-    InventoryRun.objects.filter(pk=run.pk).update(phase=phase, **fields)
+    run_heartbeat(InventoryRun, run.pk, phase=phase, **fields)
 
 
 def run_import(
@@ -398,10 +421,16 @@ def run_import(
     _phase(run, "settling")
     with transaction.atomic():
         if run.mode == InventoryRun.Mode.FULL:
-            gone_from_ad = Mailbox.objects.filter(in_ad=True).exclude(ad_seen_run=run.pk)
-            gone_from_exo = Mailbox.objects.filter(in_exo=True).exclude(exo_seen_run=run.pk)
-            gone_from_ad.update(in_ad=False, drift=[], has_drift=False, version=F("version") + 1)
-            gone_from_exo.update(in_exo=False, drift=[], has_drift=False, version=F("version") + 1)
+            for field, seen_run in (("in_ad", "ad_seen_run"), ("in_exo", "exo_seen_run")):
+                gone = list(
+                    Mailbox.objects.filter(**{field: True}).exclude(**{seen_run: run.pk}).values_list("pk", flat=True)
+                )
+                for page in _pages(gone, PAGE_SIZE):
+                    Mailbox.objects.filter(pk__in=page).update(
+                        **{field: False}, drift=[], has_drift=False, version=F("version") + 1
+                    )
+                    side = "ad" if field == "in_ad" else "exo"
+                    _record_changes(run, side, [], {pk: {field: [True, False]} for pk in page})
         InventoryRun.objects.filter(pk=run.pk).update(
             exo_only=Mailbox.objects.filter(in_exo=True, in_ad=False).count(),
             ad_only=Mailbox.objects.filter(in_ad=True, in_exo=False).count(),
@@ -419,7 +448,7 @@ def run_import(
     return run
 
 
-# -- service and job -------------------------------------------------------------------------------------------
+# -- the request -----------------------------------------------------------------------------------------------
 
 
 def inventory_run_request(*, actor, mode: str = InventoryRun.Mode.FULL, enqueue: bool = True) -> InventoryRun:
@@ -433,57 +462,23 @@ def inventory_run_request(*, actor, mode: str = InventoryRun.Mode.FULL, enqueue:
         run = InventoryRun.objects.create(mode=mode, requested_by=actor)
         audit_record(actor=actor, action="writeback.inventory.requested", obj=run, after={"mode": run.mode})
         if enqueue:
-            transaction.on_commit(lambda: _enqueue(run.pk))
+            transaction.on_commit(partial(_enqueue, run.pk))
     return run
 
 
 def _enqueue(run_id: int) -> None:
-    import django_rq
-
-    job = django_rq.get_queue("default").enqueue(inventory_run_job, run_id, job_timeout=6 * 3600)
-    InventoryRun.objects.filter(pk=run_id).update(job_id=job.id)
+    job_id = enqueue(INVENTORY_RUN_JOB, run_id, job_timeout=INVENTORY_JOB_TIMEOUT)
+    InventoryRun.objects.filter(pk=run_id).update(job_id=job_id)
 
 
-def claim(run_id: int) -> InventoryRun | None:
-    with transaction.atomic():
-        run = InventoryRun.objects.select_for_update(skip_locked=True).filter(pk=run_id).first()
-        if run is None or run.state != InventoryRun.State.QUEUED:
-            return None  # claimed by another worker, or already finished
-        run.state, run.started_at = InventoryRun.State.RUNNING, timezone.now()
-        run.save(update_fields=["state", "started_at"])
-    return run
+# The job's steps moved to writeback.jobs.inventory (the job lifecycle); these names stay importable from here for
+# one release, since queued jobs in Redis name writeback.inventory.inventory_run_job.
+_MOVED = {"claim", "execute", "inventory_run_job"}
 
 
-def _finish(run_id: int, *, error: str = "") -> InventoryRun:
-    with transaction.atomic():
-        run = InventoryRun.objects.select_for_update().get(pk=run_id)
-        run.state = InventoryRun.State.FAILED if error else InventoryRun.State.DONE
-        run.finished_at, run.error, run.phase = timezone.now(), error, ""
-        run.save(update_fields=["state", "finished_at", "error", "phase"])
-        action = "writeback.inventory.failed" if error else "writeback.inventory.completed"
-        audit_record(actor=None, action=action, obj=run, after=run.audit_snapshot(), reason=error)
-    return run
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        from writeback.jobs import inventory as jobs_inventory
 
-
-def inventory_run_job(run_id: int) -> None:
-    """RQ entrypoint: run one queued import. Safe to deliver twice (the second delivery finds it claimed)."""
-    run = claim(run_id)
-    if run is None:
-        return
-    with correlation_scope(f"inventory-{run_id}"):
-        execute(run)
-
-
-def execute(run: InventoryRun) -> InventoryRun:
-    """Run a claimed import with clients built from settings; record success or the failure's reason."""
-    directory = DirectoryClient(DirectoryConfig.from_settings())
-    try:
-        config = ExchangeConfig.from_settings()
-        graph = GraphClient(config) if settings.INVENTORY_GRAPH_PAIRING else None
-        run_import(run, exchange=ExchangeOnlineClient(config), directory=directory, graph=graph)
-    except (ExchangeOnlineError, DirectoryError, GraphError, InventoryError) as exc:
-        logger.warning("Inventory run %s failed: %s", run.pk, exc)
-        return _finish(run.pk, error=str(exc))
-    finally:
-        directory.close()
-    return _finish(run.pk)
+        return getattr(jobs_inventory, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

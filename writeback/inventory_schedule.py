@@ -1,9 +1,9 @@
 """Scheduled inventory imports: a full reconciliation every INVENTORY_FULL_INTERVAL_DAYS (the only run that finds
 objects deleted on either side) and an incremental import every INVENTORY_INCREMENTAL_INTERVAL_MINUTES.
 
-One self-renewing RQ chain, as the wave sweep has (``writeback.wave_schedule`` explains the choice): one pending
-job in the ``default`` queue's scheduled jobs, named by the Redis key ``NEXT_KEY``; only that job schedules its
-successor, under a lock, before it does anything else, so a failure or a dead worker does not end the schedule.
+One self-renewing RQ chain, as the sweep has (``writeback.jobs.chain`` explains the choice): one pending job in the
+``default`` queue's scheduled jobs, named by the Redis key ``NEXT_KEY``; only that job schedules its successor,
+under a lock, before it does anything else, so a failure or a dead worker does not end the schedule.
 Each tick decides what is due: a full import when the last completed full import is older than the full interval
 (or there is none), else an incremental one when those are on. A tick that finds an import queued or running
 requests nothing and waits for the next tick: scheduled imports never fail on, or pile up behind, a running one.
@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import uuid
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from rq.job import Job, JobStatus
+from rq.job import Job
 from rq.queue import Queue
 
 from portal.audit import audit_record
 from writeback.inventory import InventoryError, inventory_run_request
+from writeback.jobs.chain import Chain
 from writeback.models import InventoryRun
 
 logger = logging.getLogger(__name__)
@@ -40,13 +40,6 @@ JOB_TIMEOUT = 300  # a tick only queues an import; the import runs as its own jo
 RESULT_TTL = 86400
 # With incremental imports off, a tick still comes hourly to see whether the full reconciliation is due.
 FULL_ONLY_TICK = 3600
-PENDING_STATES = frozenset({JobStatus.SCHEDULED, JobStatus.QUEUED})
-
-
-def _queue() -> Queue:
-    import django_rq
-
-    return django_rq.get_queue(QUEUE)
 
 
 def tick_seconds() -> int | None:
@@ -103,86 +96,41 @@ def inventory_scheduled_request() -> tuple[InventoryRun | None, str]:
 # -- the chain ------------------------------------------------------------------------------------------------------
 
 
-def _next_id(queue: Queue) -> str | None:
-    value = queue.connection.get(NEXT_KEY)
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def pending_tick(queue: Queue | None = None) -> Job | None:
     """The chain's next tick when it is scheduled or queued; None when the chain is not running."""
-    queue = queue or _queue()
-    job_id = _next_id(queue)
-    job = queue.fetch_job(job_id) if job_id else None
-    if job is None or job.get_status() not in PENDING_STATES:
-        return None
-    return job
+    return CHAIN.pending(queue)
 
 
 def tick_due_at(job: Job) -> dt.datetime | None:
     """When a scheduled tick is due (UTC); None when it is already queued."""
-    from rq.exceptions import NoSuchJobError
-
-    try:
-        return _queue().scheduled_job_registry.get_scheduled_time(job)
-    except NoSuchJobError:
-        return None
-
-
-def _schedule_next(queue: Queue, seconds: int) -> Job:
-    """Create the next tick and point NEXT_KEY at it in one Redis transaction. The caller holds LOCK_KEY."""
-    job = queue.create_job(
-        inventory_periodic_job,
-        job_id=f"{JOB_ID_PREFIX}{uuid.uuid4().hex[:12]}",
-        description=f"Scheduled inventory import (every {seconds} s)",
-        timeout=JOB_TIMEOUT,
-        result_ttl=RESULT_TTL,
-        status=JobStatus.SCHEDULED,
-    )
-    with queue.connection.pipeline() as pipe:
-        queue.schedule_job(job, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds), pipeline=pipe)
-        pipe.set(NEXT_KEY, job.id)
-        pipe.execute()
-    return job
+    return CHAIN.due_at(job)
 
 
 def inventory_schedule() -> tuple[Job | None, bool]:
     """Make sure the chain runs (safe to call any number of times). Returns the pending tick and whether this call
     created it; (None, False) when both intervals are 0."""
-    queue = _queue()
-    seconds = tick_seconds()
-    if seconds is None:
-        return None, False
-    with queue.connection.lock(LOCK_KEY, timeout=30, blocking_timeout=30):
-        job = pending_tick(queue)
-        if job is not None:
-            return job, False
-        job = _schedule_next(queue, seconds)
-    logger.info("Scheduled the inventory tick %s in %d s.", job.id, seconds)
-    return job, True
-
-
-def _continue_chain(job_id: str) -> Job | None:
-    """Schedule the successor of tick ``job_id`` if it is the chain's current one; None for a stray tick or when
-    scheduling was switched off."""
-    queue = _queue()
-    seconds = tick_seconds()
-    with queue.connection.lock(LOCK_KEY, timeout=30, blocking_timeout=30):
-        if _next_id(queue) != job_id:
-            return None
-        if seconds is None:
-            queue.connection.delete(NEXT_KEY)
-            return None
-        return _schedule_next(queue, seconds)
+    return CHAIN.ensure(tick_seconds())
 
 
 def inventory_periodic_job() -> str:
     """RQ entrypoint (scheduled): schedule the next tick when this is the chain's, then request what is due.
     Returns what it did, which /jobs/ shows as the job's result."""
-    from rq import get_current_job
+    return CHAIN.tick(_request_due, tick_seconds)
 
-    job = get_current_job()
-    following = _continue_chain(job.id) if job is not None else None
-    if job is not None and following is None:
-        logger.info("Inventory tick %s schedules no successor (not the chain's, or scheduling is off).", job.id)
+
+def _request_due() -> str:
     run, why = inventory_scheduled_request()
     return f"queued {run.mode.lower()} import #{run.pk}: {why}" if run else why
+
+
+CHAIN = Chain(
+    name="Inventory schedule",
+    queue_name=QUEUE,
+    next_key=NEXT_KEY,
+    lock_key=LOCK_KEY,
+    job_id_prefix=JOB_ID_PREFIX,
+    func=inventory_periodic_job,
+    description="Scheduled inventory import (every {seconds} s)",
+    timeout=JOB_TIMEOUT,
+    result_ttl=RESULT_TTL,
+)

@@ -9,7 +9,8 @@ class InventoryRun(models.Model):
     """One import of the tenant's mailboxes from Exchange Online and Active Directory.
 
     The row is the truth about the run (Redis only delivers the job): its counters are updated after every
-    page, which is what the progress partial shows, and a run left RUNNING by a dead worker is visibly stale.
+    page, which is what the progress partial shows and the run's heartbeat; a run whose heartbeat stopped (a dead
+    worker) is failed by the sweep (writeback.jobs.lifecycle).
     """
 
     class Mode(models.TextChoices):
@@ -31,6 +32,9 @@ class InventoryRun(models.Model):
     )
     requested_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="last sign of life of a running import (the sweep fails it when too old)"
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
     job_id = models.CharField(max_length=64, blank=True)
     phase = models.CharField(max_length=32, blank=True, help_text="what the run is reading now")

@@ -1,18 +1,24 @@
-"""The pilot-wave runner: RQ jobs that flip IsExchangeCloudManaged for a running wave's members, batch by batch.
+"""The pilot-wave runner: the steps that flip IsExchangeCloudManaged for a running wave's members, batch by batch.
+Its RQ entrypoints (a batch, the member sweep) are in writeback.jobs.waves, on the job lifecycle.
 
-Member rows are the truth. A batch is claimed (PENDING -> RUNNING, ``select_for_update(skip_locked=True)``) in a
-short transaction; each flip is ``Set-Mailbox -IsExchangeCloudManaged`` with a confirming re-read, made outside
-any transaction at the wave's rate; each result and its audit event are recorded in a second short transaction.
+Member rows are the truth, and every change of a member's state obeys soa.choices.MEMBER_TRANSITIONS
+(soa.services.require_member_transition). A batch is claimed (PENDING -> RUNNING,
+``select_for_update(skip_locked=True)``) in a short transaction; each flip is ``Set-Mailbox
+-IsExchangeCloudManaged`` with a confirming re-read, made outside any transaction at the wave's rate; each result
+and its audit event are recorded in a second short transaction.
 The wave is re-read between members, so a pause or a closed window stops the batch in flight after the member
 being flipped. A member that was claimed before (a dead worker, a transient failure, a retry) is read first and,
-when Exchange already shows the target state, recorded DONE without a second Set-Mailbox. ``wave_sweep_job``
-returns members left RUNNING by a dead worker to PENDING and queues their waves again.
+when Exchange already shows the target state, recorded DONE without a second Set-Mailbox. The sweep
+(writeback.jobs.waves.wave_sweep_job) returns members left RUNNING by a dead worker to PENDING and queues their
+waves again. The wave's own moves, the pause when its window closes and its completion, are the services
+wave_window_pause and wave_complete (soa.services.wave_run).
 
 No worker waits for Exchange longer than the client's cap. When Exchange asks for a longer wait (Retry-After,
 ExoRetryLater), the batch gives its members back and the wave's next batch is scheduled for that time; a mailbox
 that answers 404 is given back with a growing delay until EXO_NOT_FOUND_RETRY_SECONDS after its first 404
 (replication lag after a recent write, exchange-facts §4.3), then fails. Either way the member's ``not_before``
-keeps it from being claimed early, and the attempt does not count against MAX_ATTEMPTS.
+keeps it from being claimed early, and the attempt does not count against the retry policy's attempts
+(writeback.jobs.lifecycle.MEMBER_RETRY).
 
 To the cloud, the quiet period (soa.preflight.quiet_period_end, the rule pre-flight applied at submission) is
 checked again just before each flip, because a wave can wait days for approval: with the WhenChangedUTC of the
@@ -26,36 +32,31 @@ Back to AD, each flip is preceded by the copy of the mailbox's cloud Exchange at
 import datetime as dt
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q
+from django.db.models import Count, F, Max, Min, Q
 from django.utils import timezone
 
 from portal.audit import audit_record
-from portal.correlation import correlation_scope
 from soa.choices import TARGET_AUTHORITY, MemberState, WaveDirection, WaveState
 from soa.jobs import QUEUE as QUEUE  # the runner's queue, where the sweep schedule and the tests look for it
 from soa.jobs import wave_enqueue
 from soa.models import Mailbox, PilotWave, WaveMember
-from soa.services.wave_run import member_audit_snapshot, window_refusal
+from soa.services import require_member_transition
+from soa.services.wave_run import member_audit_snapshot, wave_complete, wave_window_pause, window_refusal
 from soa.values import drifted_attributes, exo_values, refresh_drift
 from writeback.directory import DirectoryClient, DirectoryConfig, DirectoryError
 from writeback.exchange import ExchangeConfig, ExchangeOnlineClient, ExchangeOnlineError, ExoNotFound, ExoRetryLater
+from writeback.jobs.lifecycle import MEMBER_RETRY
 from writeback.wave_quiet_period import quiet_period_deferral
 from writeback.wave_revert import Copy, RevertNotVerified, copy_cloud_to_ad
 
 logger = logging.getLogger(__name__)
 
-# A member whose flip fails transiently (after the client's own retries) this many times is marked FAILED.
-MAX_ATTEMPTS = 5
-# A member RUNNING for longer than this without its worker touching it belongs to a dead worker. The runner
-# stamps started_at just before each flip, so only a single flip (retries and Retry-After waits included) must
-# fit in it, not a whole batch.
-SWEEP_AFTER = dt.timedelta(minutes=10)
 # Delay before asking again for a mailbox that answered 404: the time since its first 404, kept within these
 # bounds (so 15 s, 15 s, 30 s, 60 s, 60 s...), and never past the end of EXO_NOT_FOUND_RETRY_SECONDS.
 NOT_FOUND_BACKOFF_MIN = 15.0
@@ -78,21 +79,14 @@ def _client() -> ExchangeOnlineClient:
     return ExchangeOnlineClient(ExchangeConfig.from_settings())
 
 
-def _job_correlation(wave_id: int) -> str:
-    from rq import get_current_job
-
-    job = get_current_job()
-    return f"wave-{wave_id}-{job.id}" if job is not None else f"wave-{wave_id}"
-
-
 # -- claim ---------------------------------------------------------------------------------------------------
 
 
 def claim_batch(wave_id: int) -> list[WaveMember]:
-    """Claim up to batch_size PENDING members of a RUNNING wave (PENDING -> RUNNING). Other workers' rows are
-    skipped, never waited for. Each claim counts as an attempt."""
+    """Claim up to batch_size PENDING members of a RUNNING wave (PENDING -> RUNNING, one ``soa.wave.batch_claimed``
+    event naming them). Other workers' rows are skipped, never waited for. Each claim counts as an attempt."""
     with transaction.atomic():
-        wave = PilotWave.objects.filter(pk=wave_id).only("state", "batch_size").first()
+        wave = PilotWave.objects.filter(pk=wave_id).first()
         if wave is None or wave.state != WaveState.RUNNING:
             return []
         now = timezone.now()
@@ -104,9 +98,13 @@ def claim_batch(wave_id: int) -> list[WaveMember]:
         )
         if not members:
             return []
+        for member in members:
+            require_member_transition(member.state, MemberState.RUNNING)
         WaveMember.objects.filter(pk__in=[m.pk for m in members]).update(
             state=MemberState.RUNNING, started_at=now, attempts=F("attempts") + 1
         )
+        after = {"members": [m.pk for m in members], "state": MemberState.RUNNING, "started_at": now}
+        audit_record(actor=None, action="soa.wave.batch_claimed", obj=wave, after=after)
     claimed = list(WaveMember.objects.select_related("mailbox", "wave").filter(pk__in=[m.pk for m in members]))
     # Whether each was tried before (its earlier claim may have applied the flip): remembered from before this one.
     tried_before = {m.pk: m.started_at is not None for m in members}
@@ -179,10 +177,10 @@ def flip(
     except ExoNotFound as error:
         return Outcome(MemberState.PENDING, f"ExoNotFound: {error}", sent=sent, copied=copied, not_found=True)
     except ExchangeOnlineError as error:
-        state = MemberState.PENDING if error.retryable else MemberState.FAILED
+        state = MemberState.PENDING if MEMBER_RETRY.retryable(error) else MemberState.FAILED
         return Outcome(state, f"{error.__class__.__name__}: {error}", sent=sent, copied=copied)
     except DirectoryError as error:
-        state = MemberState.PENDING if error.retryable else MemberState.FAILED
+        state = MemberState.PENDING if MEMBER_RETRY.retryable(error) else MemberState.FAILED
         what = "Reading the user's change time in AD" if target else "Copying the cloud values into AD"
         return Outcome(state, f"{what} failed: {error}", sent=sent, copied=copied)
     except RevertNotVerified as error:
@@ -221,8 +219,9 @@ def record(member: WaveMember, outcome: Outcome) -> str | None:
             row.not_found_since = None  # found (or failed for another reason): a later 404 starts a new count
         if deferred and state == MemberState.PENDING:
             row.attempts -= 1  # waiting for Exchange is not the member's failure
-        elif state == MemberState.PENDING and row.attempts >= MAX_ATTEMPTS:
+        elif state == MemberState.PENDING and MEMBER_RETRY.gives_up(row.attempts):
             state, error = MemberState.FAILED, f"Gave up after {row.attempts} attempts. Last error: {error}"
+        require_member_transition(row.state, state)
         row.state, row.last_error = state, error
         row.finished_at = None if state == MemberState.PENDING else now
         row.save(update_fields=["state", "last_error", "finished_at", "attempts", "not_before", "not_found_since"])
@@ -289,14 +288,24 @@ def _record_copy(member: WaveMember, copied: Copy, now: dt.datetime) -> None:
 
 def _release(members: list[WaveMember], why: str, *, not_before: dt.datetime | None = None) -> int:
     """Give claimed members that were not flipped back to PENDING (the wave was paused, its window closed, or
-    Exchange asked to be called back at ``not_before``)."""
-    released = 0
+    Exchange asked to be called back at ``not_before``), with one ``soa.wave.batch_released`` event naming them.
+    Their claim does not count as an attempt: waiting is not their failure."""
+    if not members:
+        return 0
+    released = []
     with transaction.atomic():
+        require_member_transition(MemberState.RUNNING, MemberState.PENDING)
         for member in members:
-            released += WaveMember.objects.filter(
-                pk=member.pk, state=MemberState.RUNNING, started_at=member.started_at
-            ).update(state=MemberState.PENDING, attempts=F("attempts") - 1, last_error=why, not_before=not_before)
-    return released
+            # Only rows still held by this claim (RUNNING since this worker stamped them): the rest were recorded or
+            # swept meanwhile.
+            if WaveMember.objects.filter(pk=member.pk, state=MemberState.RUNNING, started_at=member.started_at).update(
+                state=MemberState.PENDING, attempts=F("attempts") - 1, last_error=why, not_before=not_before
+            ):
+                released.append(member.pk)
+        if released:
+            after = {"members": released, "state": MemberState.PENDING, "not_before": not_before}
+            audit_record(actor=None, action="soa.wave.batch_released", obj=members[0].wave, after=after, reason=why)
+    return len(released)
 
 
 # -- the batch and the wave's end ------------------------------------------------------------------------------
@@ -304,21 +313,14 @@ def _release(members: list[WaveMember], why: str, *, not_before: dt.datetime | N
 
 def _stop_reason(wave_id: int) -> str:
     """Why the batch must stop before the next member ("" to go on): the wave is no longer running, or its
-    window closed (in which case the wave is paused, with its audit event)."""
+    window closed (in which case the wave is paused by wave_window_pause, with its audit event)."""
     with transaction.atomic():
         wave = PilotWave.objects.select_for_update().get(pk=wave_id)
         if wave.state != WaveState.RUNNING:
             return f"Wave {wave.get_state_display().lower()} before this member's turn."
         refusal = window_refusal(wave, timezone.now())
-        if not refusal:
-            return ""
-        before = wave.audit_snapshot()
-        wave.state = WaveState.PAUSED
-        wave.version += 1
-        wave.save(update_fields=["state", "version", "updated_at"])
-        audit_record(
-            actor=None, action="soa.wave.paused", obj=wave, before=before, after=wave.audit_snapshot(), reason=refusal
-        )
+        if refusal:
+            wave_window_pause(wave_id=wave_id)
         return refusal
 
 
@@ -345,18 +347,65 @@ def settle(wave_id: int, *, retry_at: dt.datetime | None = None) -> str:
             return "scheduled" if at is not None and at > now else "queued"
         if open_states.get(MemberState.RUNNING):
             return "waiting"  # another worker is still flipping; it settles the wave, or the sweep requeues it
-        before = wave.audit_snapshot()
-        failed = wave.members.filter(state=MemberState.FAILED).count()
-        wave.state = WaveState.COMPLETED_WITH_ERRORS if failed else WaveState.COMPLETED
-        wave.finished_at = timezone.now()
-        wave.version += 1
-        wave.save(update_fields=["state", "finished_at", "version", "updated_at"])
-        audit_record(
-            actor=None, action="soa.wave.completed", obj=wave, before=before,
-            after={**wave.audit_snapshot(), "failed": failed},
-            reason=f"{failed} member(s) failed; retry is no longer possible on a finished wave." if failed else "",
-        )  # fmt: skip
+        wave_complete(wave_id=wave_id)
         return "completed"
+
+
+@dataclass
+class Batch:
+    """One claimed batch of a wave: its members, the time of the wave's last flip before it (for the rate), the
+    member being flipped now (what a failure of the batch is charged to) and the counts by outcome."""
+
+    wave_id: int
+    members: list[WaveMember]
+    last_flip: dt.datetime | None
+    counts: dict[str, Any] = field(default_factory=dict)
+    current: WaveMember | None = None
+
+
+def claim(wave_id: int) -> Batch:
+    """The batch's claim step: claim_batch, with what flipping it needs to know."""
+    # The rate holds across batches: the first flip of this one waits for the interval after the previous flip
+    # (started_at is stamped just before each flip).
+    last_flip = WaveMember.objects.filter(wave_id=wave_id, finished_at__isnull=False).aggregate(last=Max("started_at"))[
+        "last"
+    ]
+    members = claim_batch(wave_id)
+    counts = {"claimed": len(members), "DONE": 0, "FAILED": 0, "PENDING": 0, "released": 0}
+    return Batch(wave_id, members, last_flip, counts)
+
+
+def flip_batch(
+    batch: Batch,
+    *,
+    client: ExchangeOnlineClient | None = None,
+    directory: DirectoryClient | None = None,
+    sleep=time.sleep,
+    copy_to_ad: bool = True,
+) -> dict[str, Any]:
+    """The batch's run step: flip the claimed members at the wave's rate; returns counts by outcome."""
+    if not batch.members:
+        return batch.counts
+    client = client or _client()
+    # Both ways: back to AD for the copy, to the cloud for AD's change time (the quiet period).
+    own_directory = directory is None
+    if own_directory:
+        directory = DirectoryClient(DirectoryConfig.from_settings())
+    try:
+        _flip_batch(batch, client=client, directory=directory, sleep=sleep, copy_to_ad=copy_to_ad)
+    finally:
+        if own_directory:
+            directory.close()
+    return batch.counts
+
+
+def give_back(batch: Batch, error: str) -> None:
+    """The batch's fail step: the member being flipped when the batch failed is recorded PENDING with the error
+    (FAILED once MEMBER_RETRY gives up on it); the members it had not reached are released uncharged."""
+    if batch.current is not None:
+        record(batch.current, Outcome(MemberState.PENDING, error))
+    untouched = [m for m in batch.members if m is not batch.current]
+    batch.counts["released"] = _release(untouched, f"Released after the batch failed: {error}")
 
 
 def run_batch(
@@ -367,53 +416,32 @@ def run_batch(
     sleep=time.sleep,
     copy_to_ad: bool = True,
 ) -> dict[str, Any]:
-    """Claim and flip one batch of the wave at its rate; returns counts by outcome. ``copy_to_ad``: see flip."""
-    # The rate holds across batches: the first flip of this one waits for the interval after the previous flip
-    # (started_at is stamped just before each flip).
-    last_flip = WaveMember.objects.filter(wave_id=wave_id, finished_at__isnull=False).aggregate(last=Max("started_at"))[
-        "last"
-    ]
-    members = claim_batch(wave_id)
-    counts = {"claimed": len(members), "DONE": 0, "FAILED": 0, "PENDING": 0, "released": 0}
-    if not members:
-        return counts
-    client = client or _client()
-    # Both ways: back to AD for the copy, to the cloud for AD's change time (the quiet period).
-    own_directory = directory is None
-    if own_directory:
-        directory = DirectoryClient(DirectoryConfig.from_settings())
-    try:
-        _flip_batch(
-            wave_id, members, counts, client=client, directory=directory, sleep=sleep, last_flip=last_flip,
-            copy_to_ad=copy_to_ad,
-        )  # fmt: skip
-    finally:
-        if own_directory:
-            directory.close()
-    return counts
+    """Claim and flip one batch of the wave at its rate, in this process (tests, benchmarks; the job is
+    writeback.jobs.waves.wave_run_job); returns counts by outcome. ``copy_to_ad``: see flip."""
+    return flip_batch(claim(wave_id), client=client, directory=directory, sleep=sleep, copy_to_ad=copy_to_ad)
 
 
-def _flip_batch(
-    wave_id: int, members: list[WaveMember], counts: dict[str, Any], *, client, directory, sleep, last_flip,
-    copy_to_ad: bool,
-) -> None:  # fmt: skip
-    """Flip the claimed members one by one at the wave's rate, stopping when the wave stops (run_batch's body)."""
+def _flip_batch(batch: Batch, *, client, directory, sleep, copy_to_ad: bool) -> None:
+    """Flip the claimed members one by one at the wave's rate, stopping when the wave stops (flip_batch's body)."""
+    members, counts = batch.members, batch.counts
     interval = 1.0 / members[0].wave.max_rate
-    since_last = (timezone.now() - last_flip).total_seconds() if last_flip else interval
+    since_last = (timezone.now() - batch.last_flip).total_seconds() if batch.last_flip else interval
     next_at = time.monotonic() + max(0.0, interval - since_last)
     for index, member in enumerate(members):
         delay = next_at - time.monotonic()
         if delay > 0:
             sleep(delay)
-        stop = _stop_reason(wave_id)  # after the wait, so a pause made during it holds
+        stop = _stop_reason(batch.wave_id)  # after the wait, so a pause made during it holds
         if stop:
             counts["released"] = _release(members[index:], stop)
             break
         if not _stamp(member):
             continue  # swept from under this worker
         next_at = time.monotonic() + interval
+        batch.current = member
         outcome = flip(client, member, directory=directory, copy_to_ad=copy_to_ad)
         recorded = record(member, outcome)
+        batch.current = None
         if recorded:
             counts[recorded] += 1
         if outcome.retry_at is not None:
@@ -424,74 +452,14 @@ def _flip_batch(
             break
 
 
-def wave_run_job(wave_id: int) -> dict[str, Any]:
-    """RQ entrypoint: flip one batch of a running wave, then queue the next or complete the wave. Safe to deliver
-    twice: members already DONE are never claimed again, and a re-claimed member is read before it is written."""
-    with correlation_scope(_job_correlation(wave_id)):
-        counts = run_batch(wave_id)
-        retry_at = counts.pop("retry_at", None)
-        counts["settled"] = settle(wave_id, retry_at=retry_at)
-        if retry_at is not None:
-            counts["retry_at"] = retry_at.isoformat()
-    logger.info("Wave %s batch: %s", wave_id, counts)
-    return counts
+# The entrypoints moved to writeback.jobs.waves (the job lifecycle); these names stay importable from here for one
+# release, since jobs queued in Redis name writeback.wave_jobs.wave_run_job and wave_sweep_job.
+_MOVED = {"wave_run_job", "wave_sweep_job", "SWEEP_AFTER"}
 
 
-def _stalled_waves(cutoff: dt.datetime) -> list[int]:
-    """RUNNING waves with members to flip but no member activity since ``cutoff`` and no change to the wave itself
-    since then: their next batch was lost (a worker died between a batch's last member and queueing the next)."""
-    recent = Q(started_at__gte=cutoff) | Q(finished_at__gte=cutoff) | Q(state=MemberState.RUNNING)
-    busy = WaveMember.objects.filter(recent, wave_id=OuterRef("pk"))
-    # A member deferred until later is waited for by a scheduled batch; only one overdue by the sweep's margin
-    # means that batch was lost.
-    due = Q(not_before__isnull=True) | Q(not_before__lt=cutoff)
-    waiting = WaveMember.objects.filter(due, wave_id=OuterRef("pk"), state=MemberState.PENDING)
-    return list(
-        PilotWave.objects.filter(state=WaveState.RUNNING, updated_at__lt=cutoff)
-        .filter(Exists(waiting))
-        .exclude(Exists(busy))
-        .values_list("pk", flat=True)
-    )
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        from writeback.jobs import waves
 
-
-def wave_sweep_job(older_than_seconds: float | None = None) -> int:
-    """RQ entrypoint (periodic): return members left RUNNING by a dead worker to PENDING and queue their waves
-    again; also queue running waves whose next batch was lost. Returns how many members were returned.
-
-    The returned members are read before they are written on their next claim, so a flip the dead worker had
-    already applied is recorded DONE without a second Set-Mailbox. A batch queued twice is harmless (claims skip
-    what another worker holds), only faster than the wave's rate for as long as both chains run.
-    """
-    limit = dt.timedelta(seconds=older_than_seconds) if older_than_seconds is not None else SWEEP_AFTER
-    cutoff = timezone.now() - limit
-    waves: set[int] = set()
-    with correlation_scope("wave-sweep"), transaction.atomic():
-        stale = list(
-            WaveMember.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("mailbox")
-            .filter(state=MemberState.RUNNING, started_at__lt=cutoff)
-            .filter(wave__state__in=[WaveState.RUNNING, WaveState.PAUSED])
-            .order_by("pk")
-        )
-        for member in stale:
-            before = member_audit_snapshot(member)
-            member.state = MemberState.PENDING
-            member.last_error = (
-                f"Returned by the sweep: its worker stopped (running since {member.started_at:%H:%M:%S} UTC)."
-            )
-            member.save(update_fields=["state", "last_error"])
-            audit_record(
-                actor=None, action="soa.wave.member_swept", obj=member, before=before,
-                after=member_audit_snapshot(member), reason=member.last_error,
-            )  # fmt: skip
-            waves.add(member.wave_id)
-        stalled = _stalled_waves(cutoff)
-        running = PilotWave.objects.filter(pk__in=waves, state=WaveState.RUNNING).values_list("pk", flat=True)
-        for wave_id in sorted(set(running) | set(stalled)):
-            transaction.on_commit(partial(wave_enqueue, wave_id=wave_id))
-    if stale or stalled:
-        logger.warning(
-            "Wave sweep returned %d member(s) of wave(s) %s; requeued stalled wave(s) %s",
-            len(stale), sorted(waves), stalled,
-        )  # fmt: skip
-    return len(stale)
+        return getattr(waves, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from portal.models import User
 from portal.roles import Action, may
-from soa.choices import WAVE_TRANSITIONS, MemberState, WaveState, wave_states_leading_to
+from soa.choices import MEMBER_TRANSITIONS, WAVE_TRANSITIONS, MemberState, WaveState, wave_states_leading_to
 from soa.models import PilotWave
 
 
@@ -80,6 +80,25 @@ def require_transition(wave: PilotWave, target: str, verb: str) -> None:
     refuse(transition_refusal(wave, target, verb))
 
 
+def member_transition_refusal(current: str, target: str) -> Refusal | None:
+    """Why soa.choices.MEMBER_TRANSITIONS does not allow a wave member to move from ``current`` to ``target``."""
+    if target in MEMBER_TRANSITIONS[current]:
+        return None
+    allowed = ", ".join(MemberState(state).label.lower() for state in sorted(MEMBER_TRANSITIONS[current])) or "none"
+    return Refusal(
+        f"A {MemberState(current).label.lower()} wave member cannot become {MemberState(target).label.lower()} "
+        f"(allowed from there: {allowed}).",
+        Refusal.STATE,
+    )
+
+
+def require_member_transition(current: str, target: str) -> None:
+    """Refuse a member move the transition table does not allow. Every writer of a member's state calls it, the
+    runner's claim, record, release and sweep included, so a move the table forbids fails loudly instead of
+    silently rewriting the member's history."""
+    refuse(member_transition_refusal(current, target))
+
+
 def locked_wave(wave_id: int) -> PilotWave:
     """The wave's row, locked until the transaction ends (callers are inside transaction.atomic)."""
     wave = PilotWave.objects.select_for_update().filter(pk=wave_id).first()
@@ -90,6 +109,7 @@ def locked_wave(wave_id: int) -> PilotWave:
 
 def skip_pending_members(wave: PilotWave, why: str, now: dt.datetime) -> int:
     """Mark the wave's members that never started as SKIPPED (the wave ended before their turn)."""
+    require_member_transition(MemberState.PENDING, MemberState.SKIPPED)
     return wave.members.filter(state=MemberState.PENDING).update(
         state=MemberState.SKIPPED, last_error=why, finished_at=now
     )

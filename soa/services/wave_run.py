@@ -1,4 +1,5 @@
-"""Running pilot waves: start, pause, resume, and retrying one failed member.
+"""Running pilot waves: start, pause, resume, the runner's own moves (pause when the window closes, complete), and
+retrying one failed member.
 
 Each service locks the wave, checks the move against soa.choices.WAVE_TRANSITIONS, records its audit event in the
 same transaction and, when there is work to do, queues the wave's next batch once the transaction commits. The
@@ -16,7 +17,7 @@ from portal.audit import audit_record
 from portal.models import User
 from portal.roles import Action
 from soa import jobs
-from soa.choices import MemberState, WaveState
+from soa.choices import MEMBER_OPEN_STATES, MemberState, WaveState
 from soa.models import PilotWave, WaveMember
 from soa.services import (
     Refusal,
@@ -26,6 +27,8 @@ from soa.services import (
     locked_wave,
     refuse,
     require_action,
+    require_member_transition,
+    require_transition,
     transition_refusal,
 )
 from soa.services.wave_members import members_outside_scope
@@ -92,12 +95,7 @@ def wave_start(*, actor: User, wave_id: int) -> PilotWave:
     wave = locked_wave(wave_id)
     now = timezone.now()
     refuse(start_refusal(actor, wave, now))
-    before = wave.audit_snapshot()
-    wave.state = WaveState.RUNNING
-    wave.started_at = now
-    wave.version += 1
-    wave.save(update_fields=["state", "started_at", "version", "updated_at"])
-    audit_record(actor=actor, action="soa.wave.started", obj=wave, before=before, after=wave.audit_snapshot())
+    _move(wave, WaveState.RUNNING, "started", actor=actor, action="soa.wave.started", started_at=now)
     _queue_next_batch(wave.pk)
     return wave
 
@@ -107,21 +105,62 @@ def pause_refusal(actor: User, wave: PilotWave) -> Refusal | None:
     return action_refusal(actor, Action.WAVE_RUN) or transition_refusal(wave, WaveState.PAUSED, "paused")
 
 
+def _move(
+    wave: PilotWave, target: str, verb: str, *, actor: User | None, action: str, reason: str = "", **extra
+) -> PilotWave:
+    """Move a locked ``wave`` to ``target`` through the transition table, with its audit event: the one body of
+    every runner transition (start, pause, resume, complete), whether a person or the runner makes it. ``extra``
+    holds other fields set with the move (started_at, finished_at) and, under ``audit``, facts the event adds."""
+    require_transition(wave, target, verb)
+    audit_extra = extra.pop("audit", {})
+    before = wave.audit_snapshot()
+    wave.state = target
+    for name, value in extra.items():
+        setattr(wave, name, value)
+    wave.version += 1
+    wave.save(update_fields=["state", "version", "updated_at", *extra])
+    audit_record(
+        actor=actor, action=action, obj=wave, before=before, after={**wave.audit_snapshot(), **audit_extra},
+        reason=(reason or "").strip(),
+    )  # fmt: skip
+    return wave
+
+
 @transaction.atomic
 def wave_pause(*, actor: User, wave_id: int, reason: str = "") -> PilotWave:
     """Pause a running wave. The member being flipped finishes; the rest of the batch waits for a resume."""
     require_action(actor, Action.WAVE_RUN)
     wave = locked_wave(wave_id)
     refuse(pause_refusal(actor, wave))
-    before = wave.audit_snapshot()
-    wave.state = WaveState.PAUSED
-    wave.version += 1
-    wave.save(update_fields=["state", "version", "updated_at"])
-    audit_record(
-        actor=actor, action="soa.wave.paused", obj=wave, before=before, after=wave.audit_snapshot(),
-        reason=(reason or "").strip(),
+    return _move(wave, WaveState.PAUSED, "paused", actor=actor, action="soa.wave.paused", reason=reason)
+
+
+@transaction.atomic
+def wave_window_pause(*, wave_id: int) -> PilotWave:
+    """The runner's pause when the wave's schedule window has closed (actor: the system). Refused while the window
+    is still open, or when the wave is not running; the audit event gives the window as the reason."""
+    wave = locked_wave(wave_id)
+    window = window_refusal(wave, timezone.now())
+    if not window:
+        raise SoaError(f"The schedule window of wave “{wave.name}” is still open; the runner does not pause it.")
+    return _move(wave, WaveState.PAUSED, "paused", actor=None, action="soa.wave.paused", reason=window)
+
+
+@transaction.atomic
+def wave_complete(*, wave_id: int) -> PilotWave:
+    """The runner's completion of a running wave once none of its members is left to flip (actor: the system):
+    COMPLETED, or COMPLETED_WITH_ERRORS when a member failed. Refused while a member is pending or running."""
+    wave = locked_wave(wave_id)
+    open_members = wave.members.filter(state__in=MEMBER_OPEN_STATES).count()
+    if open_members:
+        raise SoaError(f"Wave “{wave.name}” still has {open_members} member(s) to flip; it cannot complete yet.")
+    failed = wave.members.filter(state=MemberState.FAILED).count()
+    target = WaveState.COMPLETED_WITH_ERRORS if failed else WaveState.COMPLETED
+    return _move(
+        wave, target, "completed", actor=None, action="soa.wave.completed", finished_at=timezone.now(),
+        audit={"failed": failed},
+        reason=f"{failed} member(s) failed; retry is no longer possible on a finished wave." if failed else "",
     )  # fmt: skip
-    return wave
 
 
 def resume_refusal(actor: User, wave: PilotWave, now: dt.datetime) -> Refusal | None:
@@ -143,11 +182,7 @@ def wave_resume(*, actor: User, wave_id: int) -> PilotWave:
     require_action(actor, Action.WAVE_RUN)
     wave = locked_wave(wave_id)
     refuse(resume_refusal(actor, wave, timezone.now()))
-    before = wave.audit_snapshot()
-    wave.state = WaveState.RUNNING
-    wave.version += 1
-    wave.save(update_fields=["state", "version", "updated_at"])
-    audit_record(actor=actor, action="soa.wave.resumed", obj=wave, before=before, after=wave.audit_snapshot())
+    _move(wave, WaveState.RUNNING, "resumed", actor=actor, action="soa.wave.resumed")
     _queue_next_batch(wave.pk)
     return wave
 
@@ -200,6 +235,7 @@ def wave_member_retry(*, actor: User, member_id: int) -> WaveMember:
     wave = locked_wave(wave_id)  # the wave first, then the member: the order every writer of both takes
     member = WaveMember.objects.select_for_update(of=("self",)).select_related("mailbox").get(pk=member_id)
     refuse(member_retry_refusal(actor, wave, member))
+    require_member_transition(member.state, MemberState.PENDING)
     before = member_audit_snapshot(member)
     # started_at stays: the runner reads the mailbox before writing to a member that was tried before.
     member.state = MemberState.PENDING

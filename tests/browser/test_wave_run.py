@@ -19,7 +19,8 @@ from soa.services.waves import wave_submit
 from tests.exchange_fixtures import private_tenant
 from tests.soa.test_wave_support import new_wave
 from writeback import wave_jobs
-from writeback.inventory import claim, execute, inventory_run_request
+from writeback.inventory import inventory_run_request
+from writeback.jobs.inventory import claim, execute
 from writeback.models import InventoryRun
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

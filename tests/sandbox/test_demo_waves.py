@@ -12,7 +12,8 @@ from sandbox.demo_waves import DemoPeople, demo_waves_create
 from soa.choices import Authority, MemberState, WaveState
 from soa.models import Approval, Mailbox, PilotWave, WaveMember
 from tests.exchange_fixtures import private_tenant
-from writeback.inventory import claim, execute, inventory_run_request
+from writeback.inventory import inventory_run_request
+from writeback.jobs.inventory import claim, execute
 from writeback.models import InventoryRun
 from writeback.wave_jobs import QUEUE
 

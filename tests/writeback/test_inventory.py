@@ -13,8 +13,9 @@ from soa.choices import Authority, Pairing
 from soa.models import Mailbox, MailboxAddress
 from tests.exchange_fixtures import private_tenant
 from writeback.exchange import ExchangeConfig, ExchangeOnlineClient
-from writeback.inventory import InventoryError, claim, execute, inventory_run_request
+from writeback.inventory import InventoryError, inventory_run_request
 from writeback.inventory_pairing import source_anchor
+from writeback.jobs.inventory import claim, execute
 from writeback.models import InventoryRun
 
 USERS = 60
@@ -200,3 +201,56 @@ def test_a_computer_carrying_exchange_attributes_is_not_imported(tenant):
     finally:
         with _ad(directory) as connection:
             connection.delete(dn)
+
+
+@pytest.mark.django_db
+def test_changes_to_a_mailboxs_presence_and_authority_are_audited_once_per_page_naming_each_mailbox(tenant):
+    directory, exchange, _ = tenant
+    first = _import()
+    created = AuditEvent.objects.filter(action="writeback.inventory.changed", object_id=str(first.pk))
+    assert {pk for event in created for pk in event.after["created"]} == set(
+        Mailbox.objects.values_list("pk", flat=True)
+    )
+    assert created.count() <= 2 * (USERS // 500 + 1) + 2  # per page and side, not per mailbox
+    mailbox = Mailbox.objects.filter(in_ad=True, in_exo=True, authority=Authority.ON_PREM).order_by("pk").first()
+    exo = ExchangeOnlineClient(ExchangeConfig.from_settings())
+    exo.set_mailbox(str(mailbox.exo_object_id), IsExchangeCloudManaged=True)
+    gone = Mailbox.objects.filter(in_ad=True).exclude(pk=mailbox.pk).order_by("pk").first()
+    with _ad(directory) as connection:
+        entry = connection.search(gone.dn, "(objectClass=*)", ldap3.BASE, attributes=ldap3.ALL_ATTRIBUTES)
+        saved = (connection.entries[0].entry_attributes_as_dict, connection.response[0]["raw_attributes"])
+        assert entry and connection.delete(gone.dn), connection.result
+    try:
+        second = _import()
+        changed = {}
+        for event in AuditEvent.objects.filter(action="writeback.inventory.changed", object_id=str(second.pk)):
+            changed.update(event.after["changed"])
+        assert changed == {
+            str(mailbox.pk): {"authority": [Authority.ON_PREM, Authority.CLOUD]},
+            str(gone.pk): {"in_ad": [True, False]},
+        }
+    finally:
+        exo.set_mailbox(str(mailbox.exo_object_id), IsExchangeCloudManaged=False)
+        with _ad(directory) as connection:
+            raw = {
+                k: v
+                for k, v in saved[1].items()
+                if k
+                not in (
+                    "entryUUID",
+                    "entryCSN",
+                    "structuralObjectClass",
+                    "creatorsName",
+                    "createTimestamp",
+                    "modifiersName",
+                    "modifyTimestamp",
+                    "entryDN",
+                    "subschemaSubentry",
+                    "hasSubordinates",
+                    "uSNChanged",
+                    "uSNCreated",
+                    "whenChanged",
+                    "whenCreated",
+                )
+            }
+            assert connection.add(gone.dn, attributes=raw), connection.result

@@ -15,7 +15,8 @@ from sandbox.directory import SandboxDirectory
 from sandbox.exchange_online import ExchangeOnlineEmulator
 from sandbox.seed import seed_tenant
 from soa.models import Mailbox
-from writeback.inventory import claim, execute, inventory_run_request
+from writeback.inventory import inventory_run_request
+from writeback.jobs.inventory import claim, execute
 from writeback.models import InventoryRun
 
 USERS = 40

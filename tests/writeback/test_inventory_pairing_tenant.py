@@ -11,8 +11,9 @@ from soa.choices import Pairing
 from soa.models import Mailbox
 from tests.exchange_fixtures import exchange_config, private_tenant
 from writeback.exchange import GraphClient
-from writeback.inventory import claim, execute, inventory_run_request
+from writeback.inventory import inventory_run_request
 from writeback.inventory_pairing import source_anchor
+from writeback.jobs.inventory import claim, execute
 from writeback.models import InventoryRun
 
 USERS = 30

@@ -24,7 +24,8 @@ from tests.exchange_fixtures import private_tenant
 from tests.soa.test_wave_support import cast, new_wave, set_mailbox_calls
 from tests.writeback.worker_process import kill_worker, run_worker_until_empty, start_worker
 from writeback import wave_jobs
-from writeback.inventory import claim, execute, inventory_run_request
+from writeback.inventory import inventory_run_request
+from writeback.jobs.inventory import claim, execute
 from writeback.models import InventoryRun
 
 MEMBERS = 300

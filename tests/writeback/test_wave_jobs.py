@@ -2,6 +2,7 @@
 SimpleWorker on the session's Redis): a wave runs to completion, under throttling, with a permanent failure,
 paused mid-batch, delivered twice, and swept after a worker died having already applied a flip."""
 
+import dataclasses
 import datetime as dt
 import time as clock
 
@@ -22,7 +23,8 @@ from tests.soa.test_wave_support import cast, new_wave, set_mailbox_calls, work
 from tests.writeback.worker_process import kill_worker, run_worker_until_empty, start_worker
 from writeback import wave_jobs
 from writeback.exchange import ExchangeConfig, ExchangeOnlineClient
-from writeback.inventory import claim, execute, inventory_run_request
+from writeback.inventory import inventory_run_request
+from writeback.jobs.inventory import claim, execute
 from writeback.models import InventoryRun
 
 USERS = 40
@@ -230,7 +232,7 @@ def test_a_transient_failure_releases_the_member_and_the_wave_still_completes(ex
 def test_a_member_that_keeps_failing_transiently_fails_after_the_last_attempt(exchange, people, monkeypatch):
     mailboxes = movable(2)
     monkeypatch.setattr(settings, "EXO_MAX_ATTEMPTS", 1)
-    monkeypatch.setattr(wave_jobs, "MAX_ATTEMPTS", 2)
+    monkeypatch.setattr(wave_jobs, "MEMBER_RETRY", dataclasses.replace(wave_jobs.MEMBER_RETRY, max_attempts=2))
     exchange.set_faults(fail_next=2, fail_status=503)  # the first member's two attempts
     wave = running_wave(people, mailboxes, batch_size=1, max_rate=50.0)
     work()

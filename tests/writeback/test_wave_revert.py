@@ -24,7 +24,8 @@ from tests.soa.test_wave_support import cast, new_wave, set_mailbox_calls, work
 from writeback import wave_jobs, wave_revert
 from writeback.directory import DirectoryClient, DirectoryConfig
 from writeback.exchange import ExchangeConfig, ExchangeOnlineClient
-from writeback.inventory import claim, execute, inventory_run_request
+from writeback.inventory import inventory_run_request
+from writeback.jobs.inventory import claim, execute
 from writeback.models import InventoryRun
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -10,7 +10,8 @@ from soa.models import Mailbox
 from tests.exchange_fixtures import private_tenant
 from tests.writeback.test_wave_revert import cast, client, moved_to_cloud, rollback_of, run_wave
 from writeback import wave_jobs
-from writeback.inventory import claim, execute, inventory_run_request
+from writeback.inventory import inventory_run_request
+from writeback.jobs.inventory import claim, execute
 from writeback.models import InventoryRun
 
 pytestmark = pytest.mark.django_db(transaction=True)

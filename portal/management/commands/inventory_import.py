@@ -2,7 +2,8 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from writeback.inventory import InventoryError, claim, execute, inventory_run_request
+from writeback.inventory import InventoryError, inventory_run_request
+from writeback.jobs.inventory import claim, execute
 from writeback.models import InventoryRun
 
 

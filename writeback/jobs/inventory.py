@@ -1,0 +1,91 @@
+"""The inventory import on the job lifecycle: its run function and its RQ entrypoint.
+
+The run row is writeback.models.InventoryRun. Claimed QUEUED -> RUNNING (``writeback.inventory.started``), it
+heartbeats with every page it writes (writeback.inventory), and ends DONE (``writeback.inventory.completed``) or
+FAILED (``writeback.inventory.failed``): with the client's or the import's own message for the errors a person can
+act on, with the error's type for anything else. A run whose heartbeat stops (its worker was killed) is failed by
+the periodic sweep (``inventory_sweep``) after INVENTORY_STALE_SECONDS, so it no longer blocks the next import.
+"""
+
+import datetime as dt
+
+from django.conf import settings
+
+from writeback.directory import DirectoryClient, DirectoryConfig, DirectoryError
+from writeback.exchange import ExchangeConfig, ExchangeOnlineClient, ExchangeOnlineError, GraphClient, GraphError
+from writeback.inventory import InventoryError, run_import
+from writeback.jobs.lifecycle import (
+    INVENTORY_RETRY,
+    Work,
+    complete,
+    perform,
+    run_claim,
+    run_fail,
+    run_finish,
+    run_sweep,
+)
+from writeback.models import InventoryRun
+
+STARTED = "writeback.inventory.started"
+COMPLETED = "writeback.inventory.completed"
+FAILED = "writeback.inventory.failed"
+
+
+def claim(run_id: int) -> InventoryRun | None:
+    """Claim a queued import (QUEUED -> RUNNING, audited); None when another worker has it or it has ended."""
+    return run_claim(InventoryRun, run_id, action=STARTED)
+
+
+def _run(run: InventoryRun) -> InventoryRun:
+    """The import itself, with clients built from settings. No transaction is open here."""
+    directory = DirectoryClient(DirectoryConfig.from_settings())
+    try:
+        config = ExchangeConfig.from_settings()
+        graph = GraphClient(config) if settings.INVENTORY_GRAPH_PAIRING else None
+        return run_import(run, exchange=ExchangeOnlineClient(config), directory=directory, graph=graph)
+    finally:
+        directory.close()
+
+
+def _finish(run: InventoryRun, _result: InventoryRun) -> InventoryRun:
+    return run_finish(InventoryRun, run.pk, action=COMPLETED, phase="") or InventoryRun.objects.get(pk=run.pk)
+
+
+def _fail(run: InventoryRun, error: str) -> InventoryRun:
+    return run_fail(InventoryRun, run.pk, error, action=FAILED, phase="") or InventoryRun.objects.get(pk=run.pk)
+
+
+INVENTORY = Work(
+    name="Inventory import",
+    claim=claim,
+    run=_run,
+    finish=_finish,
+    fail=_fail,
+    expected=(ExchangeOnlineError, DirectoryError, GraphError, InventoryError),
+)
+
+
+def execute(run: InventoryRun) -> InventoryRun:
+    """Run an import claimed in this process (``manage.py inventory_import``, tests) on the lifecycle; returns the
+    row as it ended. An unexpected error is recorded on the row, then raised."""
+    ended = complete(INVENTORY, run)
+    return ended if ended is not None else InventoryRun.objects.get(pk=run.pk)
+
+
+def inventory_run_job(run_id: int) -> None:
+    """RQ entrypoint: run one queued import. Safe to deliver twice (the second delivery finds it claimed)."""
+    perform(INVENTORY, run_id, correlation=f"inventory-{run_id}")
+
+
+def stale_after() -> dt.timedelta:
+    """How long a running import may go without a heartbeat before the sweep takes it for dead."""
+    seconds = int(settings.INVENTORY_STALE_SECONDS)
+    if seconds < 0:
+        raise ValueError(f"INVENTORY_STALE_SECONDS cannot be negative (it is {seconds}).")
+    return dt.timedelta(seconds=seconds)
+
+
+def inventory_sweep() -> list[int]:
+    """Fail the running imports whose heartbeat stopped (audited as ``writeback.inventory.failed``), so that the
+    one-open-import rule lets the next one run. Returns their ids."""
+    return run_sweep(InventoryRun, stale_after=stale_after(), action=FAILED, policy=INVENTORY_RETRY, phase="")

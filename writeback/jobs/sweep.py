@@ -1,0 +1,15 @@
+"""The periodic sweep: every kind of work whose heartbeat stopped, in one job on the sweep's chain
+(writeback.wave_schedule). Each kind's retry policy (writeback.jobs.lifecycle) says what becomes of a stale row:
+wave members are returned to PENDING and their waves queued again; inventory runs are failed, so the next import
+may run.
+"""
+
+from writeback.jobs.inventory import inventory_sweep
+from writeback.jobs.waves import wave_sweep_job
+
+
+def sweep_job() -> int:
+    """Sweep stale inventory runs and wave members. Returns how many members were returned to PENDING (what the
+    sweep's job shows as its result; failed imports are logged and audited as ``writeback.inventory.failed``)."""
+    inventory_sweep()
+    return wave_sweep_job()
