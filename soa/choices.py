@@ -116,3 +116,73 @@ class Decision(models.TextChoices):
 
     APPROVE = "APPROVE", "Approve"
     REJECT = "REJECT", "Reject"
+
+
+class ChangeOperation(models.TextChoices):
+    """One kind of help-desk edit in a change request (soa.validation reads and applies them)."""
+
+    ADD_ALIAS = "add_alias", "Add an address"
+    REMOVE_ALIAS = "remove_alias", "Remove an address"
+    MAKE_PRIMARY = "make_primary", "Make the primary address"
+    SET_CUSTOM_ATTRIBUTE = "set_custom_attribute", "Set a custom attribute"
+    CLEAR_CUSTOM_ATTRIBUTE = "clear_custom_attribute", "Clear a custom attribute"
+    ADD_EXTENSION_VALUE = "add_extension_value", "Add an extension attribute value"
+    REMOVE_EXTENSION_VALUE = "remove_extension_value", "Remove an extension attribute value"
+    HIDE_FROM_ADDRESS_LISTS = "hide_from_address_lists", "Hide from address lists"
+    SHOW_IN_ADDRESS_LISTS = "show_in_address_lists", "Show in address lists"
+
+
+class ChangeRoute(models.TextChoices):
+    """Which systems a change request writes, from the mailbox's authority: the portal edits the side that holds it."""
+
+    EXO_THEN_AD = "EXO_THEN_AD", "Exchange Online, then Active Directory"
+    AD_ONLY = "AD_ONLY", "Active Directory only (Entra Connect carries it to Exchange Online)"
+
+
+# The route of an edit made now, by the mailbox's authority.
+ROUTE_BY_AUTHORITY: dict[str, str] = {
+    Authority.CLOUD: ChangeRoute.EXO_THEN_AD,
+    Authority.ON_PREM: ChangeRoute.AD_ONLY,
+}
+
+
+class ChangeState(models.TextChoices):
+    """The life of a change request (transitions in CHANGE_TRANSITIONS)."""
+
+    PENDING_APPROVAL = "PENDING_APPROVAL", "Waiting for approval"
+    APPROVED = "APPROVED", "Approved"
+    REJECTED = "REJECTED", "Rejected"
+    EXPIRED = "EXPIRED", "Expired"
+    VALIDATED = "VALIDATED", "Ready to apply"
+    APPLYING = "APPLYING", "Being applied"
+    APPLIED = "APPLIED", "Applied"
+    FAILED = "FAILED", "Failed"
+    CANCELLED = "CANCELLED", "Cancelled"
+
+
+# Every legal move of a change request:
+#   PENDING_APPROVAL -> APPROVED (change_request_approve) | REJECTED (change_request_reject)
+#                     | EXPIRED (its approval window closed; closed by the next edit of the mailbox)
+#                     | CANCELLED (change_request_cancel)
+#   VALIDATED, APPROVED -> APPLYING (the apply job claims it) | CANCELLED (change_request_cancel)
+#   APPLYING -> APPLIED | FAILED (the apply job, with per-system results)
+# Once APPLYING, a request is never cancelled: the job may already have written Exchange Online.
+CHANGE_TRANSITIONS: dict[str, frozenset[str]] = {
+    ChangeState.PENDING_APPROVAL: frozenset(
+        {ChangeState.APPROVED, ChangeState.REJECTED, ChangeState.EXPIRED, ChangeState.CANCELLED}
+    ),
+    ChangeState.VALIDATED: frozenset({ChangeState.APPLYING, ChangeState.CANCELLED}),
+    ChangeState.APPROVED: frozenset({ChangeState.APPLYING, ChangeState.CANCELLED}),
+    ChangeState.APPLYING: frozenset({ChangeState.APPLIED, ChangeState.FAILED}),
+    ChangeState.APPLIED: frozenset(),
+    ChangeState.FAILED: frozenset(),
+    ChangeState.REJECTED: frozenset(),
+    ChangeState.EXPIRED: frozenset(),
+    ChangeState.CANCELLED: frozenset(),
+}
+CHANGE_TERMINAL_STATES: frozenset[str] = frozenset(state for state, moves in CHANGE_TRANSITIONS.items() if not moves)
+# An open request holds its mailbox: one at a time per mailbox (a database constraint), and pre-flight blocks the
+# mailbox from a wave while one is open.
+CHANGE_OPEN_STATES: frozenset[str] = frozenset(CHANGE_TRANSITIONS) - CHANGE_TERMINAL_STATES
+# States from which the apply job may start: nothing left to decide.
+CHANGE_READY_STATES: frozenset[str] = frozenset({ChangeState.VALIDATED, ChangeState.APPROVED})

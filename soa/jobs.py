@@ -12,6 +12,7 @@ scheduled job in Redis still names it); tests/soa/test_jobs.py checks each name,
 
 import datetime as dt
 
+from django.conf import settings
 from django.utils import timezone
 
 from soa.models import PilotWave
@@ -19,6 +20,13 @@ from soa.models import PilotWave
 QUEUE = "default"  # docs/configuration.md: imports and waves on "default", AD writes on "writeback"
 WAVE_RUN_JOB = "writeback.jobs.waves.wave_run_job"
 INVENTORY_RUN_JOB = "writeback.jobs.inventory.inventory_run_job"
+# Applies one ready change request (Exchange Online then AD, or AD only). THE JOB DOES NOT EXIST YET: it is the
+# next step of the help-desk work. change_request_enqueue queues it only when CHANGE_APPLY_ENABLED is on, which
+# stays off until it does, so nothing is queued to a name no worker can import.
+CHANGE_APPLY_JOB = "writeback.jobs.changes.change_request_apply_job"
+# One mailbox's write into AD (writeback.tasks.writeback_task_request queues it), on the AD queue.
+WRITEBACK_TASK_JOB = "writeback.jobs.writeback.writeback_task_job"
+WRITEBACK_QUEUE = "writeback"
 # Names jobs had before writeback.jobs; still importable for one release, for jobs queued under them.
 MOVED_JOBS = {
     "writeback.wave_jobs.wave_run_job": WAVE_RUN_JOB,
@@ -51,3 +59,11 @@ def wave_enqueue(*, wave_id: int, at: dt.datetime | None = None) -> str | None:
         return None
     timeout = int(wave.batch_size / wave.max_rate) + JOB_TIMEOUT_MARGIN
     return enqueue(WAVE_RUN_JOB, wave_id, at=at, job_timeout=timeout)
+
+
+def change_request_enqueue(*, request_id: int) -> str | None:
+    """Queue the apply job of a ready change request (call after commit). Returns the RQ job id, or None while
+    CHANGE_APPLY_ENABLED is off: the request then stays ready to apply, and nothing is lost."""
+    if not settings.CHANGE_APPLY_ENABLED:
+        return None
+    return enqueue(CHANGE_APPLY_JOB, request_id)

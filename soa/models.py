@@ -1,5 +1,6 @@
-"""The domain's data: mailboxes as both Exchange Online and Active Directory describe them, and the pilot waves
-that move their authority (members, approvals, the registry of on-prem applications that read AD)."""
+"""The domain's data: mailboxes as both Exchange Online and Active Directory describe them, the pilot waves
+that move their authority (members, approvals, the registry of on-prem applications that read AD), and help
+desk's change requests with what their validation reads (accepted domains, recently removed addresses)."""
 
 from django.conf import settings
 from django.db import models
@@ -7,9 +8,13 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from soa.choices import (
+    CHANGE_OPEN_STATES,
+    CHANGE_READY_STATES,
     WAVE_OPEN_STATES,
     WEAK_PAIRINGS,
     Authority,
+    ChangeRoute,
+    ChangeState,
     Decision,
     MemberState,
     Pairing,
@@ -300,3 +305,125 @@ class ConsumerApplication(models.Model):
 
     def audit_snapshot(self) -> dict:
         return {"name": self.name, "attributes": list(self.attributes), "notes": self.notes}
+
+
+class ChangeRequest(models.Model):
+    """A help-desk edit of one mailbox: what was asked, what it makes of the mailbox, and what became of it.
+
+    ``operations`` are the validated operations in canonical form (soa.validation); ``before`` and ``desired``
+    hold the changed attributes' values (Exchange Online names) on the authoritative side before and after the
+    edit; ``base_version`` is the Mailbox.version the person saw. ``route`` says which systems the apply job writes,
+    from the mailbox's authority when the request was made. ``results`` holds one entry per system written
+    (``exchange``, ``directory``) with what it answered. ``idempotency_key`` comes from the form, so a form
+    submitted twice makes one request. ``started_at``, ``heartbeat_at`` and ``finished_at`` are the apply job's
+    run fields (writeback's job lifecycle).
+    """
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.PROTECT, related_name="change_requests")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    operations = models.JSONField(default=list)
+    before = models.JSONField(default=dict, blank=True, help_text="the changed attributes' values before the edit")
+    desired = models.JSONField(default=dict, help_text="the changed attributes' values after the edit")
+    base_version = models.PositiveIntegerField(help_text="the mailbox version the edit was based on")
+    reason = models.TextField(blank=True)
+    state = models.CharField(max_length=32, choices=ChangeState.choices, db_index=True)
+    route = models.CharField(max_length=16, choices=ChangeRoute.choices)
+    needs_approval = models.BooleanField(default=False)
+    approval_expires_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True)
+    results = models.JSONField(default=dict, blank=True, help_text="per system: what it answered")
+    error = models.TextField(blank=True)
+    correlation_id = models.CharField(max_length=64, blank=True, db_index=True)
+    idempotency_key = models.CharField(max_length=64, unique=True)
+    attempts = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # One open request per mailbox: each is validated against the values the one before left, and the
+            # apply job never has two edits of one mailbox to order.
+            models.UniqueConstraint(
+                fields=["mailbox"], condition=models.Q(state__in=sorted(CHANGE_OPEN_STATES)),
+                name="soa_change_one_open_per_mailbox",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(state=ChangeState.REJECTED, decision_reason=""), name="soa_change_reject_has_reason"
+            ),
+        ]  # fmt: skip
+
+    def __str__(self) -> str:
+        return f"change request #{self.pk} of {self.mailbox_id}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in CHANGE_OPEN_STATES
+
+    @property
+    def ready_to_apply(self) -> bool:
+        return self.state in CHANGE_READY_STATES
+
+    def approval_expired(self, now=None) -> bool:
+        """Whether a request waiting for approval has passed its approval window."""
+        return self.approval_expires_at is not None and (now or timezone.now()) >= self.approval_expires_at
+
+    def audit_snapshot(self) -> dict:
+        """What the audit log records of the request before and after a change."""
+        return {
+            "mailbox": self.mailbox_id,
+            "state": self.state,
+            "route": self.route,
+            "operations": list(self.operations),
+            "before": dict(self.before),
+            "desired": dict(self.desired),
+            "base_version": self.base_version,
+            "needs_approval": self.needs_approval,
+            "approval_expires_at": self.approval_expires_at,
+            "decided_by": self.decided_by.get_username() if self.decided_by_id else None,
+            "results": dict(self.results),
+            "error": self.error,
+        }
+
+
+class AcceptedDomain(models.Model):
+    """One of the tenant's accepted domains as Get-AcceptedDomain last listed them (a cache that writeback fills).
+
+    The whole list is replaced at once (soa.services.accepted_domains), so every row carries the same
+    ``fetched_at``; validation trusts the list for ACCEPTED_DOMAINS_TTL_SECONDS after it.
+    """
+
+    domain = models.CharField(max_length=253, unique=True, help_text="lower case")
+    domain_type = models.CharField(max_length=32, blank=True, help_text="Authoritative, InternalRelay...")
+    is_default = models.BooleanField(default=False)
+    fetched_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["domain"]
+
+    def __str__(self) -> str:
+        return self.domain
+
+
+class RemovedAddress(models.Model):
+    """An address taken off a mailbox by the portal, kept so that another mailbox cannot take it during the
+    cool-down (ADDRESS_COOLDOWN_HOURS): mail and replies still addressed to it would reach the wrong person."""
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.SET_NULL, null=True, related_name="+")
+    prefix = models.CharField(max_length=16, help_text="address type, lower case")
+    address = models.CharField(max_length=1123, help_text="the address without its type, lower case")
+    removed_at = models.DateTimeField(default=timezone.now)
+    change_request = models.ForeignKey(ChangeRequest, on_delete=models.SET_NULL, null=True, related_name="+")
+
+    class Meta:
+        indexes = [models.Index(fields=["address", "removed_at"], name="soa_removed_address_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}:{self.address}"

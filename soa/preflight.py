@@ -18,8 +18,8 @@ Approximations, stated once:
   the runner re-checks the same rule (``quiet_period_end``) just before each flip, with the pre-flip read of
   WhenChangedUTC and AD's own change time of the user. A mailbox without the stamp gets a warning.
   The quiet period applies to moves to the cloud only (Microsoft's rule protects the flip to cloud-managed).
-- *Open help-desk change requests* block a member once the ChangeRequest model exists (help-desk issue); until
-  then there is nothing to check and no finding is produced.
+- *Open help-desk change requests* block a member: the request was validated and routed for the authority the
+  mailbox has now, and applying it on the other side of a flip would write the wrong system.
 - *Cloud-managed count after the wave*: the tenant's cloud-managed mailboxes now, plus the members still pending
   in other submitted/approved/running waves to the cloud, plus this wave's eligible members. Waves back to AD
   are not subtracted (the ceiling is a limit, so the estimate errs high).
@@ -38,13 +38,15 @@ from django.utils import timezone
 
 from soa.attributes import BY_AD, BY_EXO, EXCHANGE_ATTRIBUTES
 from soa.choices import (
+    CHANGE_OPEN_STATES,
     MEMBER_OPEN_STATES,
     TARGET_AUTHORITY,
     WAVE_CLAIMING_STATES,
     Authority,
+    ChangeState,
     WaveDirection,
 )
-from soa.models import ConsumerApplication, Mailbox, PilotWave, WaveMember
+from soa.models import ChangeRequest, ConsumerApplication, Mailbox, PilotWave, WaveMember
 from soa.values import drifted_attributes
 
 SUPPORTED_RECIPIENT_TYPES = frozenset({"UserMailbox", "SharedMailbox", "RoomMailbox", "EquipmentMailbox"})
@@ -60,6 +62,7 @@ class Code(StrEnum):
     UNSUPPORTED_RECIPIENT_TYPE = "UNSUPPORTED_RECIPIENT_TYPE"
     ALREADY_IN_TARGET_STATE = "ALREADY_IN_TARGET_STATE"
     IN_OTHER_WAVE = "IN_OTHER_WAVE"
+    OPEN_CHANGE_REQUEST = "OPEN_CHANGE_REQUEST"
     MISSING_IN_EXO = "MISSING_IN_EXO"
     MISSING_IN_AD = "MISSING_IN_AD"
     RECENT_ON_PREM_CHANGE = "RECENT_ON_PREM_CHANGE"
@@ -112,6 +115,7 @@ class Context:
     cloud_pending_elsewhere: int
     ceiling: int
     warn_ratio: float
+    open_changes: Mapping[int, tuple[int, str]] = field(default_factory=dict)  # mailbox id -> (request id, state)
 
 
 @dataclass
@@ -194,6 +198,14 @@ def check_member(mailbox: Mailbox, ctx: Context) -> Findings:
     if mailbox.pk in ctx.other_waves:
         other = ctx.other_waves[mailbox.pk]
         block(Finding(Code.IN_OTHER_WAVE, f"Already in the open wave “{other}”.", {"wave": other}))
+    if mailbox.pk in ctx.open_changes:
+        request_id, state = ctx.open_changes[mailbox.pk]
+        block(Finding(
+            Code.OPEN_CHANGE_REQUEST,
+            f"Help-desk change request #{request_id} is {ChangeState(state).label.lower()}; it must be applied, "
+            "rejected or cancelled before the mailbox's authority moves.",
+            {"change_request": request_id, "state": state},
+        ))  # fmt: skip
     if not mailbox.in_exo:
         block(Finding(Code.MISSING_IN_EXO, "Not found in Exchange Online at the last inventory."))
     if not mailbox.in_ad:
@@ -352,6 +364,12 @@ def build_context(wave: PilotWave, *, now: dt.datetime | None = None) -> Context
         .exclude(excluded=True)
         .values_list("mailbox_id", "wave__name")
     )
+    open_changes = {
+        mailbox_id: (request_id, state)
+        for request_id, mailbox_id, state in ChangeRequest.objects.filter(
+            mailbox_id__in=Subquery(this_wave), state__in=CHANGE_OPEN_STATES
+        ).values_list("pk", "mailbox_id", "state")
+    }
     to_cloud = wave.direction == WaveDirection.TO_CLOUD
     pending = 0
     if to_cloud:
@@ -375,4 +393,5 @@ def build_context(wave: PilotWave, *, now: dt.datetime | None = None) -> Context
         cloud_pending_elsewhere=pending,
         ceiling=settings.WAVE_CLOUD_MANAGED_CEILING,
         warn_ratio=settings.WAVE_CLOUD_MANAGED_WARN_RATIO,
+        open_changes=open_changes,
     )

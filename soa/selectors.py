@@ -1,16 +1,27 @@
 """Reads of the domain, each already limited to what the asking user may see."""
 
 import base64
+import datetime as dt
 import json
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from portal.dn import InvalidDn, normalize_dn
 from portal.roles import Action, may, scope_filter
 from soa.choices import Authority, WaveState
-from soa.models import Approval, ConsumerApplication, Mailbox, MailboxAddress, PilotWave, WaveMember
+from soa.models import (
+    AcceptedDomain,
+    Approval,
+    ChangeRequest,
+    ConsumerApplication,
+    Mailbox,
+    MailboxAddress,
+    PilotWave,
+    WaveMember,
+)
 
 # sort key -> (field, descending)
 SORTS: dict[str, tuple[str, bool]] = {
@@ -197,3 +208,26 @@ def consumer_applications(*, user) -> QuerySet[ConsumerApplication]:
     if not (may(user, Action.WAVE_VIEW) or may(user, Action.PORTAL_CONFIGURE)):
         return ConsumerApplication.objects.none()
     return ConsumerApplication.objects.order_by("name")
+
+
+# -- change requests -----------------------------------------------------------------------------------------------
+
+
+def change_requests_for(*, user, mailbox: Mailbox) -> QuerySet[ChangeRequest]:
+    """The change requests of one mailbox, newest first, when the user may see that mailbox; none otherwise."""
+    if not mailbox_list(user=user).filter(pk=mailbox.pk).exists():
+        return ChangeRequest.objects.none()
+    return ChangeRequest.objects.filter(mailbox=mailbox).select_related("requested_by", "decided_by")
+
+
+def accepted_domains_known(*, now: dt.datetime | None = None) -> frozenset[str] | None:
+    """The tenant's accepted domains (lower case) while the cached list is younger than ACCEPTED_DOMAINS_TTL_SECONDS;
+    None when it was never read or is older: validation then refuses SMTP addresses rather than guess."""
+    now = now or timezone.now()
+    rows = list(AcceptedDomain.objects.values_list("domain", "fetched_at"))
+    if not rows:
+        return None
+    oldest = min(fetched_at for _, fetched_at in rows)
+    if now - oldest > dt.timedelta(seconds=settings.ACCEPTED_DOMAINS_TTL_SECONDS):
+        return None
+    return frozenset(domain.lower() for domain, _ in rows)

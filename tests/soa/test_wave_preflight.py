@@ -7,8 +7,8 @@ from django.utils import timezone
 
 from portal.roles import Role
 from soa import preflight
-from soa.choices import Authority, WaveDirection, WaveState
-from soa.models import ConsumerApplication, PilotWave
+from soa.choices import Authority, ChangeRoute, ChangeState, WaveDirection, WaveState
+from soa.models import ChangeRequest, ConsumerApplication, PilotWave
 from soa.preflight import Code
 from soa.services import SoaError
 from soa.services.consumers import consumer_application_register, consumer_application_remove
@@ -111,6 +111,20 @@ def test_member_of_another_submitted_wave_is_blocked_but_drafts_do_not_claim(peo
     # the draft's own pre-flight sees the submitted wave too; its own membership never counts
     assert _codes(wave_preflight(actor=people["op"], wave_id=draft.pk), ann)[0] == {Code.IN_OTHER_WAVE}
     PilotWave.objects.filter(name="Committed").update(state=WaveState.COMPLETED)
+    assert _codes(_preflight(people, ann), ann)[0] == set()
+
+
+def test_a_mailbox_with_an_open_change_request_is_blocked_until_it_is_finished(people):
+    ann = make_mailbox("Ann Archer")
+    ChangeRequest.objects.create(
+        mailbox=ann, requested_by=people["helpdesk"], base_version=ann.version, state=ChangeState.PENDING_APPROVAL,
+        route=ChangeRoute.AD_ONLY, idempotency_key="form-1",
+    )  # fmt: skip
+    report = _preflight(people, ann)
+    (finding,) = report.members[ann.pk].blocking
+    assert finding.code == Code.OPEN_CHANGE_REQUEST and finding.detail["state"] == "PENDING_APPROVAL"
+    assert "is waiting for approval; it must be applied, rejected or cancelled" in finding.message
+    ChangeRequest.objects.update(state=ChangeState.APPLIED)
     assert _codes(_preflight(people, ann), ann)[0] == set()
 
 
