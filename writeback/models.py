@@ -1,4 +1,5 @@
-"""Writeback's data: the runs of the inventory import (writeback tasks join them later)."""
+"""Writeback's data: the runs of the inventory import, the writeback tasks that write mailboxes' Exchange attributes
+into AD, and the drift those tasks find there."""
 
 from django.conf import settings
 from django.db import models
@@ -100,3 +101,125 @@ class InventoryRun(models.Model):
     def audit_snapshot(self) -> dict:
         fields = ("mode", "state", "ad_read", "exo_read", "created", "changed", "unchanged", "skipped_not_synced")
         return {name: getattr(self, name) for name in (*fields, "exo_only", "ad_only", "drifted", "error")}
+
+
+class WritebackTask(models.Model):
+    """One pending write of a mailbox's written-back Exchange attributes into its AD user (DESIGN §4, §5 flow 5).
+
+    ``desired`` holds the values AD should hold, keyed by Exchange Online property name as ``Mailbox.exo_values``
+    (the cloud's values: the cloud holds authority); the job writes those of them this installation writes back
+    (soa.attributes.writeback_attributes), never identity attributes and never the MOERA. It records what it found
+    (``observed``), the LDAP operations it sent (``applied``, ``{}`` when AD already agreed) and what it read back
+    (``read_back``), all by LDAP name.
+
+    The row is the truth (Redis only delivers the job). States follow ``TRANSITIONS``: a queued task is claimed
+    (RUNNING, one attempt more) and ends DONE or FAILED; a retryable directory error or a dead worker returns it to
+    QUEUED for a later attempt (writeback.jobs.lifecycle.WRITEBACK_RETRY); a newer request for the same mailbox
+    makes a queued one SUPERSEDED; a person may queue a FAILED one again. At most one task per mailbox is queued
+    and at most one running (the constraints): a request made while one runs queues behind it and is started
+    when it ends.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "QUEUED", "Queued"
+        RUNNING = "RUNNING", "Running"
+        DONE = "DONE", "Done"
+        FAILED = "FAILED", "Failed"
+        SUPERSEDED = "SUPERSEDED", "Superseded"
+
+    OPEN_STATES = (State.QUEUED, State.RUNNING)
+    # The lifecycle's run-row table (writeback.jobs.lifecycle), with the moves a task makes beyond an import's.
+    TRANSITIONS: dict[str, frozenset[str]] = {
+        State.QUEUED: frozenset({State.RUNNING, State.FAILED, State.SUPERSEDED}),
+        # Back to QUEUED: released after a retryable error, or returned by the sweep; SUPERSEDED: returned by the
+        # sweep while a newer request waits, which carries the newer values.
+        State.RUNNING: frozenset({State.DONE, State.FAILED, State.QUEUED, State.SUPERSEDED}),
+        State.FAILED: frozenset({State.QUEUED}),  # a person retries it
+        State.DONE: frozenset(),
+        State.SUPERSEDED: frozenset(),
+    }
+
+    mailbox = models.ForeignKey("soa.Mailbox", on_delete=models.PROTECT, related_name="writeback_tasks")
+    desired = models.JSONField(default=dict, help_text="values AD should hold, by Exchange Online property name")
+    observed = models.JSONField(default=dict, blank=True, help_text="AD's values before the write, by LDAP name")
+    applied = models.JSONField(default=dict, blank=True, help_text="LDAP modify operations sent, by LDAP name")
+    read_back = models.JSONField(default=dict, blank=True, help_text="AD's values read back after the write")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
+    source = models.CharField(
+        max_length=64, help_text="what asked for it: change_request:<id>, drift_repair, manual..."
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    correlation_id = models.CharField(max_length=64, blank=True, help_text="of the request that asked for it")
+    superseded_by = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    attempts = models.PositiveIntegerField(default=0, help_text="claims so far")
+    requested_at = models.DateTimeField(default=timezone.now)
+    queued_at = models.DateTimeField(default=timezone.now, help_text="when its job was last queued")
+    retry_at = models.DateTimeField(null=True, blank=True, help_text="when a released task is tried again")
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    job_id = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            # A newer desire replaces a queued one (writeback_task_request), so one queued task per mailbox...
+            models.UniqueConstraint(
+                fields=["mailbox"], condition=models.Q(state="QUEUED"), name="one_queued_writeback_per_mailbox"
+            ),
+            # ...and one running: two writers of one entry would plan against each other's half-done work.
+            models.UniqueConstraint(
+                fields=["mailbox"], condition=models.Q(state="RUNNING"), name="one_running_writeback_per_mailbox"
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "heartbeat_at"], name="writeback_task_state_beat_idx")]
+
+    def __str__(self) -> str:
+        return f"Writeback task #{self.pk} ({self.get_state_display()})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in self.OPEN_STATES
+
+    def audit_snapshot(self) -> dict:
+        fields = ("mailbox_id", "state", "source", "attempts", "desired", "applied", "error")
+        snapshot = {name: getattr(self, name) for name in fields}
+        snapshot["retry_at"] = self.retry_at.isoformat() if self.retry_at else None
+        return snapshot
+
+
+class DriftFinding(models.Model):
+    """A value found in AD that the portal did not write and that differs both from what the portal last knew of
+    AD and from the cloud: someone edited AD directly. The cloud holds authority, so the writeback that found it
+    then writes the cloud value; ``resolved_at`` and ``resolution`` say when and how the finding was closed."""
+
+    class Resolution(models.TextChoices):
+        OPEN = "", "Open"
+        OVERWRITTEN = "OVERWRITTEN", "Overwritten with the cloud value"
+
+    mailbox = models.ForeignKey("soa.Mailbox", on_delete=models.PROTECT, related_name="drift_findings")
+    attribute = models.CharField(max_length=64, help_text="Exchange Online property name")
+    ad_value = models.JSONField(null=True, blank=True, help_text="what AD held")
+    last_known_value = models.JSONField(null=True, blank=True, help_text="what the portal last knew AD to hold")
+    cloud_value = models.JSONField(null=True, blank=True, help_text="the cloud's value, which the writeback wrote")
+    task = models.ForeignKey(
+        WritebackTask, on_delete=models.PROTECT, null=True, blank=True, related_name="drift_findings",
+        help_text="the writeback that found it",
+    )  # fmt: skip
+    found_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.CharField(max_length=16, choices=Resolution.choices, blank=True, default=Resolution.OPEN)
+
+    class Meta:
+        ordering = ["-found_at", "-id"]
+        indexes = [models.Index(fields=["mailbox", "attribute", "resolved_at"], name="writeback_drift_open_idx")]
+
+    def __str__(self) -> str:
+        return f"Drift in {self.attribute} of mailbox #{self.mailbox_id}"
+
+    def audit_snapshot(self) -> dict:
+        fields = ("mailbox_id", "attribute", "ad_value", "last_known_value", "cloud_value", "task_id", "resolution")
+        return {name: getattr(self, name) for name in fields}

@@ -5,7 +5,7 @@ modify plan, ``errors`` the mapping of LDAP result codes, ``check`` the administ
 from its module: it writes an audit event, so it is not part of the client).
 """
 
-from writeback.directory.client import AD_USER_FILTER, DirectoryClient, equality_filter, escape_dn_value
+from writeback.directory.client import AD_USER_FILTER, DirectoryClient, Written, equality_filter, escape_dn_value
 from writeback.directory.connection import DirectoryConfig, connect, ping
 from writeback.directory.errors import (
     DirectoryConflict,
@@ -29,6 +29,7 @@ __all__ = [
     "DirectoryNotFound",
     "DirectoryPermanent",
     "DirectoryRetryable",
+    "Written",
     "connect",
     "equality_filter",
     "escape_dn_value",

@@ -15,6 +15,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import ldap3
@@ -428,30 +429,63 @@ class DirectoryClient:
         already been applied), it re-reads and re-plans. ``verify`` re-reads after the write and re-plans until
         nothing differs. Returns the values observed before any write and the changes between those and
         ``desired`` (``{}`` when nothing was written); the caller records both, and reports as drift a
-        difference between ``observed`` and what it last knew of AD.
+        difference between ``observed`` and what it last knew of AD. ``write`` also returns the read-back.
         """
+        written = self.write(guid, desired, verify=verify)
+        return written.observed, written.changes
+
+    def write(
+        self,
+        guid: uuid.UUID,
+        desired: Mapping[str, Any] | Callable[[Mapping[str, Any]], Mapping[str, Any]],
+        *,
+        verify: bool = True,
+    ) -> "Written":
+        """``apply_desired``, returning the entry as read back as well (``Written``).
+
+        ``desired`` may be a function of the entry as read (called after every read, before any modify is
+        planned), for values that depend on what AD holds (a value the caller must leave as it is) or for a check
+        just before writing; an exception it raises stops the write. With ``verify`` the last read is the
+        read-back after the write (one search, read, modify, search, when nothing interferes); without it, or when
+        nothing was written, ``read_back`` is the first read.
+        """
+        want = desired if callable(desired) else (lambda _observed: desired)
         dn, observed = self._read_exchange(guid)
-        first = observed
+        first, first_desired = observed, want(observed)
+        wanted = first_desired
         for _attempt in range(MAX_PLAN_ATTEMPTS):
-            changes = _plan(dn, observed, desired)
+            changes = _plan(dn, observed, wanted)
             if not changes:
-                return first, _plan(dn, first, desired)
+                return Written(dn, first, _plan(dn, first, first_desired), observed)
             try:
                 self.modify(dn, changes)
             except DirectoryConflict as exc:
                 logger.info("Re-planning the modify of %s after a conflict: %s", dn, exc.diagnostic or exc)
             else:
                 if not verify:
-                    return first, _plan(dn, first, desired)
+                    return Written(dn, first, _plan(dn, first, first_desired), first)
             dn, observed = self._read_exchange(guid)
-        if _plan(dn, observed, desired):
+            wanted = want(observed)
+        if _plan(dn, observed, wanted):
             raise DirectoryConflict(
                 f"modify {dn} failed: the entry still differs from the desired values after {MAX_PLAN_ATTEMPTS} "
                 "attempts; something else keeps changing it.",
                 operation="modify",
                 target=dn,
             )
-        return first, _plan(dn, first, desired)
+        return Written(dn, first, _plan(dn, first, first_desired), observed)
+
+
+@dataclass(frozen=True)
+class Written:
+    """What ``DirectoryClient.write`` did to one entry: its DN, the Exchange attributes as first read
+    (``observed``), the changes between those and the desired values (``{}``: nothing written) and the entry as
+    last read (``read_back``)."""
+
+    dn: str
+    observed: dict[str, Any]
+    changes: Changes
+    read_back: dict[str, Any]
 
 
 def _plan(dn: str, observed: Mapping[str, Any], desired: Mapping[str, Any]) -> Changes:

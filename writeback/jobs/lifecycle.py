@@ -12,10 +12,11 @@ What an error cannot cover, a dead worker, the sweep does (writeback.jobs.sweep)
 than its kind's staleness is failed (``run_sweep``) or returned to its queue, as the kind's ``RetryPolicy`` says.
 The policies are below, in one place: how many attempts, which errors are worth another, what a stale row becomes.
 
-Run rows (InventoryRun, and the writeback tasks to come) carry ``state`` (QUEUED -> RUNNING -> DONE | FAILED, and
-QUEUED -> FAILED), ``started_at``, ``heartbeat_at``, ``finished_at``, ``error`` and ``audit_snapshot()``; the
-``run_*`` helpers below are their claim, heartbeat, finish, fail and sweep. Wave members keep their own rows and
-table (soa.choices.MEMBER_TRANSITIONS) and plug in through writeback.jobs.waves.
+Run rows (InventoryRun, WritebackTask) carry ``state`` (QUEUED -> RUNNING -> DONE | FAILED, and QUEUED -> FAILED),
+``started_at``, ``heartbeat_at``, ``finished_at``, ``error`` and ``audit_snapshot()``; the ``run_*`` helpers below are
+their claim, heartbeat, release, finish, fail and sweep. A model whose rows may make more moves (a writeback task goes
+back to QUEUED to be retried) states them in its own ``TRANSITIONS`` table, which replaces RUN_TRANSITIONS for it.
+Wave members keep their own rows and table (soa.choices.MEMBER_TRANSITIONS) and plug in through writeback.jobs.waves.
 
 A new kind of work adds its run function and a ``Work``; it does not add a lifecycle.
 """
@@ -51,11 +52,14 @@ FAIL = "fail"  # a stale row is failed: the work cannot resume half-way, and the
 @dataclass(frozen=True)
 class RetryPolicy:
     """How a kind of work is retried: how many claims it gets, which errors earn another, what a stale row becomes,
-    and how long to wait before trying again after an unexpected error (``backoff``, seconds)."""
+    and how long to wait before trying again (``backoff``, seconds: after an unexpected error for wave members, after
+    a retryable one for writeback tasks). With ``max_backoff`` the wait doubles with every attempt up to that
+    ceiling (``delay``), so a directory that stays down is not hammered."""
 
     max_attempts: int
     stale: str
     backoff: float = 60.0
+    max_backoff: float | None = None
 
     @staticmethod
     def retryable(error: BaseException) -> bool:
@@ -67,6 +71,12 @@ class RetryPolicy:
         """Whether a row claimed ``attempts`` times has had its last chance."""
         return attempts >= self.max_attempts
 
+    def delay(self, attempts: int) -> float:
+        """Seconds to wait before the next claim of a row claimed ``attempts`` times."""
+        if self.max_backoff is None:
+            return self.backoff
+        return min(self.backoff * 2 ** max(attempts - 1, 0), self.max_backoff)
+
 
 # An import reads both sides from the start and cannot resume half-way: a failed or stale run is failed, and the
 # next one (the schedule's next tick, or an administrator) is its retry.
@@ -75,6 +85,11 @@ INVENTORY_RETRY = RetryPolicy(max_attempts=1, stale=FAIL)
 # writing), failed after five claims; after an unexpected error the wave's next batch waits a minute, so a bug that
 # fails every batch does not spin.
 MEMBER_RETRY = RetryPolicy(max_attempts=5, stale=RETURN, backoff=60.0)
+# One mailbox's write into AD: a retryable directory error (busy, unavailable, a broken connection) or a dead worker
+# returns the task to its queue, scheduled 15 s, 30 s, 1 min ... up to 15 min later (a domain controller being
+# restarted or patched is back within that); after eight claims it is FAILED, for a person to retry. Its next claim
+# reads AD before writing, so a write the last attempt had landed is not sent twice.
+WRITEBACK_RETRY = RetryPolicy(max_attempts=8, stale=RETURN, backoff=15.0, max_backoff=900.0)
 
 
 def describe(error: BaseException, *, expected: bool) -> str:
@@ -88,7 +103,11 @@ def describe(error: BaseException, *, expected: bool) -> str:
 
 @dataclass(frozen=True)
 class Work:
-    """One kind of background work on the lifecycle (see the module's docstring for the steps)."""
+    """One kind of background work on the lifecycle (see the module's docstring for the steps).
+
+    ``release``, when a kind has one, is called instead of ``fail`` for an expected error that
+    ``RetryPolicy.retryable`` marks: the kind gives its row back for a later attempt (or fails it when its policy
+    gives up)."""
 
     name: str
     claim: Callable[[Any], Any]
@@ -96,6 +115,7 @@ class Work:
     finish: Callable[[Any, Any], Any]
     fail: Callable[[Any, str], Any]
     expected: tuple[type[BaseException], ...] = ()
+    release: Callable[[Any, str], Any] | None = None
 
 
 def perform(work: Work, key: Any, *, correlation: str) -> Any:
@@ -116,6 +136,9 @@ def complete(work: Work, claimed: Any) -> Any:
         logger.warning("%s stopped: %s", work.name, error)
         return None
     except work.expected as error:
+        if work.release is not None and RetryPolicy.retryable(error):
+            logger.warning("%s will be retried: %s", work.name, error)
+            return work.release(claimed, describe(error, expected=True))
         logger.warning("%s failed: %s", work.name, error)
         return work.fail(claimed, describe(error, expected=True))
     except Exception as error:
@@ -151,8 +174,9 @@ class RunTransitionError(Exception):
 
 
 def require_run_transition(row: models.Model, target: str) -> None:
-    """Refuse a run row's move that RUN_TRANSITIONS does not allow."""
-    if target not in RUN_TRANSITIONS[row.state]:
+    """Refuse a run row's move that its model's TRANSITIONS (by default RUN_TRANSITIONS) does not allow."""
+    table = getattr(type(row), "TRANSITIONS", RUN_TRANSITIONS)
+    if target not in table[row.state]:
         raise RunTransitionError(f"{row} cannot go from {row.state} to {target}.")
 
 
@@ -180,7 +204,20 @@ def run_heartbeat(model: type[models.Model], pk: int, **fields: Any) -> None:
         raise RunAbandoned(f"{model._meta.verbose_name} #{pk} is no longer running here (swept as stale?).")
 
 
-def _end(model: type[models.Model], pk: int, target: str, *, action: str, error: str, fields: dict[str, Any]) -> Any:
+def run_move(
+    model: type[models.Model],
+    pk: int,
+    target: str,
+    *,
+    action: str,
+    error: str,
+    fields: dict[str, Any],
+    ended: bool = True,
+    then: Callable[[Any], None] | None = None,
+) -> Any:
+    """Move a QUEUED or RUNNING row to ``target`` (as its model's table allows), setting ``error`` and ``fields``,
+    ``finished_at`` when the move ``ended`` it; ``then(row)`` records what else the kind keeps of the move, before
+    the row's own ``action`` audit event, all in one transaction. None when the row had ended meanwhile."""
     with transaction.atomic():
         row = model.objects.select_for_update().get(pk=pk)
         if row.state not in (model.State.QUEUED, model.State.RUNNING):
@@ -189,22 +226,50 @@ def _end(model: type[models.Model], pk: int, target: str, *, action: str, error:
             return None
         require_run_transition(row, target)
         before = row.audit_snapshot()
-        row.state, row.finished_at, row.error = target, timezone.now(), error
+        row.state, row.error = target, error
+        row.finished_at = timezone.now() if ended else None
         for name, value in fields.items():
             setattr(row, name, value)
         row.save(update_fields=["state", "finished_at", "error", *fields])
+        if then is not None:
+            then(row)
         audit_record(actor=None, action=action, obj=row, before=before, after=row.audit_snapshot(), reason=error)
     return row
 
 
-def run_finish(model: type[models.Model], pk: int, *, action: str, **fields: Any) -> Any:
-    """RUNNING -> DONE with ``action`` as audit event; ``fields`` are set with it. None when the row had ended."""
-    return _end(model, pk, model.State.DONE, action=action, error="", fields=fields)
+def run_finish(
+    model: type[models.Model], pk: int, *, action: str, then: Callable[[Any], None] | None = None, **fields: Any
+) -> Any:
+    """RUNNING -> DONE with ``action`` as audit event; ``fields`` are set with it, and ``then(row)`` runs in the same
+    transaction (what else the kind records with it). None when the row had ended."""
+    return run_move(model, pk, model.State.DONE, action=action, error="", fields=fields, then=then)
 
 
-def run_fail(model: type[models.Model], pk: int, error: str, *, action: str, **fields: Any) -> Any:
+def run_fail(
+    model: type[models.Model],
+    pk: int,
+    error: str,
+    *,
+    action: str,
+    then: Callable[[Any], None] | None = None,
+    **fields: Any,
+) -> Any:
     """QUEUED or RUNNING -> FAILED with ``error`` and ``action`` as audit event. None when the row had ended."""
-    return _end(model, pk, model.State.FAILED, action=action, error=error, fields=fields)
+    return run_move(model, pk, model.State.FAILED, action=action, error=error, fields=fields, then=then)
+
+
+def run_release(
+    model: type[models.Model],
+    pk: int,
+    error: str,
+    *,
+    action: str,
+    then: Callable[[Any], None] | None = None,
+    **fields: Any,
+) -> Any:
+    """RUNNING -> QUEUED (for models whose TRANSITIONS allow it): the run gives its row back to be claimed again,
+    with ``error`` saying why and ``action`` as audit event. None when the row had ended meanwhile."""
+    return run_move(model, pk, model.State.QUEUED, action=action, error=error, fields=fields, ended=False, then=then)
 
 
 def run_sweep(
@@ -212,7 +277,8 @@ def run_sweep(
 ) -> list[int]:
     """Fail the RUNNING rows whose heartbeat is older than ``stale_after`` (their worker died, or was killed by a
     timeout), each with ``action`` as audit event and the time of its last heartbeat as the error. Returns their ids.
-    Run rows have no way back to QUEUED (RUN_TRANSITIONS), so only a FAIL policy can be swept here."""
+    Only a FAIL policy is swept here: a kind whose stale rows are returned (WRITEBACK_RETRY) sweeps them through its
+    own release step, which also decides whether the policy gives up (writeback.jobs.writeback.writeback_sweep)."""
     if policy.stale != FAIL:
         raise ValueError(f"{model.__name__} rows can only be failed when stale, not returned.")
     cutoff = timezone.now() - stale_after

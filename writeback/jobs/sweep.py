@@ -1,15 +1,18 @@
 """The periodic sweep: every kind of work whose heartbeat stopped, in one job on the sweep's chain
 (writeback.wave_schedule). Each kind's retry policy (writeback.jobs.lifecycle) says what becomes of a stale row:
 wave members are returned to PENDING and their waves queued again; inventory runs are failed, so the next import
-may run.
+may run; writeback tasks are returned to QUEUED (or failed once their policy gives up) and scheduled again.
 """
 
 from writeback.jobs.inventory import inventory_sweep
 from writeback.jobs.waves import wave_sweep_job
+from writeback.jobs.writeback import writeback_sweep
 
 
 def sweep_job() -> int:
-    """Sweep stale inventory runs and wave members. Returns how many members were returned to PENDING (what the
-    sweep's job shows as its result; failed imports are logged and audited as ``writeback.inventory.failed``)."""
+    """Sweep stale inventory runs, writeback tasks and wave members. Returns how many members were returned to PENDING
+    (what the sweep's job shows as its result; failed imports are logged and audited as ``writeback.inventory.failed``,
+    returned writeback tasks as ``writeback.task.released``)."""
     inventory_sweep()
+    writeback_sweep()
     return wave_sweep_job()
