@@ -1,0 +1,346 @@
+"""Writeback tasks on the job lifecycle: one mailbox's Exchange attributes written into its AD user.
+
+The run row is writeback.models.WritebackTask. The claim takes a QUEUED task (skip_locked; not while another task
+of the same mailbox runs: that one's end starts it) and counts an attempt (``writeback.task.started``). The run, outside
+any transaction, reads the AD user by objectGUID, heartbeats, writes the minimal modify that makes the written-back
+attributes hold the task's desired values (writeback.writeback_plan: never identity attributes, never the MOERA) and
+reads back, all through DirectoryClient.write (one search, one modify, one search; the search alone when AD already
+agrees), then compares the read-back with the cloud by the drift rules. The finish records what was observed,
+applied and read back, brings ``Mailbox.ad_values`` and its drift up to date, and records drift findings
+(``writeback.task.completed``).
+
+Drift: an attribute whose AD value the portal did not write and that differs from both the last known AD value
+(``Mailbox.ad_values``) and the cloud's was edited in AD directly. The task records a DriftFinding
+(``writeback.drift.found``), writes the cloud's value over it (the cloud holds authority) and closes the finding
+(``writeback.drift.resolved``), in the finish's transaction; a write that fails leaves the finding open.
+
+Errors: a retryable directory error (busy, unavailable, a broken connection) releases the task back to QUEUED and
+schedules its job after WRITEBACK_RETRY's backoff (``writeback.task.released``); the worker never sleeps. After the
+policy's last attempt, or on a permanent error, the task ends FAILED with the directory's message
+(``writeback.task.failed``), for a person to retry (writeback.tasks.writeback_task_retry). The periodic sweep
+returns tasks whose heartbeat stopped the same way (``writeback_sweep``).
+"""
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from portal.audit import audit_record
+from soa.models import Mailbox
+from soa.values import refresh_drift
+from writeback.directory import DirectoryClient, DirectoryConfig, DirectoryError, Written
+from writeback.jobs.lifecycle import (
+    WRITEBACK_RETRY,
+    Work,
+    perform,
+    require_run_transition,
+    run_fail,
+    run_finish,
+    run_heartbeat,
+    run_move,
+    run_release,
+)
+from writeback.models import DriftFinding, WritebackTask
+from writeback.tasks import WritebackError, writeback_enqueue
+from writeback.writeback_plan import Finding, ad_desired, ad_side, drift_findings, not_taken
+
+logger = logging.getLogger(__name__)
+
+STARTED = "writeback.task.started"
+COMPLETED = "writeback.task.completed"
+FAILED = "writeback.task.failed"
+RELEASED = "writeback.task.released"
+SUPERSEDED = "writeback.task.superseded"
+DRIFT_FOUND = "writeback.drift.found"
+DRIFT_RESOLVED = "writeback.drift.resolved"
+
+# A task is one read, one modify and one read-back, each bounded by LDAP_TIMEOUT_SECONDS and one reconnect: a task
+# RUNNING without a heartbeat for this long belongs to a dead worker.
+STALE_AFTER = dt.timedelta(minutes=5)
+# How many of the mailbox's earlier writebacks count as "written by the portal" when AD holds their values.
+HISTORY = 5
+
+State = WritebackTask.State
+
+
+@dataclass
+class Claimed:
+    """A claimed task, what the portal knew of AD when it was claimed, and what the run has read so far."""
+
+    task: WritebackTask
+    last_known: dict[str, Any]
+    observed: dict[str, Any] | None = None  # AD's Exchange attributes as first read (LDAP names)
+    written: Written | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+
+_client: DirectoryClient | None = None
+
+
+def _directory() -> DirectoryClient:
+    """The worker's directory client, kept between tasks (one bound connection per worker process)."""
+    global _client
+    config = DirectoryConfig.from_settings()
+    if _client is None or _client.config != config:
+        if _client is not None:
+            _client.close()
+        _client = DirectoryClient(config)
+    return _client
+
+
+# -- the steps --------------------------------------------------------------------------------------------------------
+
+
+def claim(task_id: int) -> Claimed | None:
+    """QUEUED -> RUNNING with one attempt more (audited); None when the task is not queued, another worker holds
+    it, or another task of its mailbox is running (that one's end queues this one)."""
+    with transaction.atomic():
+        task = (
+            WritebackTask.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("mailbox")
+            .filter(pk=task_id)
+            .first()
+        )
+        if task is None or task.state != State.QUEUED:
+            return None
+        if WritebackTask.objects.filter(mailbox_id=task.mailbox_id, state=State.RUNNING).exists():
+            return None
+        require_run_transition(task, State.RUNNING)
+        before = task.audit_snapshot()
+        task.state, task.attempts, task.retry_at = State.RUNNING, task.attempts + 1, None
+        task.started_at = task.heartbeat_at = timezone.now()
+        task.save(update_fields=["state", "attempts", "retry_at", "started_at", "heartbeat_at"])
+        audit_record(actor=None, action=STARTED, obj=task, before=before, after=task.audit_snapshot())
+    return Claimed(task=task, last_known=dict(task.mailbox.ad_values))
+
+
+def _run(claimed: Claimed) -> Written:
+    """Read, write the difference, read back; no transaction is open here. Raises the directory's errors, or
+    WritebackError when AD, read back, does not hold what was written."""
+    task = claimed.task
+    guid = task.mailbox.ad_guid
+    if guid is None:
+        raise WritebackError(f"{task.mailbox} has no AD user the portal knows of; import the inventory first.")
+
+    def wanted(observed: dict[str, Any]) -> dict[str, Any]:
+        # Called after each read and before any modify: a task the sweep has taken from this worker stops here.
+        run_heartbeat(WritebackTask, task.pk)
+        if claimed.observed is None:
+            claimed.observed = observed
+            claimed.findings = _findings(claimed, observed)
+        return ad_desired(task.desired, observed)
+
+    written = _directory().write(guid, wanted)
+    claimed.written = written
+    planned = list(ad_desired(task.desired, written.observed))
+    differing = not_taken(planned=planned, read_back=written.read_back, cloud=task.desired)
+    if differing:
+        raise WritebackError(
+            f"AD, read back after the write, still differs from Exchange Online in: {', '.join(differing)}."
+        )
+    return written
+
+
+def _findings(claimed: Claimed, observed: dict[str, Any]) -> list[Finding]:
+    task = claimed.task
+    planned = list(ad_desired(task.desired, observed))
+    kwargs = {"planned": planned, "observed": observed, "last_known": claimed.last_known, "cloud": task.desired}
+    if not drift_findings(**kwargs):
+        return []  # the common case: no need to read the mailbox's history
+    earlier = (
+        WritebackTask.objects.filter(mailbox_id=task.mailbox_id, started_at__isnull=False)
+        .exclude(pk=task.pk)
+        .order_by("-pk")
+        .values_list("desired", flat=True)[:HISTORY]
+    )
+    return drift_findings(**kwargs, portal_wrote=list(earlier))
+
+
+def _observed(claimed: Claimed) -> dict[str, Any]:
+    """What the task records as observed: AD's values of the attributes it writes, as first read."""
+    if claimed.observed is None:
+        return {}
+    return {name: claimed.observed.get(name) for name in ad_desired(claimed.task.desired, claimed.observed)}
+
+
+def _record_findings(task: WritebackTask, findings: list[Finding], *, resolved: bool) -> None:
+    """Record each finding (reusing one still open for the same value, as a retried task finds it again) with its
+    audit event; with ``resolved``, close it as overwritten with the cloud value, audited too."""
+    now = timezone.now()
+    for finding in findings:
+        row = (
+            DriftFinding.objects.filter(
+                mailbox_id=task.mailbox_id, attribute=finding.attribute, resolved_at__isnull=True
+            )
+            .order_by("-pk")
+            .first()
+        )
+        if row is None or row.ad_value != finding.ad_value:
+            row = DriftFinding.objects.create(
+                mailbox_id=task.mailbox_id, attribute=finding.attribute, ad_value=finding.ad_value,
+                last_known_value=finding.last_known, cloud_value=finding.cloud_value, task=task, found_at=now,
+            )  # fmt: skip
+            audit_record(
+                actor=None, action=DRIFT_FOUND, obj=row, after=row.audit_snapshot(),
+                reason=f"AD's {finding.attribute} was changed outside the portal.",
+            )  # fmt: skip
+        if resolved:
+            before = row.audit_snapshot()
+            row.resolved_at, row.resolution = now, DriftFinding.Resolution.OVERWRITTEN
+            row.save(update_fields=["resolved_at", "resolution"])
+            audit_record(
+                actor=None, action=DRIFT_RESOLVED, obj=row, before=before, after=row.audit_snapshot(),
+                reason=f"{task} wrote the cloud's value over it.",
+            )  # fmt: skip
+
+
+def _finish(claimed: Claimed, written: Written) -> WritebackTask | None:
+    """DONE with what was observed, applied and read back; the mailbox's picture of AD and its drift updated; the
+    drift found recorded and closed; then the mailbox's next queued task started."""
+    task = claimed.task
+    planned = list(ad_desired(task.desired, written.observed))
+
+    def record(row: WritebackTask) -> None:
+        mailbox = Mailbox.objects.select_for_update().get(pk=row.mailbox_id)
+        mailbox.ad_values = {**mailbox.ad_values, **ad_side(written.read_back)}
+        refresh_drift(mailbox)
+        mailbox.ad_read_at = timezone.now()
+        mailbox.save(update_fields=["ad_values", "drift", "has_drift", "ad_read_at", "updated_at"])
+        _record_findings(row, claimed.findings, resolved=True)
+
+    row = run_finish(
+        WritebackTask, task.pk, action=COMPLETED, then=record,
+        observed={name: written.observed.get(name) for name in planned},
+        applied=_json(written.changes), read_back={name: written.read_back.get(name) for name in planned},
+    )  # fmt: skip
+    _start_next(task.mailbox_id)
+    return row
+
+
+def _fail(claimed: Claimed, error: str) -> WritebackTask | None:
+    """FAILED with the reason (the directory's message for its errors); drift already found stays open."""
+    row = run_fail(
+        WritebackTask, claimed.task.pk, error, action=FAILED, observed=_observed(claimed),
+        then=lambda row: _record_findings(row, claimed.findings, resolved=False),
+    )  # fmt: skip
+    _start_next(claimed.task.mailbox_id)
+    return row
+
+
+def _release(claimed: Claimed, error: str) -> WritebackTask | None:
+    """A retryable error: give the task back for a later attempt, as the retry policy says."""
+    return give_back(claimed.task, error, findings=claimed.findings, observed=_observed(claimed))
+
+
+WRITEBACK = Work(
+    name="Writeback",
+    claim=claim,
+    run=_run,
+    finish=_finish,
+    fail=_fail,
+    expected=(DirectoryError, WritebackError),
+    release=_release,
+)
+
+
+def writeback_task_job(task_id: int) -> str | None:
+    """RQ entrypoint: write one task's values into AD. Safe to deliver twice (the second finds it claimed or ended)
+    and to run again (it reads AD first and writes only what differs). Returns the state it left the task in."""
+    correlation = WritebackTask.objects.filter(pk=task_id).values_list("correlation_id", flat=True).first()
+    row = perform(WRITEBACK, task_id, correlation=correlation or f"writeback-{task_id}")
+    return row.state if row is not None else None
+
+
+# -- giving a task back, starting the next, the sweep ------------------------------------------------------------------
+
+
+def give_back(
+    task: WritebackTask, error: str, *, findings: Sequence[Finding] = (), observed: dict[str, Any] | None = None
+) -> WritebackTask | None:
+    """Return a RUNNING task for another attempt (WRITEBACK_RETRY): QUEUED and scheduled after the policy's backoff
+    (``writeback.task.released``); SUPERSEDED when a newer request for the mailbox is queued meanwhile (it carries
+    the newer values); FAILED once the policy gives up. Drift found so far is recorded, open."""
+    fields: dict[str, Any] = {"observed": observed} if observed is not None else {}
+
+    def keep_findings(row: WritebackTask) -> None:
+        _record_findings(row, list(findings), resolved=False)
+
+    if WRITEBACK_RETRY.gives_up(task.attempts):
+        message = f"Gave up after {task.attempts} attempts. {error}"
+        row = run_fail(WritebackTask, task.pk, message, action=FAILED, then=keep_findings, **fields)
+        _start_next(task.mailbox_id)
+        return row
+    with transaction.atomic():
+        # A request for the mailbox waits on this lock, so none can queue a task between the look and the move.
+        Mailbox.objects.select_for_update().filter(pk=task.mailbox_id).first()
+        newer = (
+            WritebackTask.objects.filter(mailbox_id=task.mailbox_id, state=State.QUEUED)
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if newer is not None:
+            row = run_move(
+                WritebackTask, task.pk, State.SUPERSEDED, action=SUPERSEDED, error=error, then=keep_findings,
+                fields={**fields, "superseded_by_id": newer},
+            )  # fmt: skip
+            transaction.on_commit(lambda: writeback_enqueue(newer))
+            return row
+        retry_at = timezone.now() + dt.timedelta(seconds=WRITEBACK_RETRY.delay(task.attempts))
+        row = run_release(
+            WritebackTask, task.pk, error, action=RELEASED, then=keep_findings, retry_at=retry_at,
+            queued_at=timezone.now(), **fields,
+        )  # fmt: skip
+        if row is not None:
+            transaction.on_commit(lambda: writeback_enqueue(task.pk, at=retry_at))
+    return row
+
+
+def _start_next(mailbox_id: int) -> None:
+    """Queue the mailbox's queued task, which waited for the one that just ended (its own job may have found that
+    one running). Called after the commit; a second delivery of its job is harmless."""
+    waiting = (
+        WritebackTask.objects.filter(mailbox_id=mailbox_id, state=State.QUEUED, retry_at__isnull=True)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if waiting is not None:
+        writeback_enqueue(waiting)
+
+
+def writeback_sweep(older_than_seconds: float | None = None) -> list[int]:
+    """Return tasks left RUNNING by a dead worker (no heartbeat for STALE_AFTER) as a retryable failure would
+    (``give_back``), and queue again queued tasks whose job was lost (queued that long ago and not waiting for a
+    scheduled retry). Returns the ids of the stale tasks."""
+    limit = dt.timedelta(seconds=older_than_seconds) if older_than_seconds is not None else STALE_AFTER
+    now = timezone.now()
+    cutoff = now - limit
+    stale = WritebackTask.objects.filter(state=State.RUNNING, heartbeat_at__lt=cutoff).select_related("mailbox")
+    swept = []
+    for task in stale.order_by("pk"):
+        error = (
+            f"Its worker stopped: no heartbeat since {task.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC, more than "
+            f"{limit.total_seconds():.0f} s before the sweep."
+        )
+        if give_back(task, error) is not None:
+            swept.append(task.pk)
+    lost = (
+        WritebackTask.objects.filter(state=State.QUEUED, queued_at__lt=cutoff)
+        .exclude(retry_at__gte=cutoff)
+        .exclude(pk__in=swept)
+        .values_list("pk", flat=True)
+    )
+    for task_id in list(lost):
+        WritebackTask.objects.filter(pk=task_id, state=State.QUEUED).update(queued_at=now)
+        writeback_enqueue(task_id)
+    if swept:
+        logger.warning("Writeback sweep returned task(s) %s whose heartbeat had stopped.", swept)
+    return swept
+
+
+def _json(changes: dict[str, list[tuple[str, list[Any]]]]) -> dict[str, list[list[Any]]]:
+    return {name: [[op, list(values)] for op, values in ops] for name, ops in changes.items()}
