@@ -373,6 +373,7 @@ ATTRIBUTES = st.sampled_from(
     ["CustomAttribute1", "CustomAttribute15", "ExtensionCustomAttribute1", "ExtensionCustomAttribute5", "DisplayName",
      "Alias", "EmailAddresses", "", "nonsense"]
 )  # fmt: skip
+JSON = st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.lists(st.integers(), max_size=3)
 OPERATION = st.one_of(
     st.builds(lambda op, a: {"op": op, "address": a}, st.sampled_from(["add_alias", "remove_alias", "make_primary"]),
               ADDRESS_INPUT),
@@ -382,9 +383,7 @@ OPERATION = st.one_of(
               ATTRIBUTES, st.one_of(st.text(max_size=1100), st.integers(), st.none())),
     st.builds(lambda op: {"op": op}, st.sampled_from(["hide_from_address_lists", "show_in_address_lists"])),
     # whatever a crafted request could hold once JSON-decoded
-    st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-                 lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-                 max_leaves=8),
+    st.lists(JSON, max_size=3) | st.dictionaries(st.text(max_size=8), JSON, max_size=3),
 )  # fmt: skip
 # Operations that are often valid, so the property below sees many accepted edits and not only refusals.
 LOCAL = st.text(alphabet=string.ascii_lowercase[:4] + "0.+'&{-", min_size=1, max_size=70) | st.text(
