@@ -1,8 +1,15 @@
 from django.urls import path
 
-from soa import views
+from soa import views, views_changes
 
 urlpatterns = [
     path("", views.mailbox_list_view, name="mailbox_list"),
     path("<int:pk>/", views.mailbox_detail_view, name="mailbox_detail"),
+    path("<int:pk>/edit/<str:op>/", views_changes.change_edit_view, name="change_edit"),
+    path("<int:pk>/edit/<str:op>/preview/", views_changes.change_preview_view, name="change_preview"),
+    path("<int:pk>/edit/<str:op>/confirm/", views_changes.change_confirm_view, name="change_confirm"),
+    path("<int:pk>/changes/", views_changes.mailbox_changes_view, name="mailbox_changes"),
+    path("<int:pk>/changes/<int:change_id>/approve/", views_changes.change_approve_view, name="change_approve"),
+    path("<int:pk>/changes/<int:change_id>/reject/", views_changes.change_reject_view, name="change_reject"),
+    path("<int:pk>/changes/<int:change_id>/cancel/", views_changes.change_cancel_view, name="change_cancel"),
 ]

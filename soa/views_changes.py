@@ -1,0 +1,315 @@
+"""Editing on the mailbox page: the help desk's edit of one attribute row (editor, preview, confirmation), and the
+page's "Changes" card where requests are followed, approved, rejected or cancelled.
+
+Each edit goes editor (GET) -> preview (POST, writes nothing: soa.change_preview) -> confirmation (POST, one call of
+change_request_create). The editor opens inside its attribute's row, so every step answers with the attributes card
+(``soa/mailbox_detail.html#exchange-attributes``) or, without JavaScript, the whole page from the same context. The
+Changes card (``#mailbox-changes``) polls while a request is open; forms in it are reached by a GET step that stops
+the polling, so a poll never wipes a reason being typed. Who may do what is the services' answer (``may`` for the
+editor, the ``*_refusal`` functions for decisions and cancelling); a refused POST is refused by the service itself.
+"""
+
+import contextlib
+import secrets
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_POST
+
+from portal.decorators import action_required
+from portal.roles import Action, may
+from soa.attributes import BY_EXO, EXCHANGE_ATTRIBUTES, IDENTITY_ATTRIBUTES
+from soa.change_preview import change_preview
+from soa.choices import CHANGE_OPEN_STATES, Authority, ChangeOperation, ChangeState
+from soa.forms_changes import EDIT_FIELDS, ChangeForm, DecisionForm
+from soa.models import ChangeRequest, Mailbox
+from soa.selectors import change_requests_for, mailbox_get
+from soa.services import Refusal, SoaError
+from soa.services.changes import (
+    ChangeConflict,
+    ChangeValidationError,
+    change_cancel_refusal,
+    change_decision_refusal,
+    change_request_approve,
+    change_request_cancel,
+    change_request_create,
+    change_request_reject,
+)
+from soa.validation import EMAIL_ADDRESSES, PRIMARY_ADDRESS
+
+CHANGE_ROWS = 20  # requests listed on the page, newest first
+# What a request's results call each system (the apply job's keys).
+SYSTEMS = {"exchange": "Exchange Online", "directory": "Active Directory"}
+# Sent with every answer that changes what the page shows elsewhere: the card and the attributes refresh themselves.
+CHANGES_UPDATED = "changes-updated"
+MAILBOX_UPDATED = "mailbox-updated"
+
+
+# -- the page's context --------------------------------------------------------------------------------------------
+
+
+def _rows(mailbox: Mailbox, attributes, *, editable: bool) -> list[dict]:
+    """Each attribute's two sides (Exchange Online first); an edit starts from the side holding authority."""
+    cloud_holds = mailbox.authority == Authority.CLOUD
+    rows = []
+    for attribute in attributes:
+        cloud, ad = mailbox.exo_values.get(attribute.exo), mailbox.ad_values.get(attribute.exo)
+        rows.append({
+            "attribute": attribute, "cloud": cloud, "ad": ad, "drift": attribute.exo in mailbox.drift,
+            "edit": editable and attribute.editable, "current": cloud if cloud_holds else ad,
+            "sides": [{"value": cloud, "authoritative": cloud_holds}, {"value": ad, "authoritative": not cloud_holds}],
+        })  # fmt: skip
+    return rows
+
+
+def _shown(refusal: Refusal | None) -> str | None:
+    """A refusal by rule is explained; one by role or state leaves the action out (as the wave pages do)."""
+    return str(refusal) if refusal and refusal.kind == Refusal.RULE else None
+
+
+def _results(change: ChangeRequest) -> list[dict]:
+    """Each system's answer, whatever shape the apply job gave it: a state and the system's own message."""
+    shown = []
+    for system, result in (change.results or {}).items():
+        if isinstance(result, dict):
+            state = result.get("state") or result.get("status") or result.get("outcome") or ""
+            message = result.get("message") or result.get("error") or ""
+        else:
+            state, message = "", str(result)
+        shown.append({"system": SYSTEMS.get(system, system), "state": str(state), "message": str(message)})
+    return shown
+
+
+def _describe(operation: dict) -> str:
+    """One operation as the person asked for it: "Add an address: smtp:ann@contoso.com"."""
+    label = ChangeOperation(operation["op"]).label if operation.get("op") in ChangeOperation.values else "Change"
+    if "address" in operation:
+        return f"{label}: {operation['address']}"
+    if "attribute" in operation:
+        value = f" = “{operation['value']}”" if "value" in operation else ""
+        return f"{label}: {operation['attribute']}{value}"
+    return label
+
+
+def _change_rows(user, changes: list[ChangeRequest]) -> list[dict]:
+    rows = []
+    for change in changes:
+        row = {"change": change, "results": _results(change), "approve": None, "reject": None, "cancel": None,
+               "operations": [_describe(operation) for operation in change.operations]}  # fmt: skip
+        if change.state == ChangeState.PENDING_APPROVAL:
+            approve = change_decision_refusal(user, change)
+            reject = change_decision_refusal(user, change, approve=False)
+            row.update(approve=approve is None, reject=reject is None, decision_refusal=_shown(approve or reject))
+        if change.is_open:
+            row["cancel"] = change_cancel_refusal(user, change) is None
+        rows.append(row)
+    return rows
+
+
+def page_context(request: HttpRequest, mailbox: Mailbox, **given) -> dict:
+    """Everything the mailbox page shows, for the whole page and each of its partials alike."""
+    user = request.user
+    changes = change_requests_for(user=user, mailbox=mailbox)
+    open_change = changes.filter(state__in=CHANGE_OPEN_STATES).first()
+    # One open request per mailbox: while one is open the page offers no edit, and says why.
+    can_edit = may(user, Action.MAILBOX_EDIT, dn=mailbox.dn)
+    editable = can_edit and open_change is None
+    context = {
+        "mailbox": mailbox,
+        "can_edit": can_edit,
+        "open_change": open_change,
+        "exchange_rows": _rows(mailbox, EXCHANGE_ATTRIBUTES, editable=editable),
+        "identity_rows": _rows(mailbox, IDENTITY_ATTRIBUTES, editable=False),
+        "change_rows": _change_rows(user, list(changes[:CHANGE_ROWS])),
+        "polling": open_change is not None and "deciding" not in given,
+        "reason_required": settings.CHANGE_REASON_REQUIRED,
+    }
+    return {**context, **given}
+
+
+def _mailbox_or_404(request: HttpRequest, pk: int, action: Action = Action.MAILBOX_VIEW) -> Mailbox:
+    mailbox = mailbox_get(user=request.user, pk=pk, action=action)
+    if mailbox is None:
+        # Outside the user's scope looks exactly like absent: a 403 would confirm the mailbox exists.
+        raise Http404("No such mailbox.")
+    return mailbox
+
+
+def _attributes(request: HttpRequest, mailbox: Mailbox, **given) -> HttpResponse:
+    template = "soa/mailbox_detail.html#exchange-attributes" if request.htmx else "soa/mailbox_detail.html"
+    return render(request, template, page_context(request, mailbox, **given))
+
+
+def _changes(request: HttpRequest, mailbox: Mailbox, **given) -> HttpResponse:
+    template = "soa/mailbox_detail.html#mailbox-changes" if request.htmx else "soa/mailbox_detail.html"
+    return render(request, template, page_context(request, mailbox, **given))
+
+
+# -- one edit: editor, preview, confirmation -----------------------------------------------------------------------
+
+
+def _op_or_404(op: str) -> str:
+    if op not in EDIT_FIELDS:
+        raise Http404("No such edit.")
+    return op
+
+
+def _again(form: ChangeForm, version: int) -> str:
+    """The query string that opens this edit's editor again with what was typed, on ``version`` of the mailbox."""
+    fields = {name: form.data.get(name, "") for name in EDIT_FIELDS[form.op]}
+    return urlencode({**fields, "version": version})
+
+
+def _conflict(request: HttpRequest, mailbox: Mailbox, form: ChangeForm, exc: ChangeConflict) -> HttpResponse:
+    """The mailbox changed under the page: show the values the edit's row holds now, and offer to make it again."""
+    names = [form.row, PRIMARY_ADDRESS] if form.row == EMAIL_ADDRESSES else [form.row]
+    current = [{"label": BY_EXO[name].label, "value": exc.current.get(name)} for name in names if name in BY_EXO]
+    again = _again(form, exc.version)
+    editor = {"stage": "conflict", "form": form, "conflict": exc, "current": current, "again": again}
+    return _attributes(request, mailbox, editor=editor)
+
+
+def _preview_step(request: HttpRequest, mailbox: Mailbox, form: ChangeForm) -> HttpResponse:
+    """Show what the edit would change, or the editor again with what is wrong (nothing is written either way)."""
+    data = form.cleaned_data
+    try:
+        preview = change_preview(
+            user=request.user, mailbox=mailbox, operations=form.operations(), base_version=data["base_version"]
+        )
+    except ChangeConflict as exc:
+        return _conflict(request, mailbox, form, exc)
+    except ChangeValidationError as exc:
+        form.add_field_errors(exc.errors)
+    except SoaError as exc:
+        form.add_error(None, str(exc))
+    else:
+        # Made when the confirmation is first shown and kept through its corrections: one form, one request.
+        key = data.get("idempotency_key") or secrets.token_urlsafe(24)
+        editor = {"stage": "preview", "form": form, "preview": preview, "key": key,
+                  "again": _again(form, data["base_version"])}  # fmt: skip
+        return _attributes(request, mailbox, editor=editor)
+    return _attributes(request, mailbox, editor={"stage": "edit", "form": form})
+
+
+@action_required(Action.MAILBOX_VIEW)
+def change_edit_view(request: HttpRequest, pk: int, op: str) -> HttpResponse:
+    """The editor of one edit, opened in its attribute's row, prefilled from the link that opened it."""
+    mailbox, op = _mailbox_or_404(request, pk, Action.MAILBOX_EDIT), _op_or_404(op)
+    initial = {name: request.GET.get(name, "") for name in ("address", "attribute", "value")}
+    initial["base_version"] = request.GET.get("version") or mailbox.version
+    return _attributes(request, mailbox, editor={"stage": "edit", "form": ChangeForm(op, initial=initial)})
+
+
+@require_POST
+@action_required(Action.MAILBOX_VIEW)
+def change_preview_view(request: HttpRequest, pk: int, op: str) -> HttpResponse:
+    mailbox, op = _mailbox_or_404(request, pk, Action.MAILBOX_EDIT), _op_or_404(op)
+    form = ChangeForm(op, request.POST)
+    if not form.is_valid():
+        return _attributes(request, mailbox, editor={"stage": "edit", "form": form})
+    return _preview_step(request, mailbox, form)
+
+
+def _submitted_operations(form: ChangeForm) -> list[dict]:
+    """The operation as sent, valid or not: what a refused attempt is recorded with."""
+    return [{"op": form.op, **{name: form.data.get(name, "") for name in EDIT_FIELDS[form.op]}}]
+
+
+@require_POST
+@action_required(Action.MAILBOX_VIEW)
+def change_confirm_view(request: HttpRequest, pk: int, op: str) -> HttpResponse:
+    """Ask for the previewed edit: the one call of change_request_create."""
+    op = _op_or_404(op)
+    form = ChangeForm(op, request.POST, require_reason=settings.CHANGE_REASON_REQUIRED)
+    mailbox = mailbox_get(user=request.user, pk=pk, action=Action.MAILBOX_EDIT)
+    if mailbox is None:
+        # Crafted, or the person's scope changed: the service refuses it and records the attempt
+        # (soa.change.denied); the page answers as it does for a mailbox that does not exist.
+        with contextlib.suppress(SoaError):
+            change_request_create(
+                actor=request.user, mailbox_id=pk, operations=_submitted_operations(form),
+                reason=form.data.get("reason", ""), base_version=-1,
+                idempotency_key=form.data.get("idempotency_key") or secrets.token_urlsafe(24),
+            )  # fmt: skip
+        raise Http404("No such mailbox.")
+    if not form.is_valid():
+        if form.edit_errors_only_on_reason():
+            return _preview_step(request, mailbox, form)
+        return _attributes(request, mailbox, editor={"stage": "edit", "form": form})
+    data = form.cleaned_data
+    try:
+        created = change_request_create(
+            actor=request.user, mailbox_id=mailbox.pk, operations=form.operations(), reason=data["reason"],
+            base_version=data["base_version"], idempotency_key=data["idempotency_key"],
+        )  # fmt: skip
+    except ChangeConflict as exc:
+        return _conflict(request, mailbox, form, exc)
+    except ChangeValidationError as exc:
+        form.add_field_errors(exc.errors)
+        if form.edit_errors_only_on_reason():
+            return _preview_step(request, mailbox, form)
+    except SoaError as exc:
+        form.add_error(None, str(exc))
+    else:
+        response = _attributes(request, mailbox, created=created)
+        response["HX-Trigger"] = CHANGES_UPDATED
+        return response
+    return _attributes(request, mailbox, editor={"stage": "edit", "form": form})
+
+
+# -- the Changes card --------------------------------------------------------------------------------------------
+
+
+@action_required(Action.MAILBOX_VIEW)
+def mailbox_changes_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """The Changes card, polled while a request is open. When the request it was watching has finished, the
+    attributes card is told to refresh (its values, and the edits offered again)."""
+    mailbox = _mailbox_or_404(request, pk)
+    response = _changes(request, mailbox)
+    watching = request.GET.get("watching", "")
+    if watching.isdigit() and not ChangeRequest.objects.filter(pk=int(watching), state__in=CHANGE_OPEN_STATES).exists():
+        response["HX-Trigger"] = MAILBOX_UPDATED
+    return response
+
+
+def _change_or_404(mailbox: Mailbox, change_id: int) -> ChangeRequest:
+    change = ChangeRequest.objects.filter(pk=change_id, mailbox=mailbox).first()
+    if change is None:
+        raise Http404("No such change request.")
+    return change
+
+
+def _decide(request: HttpRequest, pk: int, change_id: int, kind: str) -> HttpResponse:
+    """GET: the card with this decision's form (and no polling); POST: the decision, by its one service call."""
+    mailbox = _mailbox_or_404(request, pk)
+    change = _change_or_404(mailbox, change_id)
+    form = DecisionForm(request.POST if request.method == "POST" else None, require_reason=kind == "reject")
+    deciding = {"change": change, "kind": kind, "form": form, "url": f"change_{kind}"}
+    if request.method != "POST" or not form.is_valid():
+        return _changes(request, mailbox, deciding=deciding)
+    service = {"approve": change_request_approve, "reject": change_request_reject, "cancel": change_request_cancel}
+    try:
+        done = service[kind](actor=request.user, request_id=change.pk, reason=form.cleaned_data["reason"])
+    except SoaError as exc:
+        form.add_error(None, str(exc))
+        return _changes(request, mailbox, deciding=deciding)
+    response = _changes(request, mailbox, decided=done)
+    response["HX-Trigger"] = MAILBOX_UPDATED
+    return response
+
+
+@action_required(Action.MAILBOX_VIEW)
+def change_approve_view(request: HttpRequest, pk: int, change_id: int) -> HttpResponse:
+    return _decide(request, pk, change_id, "approve")
+
+
+@action_required(Action.MAILBOX_VIEW)
+def change_reject_view(request: HttpRequest, pk: int, change_id: int) -> HttpResponse:
+    return _decide(request, pk, change_id, "reject")
+
+
+@action_required(Action.MAILBOX_VIEW)
+def change_cancel_view(request: HttpRequest, pk: int, change_id: int) -> HttpResponse:
+    return _decide(request, pk, change_id, "cancel")
