@@ -213,12 +213,12 @@ PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://localhost:8000")
 
 # Help-desk edits (soa.services.changes, soa.validation). The operations that wait for an approver (names of
 # soa.choices.ChangeOperation); whether a reason is required; how long a removed address stays unusable by another
-# mailbox; how long the cached Get-AcceptedDomain list is trusted. CHANGE_APPLY_ENABLED stays off until the apply
-# job (writeback.jobs.changes) exists: with it off, a ready request waits instead of being queued to nothing.
+# mailbox; how long the cached Get-AcceptedDomain list is trusted (it is read again every half of that). With
+# CHANGE_APPLY_ENABLED off, ready requests wait instead of being applied (writeback.jobs.changes), and nothing is lost.
 CHANGE_APPROVAL_OPERATIONS = env.list("CHANGE_APPROVAL_OPERATIONS", default=["make_primary"])
 CHANGE_APPROVAL_DAYS = env.int("CHANGE_APPROVAL_DAYS", default=7)
 CHANGE_REASON_REQUIRED = env.bool("CHANGE_REASON_REQUIRED", default=True)
-CHANGE_APPLY_ENABLED = env.bool("CHANGE_APPLY_ENABLED", default=False)
+CHANGE_APPLY_ENABLED = env.bool("CHANGE_APPLY_ENABLED", default=True)
 ADDRESS_COOLDOWN_HOURS = env.float("ADDRESS_COOLDOWN_HOURS", default=720.0)
 ACCEPTED_DOMAINS_TTL_SECONDS = env.int("ACCEPTED_DOMAINS_TTL_SECONDS", default=3600)
 

@@ -2,9 +2,9 @@
 
 Starts the sandbox directory with generated users, the Exchange Online + Entra ID emulator synced from it, a
 private Redis (unless REDIS_URL is given), migrates the SQLite database, creates one account per role, imports
-the inventory, builds the demo's pilot waves (sandbox.demo_waves: one completed, one awaiting approval, one
-draft), schedules the periodic wave sweep and inventory imports, then runs an RQ worker (with its scheduler) and
-the web server (gunicorn) as children and prints the URL and logins.
+the inventory (and with it the accepted domains), builds the demo's pilot waves (sandbox.demo_waves: one completed,
+one awaiting approval, one draft), schedules the periodic wave sweep, inventory imports and accepted domains refresh,
+then runs an RQ worker (with its scheduler) and the web server (gunicorn) as children and prints the URL and logins.
 """
 
 import argparse
@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         _manage(env, "wave_sweep_schedule")  # the worker's scheduler runs it every WAVE_SWEEP_INTERVAL seconds
         _manage(env, "inventory_schedule")  # incremental imports hourly and a weekly full one, as in production
+        # The import above read the accepted domains (editing needs them); this keeps them fresh.
+        _manage(env, "accepted_domains_schedule")
         children = [
             [sys.executable, str(ROOT / "manage.py"), "rqworker", "default", "writeback", "--with-scheduler"],
             [sys.executable, "-m", "gunicorn", "portal.wsgi", "--bind", f"{args.host}:{args.port}",

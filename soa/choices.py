@@ -166,7 +166,8 @@ class ChangeState(models.TextChoices):
 #                     | CANCELLED (change_request_cancel)
 #   VALIDATED, APPROVED -> APPLYING (the apply job claims it) | CANCELLED (change_request_cancel)
 #   APPLYING -> APPLIED | FAILED (the apply job, with per-system results)
-# Once APPLYING, a request is never cancelled: the job may already have written Exchange Online.
+# Once APPLYING, a request is never cancelled: the job may already have written Exchange Online. A retryable error
+# leaves it APPLYING without a heartbeat until its next attempt (soa.services.change_apply), which reads first.
 CHANGE_TRANSITIONS: dict[str, frozenset[str]] = {
     ChangeState.PENDING_APPROVAL: frozenset(
         {ChangeState.APPROVED, ChangeState.REJECTED, ChangeState.EXPIRED, ChangeState.CANCELLED}

@@ -20,9 +20,7 @@ from soa.models import PilotWave
 QUEUE = "default"  # docs/configuration.md: imports and waves on "default", AD writes on "writeback"
 WAVE_RUN_JOB = "writeback.jobs.waves.wave_run_job"
 INVENTORY_RUN_JOB = "writeback.jobs.inventory.inventory_run_job"
-# Applies one ready change request (Exchange Online then AD, or AD only). THE JOB DOES NOT EXIST YET: it is the
-# next step of the help-desk work. change_request_enqueue queues it only when CHANGE_APPLY_ENABLED is on, which
-# stays off until it does, so nothing is queued to a name no worker can import.
+# Applies one ready change request to the side holding the mailbox's authority (Exchange Online then AD, or AD only).
 CHANGE_APPLY_JOB = "writeback.jobs.changes.change_request_apply_job"
 # One mailbox's write into AD (writeback.tasks.writeback_task_request queues it), on the AD queue.
 WRITEBACK_TASK_JOB = "writeback.jobs.writeback.writeback_task_job"

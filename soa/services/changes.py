@@ -27,7 +27,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from portal.audit import audit_record
-from portal.correlation import get_correlation_id, new_correlation_id
+from portal.correlation import correlation_scope, get_correlation_id, new_correlation_id
 from portal.models import User
 from portal.roles import Action, may, scope_filter
 from soa import jobs
@@ -312,8 +312,11 @@ def change_request_create(
             approval_expires_at=now + dt.timedelta(days=settings.CHANGE_APPROVAL_DAYS) if needs_approval else None,
             correlation_id=get_correlation_id() or new_correlation_id(), idempotency_key=key,
         )  # fmt: skip
-        audit_record(actor=actor, action="soa.change.requested", obj=request, after=request.audit_snapshot(),
-                     reason=reason)  # fmt: skip
+        # Outside a web request (the shell, a bulk job) the id is new here: the event carries it too, so the
+        # request, its Exchange write and its AD write share one id in the audit log.
+        with correlation_scope(request.correlation_id):
+            audit_record(actor=actor, action="soa.change.requested", obj=request, after=request.audit_snapshot(),
+                         reason=reason)  # fmt: skip
         _enqueue_after_commit(request)
     return request
 

@@ -408,14 +408,14 @@ def queue():
 
 @pytest.mark.django_db(transaction=True)  # the job is queued only after the commit
 def test_nothing_is_queued_while_the_apply_job_is_switched_off(people, queue, settings):
-    assert settings.CHANGE_APPLY_ENABLED is False
+    settings.CHANGE_APPLY_ENABLED = False
     create(people["help"], make_mailbox("Ann Archer"), add(f"x@{DOMAIN}"))
     assert queue.count == 0
 
 
 @pytest.mark.django_db(transaction=True)  # the job is queued only after the commit
 def test_a_ready_request_queues_the_apply_job_by_name_after_commit(people, queue, settings):
-    settings.CHANGE_APPLY_ENABLED = True
+    assert settings.CHANGE_APPLY_ENABLED is True  # the default, now that the job exists
     ready = create(people["help"], make_mailbox("Ann Archer"), add(f"x@{DOMAIN}"))
     [job] = queue.get_jobs()
     assert (job.func_name, job.args) == (jobs.CHANGE_APPLY_JOB, (ready.pk,))

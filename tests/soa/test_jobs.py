@@ -9,12 +9,14 @@ from django.utils.module_loading import import_string
 
 from soa import jobs
 from tests.soa.test_wave_support import cast, new_wave
-from writeback.jobs import inventory, waves
+from writeback.jobs import changes, inventory, waves, writeback
 
 
 def test_each_job_name_resolves_to_the_function_a_worker_runs():
     assert import_string(jobs.WAVE_RUN_JOB) is waves.wave_run_job
     assert import_string(jobs.INVENTORY_RUN_JOB) is inventory.inventory_run_job
+    assert import_string(jobs.CHANGE_APPLY_JOB) is changes.change_request_apply_job
+    assert import_string(jobs.WRITEBACK_TASK_JOB) is writeback.writeback_task_job
 
 
 def test_the_names_jobs_had_before_the_move_still_resolve_to_the_same_functions():

@@ -54,7 +54,7 @@ def _stack(ad, settings):
 
 
 def modifies() -> int:
-    return job._directory().requests["modify"]
+    return job.directory_client().requests["modify"]
 
 
 def request(mailbox: Mailbox, source: str = "manual", **values) -> WritebackTask:

@@ -49,6 +49,10 @@ class LdapSyntax:
 _EXTRA = (
     LdapSyntax("targetAddress", Kind.STRING, False),
     LdapSyntax("msExchRemoteRecipientType", Kind.INTEGER, False),
+    # Email address policies (exchange-facts 9): an edit in AD of an AD-managed recipient's primary address takes it
+    # out of its policy, which would otherwise regenerate the addresses.
+    LdapSyntax("msExchPoliciesExcluded", Kind.STRING, True),
+    LdapSyntax("msExchPoliciesIncluded", Kind.STRING, True),
 )
 SYNTAXES: dict[str, LdapSyntax] = {
     s.name.lower(): s for s in (*(LdapSyntax(a.ad, a.kind, a.multi_valued) for a in EXCHANGE_ATTRIBUTES), *_EXTRA)

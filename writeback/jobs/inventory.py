@@ -14,6 +14,7 @@ from django.conf import settings
 from writeback.directory import DirectoryClient, DirectoryConfig, DirectoryError
 from writeback.exchange import ExchangeConfig, ExchangeOnlineClient, ExchangeOnlineError, GraphClient, GraphError
 from writeback.inventory import InventoryError, run_import
+from writeback.jobs.accepted_domains import refresh_now
 from writeback.jobs.lifecycle import (
     INVENTORY_RETRY,
     Work,
@@ -48,7 +49,12 @@ def _run(run: InventoryRun) -> InventoryRun:
 
 
 def _finish(run: InventoryRun, _result: InventoryRun) -> InventoryRun:
-    return run_finish(InventoryRun, run.pk, action=COMPLETED, phase="") or InventoryRun.objects.get(pk=run.pk)
+    """DONE; then the tenant's accepted domains are read again (a new tenant gets them with its first import). A
+    failure of that read is recorded on its own and does not fail the import."""
+    ended = run_finish(InventoryRun, run.pk, action=COMPLETED, phase="") or InventoryRun.objects.get(pk=run.pk)
+    if ended.state == InventoryRun.State.DONE:
+        refresh_now(f"accepted-domains-after-inventory-{run.pk}")
+    return ended
 
 
 def _fail(run: InventoryRun, error: str) -> InventoryRun:

@@ -90,6 +90,10 @@ MEMBER_RETRY = RetryPolicy(max_attempts=5, stale=RETURN, backoff=60.0)
 # restarted or patched is back within that); after eight claims it is FAILED, for a person to retry. Its next claim
 # reads AD before writing, so a write the last attempt had landed is not sent twice.
 WRITEBACK_RETRY = RetryPolicy(max_attempts=8, stale=RETURN, backoff=15.0, max_backoff=900.0)
+# One help-desk edit applied to Exchange Online or AD: a retryable error (throttling, a 5xx, AD busy) or a dead worker
+# leaves it APPLYING and schedules the next attempt 15 s, 30 s, 1 min ... up to 10 min later; after six claims it is
+# FAILED and the person asks again. Each attempt reads the side it writes first, so nothing is sent twice.
+CHANGE_RETRY = RetryPolicy(max_attempts=6, stale=RETURN, backoff=15.0, max_backoff=600.0)
 
 
 def describe(error: BaseException, *, expected: bool) -> str:

@@ -82,8 +82,9 @@ class Claimed:
 _client: DirectoryClient | None = None
 
 
-def _directory() -> DirectoryClient:
-    """The worker's directory client, kept between tasks (one bound connection per worker process)."""
+def directory_client() -> DirectoryClient:
+    """The worker's directory client, kept between jobs (one bound connection per worker process); the change
+    requests' apply job shares it."""
     global _client
     config = DirectoryConfig.from_settings()
     if _client is None or _client.config != config:
@@ -135,7 +136,7 @@ def _run(claimed: Claimed) -> Written:
             claimed.findings = _findings(claimed, observed)
         return ad_desired(task.desired, observed)
 
-    written = _directory().write(guid, wanted)
+    written = directory_client().write(guid, wanted)
     claimed.written = written
     planned = list(ad_desired(task.desired, written.observed))
     differing = not_taken(planned=planned, read_back=written.read_back, cloud=task.desired)
