@@ -57,6 +57,11 @@ class ChangePreview:
     reason_required: bool
 
 
+def preview_rows(before: dict[str, Any], desired: dict[str, Any]) -> tuple[PreviewRow, ...]:
+    """The rows of a change from its attributes' values before and after (a request's ``before`` and ``desired``)."""
+    return tuple(_row(name, before.get(name), desired[name]) for name in desired if name in BY_EXO)
+
+
 def _row(name: str, before: Any, after: Any) -> PreviewRow:
     if isinstance(before, list) or isinstance(after, list):
         old, new = list(before or []), list(after or [])
@@ -84,7 +89,7 @@ def change_preview(*, user: User, mailbox: Mailbox, operations: Any, base_versio
     needs = approval_operations()
     return ChangePreview(
         operations=outcome.operations,
-        rows=tuple(_row(name, outcome.before.get(name), outcome.desired[name]) for name in outcome.desired),
+        rows=preview_rows(outcome.before, outcome.desired),
         route=ChangeRoute(ROUTE_BY_AUTHORITY[mailbox.authority]),
         needs_approval=any(op["op"] in needs for op in outcome.operations),
         reason_required=settings.CHANGE_REASON_REQUIRED,

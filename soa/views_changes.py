@@ -21,7 +21,7 @@ from django.views.decorators.http import require_POST
 from portal.decorators import action_required
 from portal.roles import Action, may
 from soa.attributes import BY_EXO, EXCHANGE_ATTRIBUTES, IDENTITY_ATTRIBUTES
-from soa.change_preview import change_preview
+from soa.change_preview import change_preview, preview_rows
 from soa.choices import CHANGE_OPEN_STATES, Authority, ChangeOperation, ChangeState
 from soa.forms_changes import EDIT_FIELDS, ChangeForm, DecisionForm
 from soa.models import ChangeRequest, Mailbox
@@ -59,7 +59,10 @@ def _rows(mailbox: Mailbox, attributes, *, editable: bool) -> list[dict]:
         rows.append({
             "attribute": attribute, "cloud": cloud, "ad": ad, "drift": attribute.exo in mailbox.drift,
             "edit": editable and attribute.editable, "current": cloud if cloud_holds else ad,
-            "sides": [{"value": cloud, "authoritative": cloud_holds}, {"value": ad, "authoritative": not cloud_holds}],
+            "sides": [
+                {"label": "Exchange Online", "value": cloud, "authoritative": cloud_holds},
+                {"label": "Active Directory", "value": ad, "authoritative": not cloud_holds},
+            ],
         })  # fmt: skip
     return rows
 
@@ -97,7 +100,8 @@ def _change_rows(user, changes: list[ChangeRequest]) -> list[dict]:
     rows = []
     for change in changes:
         row = {"change": change, "results": _results(change), "approve": None, "reject": None, "cancel": None,
-               "operations": [_describe(operation) for operation in change.operations]}  # fmt: skip
+               "operations": [_describe(operation) for operation in change.operations],
+               "diff": preview_rows(change.before or {}, change.desired or {})}  # fmt: skip
         if change.state == ChangeState.PENDING_APPROVAL:
             approve = change_decision_refusal(user, change)
             reject = change_decision_refusal(user, change, approve=False)
@@ -119,6 +123,7 @@ def page_context(request: HttpRequest, mailbox: Mailbox, **given) -> dict:
     context = {
         "mailbox": mailbox,
         "can_edit": can_edit,
+        "editable": editable,
         "open_change": open_change,
         "exchange_rows": _rows(mailbox, EXCHANGE_ATTRIBUTES, editable=editable),
         "identity_rows": _rows(mailbox, IDENTITY_ATTRIBUTES, editable=False),

@@ -296,6 +296,7 @@ def test_an_approver_approves_a_pending_request_on_the_page(client, people):
     signed_in(client, people["approver"])
     text = page_text(client.get(_url("mailbox_detail", mailbox)))
     assert f"/changes/{change.pk}/approve/" in text and f"/changes/{change.pk}/reject/" in text
+    assert f"ann.archer@{DOMAIN} → ann.old@{DOMAIN}" in text  # what is approved: the primary, before and after
     url = reverse("change_approve", args=[mailbox.pk, change.pk])
     step = page_text(client.get(url, **HTMX))
     assert 'data-testid="decision-form"' in step and "every 2s" not in step  # no poll wipes the form
