@@ -73,15 +73,19 @@ def _shown(refusal: Refusal | None) -> str | None:
 
 
 def _results(change: ChangeRequest) -> list[dict]:
-    """Each system's answer, whatever shape the apply job gave it: a state and the system's own message."""
+    """Each system's answer as the apply job recorded it (``results["exchange"]``, ``results["directory"]``): whether
+    it was written, and the job's note about it; a note on the request as a whole (the route changed) comes last."""
+    results = change.results or {}
     shown = []
-    for system, result in (change.results or {}).items():
-        if isinstance(result, dict):
-            state = result.get("state") or result.get("status") or result.get("outcome") or ""
-            message = result.get("message") or result.get("error") or ""
-        else:
-            state, message = "", str(result)
-        shown.append({"system": SYSTEMS.get(system, system), "state": str(state), "message": str(message)})
+    for system, label in SYSTEMS.items():
+        result = results.get(system)
+        if not isinstance(result, dict):
+            continue
+        written = result.get("written")
+        state = "written" if written else ("nothing written" if written is False else "")
+        shown.append({"system": label, "state": state, "message": str(result.get("note") or "")})
+    if results.get("note"):
+        shown.append({"system": "Note", "state": "", "message": str(results["note"])})
     return shown
 
 

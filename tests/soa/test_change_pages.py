@@ -278,7 +278,7 @@ def test_the_card_lists_requests_and_polls_only_while_one_is_open(client, people
     assert f"Add an address: smtp:ann.new@{DOMAIN}" in text and "ticket 4711" in text and "hugo" in text
     ChangeRequest.objects.filter(pk=change.pk).update(
         state=ChangeState.FAILED, error="Exchange Online refused the address: proxy address already exists.",
-        results={"exchange": {"state": "failed", "message": "ProxyAddressExists"}},
+        results={"exchange": {"written": False, "note": "Exchange Online answered ProxyAddressExists."}},
     )  # fmt: skip
     response = client.get(_url("mailbox_changes", mailbox), {"watching": change.pk}, **HTMX)
     text = page_text(response)
