@@ -32,9 +32,12 @@ class WritebackError(Exception):
 
 
 def writeback_enqueue(task_id: int, *, at=None) -> str:
-    """Queue (or schedule for ``at``) the job of one task and note its RQ id. Call after the commit."""
+    """Queue (or schedule for ``at``) the job of one task. Call after the commit. A scheduled job's id is noted on
+    the task at once; a queued one's by its claim: an update here could hold the row just as an idle worker's claim
+    (skip_locked) reaches it, and the claim would pass the task by."""
     job_id = enqueue(WRITEBACK_TASK_JOB, task_id, queue=WRITEBACK_QUEUE, at=at, job_timeout=JOB_TIMEOUT)
-    WritebackTask.objects.filter(pk=task_id).update(job_id=job_id)
+    if at is not None:
+        WritebackTask.objects.filter(pk=task_id, state=WritebackTask.State.QUEUED).update(job_id=job_id)
     return job_id
 
 

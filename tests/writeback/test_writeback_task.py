@@ -320,3 +320,18 @@ def test_a_stale_task_is_superseded_by_a_newer_request_queued_behind_it(ad):
     assert task.state == State.SUPERSEDED and task.superseded_by_id == newer.pk
     assert job.writeback_task_job(newer.pk) == State.DONE
     assert ad.read(mailbox.ad_guid, "extensionAttribute3")["extensionAttribute3"] == ["newest"]
+
+
+def test_queueing_a_task_leaves_its_row_alone_so_an_idle_workers_claim_cannot_pass_it_by(ad):
+    # The claim skips a locked row (skip_locked); an update of the row just after queueing its job could hold it at
+    # the moment an idle worker claims it, leaving the task QUEUED with its job spent. The claim records the job id.
+    from rq import SimpleWorker
+
+    mailbox = cloud_mailbox()
+    task = request(mailbox, CustomAttribute3="idle worker")  # queued after the commit
+    assert WritebackTask.objects.get(pk=task.pk).job_id == ""
+    queue = django_rq.get_queue(jobs.WRITEBACK_QUEUE)
+    (queued,) = queue.jobs
+    SimpleWorker([queue], connection=queue.connection).work(burst=True)
+    done = WritebackTask.objects.get(pk=task.pk)
+    assert done.state == State.DONE and done.job_id == queued.id

@@ -115,9 +115,17 @@ def claim(task_id: int) -> Claimed | None:
         before = task.audit_snapshot()
         task.state, task.attempts, task.retry_at = State.RUNNING, task.attempts + 1, None
         task.started_at = task.heartbeat_at = timezone.now()
-        task.save(update_fields=["state", "attempts", "retry_at", "started_at", "heartbeat_at"])
+        task.job_id = _current_job_id() or task.job_id
+        task.save(update_fields=["state", "attempts", "retry_at", "started_at", "heartbeat_at", "job_id"])
         audit_record(actor=None, action=STARTED, obj=task, before=before, after=task.audit_snapshot())
     return Claimed(task=task, last_known=dict(task.mailbox.ad_values))
+
+
+def _current_job_id() -> str:
+    from rq import get_current_job
+
+    job = get_current_job()
+    return job.id if job is not None else ""
 
 
 def _run(claimed: Claimed) -> Written:
