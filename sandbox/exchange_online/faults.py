@@ -81,6 +81,13 @@ class Faults:
             self.config = FaultConfig()
             self._random = random.Random()  # noqa: S311
 
+    def reset(self) -> None:
+        """Faults off and the injected count back to zero: the emulator as it started."""
+        with self._lock:
+            self.config = FaultConfig()
+            self._random = random.Random()  # noqa: S311
+            self.injected = 0
+
     def describe(self) -> dict[str, Any]:
         return asdict(self.config)
 

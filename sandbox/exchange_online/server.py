@@ -123,7 +123,7 @@ class Emulator:
 
     def reset(self) -> dict[str, Any]:
         """Back to how the emulator started: faults off, start throttle and settings, fresh state, zero counters."""
-        self.faults.clear()
+        self.faults.reset()
         self.entra.clear_revocations()
         self.throttle.configure(self.options.rate, self.options.burst)
         self.settings.update(self.options.settings.as_dict())

@@ -101,6 +101,15 @@ def test_next_n_requests_fail_with_the_chosen_status(exo_clean, exo_invoke):
     assert exo_clean.counters()["faults_injected"] == 2
 
 
+def test_reset_zeroes_the_injected_fault_count(exo_clean, exo_invoke):
+    """A reset is the emulator as it started, counters included, so one test's faults never show in the next."""
+    exo_clean.set_faults(fail_next=1, fail_status=503)
+    get(exo_invoke)
+    assert exo_clean.counters()["faults_injected"] == 1
+    exo_clean.reset()
+    assert exo_clean.counters()["faults_injected"] == 0
+
+
 def test_a_share_of_errors_is_repeatable_with_a_seed(exo_clean, exo_invoke):
     def run() -> list[int]:
         exo_clean.set_faults(error_rate=0.5, error_status=503, seed=7)
