@@ -21,11 +21,11 @@ from soa.models import Mailbox
 from soa.services.changes import (
     ChangeConflict,
     ChangeValidationError,
-    _editable_values,
-    _lookups,
-    _mailbox_name,
-    _refuse_if_side_missing,
     approval_operations,
+    change_lookups,
+    editable_values,
+    mailbox_name,
+    refuse_if_side_missing,
 )
 from soa.validation import validate_change
 
@@ -74,15 +74,15 @@ def change_preview(*, user: User, mailbox: Mailbox, operations: Any, base_versio
     """What ``change_request_create`` would make of this edit now, writing nothing; raises what it would raise for
     a stale page (ChangeConflict), a bad edit (ChangeValidationError) or a mailbox missing from its authoritative
     side (SoaError). The reason is asked for on the preview, so it is not checked here."""
-    current = _editable_values(mailbox)
+    current = editable_values(mailbox)
     if base_version != mailbox.version:
         raise ChangeConflict(
-            f"{_mailbox_name(mailbox)} changed since you opened it; nothing was saved. Check its current values "
+            f"{mailbox_name(mailbox)} changed since you opened it; nothing was saved. Check its current values "
             "and make your change again.",
             current=current, version=mailbox.version,
         )  # fmt: skip
-    _refuse_if_side_missing(mailbox)
-    lookups = _lookups(actor=user, mailbox=mailbox, operations=operations, now=timezone.now())
+    refuse_if_side_missing(mailbox)
+    lookups = change_lookups(actor=user, mailbox=mailbox, operations=operations, now=timezone.now())
     outcome = validate_change(current, operations, lookups)
     if outcome.errors:
         raise ChangeValidationError(outcome.errors)

@@ -96,17 +96,17 @@ def check_settings(**kwargs) -> list[checks.CheckMessage]:
 # -- reading what validation needs -----------------------------------------------------------------------------------
 
 
-def _editable_values(mailbox: Mailbox) -> dict[str, Any]:
+def editable_values(mailbox: Mailbox) -> dict[str, Any]:
     """The authoritative side's values of the editable attributes: what an edit starts from."""
     values = mailbox.exo_values if mailbox.authority == Authority.CLOUD else mailbox.ad_values
     return {attribute.exo: values.get(attribute.exo) for attribute in EDITABLE_ATTRIBUTES}
 
 
-def _mailbox_name(mailbox: Mailbox) -> str:
+def mailbox_name(mailbox: Mailbox) -> str:
     return f"{mailbox.display_name} ({mailbox.upn})" if mailbox.display_name else mailbox.upn
 
 
-def _lookups(*, actor: User, mailbox: Mailbox, operations: Any, now: dt.datetime) -> Lookups:
+def change_lookups(*, actor: User, mailbox: Mailbox, operations: Any, now: dt.datetime) -> Lookups:
     """Read, for the addresses the operations add, who else uses them and whether they are cooling down."""
     keys = requested_addresses(operations)
     used: dict[tuple[str, str], int] = {}
@@ -140,7 +140,7 @@ def _lookups(*, actor: User, mailbox: Mailbox, operations: Any, now: dt.datetime
                 cooling[(prefix, address)] = max(free_from, cooling.get((prefix, address), free_from))
     owners = set(used.values()) | set(pending.values())
     visible = {
-        m.pk: _mailbox_name(m)
+        m.pk: mailbox_name(m)
         for m in Mailbox.objects.filter(scope_filter(actor, Action.MAILBOX_VIEW, "dn_norm"), pk__in=owners).only(
             "pk", "display_name", "upn"
         )
@@ -286,18 +286,18 @@ def change_request_create(
                 return replay  # the same form sent twice: one request
             raise SoaError("This form was already used for another change; reload the page and make the change again.")
         now = timezone.now()
-        current = _editable_values(mailbox)
+        current = editable_values(mailbox)
         if base_version != mailbox.version:
             raise ChangeConflict(
-                f"{_mailbox_name(mailbox)} changed since you opened it; nothing was saved. Check its current "
+                f"{mailbox_name(mailbox)} changed since you opened it; nothing was saved. Check its current "
                 "values and make your change again.",
                 current=current, version=mailbox.version,
             )  # fmt: skip
-        _refuse_if_side_missing(mailbox)
+        refuse_if_side_missing(mailbox)
         _close_or_refuse_open_request(mailbox, now)
         reason = (reason or "").strip()
-        outcome = validate_change(current, operations, _lookups(actor=actor, mailbox=mailbox, operations=operations,
-                                                                now=now))  # fmt: skip
+        known = change_lookups(actor=actor, mailbox=mailbox, operations=operations, now=now)
+        outcome = validate_change(current, operations, known)
         errors = list(outcome.errors)
         if settings.CHANGE_REASON_REQUIRED and not reason:
             errors.append(FieldError("reason", "Give a reason for this change; it goes in the history."))
@@ -321,7 +321,7 @@ def change_request_create(
     return request
 
 
-def _refuse_if_side_missing(mailbox: Mailbox) -> None:
+def refuse_if_side_missing(mailbox: Mailbox) -> None:
     if mailbox.authority == Authority.CLOUD and not mailbox.in_exo:
         raise SoaError("Exchange Online holds this mailbox's attributes, but the last inventory did not find it there; "
                        "it cannot be edited until it is found again.")  # fmt: skip
@@ -370,13 +370,13 @@ def change_request_approve(*, actor: User, request_id: int, reason: str = "") ->
     with transaction.atomic():
         request = _locked_request(request_id)
         refuse(change_decision_refusal(actor, request))
-        current = _editable_values(Mailbox.objects.select_for_update().get(pk=request.mailbox_id))
+        current = editable_values(Mailbox.objects.select_for_update().get(pk=request.mailbox_id))
         changed = [
             name for name, value in request.before.items() if not same_value(BY_EXO[name], current.get(name), value)
         ]
         if changed:
             raise ChangeConflict(
-                f"{_mailbox_name(request.mailbox)} changed since this request was made ({', '.join(changed)}); "
+                f"{mailbox_name(request.mailbox)} changed since this request was made ({', '.join(changed)}); "
                 "reject it, and the change can be asked for again from the current values.",
                 current=current, version=request.mailbox.version,
             )  # fmt: skip
