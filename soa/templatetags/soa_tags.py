@@ -3,6 +3,9 @@
 from django import template
 from django.utils.html import format_html, format_html_join
 
+from soa.validation import is_routing_address
+from soa.values import is_moera
+
 register = template.Library()
 
 
@@ -16,3 +19,11 @@ def attribute_value(value):
     if isinstance(value, list):
         return format_html_join("", "<div>{}</div>", ((item,) for item in value))
     return str(value)
+
+
+@register.filter
+def tenant_address(raw: str) -> bool:
+    """Whether a proxy address is one Exchange keeps (the MOERA or the hybrid routing address): the page offers no
+    Remove or Make primary for it, since the change service would refuse both."""
+    kind, _, address = str(raw).partition(":")
+    return kind.lower() == "smtp" and (is_moera(address) or is_routing_address(address))

@@ -77,6 +77,17 @@ def test_help_desk_in_scope_is_offered_every_edit_and_identity_stays_read_only(c
     assert 'id="mailbox-changes"' in text
 
 
+def test_the_addresses_exchange_keeps_offer_no_remove_or_make_primary(client, people):
+    """The MOERA and the routing address stay on the mailbox (exchange-facts §3, §9): the page does not offer to
+    remove them or make them primary, which the service would refuse anyway."""
+    moera, routing = "smtp:ann.archer@corp.onmicrosoft.com", "smtp:ann.archer@corp.mail.onmicrosoft.com"
+    mailbox = _mailbox(EmailAddresses=[f"SMTP:ann.archer@{DOMAIN}", f"smtp:ann.old@{DOMAIN}", moera, routing])
+    text = page_text(signed_in(client, people["help"]).get(_url("mailbox_detail", mailbox)))
+    for kept in (moera, routing):
+        assert f'aria-label="Remove {kept}"' not in text and f'aria-label="Make {kept[5:]} primary"' not in text
+    assert f'aria-label="Remove smtp:ann.old@{DOMAIN}"' in text and "(kept by Exchange)" in text
+
+
 @pytest.mark.parametrize("who", ["op", "approver", "auditor"])
 def test_readers_see_the_page_as_before_without_any_edit(client, people, who):
     mailbox = _mailbox()
