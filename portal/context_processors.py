@@ -10,6 +10,7 @@ NAVIGATION: list[tuple[str, str, Action | None]] = [
     ("Dashboard", "dashboard", None),
     ("Mailboxes", "mailbox_list", Action.MAILBOX_VIEW),
     ("Waves", "wave_list", Action.WAVE_VIEW),
+    ("Bulk edits", "bulk_upload", Action.MAILBOX_EDIT),
     ("Audit log", "audit_list", Action.AUDIT_VIEW),
     ("Inventory", "inventory", Action.PORTAL_CONFIGURE),
     ("Roles", "role_list", Action.PORTAL_CONFIGURE),

@@ -222,6 +222,14 @@ CHANGE_APPLY_ENABLED = env.bool("CHANGE_APPLY_ENABLED", default=True)
 ADDRESS_COOLDOWN_HOURS = env.float("ADDRESS_COOLDOWN_HOURS", default=720.0)
 ACCEPTED_DOMAINS_TTL_SECONDS = env.int("ACCEPTED_DOMAINS_TTL_SECONDS", default=3600)
 
+# Bulk edits (soa.bulk_csv, soa.services.change_batches): the largest file and the most lines one upload may hold,
+# how many change requests a batch's job creates per second, and how many it creates in one step before it queues
+# the next (so the apply jobs of the requests it made run in between).
+BULK_CHANGE_MAX_BYTES = env.int("BULK_CHANGE_MAX_BYTES", default=1024 * 1024)
+BULK_CHANGE_MAX_LINES = env.int("BULK_CHANGE_MAX_LINES", default=5000)
+BULK_CHANGE_RATE = env.float("BULK_CHANGE_RATE", default=20.0)
+BULK_CHANGE_STEP = env.int("BULK_CHANGE_STEP", default=200)
+
 # Health checks answer quickly even when a component hangs.
 HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=2.0)
 

@@ -25,6 +25,7 @@ urlpatterns = [
     path("audit/verify/", audit.audit_verify_view, name="audit_verify"),
     path("mailboxes/", include("soa.urls")),
     path("waves/", include("soa.urls_waves")),
+    path("bulk-edits/", include("soa.urls_bulk")),
     path("inventory/", inventory.inventory_view, name="inventory"),
     path("inventory/start/", inventory.inventory_start_view, name="inventory_start"),
     path("settings/connections/", connections.connections_view, name="connections"),

@@ -187,3 +187,28 @@ CHANGE_TERMINAL_STATES: frozenset[str] = frozenset(state for state, moves in CHA
 CHANGE_OPEN_STATES: frozenset[str] = frozenset(CHANGE_TRANSITIONS) - CHANGE_TERMINAL_STATES
 # States from which the apply job may start: nothing left to decide.
 CHANGE_READY_STATES: frozenset[str] = frozenset({ChangeState.VALIDATED, ChangeState.APPROVED})
+
+
+class BatchState(models.TextChoices):
+    """The life of a bulk edit (a ChangeBatch; transitions in BATCH_TRANSITIONS)."""
+
+    QUEUED = "QUEUED", "Queued"
+    RUNNING = "RUNNING", "Running"
+    PAUSED = "PAUSED", "Paused"
+    DONE = "DONE", "Done"
+    CANCELLED = "CANCELLED", "Cancelled"
+
+
+# Every legal move of a bulk edit:
+#   QUEUED -> RUNNING (its job's first step) | PAUSED | CANCELLED (its owner or an admin)
+#   RUNNING -> PAUSED (its owner or an admin, or an unexpected error in a step) | DONE (every line ended) | CANCELLED
+#   PAUSED -> RUNNING (resumed) | CANCELLED
+# A paused or cancelled batch creates no new change request; the requests it already made go their own way.
+BATCH_TRANSITIONS: dict[str, frozenset[str]] = {
+    BatchState.QUEUED: frozenset({BatchState.RUNNING, BatchState.PAUSED, BatchState.CANCELLED}),
+    BatchState.RUNNING: frozenset({BatchState.PAUSED, BatchState.DONE, BatchState.CANCELLED}),
+    BatchState.PAUSED: frozenset({BatchState.RUNNING, BatchState.CANCELLED}),
+    BatchState.DONE: frozenset(),
+    BatchState.CANCELLED: frozenset(),
+}
+BATCH_OPEN_STATES: frozenset[str] = frozenset(state for state, moves in BATCH_TRANSITIONS.items() if moves)

@@ -13,9 +13,11 @@ scheduled job in Redis still names it); tests/soa/test_jobs.py checks each name,
 import datetime as dt
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
-from soa.models import PilotWave
+from soa.choices import BatchState
+from soa.models import ChangeBatchLine, PilotWave
 
 QUEUE = "default"  # docs/configuration.md: imports and waves on "default", AD writes on "writeback"
 WAVE_RUN_JOB = "writeback.jobs.waves.wave_run_job"
@@ -25,6 +27,8 @@ CHANGE_APPLY_JOB = "writeback.jobs.changes.change_request_apply_job"
 # One mailbox's write into AD (writeback.tasks.writeback_task_request queues it), on the AD queue.
 WRITEBACK_TASK_JOB = "writeback.jobs.writeback.writeback_task_job"
 WRITEBACK_QUEUE = "writeback"
+# One step of a bulk edit: creates the change requests of the lines whose turn has come (soa.services.change_batches).
+CHANGE_BATCH_JOB = "writeback.jobs.change_batches.change_batch_job"
 # Names jobs had before writeback.jobs; still importable for one release, for jobs queued under them.
 MOVED_JOBS = {
     "writeback.wave_jobs.wave_run_job": WAVE_RUN_JOB,
@@ -65,3 +69,22 @@ def change_request_enqueue(*, request_id: int) -> str | None:
     if not settings.CHANGE_APPLY_ENABLED:
         return None
     return enqueue(CHANGE_APPLY_JOB, request_id)
+
+
+def change_batch_enqueue(*, batch_id: int) -> str:
+    """Queue the next step of a bulk edit (call after commit). A step is short (BULK_CHANGE_STEP lines at
+    BULK_CHANGE_RATE), so the apply jobs of the requests it made run between two steps."""
+    timeout = int(settings.BULK_CHANGE_STEP / max(settings.BULK_CHANGE_RATE, 0.01)) + JOB_TIMEOUT_MARGIN
+    return enqueue(CHANGE_BATCH_JOB, batch_id, job_timeout=timeout)
+
+
+def change_batch_poke(*, request_id: int) -> None:
+    """A change request ended: when a running bulk edit made it, queue that batch's next step after commit (the
+    mailbox's next line may go now, or the batch is done). Call inside the transaction that ended the request."""
+    batch_id = (
+        ChangeBatchLine.objects.filter(request_id=request_id, batch__state=BatchState.RUNNING)
+        .values_list("batch_id", flat=True)
+        .first()
+    )
+    if batch_id is not None:
+        transaction.on_commit(lambda: change_batch_enqueue(batch_id=batch_id))

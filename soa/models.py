@@ -8,11 +8,13 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from soa.choices import (
+    BATCH_OPEN_STATES,
     CHANGE_OPEN_STATES,
     CHANGE_READY_STATES,
     WAVE_OPEN_STATES,
     WEAK_PAIRINGS,
     Authority,
+    BatchState,
     ChangeRoute,
     ChangeState,
     Decision,
@@ -427,3 +429,65 @@ class RemovedAddress(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}:{self.address}"
+
+
+class ChangeBatch(models.Model):
+    """A bulk edit: the lines of one uploaded CSV file, each of which becomes a ChangeRequest of its own, created by a
+    background job at a bounded pace (soa.services.change_batches), in file order for each mailbox.
+
+    ``state`` moves as BATCH_TRANSITIONS allows. The counts of lines created, applied and failed are read from the
+    lines and their requests (``progress``); ``heartbeat_at`` is the last step of the job that creates them."""
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    reason = models.TextField(blank=True)
+    file_name = models.CharField(max_length=255, blank=True)
+    line_count = models.PositiveIntegerField(default=0)
+    state = models.CharField(max_length=16, choices=BatchState.choices, default=BatchState.QUEUED, db_index=True)
+    idempotency_key = models.CharField(max_length=64, unique=True)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"bulk edit #{self.pk}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in BATCH_OPEN_STATES
+
+    def audit_snapshot(self) -> dict:
+        """What the audit log records of the batch before and after a change."""
+        return {
+            "state": self.state,
+            "file_name": self.file_name,
+            "line_count": self.line_count,
+            "reason": self.reason,
+            "error": self.error,
+        }
+
+
+class ChangeBatchLine(models.Model):
+    """One line of a bulk edit: the mailbox and the one operation (soa.validation's canonical form) it asks for, the
+    change request made of it once its turn came, or why none could be made (``error``)."""
+
+    batch = models.ForeignKey(ChangeBatch, on_delete=models.CASCADE, related_name="lines")
+    number = models.PositiveIntegerField(help_text="the line's number in the file")
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.PROTECT, related_name="+")
+    operation = models.JSONField()
+    request = models.OneToOneField(
+        ChangeRequest, on_delete=models.PROTECT, null=True, blank=True, related_name="batch_line"
+    )
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["batch", "number"]
+        constraints = [models.UniqueConstraint(fields=["batch", "number"], name="soa_batch_line_unique")]
+
+    def __str__(self) -> str:
+        return f"line {self.number} of bulk edit #{self.batch_id}"

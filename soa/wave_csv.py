@@ -68,7 +68,7 @@ def read_entries(text: str) -> tuple[list[Entry], list[LineProblem]]:
                 continue  # that was the header
             column, first = 0, number
         value = cells[column] if column < len(cells) else ""
-        entry = _entry(number, value)
+        entry = identity_entry(number, value)
         if isinstance(entry, LineProblem) and number == first and "@" not in stripped:
             entry = LineProblem(number, stripped, HEADER_HINT)
         if isinstance(entry, LineProblem):
@@ -87,7 +87,8 @@ def _header_column(cells: list[str]) -> int | None:
     return None
 
 
-def _entry(number: int, value: str) -> Entry | LineProblem:
+def identity_entry(number: int, value: str) -> Entry | LineProblem:
+    """The mailbox a line names (a UPN or address, with or without a proxy type), or why it names none."""
     if not value:
         return LineProblem(number, value, "empty value (no UPN or address in the identity column)")
     prefix, sep, rest = value.partition(":")

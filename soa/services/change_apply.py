@@ -24,6 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from portal.audit import audit_record
+from soa import jobs
 from soa.choices import CHANGE_READY_STATES, CHANGE_TRANSITIONS, ChangeState
 from soa.models import ChangeRequest, Mailbox, MailboxAddress
 from soa.services import SoaError
@@ -140,6 +141,7 @@ def change_request_finish(
         removed_addresses_record(request=request, at=now)
         audit_record(actor=None, action="soa.change.applied", obj=request, before=before,
                      after={**request.audit_snapshot(), "mailbox_version": mailbox.version})  # fmt: skip
+        jobs.change_batch_poke(request_id=request.pk)
     return request
 
 
@@ -159,6 +161,7 @@ def change_request_fail(*, request_id: int, error: str, results: dict[str, Any] 
         request.save(update_fields=["state", "error", "finished_at", "heartbeat_at", "results", "updated_at"])
         audit_record(actor=None, action="soa.change.failed", obj=request, before=before,
                      after=request.audit_snapshot(), reason=error)  # fmt: skip
+        jobs.change_batch_poke(request_id=request.pk)
     return request
 
 

@@ -244,6 +244,7 @@ def _expire(request: ChangeRequest, now: dt.datetime) -> None:
     request.save(update_fields=["state", "finished_at", "updated_at"])
     audit_record(actor=None, action="soa.change.expired", obj=request, before=before, after=request.audit_snapshot(),
                  reason="Nobody approved it within its approval window.")  # fmt: skip
+    jobs.change_batch_poke(request_id=request.pk)
 
 
 def _enqueue_after_commit(request: ChangeRequest) -> None:
@@ -260,6 +261,7 @@ def change_request_create(
     reason: str,
     base_version: int,
     idempotency_key: str,
+    batch_id: int | None = None,
 ) -> ChangeRequest:
     """Ask for an edit of one mailbox. Refuses, writing nothing: an actor without ``mailbox_edit`` on the mailbox's
     OU (audited as denied); a page older than the mailbox's values (ChangeConflict, with the current values); a
@@ -267,7 +269,7 @@ def change_request_create(
     (ChangeValidationError, every error by field). The same ``idempotency_key`` again returns the first request.
 
     The request waits for approval when it holds an operation of CHANGE_APPROVAL_OPERATIONS; otherwise it is ready
-    to apply and its job is queued after commit.
+    to apply and its job is queued after commit. ``batch_id`` names the bulk edit a request is made for, in its event.
     """
     key = _clean_key(idempotency_key)
     mailbox = Mailbox.objects.filter(pk=mailbox_id).first()
@@ -315,8 +317,8 @@ def change_request_create(
         # Outside a web request (the shell, a bulk job) the id is new here: the event carries it too, so the
         # request, its Exchange write and its AD write share one id in the audit log.
         with correlation_scope(request.correlation_id):
-            audit_record(actor=actor, action="soa.change.requested", obj=request, after=request.audit_snapshot(),
-                         reason=reason)  # fmt: skip
+            after = request.audit_snapshot() if batch_id is None else {**request.audit_snapshot(), "batch": batch_id}
+            audit_record(actor=actor, action="soa.change.requested", obj=request, after=after, reason=reason)
         _enqueue_after_commit(request)
     return request
 
@@ -412,6 +414,7 @@ def change_request_reject(*, actor: User, request_id: int, reason: str) -> Chang
                                     "updated_at"])  # fmt: skip
         audit_record(actor=actor, action="soa.change.rejected", obj=request, before=before,
                      after=request.audit_snapshot(), reason=reason)  # fmt: skip
+        jobs.change_batch_poke(request_id=request.pk)
     return request
 
 
@@ -431,6 +434,7 @@ def change_request_cancel(*, actor: User, request_id: int, reason: str = "") -> 
         request.save(update_fields=["state", "finished_at", "updated_at"])
         audit_record(actor=actor, action="soa.change.cancelled", obj=request, before=before,
                      after=request.audit_snapshot(), reason=reason)  # fmt: skip
+        jobs.change_batch_poke(request_id=request.pk)
     return request
 
 
