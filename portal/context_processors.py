@@ -5,13 +5,16 @@ from django.urls import reverse
 
 from portal.roles import Action, granted_actions, user_roles
 
-# (label, url name, action needed). Only pages that exist are listed; later pages add their line here.
-NAVIGATION: list[tuple[str, str, Action | None]] = [
+# (label, url name, action needed: one, or a tuple of which any will do). Only pages that exist are listed; later
+# pages add their line here.
+NAVIGATION: list[tuple[str, str, Action | tuple[Action, ...] | None]] = [
     ("Dashboard", "dashboard", None),
     ("Mailboxes", "mailbox_list", Action.MAILBOX_VIEW),
     ("Waves", "wave_list", Action.WAVE_VIEW),
     ("Bulk edits", "bulk_upload", Action.MAILBOX_EDIT),
     ("Audit log", "audit_list", Action.AUDIT_VIEW),
+    # Administrators and auditors see every finding, help desk those within its OUs (writeback.drift).
+    ("Drift", "drift", (Action.PORTAL_CONFIGURE, Action.AUDIT_VIEW, Action.MAILBOX_EDIT)),
     ("Inventory", "inventory", Action.PORTAL_CONFIGURE),
     ("Roles", "role_list", Action.PORTAL_CONFIGURE),
     ("Connections", "connections", Action.PORTAL_CONFIGURE),
@@ -26,7 +29,8 @@ def navigation(request: HttpRequest) -> dict:
     granted = granted_actions(user)
     items = []
     for label, url_name, action in NAVIGATION:
-        if action is None or action in granted:
+        needed = action if isinstance(action, tuple) else (action,)
+        if action is None or any(one in granted for one in needed):
             url = reverse(url_name)
             items.append({"label": label, "url": url, "active": request.path == url})
     return {

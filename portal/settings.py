@@ -201,6 +201,13 @@ INVENTORY_GRAPH_PAIRING = env.bool("INVENTORY_GRAPH_PAIRING", default=True)
 
 # Writeback policy: Microsoft's Cloud Sync never writes msExchHideFromAddressLists back; opt in here.
 WRITEBACK_HIDE_FROM_ADDRESS_LISTS = env.bool("WRITEBACK_HIDE_FROM_ADDRESS_LISTS", default=False)
+# Drift scans (writeback/jobs/drift.py): every DRIFT_SCAN_INTERVAL_MINUTES (0: off) the written-back attributes of
+# cloud-managed mailboxes are compared between Exchange and AD, incrementally, with a full scan when the last full one
+# is older than DRIFT_FULL_SCAN_INTERVAL_HOURS; with DRIFT_AUTO_REPAIR the scan writes the cloud's values over what
+# it finds (off by default: a person looks first, on the drift page).
+DRIFT_SCAN_INTERVAL_MINUTES = env.int("DRIFT_SCAN_INTERVAL_MINUTES", default=60)
+DRIFT_FULL_SCAN_INTERVAL_HOURS = env.int("DRIFT_FULL_SCAN_INTERVAL_HOURS", default=24)
+DRIFT_AUTO_REPAIR = env.bool("DRIFT_AUTO_REPAIR", default=False)
 
 # Pilot waves. The quiet period is one 30-minute sync cycle plus 24 hours (Microsoft's advice before a flip);
 # the ceiling is Microsoft's writeback limit at GA on 2026-08-03 (exchange-facts §1.10: 600,000; 200,000 in preview).

@@ -7,7 +7,7 @@ from django_rq.urls import get_admin_urlpatterns, get_api_urlpatterns
 
 from portal.decorators import action_required
 from portal.roles import Action
-from portal.views import audit, connections, dashboard, health, inventory, roles
+from portal.views import audit, connections, dashboard, drift, health, inventory, roles, writeback
 
 # django-rq's dashboard, wrapped so only the admin role reaches it (its own views also require is_staff).
 # Its stats JSON is wrapped too: the portal does not use django-rq's API tokens.
@@ -26,6 +26,12 @@ urlpatterns = [
     path("mailboxes/", include("soa.urls")),
     path("waves/", include("soa.urls_waves")),
     path("bulk-edits/", include("soa.urls_bulk")),
+    path("mailboxes/<int:pk>/writeback/", writeback.mailbox_writeback_view, name="mailbox_writeback"),
+    path("mailboxes/<int:pk>/writeback/<int:task_id>/retry/", writeback.writeback_retry_view, name="writeback_retry"),
+    path("drift/", drift.drift_view, name="drift"),
+    path("drift/scan/", drift.drift_scan_view, name="drift_scan"),
+    path("drift/repair/", drift.drift_bulk_repair_view, name="drift_bulk_repair"),
+    path("drift/<int:finding_id>/repair/", drift.drift_repair_view, name="drift_repair"),
     path("inventory/", inventory.inventory_view, name="inventory"),
     path("inventory/start/", inventory.inventory_start_view, name="inventory_start"),
     path("settings/connections/", connections.connections_view, name="connections"),

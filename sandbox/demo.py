@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         _manage(env, "inventory_schedule")  # incremental imports hourly and a weekly full one, as in production
         # The import above read the accepted domains (editing needs them); this keeps them fresh.
         _manage(env, "accepted_domains_schedule")
+        _manage(env, "drift_scan_schedule")  # Exchange against AD for cloud-managed mailboxes, hourly
         children = [
             [sys.executable, str(ROOT / "manage.py"), "rqworker", "default", "writeback", "--with-scheduler"],
             [sys.executable, "-m", "gunicorn", "portal.wsgi", "--bind", f"{args.host}:{args.port}",

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_POST
 
 from portal.decorators import action_required
 from portal.roles import Action, may
+from portal.views.writeback import writeback_card_context
 from soa.attributes import BY_EXO, EXCHANGE_ATTRIBUTES, IDENTITY_ATTRIBUTES
 from soa.change_preview import change_preview, preview_rows
 from soa.choices import CHANGE_OPEN_STATES, Authority, ChangeOperation, ChangeState
@@ -135,7 +136,7 @@ def page_context(request: HttpRequest, mailbox: Mailbox, **given) -> dict:
         "polling": open_change is not None and "deciding" not in given,
         "reason_required": settings.CHANGE_REASON_REQUIRED,
     }
-    return {**context, **given}
+    return {**context, **writeback_card_context(user, mailbox), **given}
 
 
 def _mailbox_or_404(request: HttpRequest, pk: int, action: Action = Action.MAILBOX_VIEW) -> Mailbox:

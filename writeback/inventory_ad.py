@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from writeback.directory import DirectoryClient, DirectoryRetryable
-from writeback.models import InventoryRun
+from writeback.models import DriftScan, InventoryRun
 
 OU_FILTER = "(objectClass=organizationalUnit)"
 
@@ -40,7 +40,7 @@ class AdRead:
     entries: Iterator[dict[str, Any]] = field(default_factory=lambda: iter(()))
 
 
-def _full_read_reason(previous: InventoryRun | None, server: str) -> str:
+def _full_read_reason(previous: InventoryRun | DriftScan | None, server: str) -> str:
     """Why the AD side must be read in full; "" when the previous mark can be trusted."""
     if previous is None:
         return "full import"
@@ -59,25 +59,24 @@ def _full_read_reason(previous: InventoryRun | None, server: str) -> str:
 
 
 def ad_read(
-    run: InventoryRun,
+    run: InventoryRun | DriftScan,
     directory: DirectoryClient,
     *,
-    previous: InventoryRun | None,
+    previous: InventoryRun | DriftScan | None,
     base_dn: str,
     user_filter: str,
     attributes: Sequence[str],
 ) -> AdRead:
     """Decide how this run reads AD, record the server and the reason for a full read on the run, and return the read.
 
-    ``previous`` is the completed run an incremental run continues from (None for a full run).
+    ``previous`` is the completed run an incremental run continues from (None for a full run). ``run`` and
+    ``previous`` are an InventoryRun, or a DriftScan (writeback.jobs.drift), which keeps the same AD fields.
     """
     server = directory.server_identity()
     mark = directory.change_mark()
     reason = _full_read_reason(previous, server)
     full = bool(reason)
-    InventoryRun.objects.filter(pk=run.pk).update(
-        ad_server=server, ad_full_reason=reason if previous is not None else ""
-    )
+    type(run).objects.filter(pk=run.pk).update(ad_server=server, ad_full_reason=reason if previous is not None else "")
     if full:
         entries = directory.paged_search(base_dn, user_filter, attributes)
     else:
@@ -86,7 +85,7 @@ def ad_read(
 
 
 def _changes(
-    run: InventoryRun,
+    run: InventoryRun | DriftScan,
     directory: DirectoryClient,
     mark: str,
     base_dn: str,
@@ -101,7 +100,7 @@ def _changes(
     # The OU list is read whole before its subtrees: a paged search left open while others run on the same
     # connection is what the client's generation check refuses.
     ous = [ou["dn"] for ou in directory.paged_search(base_dn, directory.changed_since_filter(OU_FILTER, mark))]
-    InventoryRun.objects.filter(pk=run.pk).update(ad_ous_changed=len(ous))
+    type(run).objects.filter(pk=run.pk).update(ad_ous_changed=len(ous))
     for ou in _outermost(ous):
         for entry in directory.paged_search(ou, user_filter, attributes):
             guid = entry["attributes"].get("objectGUID") or b""

@@ -209,6 +209,14 @@ class DriftFinding(models.Model):
         WritebackTask, on_delete=models.PROTECT, null=True, blank=True, related_name="drift_findings",
         help_text="the writeback that found it",
     )  # fmt: skip
+    scan = models.ForeignKey(
+        "DriftScan", on_delete=models.PROTECT, null=True, blank=True, related_name="findings",
+        help_text="the drift scan that found it",
+    )  # fmt: skip
+    repair_task = models.ForeignKey(
+        WritebackTask, on_delete=models.PROTECT, null=True, blank=True, related_name="repairs",
+        help_text="the writeback queued to repair it (the drift page, or DRIFT_AUTO_REPAIR)",
+    )  # fmt: skip
     found_at = models.DateTimeField(default=timezone.now)
     resolved_at = models.DateTimeField(null=True, blank=True)
     resolution = models.CharField(max_length=16, choices=Resolution.choices, blank=True, default=Resolution.OPEN)
@@ -222,4 +230,68 @@ class DriftFinding(models.Model):
 
     def audit_snapshot(self) -> dict:
         fields = ("mailbox_id", "attribute", "ad_value", "last_known_value", "cloud_value", "task_id", "resolution")
+        return {name: getattr(self, name) for name in (*fields, "scan_id", "repair_task_id")}
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None
+
+
+class DriftScan(models.Model):
+    """One comparison of the written-back attributes of cloud-managed mailboxes between Exchange Online and AD
+    (writeback.jobs.drift). A full scan reads both sides whole; an incremental one reads what changed since the last
+    completed scan (Exchange's ``WhenChangedUTC``, AD's change mark from the same server, as the inventory's
+    incremental import does) and compares those mailboxes. The row is the truth about the run, on the job lifecycle
+    (RUN_TRANSITIONS); its counters are its heartbeat."""
+
+    class Mode(models.TextChoices):
+        FULL = "FULL", "Full"
+        INCREMENTAL = "INCREMENTAL", "Changes since the last scan"
+
+    class State(models.TextChoices):
+        QUEUED = "QUEUED", "Queued"
+        RUNNING = "RUNNING", "Running"
+        DONE = "DONE", "Done"
+        FAILED = "FAILED", "Failed"
+
+    OPEN_STATES = (State.QUEUED, State.RUNNING)
+
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.FULL)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    job_id = models.CharField(max_length=64, blank=True)
+    ad_read = models.PositiveIntegerField(default=0, help_text="AD users read")
+    exo_read = models.PositiveIntegerField(default=0, help_text="Get-Mailbox objects read")
+    compared = models.PositiveIntegerField(default=0, help_text="cloud-managed mailboxes compared")
+    found = models.PositiveIntegerField(default=0, help_text="new drift findings recorded")
+    exo_high_water = models.DateTimeField(null=True, blank=True, help_text="newest WhenChangedUTC seen")
+    ad_high_water = models.CharField(max_length=128, blank=True, help_text="directory change mark before the read")
+    ad_server = models.CharField(max_length=1024, blank=True, help_text="directory server the change mark is from")
+    ad_full_reason = models.CharField(max_length=512, blank=True, help_text="why an incremental scan read all of AD")
+    ad_ous_changed = models.PositiveIntegerField(default=0, help_text="OUs renamed, moved or changed since the mark")
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["state"], condition=models.Q(state__in=["QUEUED", "RUNNING"]), name="one_open_drift_scan"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Drift scan #{self.pk} ({self.get_mode_display()}, {self.get_state_display()})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in self.OPEN_STATES
+
+    def audit_snapshot(self) -> dict:
+        fields = ("mode", "state", "ad_read", "exo_read", "compared", "found", "ad_full_reason", "error")
         return {name: getattr(self, name) for name in fields}

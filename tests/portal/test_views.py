@@ -31,15 +31,16 @@ NON_ADMIN_ROLES = [role for role in Role if role is not Role.ADMIN]
 # What each role must find on its dashboard: written out, not derived from ROLE_ACTIONS, so a change to the
 # role table that changes what people see makes this test fail and get looked at.
 NAVIGATION = {
-    Role.HELPDESK: ["Dashboard", "Mailboxes", "Bulk edits"],
+    Role.HELPDESK: ["Dashboard", "Mailboxes", "Bulk edits", "Drift"],
     Role.WAVE_OPERATOR: ["Dashboard", "Mailboxes", "Waves"],
     Role.APPROVER: ["Dashboard", "Mailboxes", "Waves"],
-    Role.AUDITOR: ["Dashboard", "Mailboxes", "Waves", "Audit log"],
+    Role.AUDITOR: ["Dashboard", "Mailboxes", "Waves", "Audit log", "Drift"],
     Role.ADMIN: [
         "Dashboard",
         "Mailboxes",
         "Waves",
         "Audit log",
+        "Drift",
         "Inventory",
         "Roles",
         "Connections",

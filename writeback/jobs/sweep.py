@@ -2,10 +2,12 @@
 (writeback.wave_schedule). Each kind's retry policy (writeback.jobs.lifecycle) says what becomes of a stale row:
 wave members are returned to PENDING and their waves queued again; inventory runs are failed, so the next import
 may run; writeback tasks are returned to QUEUED (or failed once their policy gives up) and scheduled again; change
-requests being applied are released for another attempt (or failed once CHANGE_RETRY gives up).
+requests being applied are released for another attempt (or failed once CHANGE_RETRY gives up); drift scans are
+failed, so the next may run.
 """
 
 from writeback.jobs.changes import change_request_sweep
+from writeback.jobs.drift import drift_scan_sweep
 from writeback.jobs.inventory import inventory_sweep
 from writeback.jobs.waves import wave_sweep_job
 from writeback.jobs.writeback import writeback_sweep
@@ -19,4 +21,5 @@ def sweep_job() -> int:
     inventory_sweep()
     writeback_sweep()
     change_request_sweep()
+    drift_scan_sweep()
     return wave_sweep_job()

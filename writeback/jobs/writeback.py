@@ -31,6 +31,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from portal.audit import audit_record
+from soa.attributes import by_ad_name
 from soa.models import Mailbox
 from soa.values import refresh_drift
 from writeback.directory import DirectoryClient, DirectoryConfig, DirectoryError, Written
@@ -208,6 +209,23 @@ def _record_findings(task: WritebackTask, findings: list[Finding], *, resolved: 
             )  # fmt: skip
 
 
+def _resolve_written(task: WritebackTask, planned: list[str]) -> None:
+    """Close the mailbox's other open findings (a drift scan's, or one a repair was queued for) of the attributes this
+    task wrote: AD, read back, now holds the cloud's value (each audited ``writeback.drift.resolved``)."""
+    written = {by_ad_name(name).exo for name in planned}
+    now = timezone.now()
+    for row in DriftFinding.objects.select_for_update().filter(
+        mailbox_id=task.mailbox_id, attribute__in=written, resolved_at__isnull=True
+    ):
+        before = row.audit_snapshot()
+        row.resolved_at, row.resolution = now, DriftFinding.Resolution.OVERWRITTEN
+        row.save(update_fields=["resolved_at", "resolution"])
+        audit_record(
+            actor=None, action=DRIFT_RESOLVED, obj=row, before=before, after=row.audit_snapshot(),
+            reason=f"{task} wrote the cloud's value over it.",
+        )  # fmt: skip
+
+
 def _finish(claimed: Claimed, written: Written) -> WritebackTask | None:
     """DONE with what was observed, applied and read back; the mailbox's picture of AD and its drift updated; the
     drift found recorded and closed; then the mailbox's next queued task started."""
@@ -221,6 +239,7 @@ def _finish(claimed: Claimed, written: Written) -> WritebackTask | None:
         mailbox.ad_read_at = timezone.now()
         mailbox.save(update_fields=["ad_values", "drift", "has_drift", "ad_read_at", "updated_at"])
         _record_findings(row, claimed.findings, resolved=True)
+        _resolve_written(row, planned)
 
     row = run_finish(
         WritebackTask, task.pk, action=COMPLETED, then=record,
