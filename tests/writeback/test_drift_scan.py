@@ -159,6 +159,11 @@ def test_repair_writes_the_cloud_value_into_ad_and_resolves_the_finding(stack, m
     edit_ad(directory, mailbox, "extensionAttribute8", "wrong in AD")
     scan()
     finding = DriftFinding.objects.get(mailbox=mailbox, attribute="CustomAttribute8", resolved_at=None)
+    # The hourly import then reads AD's value into the portal's picture of AD: the repair's writeback no longer sees
+    # it as an edit behind the portal's back, and still closes the scan's finding.
+    run = inventory_run_request(actor=None, mode=InventoryRun.Mode.INCREMENTAL, enqueue=False)
+    assert execute(claim(run.pk)).state == InventoryRun.State.DONE
+    assert Mailbox.objects.get(pk=mailbox.pk).ad_values["CustomAttribute8"] == "wrong in AD"
     helpdesk = make_user("hanna", Role.HELPDESK, scopes=(mailbox.ou_norm,))
     assert finding in drift_finding_list(user=helpdesk)
 
