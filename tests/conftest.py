@@ -54,6 +54,15 @@ def _portal_points_at_test_stack(directory, redis_url):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _forget_killed_workers_jobs():
+    """After a test that SIGKILLed a worker, nothing it left in Redis may fail a later test (worker_process)."""
+    yield
+    from tests.writeback.worker_process import forget_killed_jobs
+
+    forget_killed_jobs()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _fast_password_hashing():
     # Every test user gets a password; the production hasher costs a third of a second each time.
