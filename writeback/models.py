@@ -199,6 +199,7 @@ class DriftFinding(models.Model):
     class Resolution(models.TextChoices):
         OPEN = "", "Open"
         OVERWRITTEN = "OVERWRITTEN", "Overwritten with the cloud value"
+        AGREES = "AGREES", "Exchange and AD agree again"
 
     mailbox = models.ForeignKey("soa.Mailbox", on_delete=models.PROTECT, related_name="drift_findings")
     attribute = models.CharField(max_length=64, help_text="Exchange Online property name")
@@ -270,6 +271,7 @@ class DriftScan(models.Model):
     exo_read = models.PositiveIntegerField(default=0, help_text="Get-Mailbox objects read")
     compared = models.PositiveIntegerField(default=0, help_text="cloud-managed mailboxes compared")
     found = models.PositiveIntegerField(default=0, help_text="new drift findings recorded")
+    cleared = models.PositiveIntegerField(default=0, help_text="open findings closed: the two sides agree again")
     exo_high_water = models.DateTimeField(null=True, blank=True, help_text="newest WhenChangedUTC seen")
     ad_high_water = models.CharField(max_length=128, blank=True, help_text="directory change mark before the read")
     ad_server = models.CharField(max_length=1024, blank=True, help_text="directory server the change mark is from")
@@ -293,5 +295,5 @@ class DriftScan(models.Model):
         return self.state in self.OPEN_STATES
 
     def audit_snapshot(self) -> dict:
-        fields = ("mode", "state", "ad_read", "exo_read", "compared", "found", "ad_full_reason", "error")
+        fields = ("mode", "state", "ad_read", "exo_read", "compared", "found", "cleared", "ad_full_reason", "error")
         return {name: getattr(self, name) for name in fields}

@@ -8,15 +8,16 @@ from tests.conftest import PASSWORD
 pytestmark = pytest.mark.browser
 
 EXPECTED_NAV = {
-    Role.HELPDESK: ["Dashboard", "Mailboxes"],
+    Role.HELPDESK: ["Dashboard", "Mailboxes", "Bulk edits", "Drift"],
     Role.WAVE_OPERATOR: ["Dashboard", "Mailboxes", "Waves"],
     Role.APPROVER: ["Dashboard", "Mailboxes", "Waves"],
-    Role.AUDITOR: ["Dashboard", "Mailboxes", "Waves", "Audit log"],
+    Role.AUDITOR: ["Dashboard", "Mailboxes", "Waves", "Audit log", "Drift"],
     Role.ADMIN: [
         "Dashboard",
         "Mailboxes",
         "Waves",
         "Audit log",
+        "Drift",
         "Inventory",
         "Roles",
         "Connections",

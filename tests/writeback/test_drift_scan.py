@@ -259,3 +259,23 @@ def test_the_schedule_requests_the_scan_due_and_is_off_at_zero(stack, settings):
     assert drift._request_due().startswith("queued full drift scan")
     assert drift._request_due().startswith("skipped:")  # one scan at a time
     assert AuditEvent.objects.filter(action="writeback.drift_scan.scheduled").count() == 1
+
+
+def test_a_finding_is_closed_when_the_two_sides_agree_again(stack):
+    directory, _exchange = stack
+    scan(DriftScan.Mode.FULL)
+    (mailbox,) = cloud_mailboxes(1)
+    cloud = mailbox.exo_values.get("CustomAttribute14")
+    edit_ad(directory, mailbox, "extensionAttribute14", "for a moment")
+    scan()
+    finding = DriftFinding.objects.get(mailbox=mailbox, attribute="CustomAttribute14", resolved_at=None)
+    with ldap_connection(directory) as conn:  # someone puts AD right by hand
+        conn.search(directory.base_dn, f"(objectGUID={escape_bytes(mailbox.ad_guid.bytes_le)})", attributes=["1.1"])
+        change = [(ldap3.MODIFY_REPLACE, [cloud])] if cloud else [(ldap3.MODIFY_DELETE, [])]
+        assert conn.modify(conn.response[0]["dn"], {"extensionAttribute14": change}), conn.result
+    later = scan()
+    finding.refresh_from_db()
+    assert finding.resolution == DriftFinding.Resolution.AGREES and finding.resolved_at is not None
+    assert later.cleared == 1
+    event = AuditEvent.objects.get(action="writeback.drift.cleared", object_id=str(later.pk))
+    assert [item["id"] for item in event.after["findings"]] == [finding.pk]

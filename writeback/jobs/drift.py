@@ -10,11 +10,12 @@ of AD when the mark is from another server), Exchange's mailboxes with ``WhenCha
 LDAP search), so both values compared are fresh. Values are compared by the drift rules (soa.values.same_value)
 over the attributes this installation writes back (soa.attributes.writeback_attributes).
 
-A difference with an open finding for the same mailbox and attribute is not recorded again. The new findings of each
-page of mailboxes are recorded in one transaction with one audit event (``writeback.drift.found`` on the scan,
-naming each finding). With DRIFT_AUTO_REPAIR on, each mailbox with new findings gets a writeback of its cloud values
-(writeback.drift.drift_auto_repair). The scan only reads: it writes nothing into either directory, and leaves the
-mailboxes' stored values to the inventory and the writeback.
+A difference with an open finding for the same mailbox and attribute is not recorded again; an open finding whose
+attribute the two sides agree on again is closed (``AGREES``, one ``writeback.drift.cleared`` event per page). The new
+findings of each page of mailboxes are recorded in one transaction with one audit event (``writeback.drift.found`` on
+the scan, naming each finding). With DRIFT_AUTO_REPAIR on, each mailbox with new findings gets a writeback of its
+cloud values (writeback.drift.drift_auto_repair). The scan only reads: it writes nothing into either directory, and
+leaves the mailboxes' stored values to the inventory and the writeback.
 
 The schedule is one self-renewing chain (writeback.jobs.chain), a tick every DRIFT_SCAN_INTERVAL_MINUTES (0: off),
 started by ``manage.py drift_scan_schedule``; each tick requests the scan due (writeback.drift.scan_mode_due).
@@ -62,6 +63,7 @@ STARTED = "writeback.drift_scan.started"
 COMPLETED = "writeback.drift_scan.completed"
 FAILED = "writeback.drift_scan.failed"
 FOUND = "writeback.drift.found"
+CLEARED = "writeback.drift.cleared"
 PAGE_SIZE = 500
 DRIFT_SCAN_RETRY = RetryPolicy(max_attempts=1, stale=FAIL)  # a scan cannot resume half-way; the next one starts afresh
 STALE_AFTER = dt.timedelta(minutes=10)  # every page is a heartbeat; a page is one transaction of comparisons
@@ -169,9 +171,10 @@ def scan_run(scan: DriftScan, *, exchange: ExchangeOnlineClient, directory: Dire
                 ad = ad_values(entry["attributes"])
             compared.append((mailbox, differences(cloud, ad)))
         found = record_page(scan, compared)
+        scan.cleared += clear_page(scan, compared)
         scan.compared += len(compared)
         scan.found += len(found)
-        run_heartbeat(DriftScan, scan.pk, compared=scan.compared, found=scan.found)
+        run_heartbeat(DriftScan, scan.pk, compared=scan.compared, found=scan.found, cleared=scan.cleared)
         if found and settings.DRIFT_AUTO_REPAIR:
             drift_auto_repair(finding_ids=[finding.pk for finding in found])
     DriftScan.objects.filter(pk=scan.pk).update(ad_high_water=read.mark or "", exo_high_water=newest)
@@ -220,6 +223,36 @@ def record_page(scan: DriftScan, compared: list[tuple[Mailbox, list[tuple[str, A
             ]},
         )  # fmt: skip
     return created
+
+
+def clear_page(scan: DriftScan, compared: list[tuple[Mailbox, list[tuple[str, Any, Any]]]]) -> int:
+    """Close the open findings of the compared mailboxes whose attribute the two sides now agree on (someone put AD
+    right, or Exchange took AD's value), with one audit event naming them. Returns how many were closed."""
+    names = {attribute.exo for attribute in compared_attributes()}
+    agreeing = {(mailbox.pk, name) for mailbox, diffs in compared for name in names - {d[0] for d in diffs}}
+    if not agreeing:
+        return 0
+    with transaction.atomic():
+        rows = [
+            row
+            for row in DriftFinding.objects.select_for_update().filter(
+                mailbox_id__in={pk for pk, _ in agreeing}, attribute__in=names, resolved_at__isnull=True
+            )
+            if (row.mailbox_id, row.attribute) in agreeing
+        ]
+        if not rows:
+            return 0
+        now = timezone.now()
+        for row in rows:
+            row.resolved_at, row.resolution = now, DriftFinding.Resolution.AGREES
+            row.save(update_fields=["resolved_at", "resolution"])
+        audit_record(
+            actor=None, action=CLEARED, obj=scan, reason=f"{len(rows)} finding(s): Exchange and AD agree again.",
+            after={"findings": [
+                {"id": row.pk, "mailbox_id": row.mailbox_id, "attribute": row.attribute} for row in rows
+            ]},
+        )  # fmt: skip
+    return len(rows)
 
 
 def _run(scan: DriftScan) -> DriftScan:
