@@ -28,9 +28,17 @@ from portal.models import User
 from portal.roles import Action, scope_filter
 from soa.choices import ChangeOperation
 from soa.models import Mailbox
+from soa.selectors import accepted_domains_known
 from soa.services import SoaError
 from soa.services.changes import change_lookups, editable_values, mailbox_name, refuse_if_side_missing
-from soa.validation import CUSTOM_ATTRIBUTES, EXTENSION_ATTRIBUTES, HIDDEN, requested_addresses, validate_change
+from soa.validation import (
+    CUSTOM_ATTRIBUTES,
+    EXTENSION_ATTRIBUTES,
+    HIDDEN,
+    Lookups,
+    requested_addresses,
+    validate_change,
+)
 from soa.wave_csv import IDENTITY_HEADERS, LineProblem, identity_entry, match_mailboxes
 
 # The operation column's words (case, "-" and "_" ignored) and the change each asks for.
@@ -83,8 +91,11 @@ class BulkLine:
     def summary(self) -> str:
         op = self.operation
         label = ChangeOperation(op["op"]).label
-        target = op.get("address") or " ".join(str(op[k]) for k in ("attribute", "value") if op.get(k) is not None)
-        return f"{label}: {target}" if target else label
+        if op.get("address"):
+            return f"{label}: {op['address']}"
+        if op.get("value") is not None:
+            return f"{label}: {op['attribute']} = “{op['value']}”"
+        return f"{label}: {op['attribute']}" if op.get("attribute") else label
 
 
 @dataclass
@@ -259,16 +270,17 @@ def bulk_preview(*, user: User, lines: Iterable[str]) -> BulkPreview:
     preview = BulkPreview(problems=problems)
     taken: dict[tuple[str, str], tuple[int, int]] = {}  # addresses the file adds: the line and its mailbox
     now = timezone.now()
+    domains = accepted_domains_known(now=now)
     pks = sorted(per_mailbox)
     for start in range(0, len(pks), _CHUNK):
         for mailbox in Mailbox.objects.filter(pk__in=pks[start : start + _CHUNK]).order_by("pk"):
-            _check_mailbox(user, mailbox, per_mailbox[mailbox.pk], preview, taken, now)
+            _check_mailbox(user, mailbox, per_mailbox[mailbox.pk], preview, taken, now, domains)
     preview.lines.sort(key=lambda line: line.number)
     preview.problems.sort(key=lambda problem: problem.line)
     return preview
 
 
-def _check_mailbox(user, mailbox: Mailbox, rows: list[_Row], preview: BulkPreview, taken: dict, now) -> None:
+def _check_mailbox(user, mailbox: Mailbox, rows: list[_Row], preview: BulkPreview, taken: dict, now, domains) -> None:
     """Validate one mailbox's lines in file order, each on the values the lines before it leave."""
     try:
         refuse_if_side_missing(mailbox)
@@ -286,7 +298,10 @@ def _check_mailbox(user, mailbox: Mailbox, rows: list[_Row], preview: BulkPrevie
             preview.problems.append(LineProblem(row.number, row.identity, f"{what} {first} for this mailbox"))
             continue
         seen[key] = (row.number, row.operation)
-        lookups = change_lookups(actor=user, mailbox=mailbox, operations=[row.operation], now=now)
+        if requested_addresses([row.operation]):
+            lookups = change_lookups(actor=user, mailbox=mailbox, operations=[row.operation], now=now)
+        else:  # nothing to look up but the accepted domains, read once for the file
+            lookups = Lookups(now=now, accepted_domains=domains, used_by={}, cooling_down={})
         outcome = validate_change(current, [row.operation], lookups)
         if outcome.errors:
             message = " ".join(error.message for error in outcome.errors)

@@ -49,6 +49,8 @@ class BulkConfirmForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["reason"].required = settings.CHANGE_REASON_REQUIRED
+        if settings.CHANGE_REASON_REQUIRED:
+            self.fields["reason"].label = "Reason for these changes (required)"
         self.fields["reason"].error_messages["required"] = "Give a reason for these changes; it goes in the history."
 
 

@@ -19,13 +19,15 @@ from soa.services.change_batches import (
     BulkLinesError,
     batch_progress,
     change_batch_cancel,
+    change_batch_claim,
     change_batch_create,
     change_batch_pause,
     change_batch_resume,
 )
 from soa.services.changes import change_request_cancel
 from tests.soa.test_wave_support import DOMAIN, FINANCE, SALES, last_event, make_mailbox
-from writeback.jobs.change_batches import change_batch_job
+from writeback.jobs.change_batches import BATCH, change_batch_job
+from writeback.jobs.lifecycle import complete
 
 pytestmark = pytest.mark.django_db
 
@@ -65,9 +67,7 @@ def problems(preview) -> dict[int, str]:
     return {problem.line: problem.reason for problem in preview.problems}
 
 
-def test_every_bad_line_is_reported_with_its_number_and_good_lines_are_checked_on_the_lines_before(
-    people, mailboxes
-):
+def test_every_bad_line_is_reported_with_its_number_and_good_lines_are_checked_on_the_lines_before(people, mailboxes):
     text = f"""
 mailbox,operation,attribute,value
 ann.archer@{DOMAIN},add-alias,,ann.a@{DOMAIN}
@@ -188,9 +188,7 @@ bob.baker@{DOMAIN},hide
     assert last_event("soa.batch.done", batch)
 
 
-def test_paused_batches_make_no_request_until_resumed_and_only_the_owner_or_an_admin_controls_them(
-    people, mailboxes
-):
+def test_paused_batches_make_no_request_until_resumed_and_only_the_owner_or_an_admin_controls_them(people, mailboxes):
     batch = create(people, f"ann.archer@{DOMAIN},hide\nbob.baker@{DOMAIN},hide")
     with pytest.raises(SoaError, match="Only the person"):
         change_batch_pause(actor=people["other"], batch_id=batch.pk)
@@ -209,13 +207,14 @@ def test_paused_batches_make_no_request_until_resumed_and_only_the_owner_or_an_a
         change_batch_resume(actor=people["help"], batch_id=batch.pk)
 
 
-def test_a_pause_between_two_lines_stops_the_step_at_the_next_line(people, mailboxes, settings):
-    settings.BULK_CHANGE_STEP = 1  # one line per step: the pause lands between two steps
+def test_a_pause_stops_a_step_already_running_at_its_next_line(people, mailboxes, settings):
+    settings.BULK_CHANGE_STEP = 1  # one line per step
     batch = create(people, f"ann.archer@{DOMAIN},hide\nbob.baker@{DOMAIN},hide")
     change_batch_job(batch.pk)
     assert ChangeRequest.objects.count() == 1
-    change_batch_pause(actor=people["help"], batch_id=batch.pk)
-    change_batch_job(batch.pk)
+    claimed = change_batch_claim(batch_id=batch.pk)  # a step has started...
+    change_batch_pause(actor=people["help"], batch_id=batch.pk)  # ...when its owner pauses the batch
+    assert complete(BATCH, claimed) is None
     assert ChangeRequest.objects.count() == 1
     change_batch_resume(actor=people["help"], batch_id=batch.pk)
     change_batch_job(batch.pk)
