@@ -11,6 +11,8 @@ import uuid
 from django import forms
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -64,14 +66,18 @@ def _recent(user) -> list[ChangeBatch]:
 def _upload_page(request: HttpRequest, **context) -> HttpResponse:
     context.setdefault("form", BulkUploadForm())
     context.update(
-        recent=_recent(request.user), max_lines=settings.BULK_CHANGE_MAX_LINES,
-        max_kb=settings.BULK_CHANGE_MAX_BYTES // 1024, operations=OPERATION_HELP,
+        recent=_recent(request.user), can_upload=may(request.user, Action.MAILBOX_EDIT),
+        max_lines=settings.BULK_CHANGE_MAX_LINES, max_kb=settings.BULK_CHANGE_MAX_BYTES // 1024,
+        operations=OPERATION_HELP,
     )  # fmt: skip
     return render(request, "soa/bulk_upload.html", context)
 
 
-@action_required(Action.MAILBOX_EDIT)
+@login_required
 def bulk_upload_view(request: HttpRequest) -> HttpResponse:
+    """The upload form (``mailbox_edit``) and the recent batches: the user's own, or everyone's for an admin."""
+    if not (may(request.user, Action.MAILBOX_EDIT) or may(request.user, Action.PORTAL_CONFIGURE)):
+        raise PermissionDenied("Your roles do not allow bulk edits.")
     return _upload_page(request)
 
 
@@ -117,7 +123,10 @@ def bulk_confirm_view(request: HttpRequest) -> HttpResponse:
         text = confirm.data.get("text", "")
         if confirm.errors.keys() - {"reason"} or len(text.encode()) > settings.BULK_CHANGE_MAX_BYTES:
             return _upload_page(request, input_error="The confirmation was incomplete; upload the file again.")
-        preview = bulk_preview(user=request.user, lines=text.splitlines())
+        try:
+            preview = bulk_preview(user=request.user, lines=text.splitlines())
+        except BulkInputError as exc:
+            return _upload_page(request, input_error=str(exc))
         return render(
             request,
             "soa/bulk_preview.html",
@@ -142,6 +151,7 @@ def bulk_confirm_view(request: HttpRequest) -> HttpResponse:
 
 
 def _batch_or_404(request: HttpRequest, pk: int) -> ChangeBatch:
+    """The batch, for its owner or an administrator; 404 for anyone else (whether it exists is not said)."""
     batch = ChangeBatch.objects.select_related("created_by").filter(pk=pk).first()
     if batch is None or not batch_visible(request.user, batch):
         raise Http404("No such bulk edit.")
@@ -163,7 +173,7 @@ def _detail_context(request: HttpRequest, batch: ChangeBatch) -> dict:
     return {"batch": batch, "progress": batch_progress(batch), "controls": controls, "failures": failures}
 
 
-@action_required(Action.MAILBOX_EDIT)
+@login_required
 def bulk_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
     batch = _batch_or_404(request, pk)
     template = "soa/bulk_detail.html#batch-progress" if request.htmx else "soa/bulk_detail.html"
@@ -181,18 +191,18 @@ def _control(service, request: HttpRequest, pk: int, done: str) -> HttpResponse:
 
 
 @require_POST
-@action_required(Action.MAILBOX_EDIT)
+@login_required
 def bulk_pause_view(request: HttpRequest, pk: int) -> HttpResponse:
     return _control(change_batch_pause, request, pk, "Paused: no new change is made until you resume.")
 
 
 @require_POST
-@action_required(Action.MAILBOX_EDIT)
+@login_required
 def bulk_resume_view(request: HttpRequest, pk: int) -> HttpResponse:
     return _control(change_batch_resume, request, pk, "Resumed.")
 
 
 @require_POST
-@action_required(Action.MAILBOX_EDIT)
+@login_required
 def bulk_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
     return _control(change_batch_cancel, request, pk, "Cancelled: the remaining lines will not be made.")

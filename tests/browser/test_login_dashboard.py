@@ -16,6 +16,7 @@ EXPECTED_NAV = {
         "Dashboard",
         "Mailboxes",
         "Waves",
+        "Bulk edits",
         "Audit log",
         "Drift",
         "Inventory",

@@ -39,6 +39,7 @@ NAVIGATION = {
         "Dashboard",
         "Mailboxes",
         "Waves",
+        "Bulk edits",
         "Audit log",
         "Drift",
         "Inventory",

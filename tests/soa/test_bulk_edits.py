@@ -255,3 +255,25 @@ def test_the_pages_walk_from_upload_through_preview_to_the_batch(client, people,
     client.force_login(people["other"])
     assert client.get(reverse("bulk_detail", args=[batch.pk])).status_code == 404
     assert AuditEvent.objects.filter(action="soa.batch.created").count() == 1
+
+
+def test_an_admin_sees_every_batch_and_pauses_one_from_its_page_but_cannot_upload(client, people, mailboxes):
+    batch = create(people, f"ann.archer@{DOMAIN},hide")
+    client.force_login(people["admin"])
+    listing = client.get(reverse("bulk_upload")).content.decode()
+    assert reverse("bulk_detail", args=[batch.pk]) in listing and 'data-testid="bulk-preview"' not in listing
+    assert client.get(reverse("bulk_detail", args=[batch.pk])).status_code == 200
+    client.post(reverse("bulk_pause", args=[batch.pk]))
+    batch.refresh_from_db()
+    assert batch.state == BatchState.PAUSED and last_event("soa.batch.paused", batch).actor == people["admin"]
+    upload = SimpleUploadedFile("x.csv", f"ann.archer@{DOMAIN},hide".encode())
+    assert client.post(reverse("bulk_preview"), {"file": upload}).status_code == 403
+
+
+def test_a_confirmation_crafted_with_too_many_lines_is_refused_without_an_error_page(client, people, settings):
+    settings.BULK_CHANGE_MAX_LINES = 2
+    client.force_login(people["help"])
+    text = "\n".join(f"ann.archer@{DOMAIN},set,CustomAttribute{i},v" for i in range(1, 5))
+    response = client.post(reverse("bulk_confirm"), {"text": text, "idempotency_key": "k", "reason": ""})
+    assert response.status_code == 200 and "more than 2 lines" in response.content.decode()
+    assert not ChangeBatch.objects.exists()
