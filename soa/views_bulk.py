@@ -15,6 +15,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from portal.decorators import action_required
@@ -26,12 +27,14 @@ from soa.services.change_batches import (
     BulkLinesError,
     batch_control_refusal,
     batch_progress,
+    batch_stalled_since,
     batch_visible,
     change_batch_cancel,
     change_batch_create,
     change_batch_pause,
     change_batch_resume,
 )
+from writeback.jobs.change_batches import STALE_AFTER
 
 PREVIEW_ROWS = 200  # good lines listed on the preview; the counts cover all of them
 PROBLEM_ROWS = 500  # bad lines listed; the count covers all of them
@@ -170,7 +173,9 @@ def _detail_context(request: HttpRequest, batch: ChangeBatch) -> dict:
         .select_related("mailbox", "request")
         .order_by("number")[:100]
     )
-    return {"batch": batch, "progress": batch_progress(batch), "controls": controls, "failures": failures}
+    stalled_since = batch_stalled_since(batch, before=timezone.now() - STALE_AFTER)
+    return {"batch": batch, "progress": batch_progress(batch), "controls": controls, "failures": failures,
+            "stalled_since": stalled_since}  # fmt: skip
 
 
 @login_required

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from portal.audit import audit_record
@@ -283,6 +283,47 @@ def change_batch_step_done(*, batch_id: int, more: bool) -> ChangeBatch | None:
 def change_batch_step_failed(*, batch_id: int, error: str) -> ChangeBatch | None:
     """A step failed unexpectedly: the batch is PAUSED with the error (audited), for its owner to resume."""
     return _move(actor=None, batch_id=batch_id, target=BatchState.PAUSED, action="soa.batch.paused", error=error)
+
+
+def batch_stalled_since(batch: ChangeBatch, *, before: dt.datetime) -> dt.datetime | None:
+    """When a RUNNING batch's steps stopped, if it is stalled: no step since ``before`` (its heartbeat, or its start)
+    while a line's turn has come (a worker died mid-step, or its next step was never queued). None otherwise: it
+    runs, or it waits for a request to end, which queues its next step."""
+    if batch.state != BatchState.RUNNING:
+        return None
+    last = batch.heartbeat_at or batch.started_at or batch.created_at
+    if last >= before or not change_batch_next_lines(batch_id=batch.pk, limit=1):
+        return None
+    return last
+
+
+def change_batches_stalled(*, before: dt.datetime) -> list[int]:
+    """The batches the sweep restarts: stalled (``batch_stalled_since``) and with nothing else moving since
+    ``before`` (not restarted since, and no request of theirs changed since, whose end has queued a step)."""
+    recent = ChangeBatchLine.objects.filter(batch_id=OuterRef("pk"), request__updated_at__gte=before)
+    candidates = (
+        ChangeBatch.objects.filter(state=BatchState.RUNNING, updated_at__lt=before)
+        .filter(Q(heartbeat_at__lt=before) | Q(heartbeat_at=None))
+        .exclude(Exists(recent))
+        .order_by("pk")
+    )
+    return [batch.pk for batch in candidates if batch_stalled_since(batch, before=before) is not None]
+
+
+def change_batch_restart(*, batch_id: int, before: dt.datetime) -> ChangeBatch | None:
+    """The sweep's restart of a stalled batch: its next step queued after commit, audited ``soa.batch.restarted``
+    with when its steps stopped. None when it is no longer stalled (a step or its owner moved it meanwhile)."""
+    with transaction.atomic():
+        batch = ChangeBatch.objects.select_for_update(skip_locked=True).filter(pk=batch_id).first()
+        since = batch_stalled_since(batch, before=before) if batch is not None else None
+        if since is None or batch.updated_at >= before:
+            return None
+        batch.save(update_fields=["updated_at"])  # restarted now: the next sweep waits a staleness again
+        snapshot = batch.audit_snapshot()
+        audit_record(actor=None, action="soa.batch.restarted", obj=batch, before=snapshot, after=snapshot,
+                     reason=f"No step since {since:%Y-%m-%d %H:%M:%S} UTC; the sweep queued the next.")  # fmt: skip
+        transaction.on_commit(lambda: jobs.change_batch_enqueue(batch_id=batch_id))
+    return batch
 
 
 def batch_pace() -> dt.timedelta:
