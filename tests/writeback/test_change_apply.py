@@ -33,12 +33,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 USERS = 30
 SEED = 43
-_USED: set[str] = set()  # mailboxes an earlier test of the module edited (the tenant outlives each test's database)
+_USED: set[str] = set()  # mailboxes an earlier test of the tenant edited (the tenant outlives each test's database)
 _keys = iter(range(1, 1_000_000))
 
 
 @pytest.fixture(scope="module")
 def tenant():
+    _USED.clear()  # a new tenant for each module that uses it: none of its mailboxes has been edited yet
     with private_tenant(users=USERS, seed=SEED) as (directory, exchange, _report):
         # More cloud-managed mailboxes than the seed's tenth, one for each test that needs its own.
         synced = sorted((m for m in exchange.mailboxes() if m.get("IsDirSynced")), key=lambda m: m["Alias"])
