@@ -39,6 +39,8 @@ from soa.services.changes import (
     change_request_reject,
 )
 from soa.validation import EMAIL_ADDRESSES, PRIMARY_ADDRESS
+from writeback.models import WritebackTask
+from writeback.selectors import writeback_tasks_of
 
 CHANGE_ROWS = 20  # requests listed on the page, newest first
 # What a request's results call each system (the apply job's keys).
@@ -73,9 +75,27 @@ def _shown(refusal: Refusal | None) -> str | None:
     return str(refusal) if refusal and refusal.kind == Refusal.RULE else None
 
 
-def _results(change: ChangeRequest) -> list[dict]:
+def _writeback_state(task: WritebackTask | None) -> tuple[str, str]:
+    """The AD writeback a cloud-managed request asked for, as its task stands (state, the directory's message)."""
+    if task is None:
+        return "writeback requested", ""
+    state = task.State
+    if task.state == state.DONE:
+        return ("written", "") if task.applied else ("written", "AD already held these values.")
+    if task.state == state.FAILED:
+        return "failed", task.error
+    if task.state == state.SUPERSEDED:
+        return "superseded", "A later writeback of this mailbox carries these values."
+    if task.state == state.RUNNING:
+        return "being written", ""
+    return "queued", (f"Will try again: {task.error}" if task.error else "")
+
+
+def _results(change: ChangeRequest, tasks: dict[int, WritebackTask]) -> list[dict]:
     """Each system's answer as the apply job recorded it (``results["exchange"]``, ``results["directory"]``): whether
-    it was written, and the job's note about it; a note on the request as a whole (the route changed) comes last."""
+    it was written, and the job's note about it; for a cloud-managed request, AD's line is the state of the writeback
+    it asked for (``results["directory"]["writeback_task"]``). A note on the request as a whole (the route changed)
+    comes last."""
     results = change.results or {}
     shown = []
     for system, label in SYSTEMS.items():
@@ -84,10 +104,19 @@ def _results(change: ChangeRequest) -> list[dict]:
             continue
         written = result.get("written")
         state = "written" if written else ("nothing written" if written is False else "")
-        shown.append({"system": label, "state": state, "message": str(result.get("note") or "")})
+        message = str(result.get("note") or "")
+        if result.get("writeback_task") is not None:
+            state, message = _writeback_state(tasks.get(_task_id(result)))
+        shown.append({"system": label, "state": state, "message": message})
     if results.get("note"):
         shown.append({"system": "Note", "state": "", "message": str(results["note"])})
     return shown
+
+
+def _task_id(result: dict) -> int | None:
+    with contextlib.suppress(TypeError, ValueError):
+        return int(result.get("writeback_task"))
+    return None
 
 
 def _describe(operation: dict) -> str:
@@ -101,10 +130,14 @@ def _describe(operation: dict) -> str:
     return label
 
 
-def _change_rows(user, changes: list[ChangeRequest]) -> list[dict]:
+def _change_rows(user, mailbox: Mailbox, changes: list[ChangeRequest]) -> list[dict]:
+    directory = [(change.results or {}).get("directory") for change in changes]
+    tasks = writeback_tasks_of(user=user, mailbox=mailbox, task_ids=[
+        task_id for result in directory if isinstance(result, dict) and (task_id := _task_id(result)) is not None
+    ])  # fmt: skip
     rows = []
     for change in changes:
-        row = {"change": change, "results": _results(change), "approve": None, "reject": None, "cancel": None,
+        row = {"change": change, "results": _results(change, tasks), "approve": None, "reject": None, "cancel": None,
                "operations": [_describe(operation) for operation in change.operations],
                "diff": preview_rows(change.before or {}, change.desired or {})}  # fmt: skip
         if change.state == ChangeState.PENDING_APPROVAL:
@@ -132,7 +165,7 @@ def page_context(request: HttpRequest, mailbox: Mailbox, **given) -> dict:
         "open_change": open_change,
         "exchange_rows": _rows(mailbox, EXCHANGE_ATTRIBUTES, editable=editable),
         "identity_rows": _rows(mailbox, IDENTITY_ATTRIBUTES, editable=False),
-        "change_rows": _change_rows(user, list(changes[:CHANGE_ROWS])),
+        "change_rows": _change_rows(user, mailbox, list(changes[:CHANGE_ROWS])),
         "polling": open_change is not None and "deciding" not in given,
         "reason_required": settings.CHANGE_REASON_REQUIRED,
     }
