@@ -742,3 +742,15 @@ def test_a_superuser_cannot_redefine_a_role_through_django_admin(client, make_us
     client.post(f"/django-admin/auth/group/{auditor_group.pk}/change/", {"name": "auditor", "permissions": widened})
     audrey = make_user("audrey", Role.AUDITOR)
     assert not may(audrey, Action.MAILBOX_EDIT, SALES)
+
+
+def test_not_found_and_not_allowed_are_portal_pages_that_reveal_nothing(client, make_user):
+    """A mailbox outside the user's scope answers 404 like one that does not exist, on the portal's own page with its
+    navigation; a page the roles do not include answers 403 the same way."""
+    client.force_login(make_user("helen", Role.HELPDESK))
+    missing = client.get("/mailboxes/999999/")
+    assert missing.status_code == 404
+    text = missing.content.decode()
+    assert "<h1>Not found</h1>" in text and "Sign out" in text and "999999" not in text
+    refused = client.get("/audit/")
+    assert refused.status_code == 403 and "<h1>Not allowed</h1>" in refused.content.decode()
