@@ -26,13 +26,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_edit_latency import _database, _point_settings_at  # noqa: E402
-from bench.common import load_line, machine_line, setup_django  # noqa: E402
+from bench.common import (  # noqa: E402
+    cloud_managed_tenant,
+    fresh_postgres,
+    load_line,
+    machine_line,
+    point_settings_at,
+    setup_django,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_LOG = Path(tempfile.gettempdir()) / "bench_bulk_csv_worker.log"
@@ -45,19 +50,12 @@ def main() -> int:
     parser.add_argument("--apply-lines", type=int, default=300)
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     args = parser.parse_args()
-    if args.database == "postgres":
-        import bench.bench_edit_latency as latency
-
-        latency.POSTGRES_NAME = "soa_portal_bench_bulk"
-    _database(args.database)
+    fresh_postgres(args.database, "soa_portal_bench_bulk")
     engine = setup_django("bulk-csv")
 
     from django.conf import settings
     from django.utils import timezone
 
-    from portal.models import User
-    from portal.roles import Role
-    from portal.services import role_assign
     from sandbox.directory import SandboxDirectory
     from sandbox.exchange_online import ExchangeOnlineEmulator
     from sandbox.redis_server import RedisServer
@@ -67,10 +65,7 @@ def main() -> int:
     from soa.services.change_batches import change_batch_create
     from soa.services.changes import change_request_create, editable_values
     from soa.validation import Lookups, validate_change
-    from writeback.inventory import inventory_run_request
     from writeback.jobs.change_batches import change_batch_job
-    from writeback.jobs.inventory import claim, execute
-    from writeback.models import InventoryRun
 
     print("bench_bulk_csv: a bulk edit's preview, request creation and apply rates")
     print(machine_line())
@@ -81,16 +76,8 @@ def main() -> int:
         ExchangeOnlineEmulator.start(directory=directory) as exchange,
         RedisServer.start() as redis_server,
     ):
-        env = _point_settings_at(directory, exchange, redis_server.url)
-        exchange.sync()
-        for mailbox in exchange.mailboxes():
-            if mailbox.get("IsDirSynced"):
-                exchange.update_mailbox(mailbox["ExternalDirectoryObjectId"], IsExchangeCloudManaged=True)
-        run = inventory_run_request(actor=None, mode=InventoryRun.Mode.FULL, enqueue=False)
-        if execute(claim(run.pk)).state != InventoryRun.State.DONE:
-            raise SystemExit("the inventory import failed")
-        helpdesk = User.objects.create_user(username="bench-helpdesk", password=uuid.uuid4().hex)
-        role_assign(actor=None, user=helpdesk, role=Role.HELPDESK, tenant_wide=True)
+        env = point_settings_at(directory, exchange, redis_server.url)
+        helpdesk = cloud_managed_tenant(exchange)
         mailboxes = list(
             Mailbox.objects.filter(authority=Authority.CLOUD, in_ad=True, in_exo=True)
             .exclude(ad_guid=None)

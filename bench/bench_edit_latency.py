@@ -31,41 +31,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Figure, load_line, machine_line, setup_django  # noqa: E402
+from bench.common import (  # noqa: E402
+    Figure,
+    cloud_managed_tenant,
+    fresh_postgres,
+    load_line,
+    machine_line,
+    point_settings_at,
+    setup_django,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_LOG = Path(tempfile.gettempdir()) / "bench_edit_latency_worker.log"
 POSTGRES_NAME = "soa_portal_bench_edit"
-
-
-def _database(kind: str) -> None:
-    if kind != "postgres" or os.environ.get("DATABASE_URL"):
-        return
-    import psycopg
-
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {POSTGRES_NAME}")
-        conn.execute(f"CREATE DATABASE {POSTGRES_NAME}")
-    os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{POSTGRES_NAME}"
-
-
-def _point_settings_at(directory, exchange, redis_url: str) -> dict[str, str]:
-    """Point this process's settings at the bench's stack; returns the worker's environment."""
-    from django.conf import settings
-
-    client = exchange.clients["secret"]
-    values = {
-        "LDAP_URL": directory.url, "LDAP_BIND_DN": directory.bind_dn, "LDAP_BASE_DN": directory.base_dn,
-        "LDAP_PASSWORD_FILE": str(directory.password_file), "REDIS_URL": redis_url,
-        "EXO_BASE_URL": exchange.base_url, "EXO_TENANT": exchange.tenant_id, "ENTRA_AUTHORITY": exchange.authority,
-        "GRAPH_BASE_URL": exchange.base_url, "ENTRA_CLIENT_ID": client["client_id"],
-        "ENTRA_CLIENT_SECRET_FILE": client["client_secret_file"], "EXO_CA_FILE": str(exchange.ca_file),
-    }  # fmt: skip
-    for name, value in values.items():
-        setattr(settings, name, value)
-    settings.RQ_QUEUES = {name: {**config, "URL": redis_url} for name, config in settings.RQ_QUEUES.items()}
-    return {**os.environ, **values, "DJANGO_SETTINGS_MODULE": "portal.settings", "DJANGO_DEBUG": "true",
-            "LOG_LEVEL": "WARNING", "DATABASE_URL": os.environ["DATABASE_URL"]}  # fmt: skip
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -79,15 +57,12 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     args = parser.parse_args()
-    _database(args.database)
+    fresh_postgres(args.database, POSTGRES_NAME)
     engine = setup_django("edit-latency")
 
     import ldap3
     from ldap3.utils.conv import escape_bytes
 
-    from portal.models import User
-    from portal.roles import Role
-    from portal.services import role_assign
     from sandbox.directory import SandboxDirectory
     from sandbox.exchange_online import ExchangeOnlineEmulator
     from sandbox.redis_server import RedisServer
@@ -95,9 +70,6 @@ def main() -> int:
     from soa.models import ChangeRequest, Mailbox
     from soa.services.changes import change_request_create
     from writeback.exchange import ExchangeConfig, ExchangeOnlineClient
-    from writeback.inventory import inventory_run_request
-    from writeback.jobs.inventory import claim, execute
-    from writeback.models import InventoryRun
 
     print("bench_edit_latency: a help-desk alias added to a cloud-managed mailbox, request to AD read-back")
     print(machine_line())
@@ -108,16 +80,8 @@ def main() -> int:
         ExchangeOnlineEmulator.start(directory=directory) as exchange,
         RedisServer.start() as redis_server,
     ):
-        env = _point_settings_at(directory, exchange, redis_server.url)
-        exchange.sync()
-        for mailbox in exchange.mailboxes():
-            if mailbox.get("IsDirSynced"):
-                exchange.update_mailbox(mailbox["ExternalDirectoryObjectId"], IsExchangeCloudManaged=True)
-        run = inventory_run_request(actor=None, mode=InventoryRun.Mode.FULL, enqueue=False)
-        if execute(claim(run.pk)).state != InventoryRun.State.DONE:
-            raise SystemExit("the inventory import failed")
-        helpdesk = User.objects.create_user(username="bench-helpdesk", password=uuid.uuid4().hex)
-        role_assign(actor=None, user=helpdesk, role=Role.HELPDESK, tenant_wide=True)
+        env = point_settings_at(directory, exchange, redis_server.url)
+        helpdesk = cloud_managed_tenant(exchange)
         mailboxes = list(
             Mailbox.objects.filter(authority=Authority.CLOUD, in_ad=True, in_exo=True)
             .exclude(ad_guid=None)

@@ -71,3 +71,59 @@ def setup_django(name: str) -> str:
 
     call_command("migrate", verbosity=0)
     return settings.DATABASES["default"]["ENGINE"]
+
+
+def fresh_postgres(kind: str, name: str) -> None:
+    """With ``kind`` "postgres" and no DATABASE_URL given, point DATABASE_URL at a new, empty database ``name``
+    on the machine's PostgreSQL (dropped first if an earlier run left it). Call before setup_django."""
+    if kind != "postgres" or os.environ.get("DATABASE_URL"):
+        return
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{name}"
+
+
+def point_settings_at(directory, exchange, redis_url: str) -> dict[str, str]:
+    """Point this process's settings at a bench's directory, emulator and Redis; returns a worker's environment."""
+    from django.conf import settings
+
+    client = exchange.clients["secret"]
+    values = {
+        "LDAP_URL": directory.url, "LDAP_BIND_DN": directory.bind_dn, "LDAP_BASE_DN": directory.base_dn,
+        "LDAP_PASSWORD_FILE": str(directory.password_file), "REDIS_URL": redis_url,
+        "EXO_BASE_URL": exchange.base_url, "EXO_TENANT": exchange.tenant_id, "ENTRA_AUTHORITY": exchange.authority,
+        "GRAPH_BASE_URL": exchange.base_url, "ENTRA_CLIENT_ID": client["client_id"],
+        "ENTRA_CLIENT_SECRET_FILE": client["client_secret_file"], "EXO_CA_FILE": str(exchange.ca_file),
+    }  # fmt: skip
+    for name, value in values.items():
+        setattr(settings, name, value)
+    settings.RQ_QUEUES = {name: {**config, "URL": redis_url} for name, config in settings.RQ_QUEUES.items()}
+    return {**os.environ, **values, "DJANGO_SETTINGS_MODULE": "portal.settings", "DJANGO_DEBUG": "true",
+            "LOG_LEVEL": "WARNING", "DATABASE_URL": os.environ["DATABASE_URL"]}  # fmt: skip
+
+
+def cloud_managed_tenant(exchange):
+    """Make every synced mailbox of the emulator cloud-managed, import the tenant, and return a tenant-wide help
+    desk user: the starting point of the help-desk edit benches."""
+    import uuid
+
+    from portal.models import User
+    from portal.roles import Role
+    from portal.services import role_assign
+    from writeback.inventory import inventory_run_request
+    from writeback.jobs.inventory import claim, execute
+    from writeback.models import InventoryRun
+
+    exchange.sync()
+    for mailbox in exchange.mailboxes():
+        if mailbox.get("IsDirSynced"):
+            exchange.update_mailbox(mailbox["ExternalDirectoryObjectId"], IsExchangeCloudManaged=True)
+    run = inventory_run_request(actor=None, mode=InventoryRun.Mode.FULL, enqueue=False)
+    if execute(claim(run.pk)).state != InventoryRun.State.DONE:
+        raise SystemExit("the inventory import failed")
+    helpdesk = User.objects.create_user(username="bench-helpdesk", password=uuid.uuid4().hex)
+    role_assign(actor=None, user=helpdesk, role=Role.HELPDESK, tenant_wide=True)
+    return helpdesk
