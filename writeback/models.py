@@ -6,7 +6,50 @@ from django.db import models
 from django.utils import timezone
 
 
-class InventoryRun(models.Model):
+class TenantReadRun(models.Model):
+    """What every run that reads both sides of the tenant carries (abstract): the job lifecycle's fields
+    (writeback.jobs.lifecycle: state, claim and heartbeat times, the RQ job, the error) and the marks an incremental
+    read starts from (Exchange's newest WhenChangedUTC; AD's change mark, trusted only on the server that issued it).
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "QUEUED", "Queued"
+        RUNNING = "RUNNING", "Running"
+        DONE = "DONE", "Done"
+        FAILED = "FAILED", "Failed"
+
+    OPEN_STATES = (State.QUEUED, State.RUNNING)
+
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="last sign of life of a running run (the sweep fails it when too old)"
+    )
+    finished_at = models.DateTimeField(null=True, blank=True)
+    job_id = models.CharField(max_length=64, blank=True)
+    exo_high_water = models.DateTimeField(null=True, blank=True, help_text="newest WhenChangedUTC seen")
+    ad_high_water = models.CharField(max_length=128, blank=True, help_text="directory change mark before the read")
+    ad_server = models.CharField(max_length=1024, blank=True, help_text="directory server the change mark is from")
+    ad_full_reason = models.CharField(
+        max_length=512, blank=True, help_text="why this incremental run read the whole directory"
+    )
+    ad_ous_changed = models.PositiveIntegerField(default=0, help_text="OUs renamed, moved or changed since the mark")
+    error = models.TextField(blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-id"]
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in self.OPEN_STATES
+
+
+class InventoryRun(TenantReadRun):
     """One import of the tenant's mailboxes from Exchange Online and Active Directory.
 
     The row is the truth about the run (Redis only delivers the job): its counters are updated after every
@@ -18,26 +61,7 @@ class InventoryRun(models.Model):
         FULL = "FULL", "Full"
         INCREMENTAL = "INCREMENTAL", "Changes since the last run"
 
-    class State(models.TextChoices):
-        QUEUED = "QUEUED", "Queued"
-        RUNNING = "RUNNING", "Running"
-        DONE = "DONE", "Done"
-        FAILED = "FAILED", "Failed"
-
-    OPEN_STATES = (State.QUEUED, State.RUNNING)
-
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.FULL)
-    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
-    requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
-    )
-    requested_at = models.DateTimeField(default=timezone.now)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(
-        null=True, blank=True, help_text="last sign of life of a running import (the sweep fails it when too old)"
-    )
-    finished_at = models.DateTimeField(null=True, blank=True)
-    job_id = models.CharField(max_length=64, blank=True)
     phase = models.CharField(max_length=32, blank=True, help_text="what the run is reading now")
     expected = models.PositiveIntegerField(default=0, help_text="objects expected per side (for the ETA)")
     ad_read = models.PositiveIntegerField(default=0)
@@ -52,18 +76,8 @@ class InventoryRun(models.Model):
     graph_read = models.PositiveIntegerField(default=0, help_text="Entra users read through Graph")
     graph_paired = models.PositiveIntegerField(default=0, help_text="AD users paired (or re-paired) through Graph")
     pairings = models.JSONField(default=dict, blank=True, help_text="paired mailboxes by pairing method, at the end")
-    exo_high_water = models.DateTimeField(null=True, blank=True, help_text="newest WhenChangedUTC seen")
-    ad_high_water = models.CharField(max_length=128, blank=True, help_text="directory change mark before the read")
-    # A change mark is a number on one domain controller: it is only trusted on the server that issued it.
-    ad_server = models.CharField(max_length=1024, blank=True, help_text="directory server the change mark is from")
-    ad_full_reason = models.CharField(
-        max_length=512, blank=True, help_text="why this incremental run read the whole directory"
-    )
-    ad_ous_changed = models.PositiveIntegerField(default=0, help_text="OUs renamed, moved or changed since the mark")
-    error = models.TextField(blank=True)
 
-    class Meta:
-        ordering = ["-id"]
+    class Meta(TenantReadRun.Meta):
         constraints = [
             # At most one open run: two imports writing the same rows would only fight.
             models.UniqueConstraint(
@@ -73,10 +87,6 @@ class InventoryRun(models.Model):
 
     def __str__(self) -> str:
         return f"Inventory run #{self.pk} ({self.get_mode_display()}, {self.get_state_display()})"
-
-    @property
-    def is_open(self) -> bool:
-        return self.state in self.OPEN_STATES
 
     @property
     def processed(self) -> int:
@@ -238,7 +248,7 @@ class DriftFinding(models.Model):
         return self.resolved_at is None
 
 
-class DriftScan(models.Model):
+class DriftScan(TenantReadRun):
     """One comparison of the written-back attributes of cloud-managed mailboxes between Exchange Online and AD
     (writeback.jobs.drift). A full scan reads both sides whole; an incremental one reads what changed since the last
     completed scan (Exchange's ``WhenChangedUTC``, AD's change mark from the same server, as the inventory's
@@ -249,38 +259,14 @@ class DriftScan(models.Model):
         FULL = "FULL", "Full"
         INCREMENTAL = "INCREMENTAL", "Changes since the last scan"
 
-    class State(models.TextChoices):
-        QUEUED = "QUEUED", "Queued"
-        RUNNING = "RUNNING", "Running"
-        DONE = "DONE", "Done"
-        FAILED = "FAILED", "Failed"
-
-    OPEN_STATES = (State.QUEUED, State.RUNNING)
-
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.FULL)
-    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
-    requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
-    )
-    requested_at = models.DateTimeField(default=timezone.now)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    job_id = models.CharField(max_length=64, blank=True)
     ad_read = models.PositiveIntegerField(default=0, help_text="AD users read")
     exo_read = models.PositiveIntegerField(default=0, help_text="Get-Mailbox objects read")
     compared = models.PositiveIntegerField(default=0, help_text="cloud-managed mailboxes compared")
     found = models.PositiveIntegerField(default=0, help_text="new drift findings recorded")
     cleared = models.PositiveIntegerField(default=0, help_text="open findings closed: the two sides agree again")
-    exo_high_water = models.DateTimeField(null=True, blank=True, help_text="newest WhenChangedUTC seen")
-    ad_high_water = models.CharField(max_length=128, blank=True, help_text="directory change mark before the read")
-    ad_server = models.CharField(max_length=1024, blank=True, help_text="directory server the change mark is from")
-    ad_full_reason = models.CharField(max_length=512, blank=True, help_text="why an incremental scan read all of AD")
-    ad_ous_changed = models.PositiveIntegerField(default=0, help_text="OUs renamed, moved or changed since the mark")
-    error = models.TextField(blank=True)
 
-    class Meta:
-        ordering = ["-id"]
+    class Meta(TenantReadRun.Meta):
         constraints = [
             models.UniqueConstraint(
                 fields=["state"], condition=models.Q(state__in=["QUEUED", "RUNNING"]), name="one_open_drift_scan"
@@ -289,10 +275,6 @@ class DriftScan(models.Model):
 
     def __str__(self) -> str:
         return f"Drift scan #{self.pk} ({self.get_mode_display()}, {self.get_state_display()})"
-
-    @property
-    def is_open(self) -> bool:
-        return self.state in self.OPEN_STATES
 
     def audit_snapshot(self) -> dict:
         fields = ("mode", "state", "ad_read", "exo_read", "compared", "found", "cleared", "ad_full_reason", "error")
