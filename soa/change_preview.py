@@ -19,13 +19,10 @@ from soa.attributes import BY_EXO, MappedAttribute
 from soa.choices import ROUTE_BY_AUTHORITY, ChangeRoute
 from soa.models import Mailbox
 from soa.services.changes import (
-    ChangeConflict,
     ChangeValidationError,
     approval_operations,
     change_lookups,
-    editable_values,
-    mailbox_name,
-    refuse_if_side_missing,
+    current_values_for_edit,
 )
 from soa.validation import validate_change
 
@@ -74,14 +71,7 @@ def change_preview(*, user: User, mailbox: Mailbox, operations: Any, base_versio
     """What ``change_request_create`` would make of this edit now, writing nothing; raises what it would raise for
     a stale page (ChangeConflict), a bad edit (ChangeValidationError) or a mailbox missing from its authoritative
     side (SoaError). The reason is asked for on the preview, so it is not checked here."""
-    current = editable_values(mailbox)
-    if base_version != mailbox.version:
-        raise ChangeConflict(
-            f"{mailbox_name(mailbox)} changed since you opened it; nothing was saved. Check its current values "
-            "and make your change again.",
-            current=current, version=mailbox.version,
-        )  # fmt: skip
-    refuse_if_side_missing(mailbox)
+    current = current_values_for_edit(mailbox, base_version)
     lookups = change_lookups(actor=user, mailbox=mailbox, operations=operations, now=timezone.now())
     outcome = validate_change(current, operations, lookups)
     if outcome.errors:

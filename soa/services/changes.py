@@ -288,14 +288,7 @@ def change_request_create(
                 return replay  # the same form sent twice: one request
             raise SoaError("This form was already used for another change; reload the page and make the change again.")
         now = timezone.now()
-        current = editable_values(mailbox)
-        if base_version != mailbox.version:
-            raise ChangeConflict(
-                f"{mailbox_name(mailbox)} changed since you opened it; nothing was saved. Check its current "
-                "values and make your change again.",
-                current=current, version=mailbox.version,
-            )  # fmt: skip
-        refuse_if_side_missing(mailbox)
+        current = current_values_for_edit(mailbox, base_version)
         _close_or_refuse_open_request(mailbox, now)
         reason = (reason or "").strip()
         known = change_lookups(actor=actor, mailbox=mailbox, operations=operations, now=now)
@@ -321,6 +314,21 @@ def change_request_create(
             audit_record(actor=actor, action="soa.change.requested", obj=request, after=after, reason=reason)
         _enqueue_after_commit(request)
     return request
+
+
+def current_values_for_edit(mailbox: Mailbox, base_version: int) -> dict[str, Any]:
+    """The mailbox's editable values, once it is certain an edit based on ``base_version`` may be checked against
+    them: a stale page raises ChangeConflict carrying the current values, a missing authoritative side SoaError.
+    Shared by change_request_create and the read-only preview, so the preview never promises what creation refuses."""
+    current = editable_values(mailbox)
+    if base_version != mailbox.version:
+        raise ChangeConflict(
+            f"{mailbox_name(mailbox)} changed since you opened it; nothing was saved. Check its current "
+            "values and make your change again.",
+            current=current, version=mailbox.version,
+        )  # fmt: skip
+    refuse_if_side_missing(mailbox)
+    return current
 
 
 def refuse_if_side_missing(mailbox: Mailbox) -> None:
