@@ -23,7 +23,7 @@ from writeback.jobs.lifecycle import require_run_transition
 from writeback.models import WritebackTask
 
 EXCHANGE_NAMES = frozenset(attribute.exo for attribute in EXCHANGE_ATTRIBUTES)
-# A task's job does one read, one modify and one read-back; RQ's timeout only bounds a hung worker.
+# A job writes a batch of tasks (two searches and a modify each); RQ's timeout only bounds a hung worker.
 JOB_TIMEOUT = 300
 
 
@@ -31,14 +31,32 @@ class WritebackError(Exception):
     """A writeback request or retry refused, or a write AD did not take; the message says why and what to do."""
 
 
-def writeback_enqueue(task_id: int, *, at=None) -> str:
-    """Queue (or schedule for ``at``) the job of one task. Call after the commit. A scheduled job's id is noted on
-    the task at once; a queued one's by its claim: an update here could hold the row just as an idle worker's claim
-    (skip_locked) reaches it, and the claim would pass the task by."""
+def writeback_enqueue(task_id: int, *, at=None) -> str | None:
+    """Queue (or schedule for ``at``) the job of one task. Call after the commit. Returns the job id, or None when a
+    writeback job is already waiting in the queue: it has not claimed yet, and its batch takes every due task, this
+    one included (writeback.jobs.writeback), so a backlog of requests is written in batches, not a job each.
+
+    A scheduled job's id is noted on the task at once; a queued one's by its claim: an update here could hold the
+    row just as an idle worker's claim (skip_locked) reaches it, and the claim would pass the task by."""
+    if at is None and _queue_waiting():
+        return None
     job_id = enqueue(WRITEBACK_TASK_JOB, task_id, queue=WRITEBACK_QUEUE, at=at, job_timeout=JOB_TIMEOUT)
     if at is not None:
         WritebackTask.objects.filter(pk=task_id, state=WritebackTask.State.QUEUED).update(job_id=job_id)
     return job_id
+
+
+def writeback_drain_enqueue() -> str | None:
+    """Queue a job that writes a batch of due tasks, unless one is already waiting (None then)."""
+    if _queue_waiting():
+        return None
+    return enqueue(WRITEBACK_TASK_JOB, None, queue=WRITEBACK_QUEUE, job_timeout=JOB_TIMEOUT)
+
+
+def _queue_waiting() -> bool:
+    import django_rq
+
+    return django_rq.get_queue(WRITEBACK_QUEUE).count > 0
 
 
 def _desired(desired: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from soa.models import Mailbox
 from soa.values import ad_values
 from writeback.directory import DirectoryClient, DirectoryConfig
 
-USERS = 40
+USERS = 60
 SEED = 71
 MOERA_DOMAIN = "contoso.onmicrosoft.com"
 

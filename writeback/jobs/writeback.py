@@ -14,6 +14,13 @@ Drift: an attribute whose AD value the portal did not write and that differs fro
 (``writeback.drift.found``), writes the cloud's value over it (the cloud holds authority) and closes the finding
 (``writeback.drift.resolved``), in the finish's transaction; a write that fails leaves the finding open.
 
+Batches: a job claims its own task and up to BATCH - 1 other due ones (queued, not waiting for a scheduled retry, of
+mailboxes with no task running), each counted as an attempt and audited as above, and writes them together
+(writeback.directory.batch.write_many: one search for all, a modify each, one search to read them back). Each task
+then ends on its own, exactly as a task written alone would. A full batch queues a follow-up job first, so a backlog
+spreads over every idle worker; a request that finds a job already waiting in the queue queues none
+(writeback.tasks.writeback_enqueue), since that job will take it.
+
 Errors: a retryable directory error (busy, unavailable, a broken connection) releases the task back to QUEUED and
 schedules its job after WRITEBACK_RETRY's backoff (``writeback.task.released``); the worker never sleeps. After the
 policy's last attempt, or on a permanent error, the task ends FAILED with the directory's message
@@ -23,31 +30,35 @@ returns tasks whose heartbeat stopped the same way (``writeback_sweep``).
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from portal.audit import audit_record
+from portal.correlation import correlation_scope
 from soa.attributes import by_ad_name
 from soa.models import Mailbox
 from soa.values import refresh_drift
 from writeback.directory import DirectoryClient, DirectoryConfig, DirectoryError, Written
+from writeback.directory.batch import Item, Outcome, write_many
 from writeback.jobs.lifecycle import (
     WRITEBACK_RETRY,
+    RunAbandoned,
     Work,
-    perform,
+    describe,
     require_run_transition,
     run_fail,
     run_finish,
-    run_heartbeat,
     run_move,
     run_release,
 )
 from writeback.models import DriftFinding, WritebackTask
-from writeback.tasks import WritebackError, writeback_enqueue
+from writeback.tasks import WritebackError, writeback_drain_enqueue, writeback_enqueue
 from writeback.writeback_plan import Finding, ad_desired, ad_side, drift_findings, not_taken
 
 logger = logging.getLogger(__name__)
@@ -65,6 +76,10 @@ DRIFT_RESOLVED = "writeback.drift.resolved"
 STALE_AFTER = dt.timedelta(minutes=5)
 # How many of the mailbox's earlier writebacks count as "written by the portal" when AD holds their values.
 HISTORY = 5
+# Tasks one job claims and writes together: two searches and a modify each on the wire, their rows ended one by one.
+BATCH = 50
+# A batch says it is alive at least this often while it writes (STALE_AFTER is far longer).
+HEARTBEAT_EVERY = 10.0
 
 State = WritebackTask.State
 
@@ -101,25 +116,49 @@ def directory_client() -> DirectoryClient:
 def claim(task_id: int) -> Claimed | None:
     """QUEUED -> RUNNING with one attempt more (audited); None when the task is not queued, another worker holds
     it, or another task of its mailbox is running (that one's end queues this one)."""
+    claimed = claim_batch(task_id, limit=1)
+    return claimed[0] if claimed and claimed[0].task.pk == task_id else None
+
+
+def claim_batch(task_id: int | None, *, limit: int | None = None) -> list[Claimed]:
+    """Claim ``task_id`` (when it is queued, whatever its retry time: its job was delivered) and due queued tasks up
+    to ``limit`` in all, oldest first, at most one per mailbox and none of a mailbox whose task is running; each
+    QUEUED -> RUNNING with one attempt more, audited under its own correlation id, in one transaction."""
+    limit = BATCH if limit is None else limit
+    now = timezone.now()
     with transaction.atomic():
-        task = (
+        running = WritebackTask.objects.filter(state=State.RUNNING).values("mailbox_id")
+        queued = (
             WritebackTask.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("mailbox")
-            .filter(pk=task_id)
-            .first()
+            .filter(state=State.QUEUED)
+            .exclude(mailbox_id__in=running)
         )
-        if task is None or task.state != State.QUEUED:
-            return None
-        if WritebackTask.objects.filter(mailbox_id=task.mailbox_id, state=State.RUNNING).exists():
-            return None
-        require_run_transition(task, State.RUNNING)
-        before = task.audit_snapshot()
-        task.state, task.attempts, task.retry_at = State.RUNNING, task.attempts + 1, None
-        task.started_at = task.heartbeat_at = timezone.now()
-        task.job_id = _current_job_id() or task.job_id
-        task.save(update_fields=["state", "attempts", "retry_at", "started_at", "heartbeat_at", "job_id"])
-        audit_record(actor=None, action=STARTED, obj=task, before=before, after=task.audit_snapshot())
-    return Claimed(task=task, last_known=dict(task.mailbox.ad_values))
+        tasks = list(queued.filter(pk=task_id)) if task_id is not None else []
+        if len(tasks) < limit:
+            due = queued.filter(Q(retry_at__isnull=True) | Q(retry_at__lte=now)).exclude(pk=task_id)
+            tasks += list(due.order_by("pk")[: limit - len(tasks)])
+        job_id = _current_job_id()
+        claimed, mailboxes = [], set()
+        for task in tasks:
+            if task.mailbox_id in mailboxes:
+                continue  # the constraint allows one queued task a mailbox; a second could only be mid-supersede
+            mailboxes.add(task.mailbox_id)
+            require_run_transition(task, State.RUNNING)
+            before = task.audit_snapshot()
+            task.state, task.attempts, task.retry_at = State.RUNNING, task.attempts + 1, None
+            task.started_at = task.heartbeat_at = now
+            task.job_id = job_id or task.job_id
+            with correlation_scope(_correlation(task)):
+                audit_record(actor=None, action=STARTED, obj=task, before=before, after=task.audit_snapshot())
+            claimed.append(Claimed(task=task, last_known=dict(task.mailbox.ad_values)))
+        fields = ["state", "attempts", "retry_at", "started_at", "heartbeat_at", "job_id"]
+        WritebackTask.objects.bulk_update([item.task for item in claimed], fields)
+    return claimed
+
+
+def _correlation(task: WritebackTask) -> str:
+    return task.correlation_id or f"writeback-{task.pk}"
 
 
 def _current_job_id() -> str:
@@ -129,31 +168,81 @@ def _current_job_id() -> str:
     return job.id if job is not None else ""
 
 
-def _run(claimed: Claimed) -> Written:
-    """Read, write the difference, read back; no transaction is open here. Raises the directory's errors, or
-    WritebackError when AD, read back, does not hold what was written."""
-    task = claimed.task
-    guid = task.mailbox.ad_guid
-    if guid is None:
-        raise WritebackError(f"{task.mailbox} has no AD user the portal knows of; import the inventory first.")
+class _Beat:
+    """The batch's heartbeat: every task still in flight, at most every HEARTBEAT_EVERY seconds, and before a modify
+    is planned; a task the sweep has taken from this worker (no longer RUNNING) stops there (RunAbandoned)."""
 
+    def __init__(self, batch: Sequence[Claimed]):
+        self.pending = {claimed.task.pk for claimed in batch}
+        self.lost: set[int] = set()
+        self.last = -HEARTBEAT_EVERY
+
+    def check(self, task_id: int) -> None:
+        if time.monotonic() - self.last >= HEARTBEAT_EVERY:
+            ids = self.pending - self.lost
+            alive = set(
+                WritebackTask.objects.filter(pk__in=ids, state=State.RUNNING).values_list("pk", flat=True)
+            )
+            WritebackTask.objects.filter(pk__in=alive).update(heartbeat_at=timezone.now())
+            self.lost |= ids - alive
+            self.last = time.monotonic()
+        if task_id in self.lost:
+            raise RunAbandoned(f"writeback task #{task_id} is no longer running here (swept as stale?).")
+
+
+def _run(claimed: Claimed) -> Written:
+    """One task written alone (a batch of one); raises what its batch's outcome holds."""
+    (outcome,) = _run_batch([claimed])
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.written
+
+
+def _run_batch(batch: Sequence[Claimed]) -> list[Outcome]:
+    """Read, write the differences, read back, for every task of the batch; no transaction is open here. Each
+    outcome holds the task's Written, or its error: the directory's, WritebackError when the mailbox has no AD user
+    or AD, read back, does not hold what was written, RunAbandoned when the sweep took it."""
+    beat = _Beat(batch)
+    outcomes: list[Outcome] = [Outcome() for _ in batch]
+    items, indexes = [], []
+    for index, claimed in enumerate(batch):
+        if claimed.task.mailbox.ad_guid is None:
+            outcomes[index].error = WritebackError(
+                f"{claimed.task.mailbox} has no AD user the portal knows of; import the inventory first."
+            )
+            continue
+        items.append(Item(claimed.task.mailbox.ad_guid, _wanted(claimed, beat)))
+        indexes.append(index)
+    for index, outcome in zip(indexes, write_many(directory_client(), items), strict=True):
+        outcomes[index] = outcome
+        if outcome.written is not None:
+            error = _not_taken(batch[index], outcome.written)
+            if error is not None:
+                outcome.written, outcome.error = None, error
+    return outcomes
+
+
+def _wanted(claimed: Claimed, beat: _Beat):
     def wanted(observed: dict[str, Any]) -> dict[str, Any]:
         # Called after each read and before any modify: a task the sweep has taken from this worker stops here.
-        run_heartbeat(WritebackTask, task.pk)
+        beat.check(claimed.task.pk)
         if claimed.observed is None:
             claimed.observed = observed
             claimed.findings = _findings(claimed, observed)
-        return ad_desired(task.desired, observed)
+        return ad_desired(claimed.task.desired, observed)
 
-    written = directory_client().write(guid, wanted)
+    return wanted
+
+
+def _not_taken(claimed: Claimed, written: Written) -> WritebackError | None:
     claimed.written = written
-    planned = list(ad_desired(task.desired, written.observed))
-    differing = not_taken(planned=planned, read_back=written.read_back, cloud=task.desired)
+    planned = list(ad_desired(claimed.task.desired, written.observed))
+    differing = not_taken(planned=planned, read_back=written.read_back, cloud=claimed.task.desired)
     if differing:
-        raise WritebackError(
+        return WritebackError(
             f"AD, read back after the write, still differs from Exchange Online in: {', '.join(differing)}."
         )
-    return written
+    return None
 
 
 def _findings(claimed: Claimed, observed: dict[str, Any]) -> list[Finding]:
@@ -276,12 +365,58 @@ WRITEBACK = Work(
 )
 
 
-def writeback_task_job(task_id: int) -> str | None:
-    """RQ entrypoint: write one task's values into AD. Safe to deliver twice (the second finds it claimed or ended)
-    and to run again (it reads AD first and writes only what differs). Returns the state it left the task in."""
-    correlation = WritebackTask.objects.filter(pk=task_id).values_list("correlation_id", flat=True).first()
-    row = perform(WRITEBACK, task_id, correlation=correlation or f"writeback-{task_id}")
-    return row.state if row is not None else None
+def writeback_task_job(task_id: int | None = None) -> str | None:
+    """RQ entrypoint: write ``task_id``'s values into AD, with a batch of other due tasks (none named: the batch
+    alone). Safe to deliver twice (the second finds it claimed or ended) and to run again (it reads AD first and
+    writes only what differs). Returns the state it left the named task in (None: it did not claim it)."""
+    batch = claim_batch(task_id)
+    if len(batch) == BATCH:
+        writeback_drain_enqueue()  # more may be waiting: another idle worker takes the next batch meanwhile
+    if not batch:
+        return None
+    return _complete_batch(batch, named=task_id)
+
+
+def _complete_batch(batch: list[Claimed], *, named: int | None) -> str | None:
+    """Run the batch, then end each task as ``lifecycle.complete`` ends one: finished, released for a retryable
+    error, failed otherwise; an unexpected error is raised again after every task has been ended."""
+    try:
+        outcomes = _run_batch(batch)
+    except Exception as error:
+        # Nothing recorded which task got how far: each is given back (its next claim reads AD before writing).
+        logger.exception("Writeback batch failed unexpectedly")
+        for claimed in batch:
+            with correlation_scope(_correlation(claimed.task)):
+                _release(claimed, describe(error, expected=False))
+        raise
+    state, unexpected = None, None
+    for claimed, outcome in zip(batch, outcomes, strict=True):
+        with correlation_scope(_correlation(claimed.task)):
+            row = _end(claimed, outcome)
+        if outcome.error is not None and not isinstance(outcome.error, WRITEBACK.expected + (RunAbandoned,)):
+            unexpected = unexpected or outcome.error
+        if claimed.task.pk == named and row is not None:
+            state = row.state
+    if unexpected is not None:
+        raise unexpected
+    return state
+
+
+def _end(claimed: Claimed, outcome: Outcome) -> WritebackTask | None:
+    error = outcome.error
+    if error is None:
+        return _finish(claimed, outcome.written)
+    if isinstance(error, RunAbandoned):
+        logger.warning("Writeback stopped: %s", error)
+        return None
+    if isinstance(error, WRITEBACK.expected):
+        if getattr(error, "retryable", False):
+            logger.warning("Writeback will be retried: %s", error)
+            return _release(claimed, describe(error, expected=True))
+        logger.warning("Writeback failed: %s", error)
+        return _fail(claimed, describe(error, expected=True))
+    logger.error("Writeback of task #%s failed unexpectedly", claimed.task.pk, exc_info=error)
+    return _fail(claimed, describe(error, expected=False))
 
 
 # -- giving a task back, starting the next, the sweep ------------------------------------------------------------------

@@ -1,0 +1,147 @@
+"""Writing the Exchange attributes of many users with few round trips: what a writeback batch sends.
+
+``DirectoryClient.write`` costs three requests a user (search, modify, search). ``write_many`` reads every user of
+a batch in one search (an OR of their objectGUIDs), sends one modify for each user whose values differ, and reads
+the modified users back in one search: n + 2 requests for n users. A user whose modify conflicts with the entry as
+it now is (edited since the read), or whose read-back still differs, is handed to ``DirectoryClient.write``, which
+re-reads and re-plans as it always has. Each user's outcome is its own: a refused modify fails that user only; a
+retryable error (the directory unreachable or busy) stops the batch and is every unfinished user's outcome, since
+the next request would meet the same directory.
+
+AD accepts an OR of equality terms on objectGUID (an indexed attribute) and answers an unpaged search with up to
+MaxPageSize (1,000) entries; a search here asks for at most GUIDS_PER_SEARCH.
+"""
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from writeback.directory.client import DirectoryClient, Written, _plan, equality_filter
+from writeback.directory.errors import DirectoryConflict, DirectoryNotFound, DirectoryRetryable
+from writeback.directory.modify import EXCHANGE_LDAP_ATTRIBUTES, Changes, normalise_entry
+
+GUIDS_PER_SEARCH = 100
+
+Desired = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One user to write: its objectGUID and its desired values as a function of the entry as read (called once
+    per read, before any modify is planned; an exception it raises is that user's outcome and stops its write)."""
+
+    guid: uuid.UUID
+    desired: Desired
+
+
+@dataclass
+class Outcome:
+    """What became of one item: ``written`` (as ``DirectoryClient.write`` returns it) or ``error``."""
+
+    written: Written | None = None
+    error: BaseException | None = None
+
+
+def read_many(client: DirectoryClient, guids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[str, dict[str, Any]]]:
+    """The DN and normalised Exchange attributes of each user found, by objectGUID; a GUID no entry holds is absent."""
+    found: dict[uuid.UUID, tuple[str, dict[str, Any]]] = {}
+    wanted = [*EXCHANGE_LDAP_ATTRIBUTES, "objectGUID"]
+    for start in range(0, len(guids), GUIDS_PER_SEARCH):
+        chunk = guids[start : start + GUIDS_PER_SEARCH]
+        search_filter = "(|" + "".join(equality_filter("objectGUID", guid.bytes_le) for guid in chunk) + ")"
+        for entry in client.search(client.config.base_dn, search_filter, wanted):
+            raw = entry["attributes"].get("objectGUID")
+            if raw:
+                found[uuid.UUID(bytes_le=bytes(raw))] = (entry["dn"], normalise_entry(entry["raw_attributes"]))
+    return found
+
+
+def _not_found(client: DirectoryClient, guid: uuid.UUID) -> DirectoryNotFound:
+    return DirectoryNotFound(
+        f"No directory entry under {client.config.base_dn} has objectGUID {guid}.",
+        operation="search",
+        target=client.config.base_dn,
+    )
+
+
+def write_many(client: DirectoryClient, items: Sequence[Item]) -> list[Outcome]:
+    """Bring every item's user to its desired values; one Outcome per item, in order. Safe to re-run: it reads first
+    and writes only what differs."""
+    outcomes = [Outcome() for _ in items]
+    try:
+        first = read_many(client, [item.guid for item in items])
+    except DirectoryRetryable as error:
+        for outcome in outcomes:
+            outcome.error = error
+        return outcomes
+    modified: list[tuple[int, str, dict[str, Any], Changes]] = []  # index, DN, values as read, changes sent
+    for index, item in enumerate(items):
+        if item.guid not in first:
+            outcomes[index].error = _not_found(client, item.guid)
+            continue
+        dn, observed = first[item.guid]
+        try:
+            changes = _modify(client, item, dn, observed)
+        except DirectoryRetryable as error:
+            for outcome in outcomes[index:]:
+                outcome.error = error
+            break
+        except Exception as error:  # noqa: BLE001 - the item's own outcome; the caller decides what it means
+            outcomes[index].error = error
+            continue
+        if isinstance(changes, Written):
+            outcomes[index].written = changes
+        else:
+            modified.append((index, dn, observed, changes))
+    _read_back(client, items, outcomes, modified)
+    return outcomes
+
+
+def _modify(client: DirectoryClient, item: Item, dn: str, observed: dict[str, Any]) -> Changes | Written:
+    """The changes sent for one user, or its Written when nothing had to be sent or the single-user path took over."""
+    changes = _plan(dn, observed, item.desired(observed))
+    if not changes:
+        return Written(dn, observed, {}, observed)
+    try:
+        client.modify(dn, changes)
+    except DirectoryConflict:
+        # Edited since the read (or a resent modify had landed): the single-user path re-reads and re-plans.
+        return _again(client, item, dn, observed)
+    return changes
+
+
+def _read_back(
+    client: DirectoryClient,
+    items: Sequence[Item],
+    outcomes: list[Outcome],
+    modified: list[tuple[int, str, dict[str, Any], Changes]],
+) -> None:
+    if not modified:
+        return
+    try:
+        back = read_many(client, [items[index].guid for index, *_ in modified])
+    except DirectoryRetryable as error:
+        # The modifies were sent; the next attempt reads first and finds them applied, so nothing is sent twice.
+        for index, *_ in modified:
+            outcomes[index].error = error
+        return
+    for index, dn, observed, changes in modified:
+        item = items[index]
+        try:
+            if item.guid not in back:
+                raise _not_found(client, item.guid)
+            read_dn, read_back = back[item.guid]
+            if _plan(read_dn, read_back, item.desired(read_back)):
+                # Changed again between the modify and the read-back: re-plan on the single-user path.
+                outcomes[index].written = _again(client, item, dn, observed)
+            else:
+                outcomes[index].written = Written(read_dn, observed, changes, read_back)
+        except Exception as error:  # noqa: BLE001 - as above
+            outcomes[index].error = error
+
+
+def _again(client: DirectoryClient, item: Item, dn: str, observed: dict[str, Any]) -> Written:
+    """The single-user write, reported as ``DirectoryClient.write`` reports it: against the entry as first read."""
+    written = client.write(item.guid, item.desired)
+    return Written(written.dn, observed, _plan(dn, observed, item.desired(observed)), written.read_back)
