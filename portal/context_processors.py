@@ -11,8 +11,8 @@ NAVIGATION: list[tuple[str, str, Action | tuple[Action, ...] | None]] = [
     ("Dashboard", "dashboard", None),
     ("Mailboxes", "mailbox_list", Action.MAILBOX_VIEW),
     ("Waves", "wave_list", Action.WAVE_VIEW),
-    # Help desk makes bulk edits; administrators see and control everyone's (soa.services.change_batches).
-    ("Bulk edits", "bulk_upload", (Action.MAILBOX_EDIT, Action.PORTAL_CONFIGURE)),
+    # Help desk and operators make bulk edits; administrators see and control everyone's (soa.services.change_batches).
+    ("Bulk edits", "bulk_upload", (Action.BULK_EDIT, Action.PORTAL_CONFIGURE)),
     ("Audit log", "audit_list", Action.AUDIT_VIEW),
     # Administrators and auditors see every finding, help desk those within its OUs (writeback.drift).
     ("Drift", "drift", (Action.PORTAL_CONFIGURE, Action.AUDIT_VIEW, Action.MAILBOX_EDIT)),

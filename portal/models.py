@@ -25,6 +25,7 @@ class Capability(models.Model):
         permissions = [
             ("mailbox_view", "Search and read mailboxes"),
             ("mailbox_edit", "Edit the Exchange attributes of mailboxes"),
+            ("bulk_edit", "Edit the Exchange attributes of mailboxes in bulk, from a CSV file"),
             ("wave_view", "Read pilot waves and their pre-flight reports"),
             ("wave_build", "Build, submit and request rollback of pilot waves"),
             ("wave_run", "Run, pause, resume and cancel approved pilot waves"),

@@ -243,7 +243,7 @@ def _conflict_key(operation: dict[str, Any]) -> tuple:
 
 
 def bulk_preview(*, user: User, lines: Iterable[str]) -> BulkPreview:
-    """Check every line of a bulk edit for ``user`` (who needs ``mailbox_edit`` on each mailbox), writing nothing.
+    """Check every line of a bulk edit for ``user`` (who needs ``bulk_edit`` on each mailbox), writing nothing.
     Raises BulkInputError when the file as a whole cannot be taken (too large, too many lines, empty)."""
     rows, problems = read_rows(lines)
     if not rows and not problems:
@@ -254,7 +254,7 @@ def bulk_preview(*, user: User, lines: Iterable[str]) -> BulkPreview:
     ids = sorted(found)
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
-        in_scope = Mailbox.objects.filter(scope_filter(user, Action.MAILBOX_EDIT, "dn_norm"), pk__in=chunk)
+        in_scope = Mailbox.objects.filter(scope_filter(user, Action.BULK_EDIT, "dn_norm"), pk__in=chunk)
         editable.update(in_scope.values_list("pk", flat=True))
     per_mailbox: dict[int, list[_Row]] = {}
     for row in rows:

@@ -69,7 +69,7 @@ def _recent(user) -> list[ChangeBatch]:
 def _upload_page(request: HttpRequest, **context) -> HttpResponse:
     context.setdefault("form", BulkUploadForm())
     context.update(
-        recent=_recent(request.user), can_upload=may(request.user, Action.MAILBOX_EDIT),
+        recent=_recent(request.user), can_upload=may(request.user, Action.BULK_EDIT),
         max_lines=settings.BULK_CHANGE_MAX_LINES, max_kb=settings.BULK_CHANGE_MAX_BYTES // 1024,
         operations=OPERATION_HELP,
     )  # fmt: skip
@@ -78,8 +78,8 @@ def _upload_page(request: HttpRequest, **context) -> HttpResponse:
 
 @login_required
 def bulk_upload_view(request: HttpRequest) -> HttpResponse:
-    """The upload form (``mailbox_edit``) and the recent batches: the user's own, or everyone's for an admin."""
-    if not (may(request.user, Action.MAILBOX_EDIT) or may(request.user, Action.PORTAL_CONFIGURE)):
+    """The upload form (``bulk_edit``: help desk and operators) and the recent batches: the user's own, or everyone's for an admin."""
+    if not (may(request.user, Action.BULK_EDIT) or may(request.user, Action.PORTAL_CONFIGURE)):
         raise PermissionDenied("Your roles do not allow bulk edits.")
     return _upload_page(request)
 
@@ -94,7 +94,7 @@ def _preview_context(preview, **context) -> dict:
 
 
 @require_POST
-@action_required(Action.MAILBOX_EDIT)
+@action_required(Action.BULK_EDIT)
 def bulk_preview_view(request: HttpRequest) -> HttpResponse:
     form = BulkUploadForm(request.POST, request.FILES)
     if not form.is_valid():
@@ -119,7 +119,7 @@ def bulk_preview_view(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-@action_required(Action.MAILBOX_EDIT)
+@action_required(Action.BULK_EDIT)
 def bulk_confirm_view(request: HttpRequest) -> HttpResponse:
     confirm = BulkConfirmForm(request.POST)
     if not confirm.is_valid():

@@ -212,8 +212,12 @@ def _scope_refusal(message: str) -> Refusal:
 
 
 def change_cancel_refusal(user: User | None, request: ChangeRequest) -> Refusal | None:
-    """Why ``user`` may not cancel ``request``: whoever may edit the mailbox may withdraw an edit not yet applied."""
-    if not _in_scope(user, Action.MAILBOX_EDIT, request.mailbox):
+    """Why ``user`` may not cancel ``request``: whoever may edit the mailbox may withdraw an edit not yet applied, and
+    whoever asked for it in a bulk edit (an operator holds ``bulk_edit`` without ``mailbox_edit``)."""
+    own_bulk = (
+        user is not None and request.requested_by_id == user.pk and _in_scope(user, Action.BULK_EDIT, request.mailbox)
+    )
+    if not (own_bulk or _in_scope(user, Action.MAILBOX_EDIT, request.mailbox)):
         return Refusal("Your roles do not allow editing this mailbox.", Refusal.ROLE)
     return _transition_refusal(request, ChangeState.CANCELLED, "cancelled")
 
@@ -264,7 +268,7 @@ def change_request_create(
     batch_id: int | None = None,
 ) -> ChangeRequest:
     """Ask for an edit of one mailbox. Refuses, writing nothing: an actor without ``mailbox_edit`` on the mailbox's
-    OU (audited as denied); a page older than the mailbox's values (ChangeConflict, with the current values); a
+    OU (``bulk_edit`` for a bulk edit's line; audited as denied); a page older than the mailbox's values (ChangeConflict, with the current values); a
     mailbox with another open request; a missing reason when one is required; any validation error
     (ChangeValidationError, every error by field). The same ``idempotency_key`` again returns the first request.
 
@@ -275,7 +279,8 @@ def change_request_create(
     mailbox = Mailbox.objects.filter(pk=mailbox_id).first()
     if mailbox is None:
         raise SoaError(f"There is no mailbox #{mailbox_id} you may edit.")
-    if not _in_scope(actor, Action.MAILBOX_EDIT, mailbox):
+    # A bulk edit's line is the uploader's request under bulk_edit (operators hold it without mailbox_edit).
+    if not _in_scope(actor, Action.BULK_EDIT if batch_id is not None else Action.MAILBOX_EDIT, mailbox):
         # The same words as for a missing mailbox: a crafted request learns nothing about what exists.
         _deny(actor=actor, attempted="create", obj=mailbox, mailbox=mailbox, detail=_plain(operations),
               message=f"There is no mailbox #{mailbox_id} you may edit.")  # fmt: skip

@@ -11,7 +11,7 @@ from django.utils import timezone
 from portal.models import AuditEvent
 from portal.roles import Role
 from soa.bulk_csv import UNKNOWN, BulkInputError, bulk_preview, text_lines
-from soa.choices import Authority, BatchState, ChangeState
+from soa.choices import Authority, BatchState, ChangeOperation, ChangeState
 from soa.models import ChangeBatch, ChangeBatchLine, ChangeRequest
 from soa.services import SoaError
 from soa.services.accepted_domains import accepted_domains_replace
@@ -24,7 +24,7 @@ from soa.services.change_batches import (
     change_batch_pause,
     change_batch_resume,
 )
-from soa.services.changes import change_request_cancel
+from soa.services.changes import change_request_cancel, change_request_create
 from tests.soa.test_wave_support import DOMAIN, FINANCE, SALES, last_event, make_mailbox
 from writeback.jobs.change_batches import BATCH, change_batch_job
 from writeback.jobs.lifecycle import complete
@@ -47,6 +47,7 @@ def people(make_user):
         "sales_help": make_user("sid", Role.HELPDESK, scopes=(SALES,)),
         "admin": make_user("ada", Role.ADMIN),
         "other": make_user("olga", Role.HELPDESK),
+        "sales_operator": make_user("otto", Role.WAVE_OPERATOR, scopes=(SALES,)),
     }
 
 
@@ -277,3 +278,27 @@ def test_a_confirmation_crafted_with_too_many_lines_is_refused_without_an_error_
     response = client.post(reverse("bulk_confirm"), {"text": text, "idempotency_key": "k", "reason": ""})
     assert response.status_code == 200 and "more than 2 lines" in response.content.decode()
     assert not ChangeBatch.objects.exists()
+
+
+def test_an_operator_edits_mailboxes_of_its_ous_in_bulk_but_not_one_by_one_on_the_mailbox_page(
+    client, people, mailboxes
+):
+    text = f"ann.archer@{DOMAIN},set,CustomAttribute5,wave-3\nfay.fisher@{DOMAIN},set,CustomAttribute5,wave-3"
+    preview = bulk_preview(user=people["sales_operator"], lines=lines(text))
+    assert problems(preview) == {2: UNKNOWN}  # Finance is outside the operator's OUs: it reads as unknown
+    batch = create(people, f"ann.archer@{DOMAIN},set,CustomAttribute5,wave-3", actor="sales_operator")
+    change_batch_job(batch.pk)
+    (line,) = batch.lines.select_related("request")
+    assert line.request is not None and line.request.requested_by == people["sales_operator"]
+    assert last_event("soa.change.requested", line.request).actor == people["sales_operator"]
+    change_request_cancel(actor=people["sales_operator"], request_id=line.request.pk)  # its own line's request
+
+    client.force_login(people["sales_operator"])
+    assert client.get(reverse("bulk_upload")).status_code == 200
+    ann = mailboxes["ann"]
+    assert client.get(reverse("change_edit", args=[ann.pk, ChangeOperation.SET_CUSTOM_ATTRIBUTE])).status_code == 404
+    with pytest.raises(SoaError):
+        change_request_create(
+            actor=people["sales_operator"], mailbox_id=ann.pk, operations=[{"op": "hide"}], reason="x",
+            base_version=ann.version, idempotency_key="operator-single",
+        )  # fmt: skip
