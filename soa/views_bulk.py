@@ -78,7 +78,8 @@ def _upload_page(request: HttpRequest, **context) -> HttpResponse:
 
 @login_required
 def bulk_upload_view(request: HttpRequest) -> HttpResponse:
-    """The upload form (``bulk_edit``: help desk and operators) and the recent batches: the user's own, or everyone's for an admin."""
+    """The upload form (``bulk_edit``: help desk and operators) and the recent batches: the user's own, or
+    everyone's for an admin."""
     if not (may(request.user, Action.BULK_EDIT) or may(request.user, Action.PORTAL_CONFIGURE)):
         raise PermissionDenied("Your roles do not allow bulk edits.")
     return _upload_page(request)

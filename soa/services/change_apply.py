@@ -98,6 +98,18 @@ def change_request_release(*, request_id: int, error: str, retry_at: dt.datetime
     return request
 
 
+def cloud_values_record(mailbox: Mailbox, values: dict[str, Any], *, at: dt.datetime) -> None:
+    """Take ``values`` (Exchange names), as Exchange Online was just read, into the mailbox's picture of the cloud: its
+    values, primary address and address rows. The caller holds the mailbox's lock, refreshes its drift, bumps its
+    version and saves it, in its transaction."""
+    mailbox.exo_values = {**mailbox.exo_values, **values}
+    mailbox.exo_read_at = at
+    primary = mailbox.exo_values.get("WindowsEmailAddress")
+    if primary:
+        mailbox.primary_smtp = str(primary).lower()
+    _addresses(mailbox)
+
+
 def _addresses(mailbox: Mailbox) -> None:
     """The mailbox's address rows (uniqueness lookups) as its Exchange Online addresses now are."""
     MailboxAddress.objects.filter(mailbox=mailbox).delete()
@@ -123,12 +135,7 @@ def change_request_finish(
         mailbox = Mailbox.objects.select_for_update().get(pk=request.mailbox_id)
         before = request.audit_snapshot()
         if side == EXCHANGE:
-            mailbox.exo_values = {**mailbox.exo_values, **values}
-            mailbox.exo_read_at = now
-            primary = mailbox.exo_values.get("WindowsEmailAddress")
-            if primary:
-                mailbox.primary_smtp = str(primary).lower()
-            _addresses(mailbox)
+            cloud_values_record(mailbox, values, at=now)
         else:
             mailbox.ad_values = {**mailbox.ad_values, **values}
             mailbox.ad_read_at = now

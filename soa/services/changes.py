@@ -268,9 +268,10 @@ def change_request_create(
     batch_id: int | None = None,
 ) -> ChangeRequest:
     """Ask for an edit of one mailbox. Refuses, writing nothing: an actor without ``mailbox_edit`` on the mailbox's
-    OU (``bulk_edit`` for a bulk edit's line; audited as denied); a page older than the mailbox's values (ChangeConflict, with the current values); a
-    mailbox with another open request; a missing reason when one is required; any validation error
-    (ChangeValidationError, every error by field). The same ``idempotency_key`` again returns the first request.
+    OU (``bulk_edit`` for a bulk edit's line; audited as denied); a page older than the mailbox's values
+    (ChangeConflict, with the current values); a mailbox with another open request; a missing reason when one is
+    required; any validation error (ChangeValidationError, every error by field). The same ``idempotency_key`` again
+    returns the first request.
 
     The request waits for approval when it holds an operation of CHANGE_APPROVAL_OPERATIONS; otherwise it is ready
     to apply and its job is queued after commit. ``batch_id`` names the bulk edit a request is made for, in its event.

@@ -279,3 +279,57 @@ def test_a_finding_is_closed_when_the_two_sides_agree_again(stack):
     assert later.cleared == 1
     event = AuditEvent.objects.get(action="writeback.drift.cleared", object_id=str(later.pk))
     assert [item["id"] for item in event.after["findings"]] == [finding.pk]
+
+
+def test_a_repair_writes_the_value_exchange_holds_when_it_runs_not_the_one_the_portal_last_read(stack, make_user):
+    """The cloud holds authority (exchange-facts §2), so a repair reads Exchange Online just before it writes: an edit
+    made in the cloud after the scan is what AD gets, and the portal's picture of the cloud moves with it."""
+    directory, _exchange = stack
+    scan(DriftScan.Mode.FULL)
+    (mailbox,) = cloud_mailboxes(1)
+    edit_ad(directory, mailbox, "extensionAttribute11", "wrong in AD")
+    scan()
+    finding = DriftFinding.objects.get(mailbox=mailbox, attribute="CustomAttribute11", resolved_at=None)
+    exo = ExchangeOnlineClient(ExchangeConfig.from_settings())
+    exo.set_mailbox(str(mailbox.exo_object_id), CustomAttribute11="changed in the cloud since")
+    version = Mailbox.objects.get(pk=mailbox.pk).version
+    try:
+        task = drift_finding_repair(finding_id=finding.pk, actor=make_user("ines", Role.HELPDESK), reason="t")
+        work()
+        task.refresh_from_db()
+        assert task.state == WritebackTask.State.DONE, task.error
+        assert task.desired["CustomAttribute11"] == "changed in the cloud since"
+        assert read_ad(directory, mailbox, "extensionAttribute11") == ["changed in the cloud since"]
+        mailbox.refresh_from_db()
+        assert mailbox.exo_values["CustomAttribute11"] == "changed in the cloud since" and mailbox.version > version
+        assert not mailbox.has_drift
+        finding.refresh_from_db()
+        assert finding.resolved_at is not None
+    finally:
+        exo.set_mailbox(str(mailbox.exo_object_id), CustomAttribute11="")
+
+
+def test_a_repair_of_a_mailbox_whose_authority_went_back_to_ad_fails_and_leaves_ad_alone(stack, make_user):
+    """Reverting IsExchangeCloudManaged hands the Exchange attributes back to AD (exchange-facts §1): there is no
+    cloud value to repair AD with, so the repair fails with that reason and AD keeps its value."""
+    directory, exchange = stack
+    scan(DriftScan.Mode.FULL)
+    (mailbox,) = cloud_mailboxes(1)
+    edit_ad(directory, mailbox, "extensionAttribute6", "kept in AD")
+    scan()
+    finding = DriftFinding.objects.get(mailbox=mailbox, attribute="CustomAttribute6", resolved_at=None)
+    exchange.update_mailbox(str(mailbox.exo_object_id), IsExchangeCloudManaged=False)
+    try:
+        task = drift_finding_repair(finding_id=finding.pk, actor=make_user("ivo", Role.HELPDESK), reason="t")
+        work()
+        task.refresh_from_db()
+        assert task.state == WritebackTask.State.FAILED and "no longer cloud-managed" in task.error
+        assert read_ad(directory, mailbox, "extensionAttribute6") == ["kept in AD"]
+        finding.refresh_from_db()
+        assert finding.resolved_at is None
+    finally:
+        exchange.update_mailbox(str(mailbox.exo_object_id), IsExchangeCloudManaged=True)
+        original = mailbox.exo_values.get("CustomAttribute6")
+        with ldap_connection(directory) as conn:  # AD as it was, the attribute absent when the cloud has none
+            values = [original] if original else []
+            assert conn.modify(mailbox.dn, {"extensionAttribute6": [(ldap3.MODIFY_REPLACE, values)]}), conn.result

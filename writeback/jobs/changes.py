@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,10 +51,10 @@ from soa.services.change_apply import (
 )
 from soa.values import exo_values, split_proxy
 from writeback.directory import DirectoryError
-from writeback.exchange import ExchangeConfig, ExchangeOnlineClient, ExchangeOnlineError
+from writeback.exchange import ExchangeOnlineError
 from writeback.exchange.verify import AddressChangeRefused, state_matches
+from writeback.jobs.clients import directory_client, exchange_client
 from writeback.jobs.lifecycle import CHANGE_RETRY, RunAbandoned, Work, perform
-from writeback.jobs.writeback import directory_client
 from writeback.tasks import WritebackError, writeback_task_request
 from writeback.writeback_plan import ad_side
 
@@ -92,22 +91,6 @@ class Applied:
     values: dict[str, Any]
     results: dict[str, Any]
     writeback: dict[str, Any] | None = None  # the cloud values to write into AD (Exchange route), by Exchange name
-
-
-# -- clients, one per worker process -------------------------------------------------------------------------------
-
-_exchange: ExchangeOnlineClient | None = None
-_lock = threading.Lock()
-
-
-def exchange_client() -> ExchangeOnlineClient:
-    """The worker's Exchange Online client, kept between jobs (its token and connections are reused)."""
-    global _exchange
-    config = ExchangeConfig.from_settings()
-    with _lock:
-        if _exchange is None or _exchange.config != config:
-            _exchange = ExchangeOnlineClient(config)
-        return _exchange
 
 
 # -- what to send ------------------------------------------------------------------------------------------------------

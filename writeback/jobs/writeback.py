@@ -39,13 +39,17 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from portal.audit import audit_record
+from portal.audit import audit_record, audit_record_many
 from portal.correlation import correlation_scope
 from soa.attributes import by_ad_name
 from soa.models import Mailbox
-from soa.values import refresh_drift
-from writeback.directory import DirectoryClient, DirectoryConfig, DirectoryError, Written
+from soa.services.change_apply import cloud_values_record
+from soa.values import exo_values, refresh_drift
+from writeback.directory import DirectoryError, Written
 from writeback.directory.batch import Item, Outcome, write_many
+from writeback.drift import REPAIR_SOURCE
+from writeback.exchange import ExchangeOnlineError
+from writeback.jobs.clients import directory_client, exchange_client
 from writeback.jobs.lifecycle import (
     WRITEBACK_RETRY,
     RunAbandoned,
@@ -53,12 +57,12 @@ from writeback.jobs.lifecycle import (
     describe,
     require_run_transition,
     run_fail,
-    run_finish,
     run_move,
     run_release,
 )
 from writeback.models import DriftFinding, WritebackTask
-from writeback.tasks import WritebackError, writeback_drain_enqueue, writeback_enqueue
+from writeback.rows import update_rows
+from writeback.tasks import EXCHANGE_NAMES, WritebackError, writeback_drain_enqueue, writeback_enqueue
 from writeback.writeback_plan import Finding, ad_desired, ad_side, drift_findings, not_taken
 
 logger = logging.getLogger(__name__)
@@ -93,21 +97,7 @@ class Claimed:
     observed: dict[str, Any] | None = None  # AD's Exchange attributes as first read (LDAP names)
     written: Written | None = None
     findings: list[Finding] = field(default_factory=list)
-
-
-_client: DirectoryClient | None = None
-
-
-def directory_client() -> DirectoryClient:
-    """The worker's directory client, kept between jobs (one bound connection per worker process); the change
-    requests' apply job shares it."""
-    global _client
-    config = DirectoryConfig.from_settings()
-    if _client is None or _client.config != config:
-        if _client is not None:
-            _client.close()
-        _client = DirectoryClient(config)
-    return _client
+    cloud: dict[str, Any] | None = None  # a repair's Exchange Online values as read just before the write
 
 
 # -- the steps --------------------------------------------------------------------------------------------------------
@@ -139,7 +129,7 @@ def claim_batch(task_id: int | None, *, limit: int | None = None) -> list[Claime
             due = queued.filter(Q(retry_at__isnull=True) | Q(retry_at__lte=now)).exclude(pk=task_id)
             tasks += list(due.order_by("pk")[: limit - len(tasks)])
         job_id = _current_job_id()
-        claimed, mailboxes = [], set()
+        claimed, mailboxes, events = [], set(), []
         for task in tasks:
             if task.mailbox_id in mailboxes:
                 continue  # the constraint allows one queued task a mailbox; a second could only be mid-supersede
@@ -149,11 +139,12 @@ def claim_batch(task_id: int | None, *, limit: int | None = None) -> list[Claime
             task.state, task.attempts, task.retry_at = State.RUNNING, task.attempts + 1, None
             task.started_at = task.heartbeat_at = now
             task.job_id = job_id or task.job_id
-            with correlation_scope(_correlation(task)):
-                audit_record(actor=None, action=STARTED, obj=task, before=before, after=task.audit_snapshot())
+            events.append({"action": STARTED, "obj": task, "before": before, "after": task.audit_snapshot(),
+                           "correlation_id": _correlation(task)})  # fmt: skip
             claimed.append(Claimed(task=task, last_known=dict(task.mailbox.ad_values)))
         fields = ["state", "attempts", "retry_at", "started_at", "heartbeat_at", "job_id"]
-        WritebackTask.objects.bulk_update([item.task for item in claimed], fields)
+        update_rows([item.task for item in claimed], fields)
+        audit_record_many(events)
     return claimed
 
 
@@ -180,9 +171,7 @@ class _Beat:
     def check(self, task_id: int) -> None:
         if time.monotonic() - self.last >= HEARTBEAT_EVERY:
             ids = self.pending - self.lost
-            alive = set(
-                WritebackTask.objects.filter(pk__in=ids, state=State.RUNNING).values_list("pk", flat=True)
-            )
+            alive = set(WritebackTask.objects.filter(pk__in=ids, state=State.RUNNING).values_list("pk", flat=True))
             WritebackTask.objects.filter(pk__in=alive).update(heartbeat_at=timezone.now())
             self.lost |= ids - alive
             self.last = time.monotonic()
@@ -211,6 +200,12 @@ def _run_batch(batch: Sequence[Claimed]) -> list[Outcome]:
                 f"{claimed.task.mailbox} has no AD user the portal knows of; import the inventory first."
             )
             continue
+        if claimed.task.source == REPAIR_SOURCE:
+            try:
+                _read_cloud(claimed)
+            except (ExchangeOnlineError, WritebackError) as error:
+                outcomes[index].error = error
+                continue
         items.append(Item(claimed.task.mailbox.ad_guid, _wanted(claimed, beat)))
         indexes.append(index)
     for index, outcome in zip(indexes, write_many(directory_client(), items), strict=True):
@@ -220,6 +215,24 @@ def _run_batch(batch: Sequence[Claimed]) -> list[Outcome]:
             if error is not None:
                 outcome.written, outcome.error = None, error
     return outcomes
+
+
+def _read_cloud(claimed: Claimed) -> None:
+    """A drift repair writes the cloud's values as Exchange Online holds them now, read just before the write, not as
+    the portal last stored them: an edit made in the cloud since the last read is not undone in AD."""
+    mailbox = claimed.task.mailbox
+    if mailbox.exo_object_id is None or not mailbox.in_exo:
+        raise WritebackError(
+            f"{mailbox} has no Exchange Online mailbox the portal knows of; import the inventory first."
+        )
+    current = exchange_client().get_mailbox(str(mailbox.exo_object_id))
+    if not current.get("IsExchangeCloudManaged"):
+        raise WritebackError(
+            f"{mailbox} is no longer cloud-managed in Exchange Online: AD holds its Exchange attributes again, so "
+            "there is no cloud value to repair AD with. Import the inventory to bring the portal up to date."
+        )
+    claimed.cloud = exo_values(current)
+    claimed.task.desired = {name: value for name, value in claimed.cloud.items() if name in EXCHANGE_NAMES}
 
 
 def _wanted(claimed: Claimed, beat: _Beat):
@@ -316,26 +329,76 @@ def _resolve_written(task: WritebackTask, planned: list[str]) -> None:
 
 
 def _finish(claimed: Claimed, written: Written) -> WritebackTask | None:
-    """DONE with what was observed, applied and read back; the mailbox's picture of AD and its drift updated; the
-    drift found recorded and closed; then the mailbox's next queued task started."""
-    task = claimed.task
-    planned = list(ad_desired(task.desired, written.observed))
+    """DONE with what was observed, applied and read back (a batch of one: ``_finish_batch``)."""
+    return _finish_batch([(claimed, written)])[0]
 
-    def record(row: WritebackTask) -> None:
-        mailbox = Mailbox.objects.select_for_update().get(pk=row.mailbox_id)
-        mailbox.ad_values = {**mailbox.ad_values, **ad_side(written.read_back)}
-        refresh_drift(mailbox)
-        mailbox.ad_read_at = timezone.now()
-        mailbox.save(update_fields=["ad_values", "drift", "has_drift", "ad_read_at", "updated_at"])
-        _record_findings(row, claimed.findings, resolved=True)
+
+def _finish_batch(done: Sequence[tuple[Claimed, Written]]) -> list[WritebackTask | None]:
+    """Each task DONE with what was observed, applied and read back (``writeback.task.completed``, under its own
+    correlation id); each mailbox's picture of AD (and, for a repair, of the cloud) and its drift updated; the drift
+    found recorded and closed; all in one transaction, with a statement per batch rather than per task where the
+    rows allow it. Then the mailboxes' next queued tasks are started. None for a task that had ended meanwhile."""
+    now = timezone.now()
+    with transaction.atomic():
+        tasks = WritebackTask.objects.select_for_update().in_bulk([claimed.task.pk for claimed, _ in done])
+        mailboxes = Mailbox.objects.select_for_update().in_bulk([claimed.task.mailbox_id for claimed, _ in done])
+        open_findings = set(
+            DriftFinding.objects.filter(mailbox_id__in=mailboxes, resolved_at__isnull=True).values_list(
+                "mailbox_id", "attribute"
+            )
+        )
+        rows: list[WritebackTask | None] = []
+        events: list[dict[str, Any]] = []
+        for claimed, written in done:
+            row, mailbox = tasks[claimed.task.pk], mailboxes[claimed.task.mailbox_id]
+            if row.state != State.RUNNING:
+                # Taken by the sweep while this worker was slow: the sweep has recorded what became of it.
+                logger.warning("%s already ended as %s; not recording its completion.", row, row.state)
+                rows.append(None)
+                continue
+            with correlation_scope(_correlation(row)):
+                before = row.audit_snapshot()
+                rows.append(_record_done(claimed, written, row, mailbox, open_findings, now))
+            events.append({"action": COMPLETED, "obj": row, "before": before, "after": row.audit_snapshot(),
+                           "correlation_id": _correlation(row)})  # fmt: skip
+        finished = [row for row in rows if row is not None]
+        update_rows(finished, ["state", "error", "finished_at", "desired", "observed", "applied", "read_back"])
+        changed = [mailboxes[row.mailbox_id] for row in finished]
+        fields = ["ad_values", "drift", "has_drift", "ad_read_at", "updated_at"]
+        if any(claimed.cloud is not None for claimed, _ in done):
+            fields += ["exo_values", "exo_read_at", "primary_smtp", "version"]
+        for mailbox in changed:
+            mailbox.updated_at = now
+        update_rows(changed, fields)
+        audit_record_many(events)
+    _start_next_of([claimed.task.mailbox_id for claimed, _ in done])
+    return rows
+
+
+def _record_done(
+    claimed: Claimed,
+    written: Written,
+    row: WritebackTask,
+    mailbox: Mailbox,
+    open_findings: set[tuple[int, str]],
+    now: dt.datetime,
+) -> WritebackTask:
+    planned = list(ad_desired(claimed.task.desired, written.observed))
+    if claimed.cloud is not None:
+        if any(mailbox.exo_values.get(name) != value for name, value in claimed.cloud.items()):
+            mailbox.version += 1  # the cloud moved since the portal last read it: a page showing the old is stale
+        cloud_values_record(mailbox, claimed.cloud, at=now)
+    mailbox.ad_values = {**mailbox.ad_values, **ad_side(written.read_back)}
+    refresh_drift(mailbox)
+    mailbox.ad_read_at = now
+    require_run_transition(row, State.DONE)
+    row.state, row.error, row.finished_at, row.desired = State.DONE, "", now, claimed.task.desired
+    row.observed = {name: written.observed.get(name) for name in planned}
+    row.applied = _json(written.changes)
+    row.read_back = {name: written.read_back.get(name) for name in planned}
+    _record_findings(row, claimed.findings, resolved=True)
+    if any((mailbox.pk, by_ad_name(name).exo) in open_findings for name in planned):
         _resolve_written(row, planned)
-
-    row = run_finish(
-        WritebackTask, task.pk, action=COMPLETED, then=record,
-        observed={name: written.observed.get(name) for name in planned},
-        applied=_json(written.changes), read_back={name: written.read_back.get(name) for name in planned},
-    )  # fmt: skip
-    _start_next(task.mailbox_id)
     return row
 
 
@@ -360,7 +423,7 @@ WRITEBACK = Work(
     run=_run,
     finish=_finish,
     fail=_fail,
-    expected=(DirectoryError, WritebackError),
+    expected=(DirectoryError, WritebackError, ExchangeOnlineError),
     release=_release,
 )
 
@@ -389,10 +452,15 @@ def _complete_batch(batch: list[Claimed], *, named: int | None) -> str | None:
             with correlation_scope(_correlation(claimed.task)):
                 _release(claimed, describe(error, expected=False))
         raise
+    done = [(claimed, outcome.written) for claimed, outcome in zip(batch, outcomes, strict=True) if not outcome.error]
+    finished = dict(zip([claimed.task.pk for claimed, _ in done], _finish_batch(done) if done else [], strict=True))
     state, unexpected = None, None
     for claimed, outcome in zip(batch, outcomes, strict=True):
-        with correlation_scope(_correlation(claimed.task)):
-            row = _end(claimed, outcome)
+        if outcome.error is None:
+            row = finished[claimed.task.pk]
+        else:
+            with correlation_scope(_correlation(claimed.task)):
+                row = _end(claimed, outcome)
         if outcome.error is not None and not isinstance(outcome.error, WRITEBACK.expected + (RunAbandoned,)):
             unexpected = unexpected or outcome.error
         if claimed.task.pk == named and row is not None:
@@ -461,6 +529,17 @@ def give_back(
         if row is not None:
             transaction.on_commit(lambda: writeback_enqueue(task.pk, at=retry_at))
     return row
+
+
+def _start_next_of(mailbox_ids: Sequence[int]) -> None:
+    """``_start_next`` for the mailboxes of a batch, in one query: one job takes every waiting task that is due."""
+    waiting = (
+        WritebackTask.objects.filter(mailbox_id__in=mailbox_ids, state=State.QUEUED, retry_at__isnull=True)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if waiting is not None:
+        writeback_enqueue(waiting)
 
 
 def _start_next(mailbox_id: int) -> None:
