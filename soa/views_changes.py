@@ -136,8 +136,10 @@ def _change_rows(user, mailbox: Mailbox, changes: list[ChangeRequest]) -> list[d
         task_id for result in directory if isinstance(result, dict) and (task_id := _task_id(result)) is not None
     ])  # fmt: skip
     rows = []
-    for change in changes:
+    for change, result in zip(changes, directory, strict=True):
+        task = tasks.get(_task_id(result)) if isinstance(result, dict) else None
         row = {"change": change, "results": _results(change, tasks), "approve": None, "reject": None, "cancel": None,
+               "writing": _being_written(task),
                "operations": [_describe(operation) for operation in change.operations],
                "diff": preview_rows(change.before or {}, change.desired or {})}  # fmt: skip
         if change.state == ChangeState.PENDING_APPROVAL:
@@ -150,6 +152,14 @@ def _change_rows(user, mailbox: Mailbox, changes: list[ChangeRequest]) -> list[d
     return rows
 
 
+def _being_written(task: WritebackTask | None) -> bool:
+    """Whether an applied request's writeback will move without anyone asking: running, or queued for a worker now (a
+    retry scheduled minutes ahead is shown as such and not polled for)."""
+    if task is None:
+        return False
+    return task.state == task.State.RUNNING or (task.state == task.State.QUEUED and task.retry_at is None)
+
+
 def page_context(request: HttpRequest, mailbox: Mailbox, **given) -> dict:
     """Everything the mailbox page shows, for the whole page and each of its partials alike."""
     user = request.user
@@ -158,6 +168,7 @@ def page_context(request: HttpRequest, mailbox: Mailbox, **given) -> dict:
     # One open request per mailbox: while one is open the page offers no edit, and says why.
     can_edit = may(user, Action.MAILBOX_EDIT, dn=mailbox.dn)
     editable = can_edit and open_change is None
+    rows = _change_rows(user, mailbox, list(changes[:CHANGE_ROWS]))
     context = {
         "mailbox": mailbox,
         "can_edit": can_edit,
@@ -165,8 +176,9 @@ def page_context(request: HttpRequest, mailbox: Mailbox, **given) -> dict:
         "open_change": open_change,
         "exchange_rows": _rows(mailbox, EXCHANGE_ATTRIBUTES, editable=editable),
         "identity_rows": _rows(mailbox, IDENTITY_ATTRIBUTES, editable=False),
-        "change_rows": _change_rows(user, mailbox, list(changes[:CHANGE_ROWS])),
-        "polling": open_change is not None and "deciding" not in given,
+        "change_rows": rows,
+        # Open requests move by themselves, and so does the AD writeback an applied cloud-managed request queued.
+        "polling": (open_change is not None or any(row["writing"] for row in rows)) and "deciding" not in given,
         "reason_required": settings.CHANGE_REASON_REQUIRED,
     }
     return {**context, **writeback_card_context(user, mailbox), **given}

@@ -46,10 +46,18 @@ def test_the_ad_line_of_a_cloud_request_follows_its_writeback_from_queued_to_wri
     client.force_login(people["help"])
 
     assert "Active Directory</strong>: queued" in _ad_line(client, mailbox)
+    assert _polling(client, mailbox)  # the request is applied, but its writeback still moves: the card keeps polling
     work()
     task.refresh_from_db()
     assert task.state == WritebackTask.State.DONE
     assert "Active Directory</strong>: written" in _ad_line(client, mailbox)
+    assert not _polling(client, mailbox)
+
+
+def _polling(client, mailbox: Mailbox) -> bool:
+    card = client.get(reverse("mailbox_changes", args=[mailbox.pk]), headers={"HX-Request": "true"}).content.decode()
+    head = card.split(">", 1)[0]
+    return 'hx-trigger="every 2s' in head and 'data-testid="changes-live"' in card
 
 
 def test_the_ad_line_shows_a_failed_writeback_with_the_directorys_message(stack, people, client):
