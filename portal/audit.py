@@ -6,6 +6,7 @@ event's hash covers its content and the previous event's hash, so an edit or del
 database triggers' back is found by ``verify_chain()`` (``manage.py audit_verify``).
 """
 
+import functools
 import hashlib
 import json
 import re
@@ -44,11 +45,17 @@ class BrokenLink:
     reason: str
 
 
+@functools.lru_cache(maxsize=4096)
+def _secret_key(key: str) -> bool:
+    # Events repeat the same few hundred keys; a regex search per key and event was most of an append's CPU.
+    return bool(_SECRET_KEY.search(key))
+
+
 def mask_secrets(value: Any) -> Any:
     """Return a copy of ``value`` in which every secret-looking key's value is replaced by MASK."""
     if isinstance(value, Mapping):
         return {
-            key: MASK if isinstance(key, str) and _SECRET_KEY.search(key) else mask_secrets(item)
+            key: MASK if isinstance(key, str) and _secret_key(key) else mask_secrets(item)
             for key, item in value.items()
         }
     if isinstance(value, list | tuple):

@@ -200,6 +200,13 @@ class WritebackTask(models.Model):
         snapshot["retry_at"] = self.retry_at.isoformat() if self.retry_at else None
         return snapshot
 
+    def state_snapshot(self) -> dict:
+        """The audit snapshot without the values (``desired``, ``applied``): for events that move the task without
+        changing them (its claim, the "before" of its completion), where the request's event already holds them."""
+        snapshot = self.audit_snapshot()
+        del snapshot["desired"], snapshot["applied"]
+        return snapshot
+
 
 class DriftFinding(models.Model):
     """A value found in AD that the portal did not write and that differs both from what the portal last knew of

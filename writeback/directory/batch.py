@@ -1,25 +1,25 @@
 """Writing the Exchange attributes of many users with few round trips: what a writeback batch sends.
 
-``DirectoryClient.write`` costs three requests a user (search, modify, search). ``write_many`` reads every user of
-a batch in one search (an OR of their objectGUIDs), sends one modify for each user whose values differ, and reads
-the modified users back in one search: n + 2 requests for n users. A user whose modify conflicts with the entry as
-it now is (edited since the read), or whose read-back still differs, is handed to ``DirectoryClient.write``, which
-re-reads and re-plans as it always has. Each user's outcome is its own: a refused modify fails that user only; a
-retryable error (the directory unreachable or busy) stops the batch and is every unfinished user's outcome, since
-the next request would meet the same directory.
+``DirectoryClient.write`` costs three requests a user (search, modify, search). ``write_many`` reads every user of a
+batch in one search (an OR of their objectGUIDs), sends one modify for each user whose values differ, and reads the
+modified users' written attributes back in one search: n + 2 requests for n users. A user whose modify conflicts with
+the entry as it now is (edited since the read), or whose read-back still differs, is handed to
+``DirectoryClient.write``, which re-reads and re-plans as it always has. Each user's outcome is its own: a refused
+modify fails that user only; a retryable error (the directory unreachable or busy) stops the batch and is every
+unfinished user's outcome, since the next request would meet the same directory.
 
 AD accepts an OR of equality terms on objectGUID (an indexed attribute) and answers an unpaged search with up to
 MaxPageSize (1,000) entries; a search here asks for at most GUIDS_PER_SEARCH.
 """
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from writeback.directory.client import DirectoryClient, Written, _plan, equality_filter
 from writeback.directory.errors import DirectoryConflict, DirectoryNotFound, DirectoryRetryable
-from writeback.directory.modify import EXCHANGE_LDAP_ATTRIBUTES, Changes, normalise_entry
+from writeback.directory.modify import EXCHANGE_LDAP_ATTRIBUTES, Changes, normalise_entry, syntax
 
 GUIDS_PER_SEARCH = 100
 
@@ -43,10 +43,13 @@ class Outcome:
     error: BaseException | None = None
 
 
-def read_many(client: DirectoryClient, guids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[str, dict[str, Any]]]:
-    """The DN and normalised Exchange attributes of each user found, by objectGUID; a GUID no entry holds is absent."""
+def read_many(
+    client: DirectoryClient, guids: Sequence[uuid.UUID], attributes: Iterable[str] = EXCHANGE_LDAP_ATTRIBUTES
+) -> dict[uuid.UUID, tuple[str, dict[str, Any]]]:
+    """The DN and normalised Exchange attributes of each user found, by objectGUID; a GUID no entry holds is absent.
+    Only ``attributes`` are asked for (every Exchange attribute by default); the others read as absent."""
     found: dict[uuid.UUID, tuple[str, dict[str, Any]]] = {}
-    wanted = [*EXCHANGE_LDAP_ATTRIBUTES, "objectGUID"]
+    wanted = [*attributes, "objectGUID"]
     for start in range(0, len(guids), GUIDS_PER_SEARCH):
         chunk = guids[start : start + GUIDS_PER_SEARCH]
         search_filter = "(|" + "".join(equality_filter("objectGUID", guid.bytes_le) for guid in chunk) + ")"
@@ -119,8 +122,11 @@ def _read_back(
 ) -> None:
     if not modified:
         return
+    # Only what was written is read back (parsing every Exchange attribute of every entry again would cost as much
+    # as the first read); the others are as first read, and the check below compares the whole desired state.
+    names = sorted({syntax(name).name for *_, changes in modified for name in changes})
     try:
-        back = read_many(client, [items[index].guid for index, *_ in modified])
+        back = read_many(client, [items[index].guid for index, *_ in modified], names)
     except DirectoryRetryable as error:
         # The modifies were sent; the next attempt reads first and finds them applied, so nothing is sent twice.
         for index, *_ in modified:
@@ -131,7 +137,8 @@ def _read_back(
         try:
             if item.guid not in back:
                 raise _not_found(client, item.guid)
-            read_dn, read_back = back[item.guid]
+            read_dn, partial = back[item.guid]
+            read_back = {**observed, **{name: partial[name] for name in names}}
             if _plan(read_dn, read_back, item.desired(read_back)):
                 # Changed again between the modify and the read-back: re-plan on the single-user path.
                 outcomes[index].written = _again(client, item, dn, observed)

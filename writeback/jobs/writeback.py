@@ -135,11 +135,11 @@ def claim_batch(task_id: int | None, *, limit: int | None = None) -> list[Claime
                 continue  # the constraint allows one queued task a mailbox; a second could only be mid-supersede
             mailboxes.add(task.mailbox_id)
             require_run_transition(task, State.RUNNING)
-            before = task.audit_snapshot()
+            before = task.state_snapshot()
             task.state, task.attempts, task.retry_at = State.RUNNING, task.attempts + 1, None
             task.started_at = task.heartbeat_at = now
             task.job_id = job_id or task.job_id
-            events.append({"action": STARTED, "obj": task, "before": before, "after": task.audit_snapshot(),
+            events.append({"action": STARTED, "obj": task, "before": before, "after": task.state_snapshot(),
                            "correlation_id": _correlation(task)})  # fmt: skip
             claimed.append(Claimed(task=task, last_known=dict(task.mailbox.ad_values)))
         fields = ["state", "attempts", "retry_at", "started_at", "heartbeat_at", "job_id"]
@@ -357,7 +357,7 @@ def _finish_batch(done: Sequence[tuple[Claimed, Written]]) -> list[WritebackTask
                 rows.append(None)
                 continue
             with correlation_scope(_correlation(row)):
-                before = row.audit_snapshot()
+                before = row.state_snapshot()
                 rows.append(_record_done(claimed, written, row, mailbox, open_findings, now))
             events.append({"action": COMPLETED, "obj": row, "before": before, "after": row.audit_snapshot(),
                            "correlation_id": _correlation(row)})  # fmt: skip
