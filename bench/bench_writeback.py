@@ -95,6 +95,17 @@ def _mailboxes(users: list[dict]) -> list[int]:
     return list(Mailbox.objects.order_by("pk").values_list("pk", flat=True))
 
 
+def _portal_knows(mailbox_ids: list[int], value: str) -> None:
+    """The baseline wrote extensionAttribute3 behind the portal's back; record it as the inventory's next read would.
+    Otherwise every task of the first run would meet a direct AD edit and measure drift handling, not writeback."""
+    from soa.models import Mailbox
+
+    rows = list(Mailbox.objects.filter(pk__in=mailbox_ids))
+    for row in rows:
+        row.ad_values = {**row.ad_values, "CustomAttribute3": value}
+    Mailbox.objects.bulk_update(rows, ["ad_values"], batch_size=500)
+
+
 def _request(mailbox_id: int, value: str, *, enqueue: bool) -> int:
     from soa.models import Mailbox
     from writeback.tasks import writeback_task_request
@@ -248,6 +259,7 @@ def main() -> int:
             baseline_read.samples.append(args.tasks / sum(raw_read_modify(f"raw {repeat}")))
             baseline_modify.samples.append(args.tasks / raw_modify(f"raw dn {repeat}"))
         floor = [seconds * 1000 for seconds in raw_read_modify("floor", read_back=True)]
+        _portal_knows(mailbox_ids, "floor")
 
         figures = []
         for workers in [int(n) for n in args.workers.split(",")]:
