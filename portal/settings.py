@@ -105,6 +105,14 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Sign-in throttling (portal.signin): this many failures for one user name, or from one client address, within the
+# window lock that name or address for the lock-out period (0 switches a count off). Behind a reverse proxy, name the
+# header it puts the client's address in (its last value is used); by default the socket's address is counted.
+SIGNIN_USERNAME_FAILURE_LIMIT = env.int("SIGNIN_USERNAME_FAILURE_LIMIT", default=5)
+SIGNIN_ADDRESS_FAILURE_LIMIT = env.int("SIGNIN_ADDRESS_FAILURE_LIMIT", default=20)
+SIGNIN_FAILURE_WINDOW_MINUTES = env.int("SIGNIN_FAILURE_WINDOW_MINUTES", default=15)
+SIGNIN_LOCKOUT_MINUTES = env.int("SIGNIN_LOCKOUT_MINUTES", default=15)
+SIGNIN_CLIENT_ADDRESS_HEADER = env.str("SIGNIN_CLIENT_ADDRESS_HEADER", default="")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
