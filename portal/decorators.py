@@ -25,3 +25,19 @@ def action_required(action: Action) -> Callable:
         return wrapped
 
     return decorator
+
+
+def read_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Let only GET and HEAD through; refuse every other method with 403.
+
+    Wraps django-rq's dashboard: its empty, requeue, delete, stop and enqueue controls act on Redis without an audit
+    event, so the portal shows queues and jobs but changes them only through its own audited services.
+    """
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if request.method not in ("GET", "HEAD"):
+            raise PermissionDenied("The background job dashboard is read-only.")
+        return view(request, *args, **kwargs)
+
+    return wrapped
