@@ -162,6 +162,9 @@ LDAP_BIND_DN = env.str("LDAP_BIND_DN", default="")
 LDAP_PASSWORD_FILE = env.str("LDAP_PASSWORD_FILE", default="")
 LDAP_BASE_DN = env.str("LDAP_BASE_DN", default="")
 LDAP_CA_FILE = env.str("LDAP_CA_FILE", default="")
+# Plain ldap:// without LDAP_CA_FILE sends the bind password in clear: refused to any host but this machine (unless
+# DJANGO_DEBUG), and reported by `manage.py check --deploy`, unless this is set for a network you trust.
+LDAP_ALLOW_CLEARTEXT = env.bool("LDAP_ALLOW_CLEARTEXT", default=False)
 LDAP_TIMEOUT_SECONDS = env.float("LDAP_TIMEOUT_SECONDS", default=5.0)
 # Scheduled inventory imports (writeback/inventory_schedule.py; 0 switches one off): a full reconciliation, the
 # only run that finds deleted objects, and an incremental import of what changed in between.
