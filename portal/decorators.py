@@ -3,6 +3,7 @@
 from collections.abc import Callable
 from functools import wraps
 
+from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
@@ -39,5 +40,18 @@ def read_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         if request.method not in ("GET", "HEAD"):
             raise PermissionDenied("The background job dashboard is read-only.")
         return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def job_dashboard_policy(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Answer with CONTENT_SECURITY_POLICY_JOBS (django-rq's pages carry inline <style>; portal.settings says why)."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        response = view(request, *args, **kwargs)
+        if settings.CONTENT_SECURITY_POLICY_JOBS:
+            response.headers["Content-Security-Policy"] = settings.CONTENT_SECURITY_POLICY_JOBS
+        return response
 
     return wrapped

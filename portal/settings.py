@@ -60,6 +60,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "portal.middleware.SecurityHeadersMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
 
@@ -145,6 +146,30 @@ SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", default=not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy of every page (portal.middleware.SecurityHeadersMiddleware; empty: no header). Scripts and
+# styles come from the portal's own files only: templates hold no inline script, on* handler or style attribute,
+# and htmx's own indicator <style> is switched off in base.html (its CSS is in portal.css). Images may be data: URIs
+# (the admin site's icons). django-rq's job dashboard (/jobs/, admin only, read-only) lays its pages out with inline
+# <style> blocks, so it gets CONTENT_SECURITY_POLICY_JOBS, which allows inline styles but still no inline script: its
+# queue pages' inline script is blocked, which only disables the bulk-action checkboxes of a dashboard that refuses
+# every action anyway (portal.decorators.read_only).
+_CSP_REST = (
+    "img-src 'self' data:; font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+CONTENT_SECURITY_POLICY = env.str(
+    "CONTENT_SECURITY_POLICY", default=f"default-src 'self'; script-src 'self'; style-src 'self'; {_CSP_REST}"
+)
+CONTENT_SECURITY_POLICY_JOBS = env.str(
+    "CONTENT_SECURITY_POLICY_JOBS",
+    default=f"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; {_CSP_REST}",
+)
+# Browser features no page of the portal uses, switched off for it and anything it might embed.
+PERMISSIONS_POLICY = env.str(
+    "PERMISSIONS_POLICY",
+    default="accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), "
+    "payment=(), usb=(), display-capture=(), serial=(), hid=()",
+)
 
 # Background work: RQ on Redis. Queue "writeback" carries AD writes so they never wait behind imports.
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
@@ -250,6 +275,8 @@ BULK_CHANGE_STEP = env.int("BULK_CHANGE_STEP", default=200)
 
 # Health checks answer quickly even when a component hangs.
 HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=2.0)
+# /healthz reuses its component checks for this long (0: checks on every call), so frequent polling stays cheap.
+HEALTH_CACHE_SECONDS = env.float("HEALTH_CACHE_SECONDS", default=5.0)
 
 EMAIL_BACKEND = env.str("DJANGO_EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DJANGO_DEFAULT_FROM_EMAIL", default="soa-portal@localhost")

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import URLPattern, include, path
 from django_rq.urls import get_admin_urlpatterns, get_api_urlpatterns
 
-from portal.decorators import action_required, read_only
+from portal.decorators import action_required, job_dashboard_policy, read_only
 from portal.roles import Action
 from portal.views import audit, connections, dashboard, drift, health, inventory, roles, signin, writeback
 
@@ -12,7 +12,10 @@ from portal.views import audit, connections, dashboard, drift, health, inventory
 # Its stats JSON is wrapped too: the portal does not use django-rq's API tokens.
 _admin_only = action_required(Action.JOBS_VIEW)
 _rq_api = [URLPattern(p.pattern, _admin_only(p.callback), p.default_args, p.name) for p in get_api_urlpatterns()]
-rq_patterns = (get_admin_urlpatterns(view_wrapper=lambda view: _admin_only(read_only(view))) + _rq_api, "django_rq")
+rq_patterns = (
+    get_admin_urlpatterns(view_wrapper=lambda view: _admin_only(read_only(job_dashboard_policy(view)))) + _rq_api,
+    "django_rq",
+)
 
 urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),
