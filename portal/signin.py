@@ -17,7 +17,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -176,7 +176,8 @@ def signin_lock_list(*, user: User):
     """The names and addresses with failures counted or locked now; only administrators may see them."""
     if not may(user, Action.PORTAL_CONFIGURE):
         return SignInThrottle.objects.none()
-    return SignInThrottle.objects.order_by("-locked_until", "-last_failure_at")
+    # Locks first, on every database (PostgreSQL sorts NULLs first when descending).
+    return SignInThrottle.objects.order_by(F("locked_until").desc(nulls_last=True), "-last_failure_at")
 
 
 def _snapshot(row: SignInThrottle) -> dict:

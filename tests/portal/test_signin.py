@@ -234,3 +234,13 @@ def test_a_password_change_that_fails_validation_changes_and_records_nothing(cli
 def test_client_address_counts_what_the_deployment_trusts(settings, meta, header, expected):
     settings.SIGNIN_CLIENT_ADDRESS_HEADER = header
     assert client_address(RequestFactory().get("/", **meta)) == expected
+
+
+@pytest.mark.django_db
+def test_the_locks_page_lists_locks_before_mere_counts(client, make_user):
+    make_user("alice", Role.HELPDESK)
+    _hammer(client, "alice", times=5)  # locks the name; each of the five addresses holds one failure
+    client.force_login(make_user("root", Role.ADMIN))
+    rows = list(client.get("/settings/sign-in-locks/").context["throttles"])
+    assert [(row.kind, row.key) for row in rows][0] == ("username", "alice")
+    assert all(row.locked_until is None for row in rows[1:])
