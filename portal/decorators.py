@@ -7,6 +7,7 @@ from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 
 from portal.roles import Action, may
 
@@ -28,6 +29,13 @@ def action_required(action: Action) -> Callable:
     return decorator
 
 
+READ_ONLY_REASON = (
+    "The background job dashboard is read-only: it shows queues and jobs but does not empty, requeue, delete, stop "
+    "or enqueue them, because those changes would leave no audit record. Retry failed work from the portal's own "
+    "pages (a mailbox's writeback, a wave member)."
+)
+
+
 def read_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """Let only GET and HEAD through; refuse every other method with 403.
 
@@ -38,7 +46,7 @@ def read_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     @wraps(view)
     def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
         if request.method not in ("GET", "HEAD"):
-            raise PermissionDenied("The background job dashboard is read-only.")
+            return render(request, "403.html", {"reason": READ_ONLY_REASON}, status=403)
         return view(request, *args, **kwargs)
 
     return wrapped

@@ -48,6 +48,7 @@ def test_every_post_to_the_job_dashboard_is_refused_and_changes_nothing(client, 
         # The bulk-action form's own fields, so a view that looked at them would act if it were reached.
         response = client.post(url, {"action": "delete", "job_ids": [job.id], "_selected_action": [job.id]})
         assert response.status_code == 403, url
+        assert "dashboard is read-only" in response.content.decode(), url
     assert writeback_queue.job_ids == [job.id]
     assert writeback_queue.fetch_job(job.id).get_status() == "queued"
 
