@@ -41,7 +41,10 @@ class SecurityHeadersMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        if settings.CONTENT_SECURITY_POLICY:
+        # Django's debug error pages are styled and scripted inline; with DEBUG off (always in production) they
+        # are never sent, and the portal's own error pages get the policy like any other.
+        debug_error_page = settings.DEBUG and response.status_code >= 400
+        if settings.CONTENT_SECURITY_POLICY and not debug_error_page:
             response.headers.setdefault("Content-Security-Policy", settings.CONTENT_SECURITY_POLICY)
         if settings.PERMISSIONS_POLICY:
             response.headers.setdefault("Permissions-Policy", settings.PERMISSIONS_POLICY)

@@ -89,3 +89,11 @@ def test_healthz_reuses_its_checks_for_a_few_seconds(client, settings):
     settings.HEALTH_CACHE_SECONDS = 0
     third = client.get("/healthz")
     assert third.status_code == 503 and third.json()["down"] == ["redis"]
+
+
+@pytest.mark.django_db
+def test_debugs_error_pages_keep_their_inline_styles_and_production_error_pages_get_the_policy(client, settings):
+    assert "Content-Security-Policy" in client.get("/no-such-page/")
+    settings.DEBUG = True
+    assert "Content-Security-Policy" not in client.get("/no-such-page/")
+    assert "Content-Security-Policy" in client.get("/login/")
