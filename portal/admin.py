@@ -7,4 +7,8 @@ the admin site must not offer another way to edit them, not even to a superuser.
 from django.contrib import admin
 from django.contrib.auth.models import Group
 
+from portal.forms import ThrottledAdminAuthenticationForm
+
 admin.site.unregister(Group)
+# The admin sign-in is throttled and audited like the portal's (portal.signin).
+admin.site.login_form = ThrottledAdminAuthenticationForm

@@ -1,9 +1,21 @@
 """Forms of the portal shell."""
 
 from django import forms
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import AuthenticationForm
+from django.forms.forms import NON_FIELD_ERRORS
 
 from portal.roles import Role
+from portal.signin import (
+    LOCKED_MESSAGE,
+    Attempt,
+    client_address,
+    signin_failed,
+    signin_locked,
+    signin_refused_here,
+    signin_succeeded,
+)
 
 
 class AuditFilterForm(forms.Form):
@@ -48,3 +60,40 @@ class ReasonForm(forms.Form):
     """A confirmation that must say why."""
 
     reason = forms.CharField(max_length=500, label="Reason")
+
+
+class ThrottledLoginMixin:
+    """Sign-in through portal.signin: a locked name or address is refused before its password is checked, every
+    failure counts towards a lock, and every outcome is audited. Mixed into Django's authentication forms."""
+
+    def clean(self):
+        username, password = self.cleaned_data.get("username"), self.cleaned_data.get("password")
+        if username is None or not password:
+            return super().clean()
+        attempt = Attempt(username=username, address=client_address(self.request))
+        if signin_locked(attempt):
+            signin_failed(attempt, refused_while_locked=True)
+            raise forms.ValidationError(LOCKED_MESSAGE, code="locked")
+        try:
+            cleaned = super().clean()
+        except forms.ValidationError as exc:
+            if self.user_cache is None:
+                if signin_failed(attempt):
+                    raise forms.ValidationError(LOCKED_MESSAGE, code="locked") from None
+            else:  # right password, but this page does not admit the account (inactive, or not staff)
+                signin_refused_here(user=self.user_cache, attempt=attempt, message=" ".join(exc.messages))
+            raise
+        signin_succeeded(user=self.user_cache, attempt=attempt)
+        return cleaned
+
+    @property
+    def locked(self) -> bool:
+        return self.has_error(NON_FIELD_ERRORS, "locked")
+
+
+class ThrottledAuthenticationForm(ThrottledLoginMixin, AuthenticationForm):
+    """The portal's sign-in form."""
+
+
+class ThrottledAdminAuthenticationForm(ThrottledLoginMixin, AdminAuthenticationForm):
+    """The sign-in form of /django-admin/ (which django-rq's dashboard is part of)."""

@@ -1,6 +1,12 @@
-"""Component checks behind /healthz: the database, Redis and the directory, each bounded in time."""
+"""Component checks behind /healthz: the database, Redis and the directory, each bounded in time.
+
+The result is kept for HEALTH_CACHE_SECONDS: load balancers and monitors poll often, from several places, and each
+uncached call opens a Redis connection and binds to the directory with the service account. One check runs at a
+time per process; callers arriving meanwhile wait for it and share its result.
+"""
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -66,5 +72,33 @@ def _directory() -> str:
     return config.url
 
 
+_lock = threading.Lock()
+_last: tuple[tuple, float, list[ComponentStatus]] | None = None
+
+
+def _checked_configuration() -> tuple:
+    # A result only answers for the configuration it was taken with (tests and reloads change it).
+    return (
+        connection.settings_dict.get("NAME"),
+        settings.REDIS_URL,
+        settings.LDAP_URL,
+        settings.LDAP_BIND_DN,
+        settings.LDAP_PASSWORD_FILE,
+        settings.LDAP_BASE_DN,
+        settings.LDAP_CA_FILE,
+        settings.HEALTH_CHECK_TIMEOUT_SECONDS,
+    )
+
+
 def check_all() -> list[ComponentStatus]:
-    return [_timed("database", _database), _timed("redis", _redis), _timed("directory", _directory)]
+    """Every component's status, at most HEALTH_CACHE_SECONDS old (0: checked on every call)."""
+    global _last
+    configuration = _checked_configuration()
+    with _lock:
+        if _last is not None:
+            taken_with, taken_at, statuses = _last
+            if taken_with == configuration and time.monotonic() - taken_at < settings.HEALTH_CACHE_SECONDS:
+                return statuses
+        statuses = [_timed("database", _database), _timed("redis", _redis), _timed("directory", _directory)]
+        _last = (configuration, time.monotonic(), statuses)
+        return statuses

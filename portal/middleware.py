@@ -2,7 +2,9 @@
 
 from collections.abc import Callable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.utils.cache import patch_cache_control
 
 from portal.correlation import correlation_scope, sanitize
 
@@ -21,4 +23,32 @@ class RequestIdMiddleware:
         with correlation_scope(request_id):
             response = self.get_response(request)
         response[REQUEST_ID_HEADER] = request_id
+        return response
+
+
+class SecurityHeadersMiddleware:
+    """Adds the Content-Security-Policy and Permissions-Policy headers, and keeps signed-in pages out of caches.
+
+    The policy (CONTENT_SECURITY_POLICY) allows scripts and styles from the portal's own origin only: no inline
+    script, event-handler attribute or ``style`` attribute runs. Pages that need another policy set their own header,
+    which is left alone. A signed-in page can show what only that user may see, so it gets ``no-store``: neither the
+    browser (back button after sign-out, a shared machine) nor a proxy keeps a copy. Sits after the authentication
+    middleware, so static files (served before it) stay cacheable.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        # Django's debug error pages are styled and scripted inline; with DEBUG off (always in production) they
+        # are never sent, and the portal's own error pages get the policy like any other.
+        debug_error_page = settings.DEBUG and response.status_code >= 400
+        if settings.CONTENT_SECURITY_POLICY and not debug_error_page:
+            response.headers.setdefault("Content-Security-Policy", settings.CONTENT_SECURITY_POLICY)
+        if settings.PERMISSIONS_POLICY:
+            response.headers.setdefault("Permissions-Policy", settings.PERMISSIONS_POLICY)
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            patch_cache_control(response, no_store=True, private=True)
         return response

@@ -111,3 +111,28 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.action} by {self.actor_name}"
+
+
+class SignInThrottle(models.Model):
+    """Recent failed sign-ins counted against one user name or one client address (portal.signin).
+
+    Counted per name whether or not an account has it, so a lock-out says nothing about which accounts exist.
+    Never holds a password: only the name typed, the address, counts and times.
+    """
+
+    class Kind(models.TextChoices):
+        USERNAME = "username", "User name"
+        ADDRESS = "address", "Client address"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    key = models.CharField(max_length=255)
+    failures = models.PositiveIntegerField(default=0)
+    first_failure_at = models.DateTimeField()
+    last_failure_at = models.DateTimeField(db_index=True)
+    locked_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "key"], name="portal_signinthrottle_unique_key")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.key}"

@@ -60,6 +60,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "portal.middleware.SecurityHeadersMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
 
@@ -105,6 +106,14 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Sign-in throttling (portal.signin): this many failures for one user name, or from one client address, within the
+# window lock that name or address for the lock-out period (0 switches a count off). Behind a reverse proxy, name the
+# header it puts the client's address in (its last value is used); by default the socket's address is counted.
+SIGNIN_USERNAME_FAILURE_LIMIT = env.int("SIGNIN_USERNAME_FAILURE_LIMIT", default=5)
+SIGNIN_ADDRESS_FAILURE_LIMIT = env.int("SIGNIN_ADDRESS_FAILURE_LIMIT", default=20)
+SIGNIN_FAILURE_WINDOW_MINUTES = env.int("SIGNIN_FAILURE_WINDOW_MINUTES", default=15)
+SIGNIN_LOCKOUT_MINUTES = env.int("SIGNIN_LOCKOUT_MINUTES", default=15)
+SIGNIN_CLIENT_ADDRESS_HEADER = env.str("SIGNIN_CLIENT_ADDRESS_HEADER", default="")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -137,6 +146,30 @@ SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", default=not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy of every page (portal.middleware.SecurityHeadersMiddleware; empty: no header). Scripts and
+# styles come from the portal's own files only: templates hold no inline script, on* handler or style attribute,
+# and htmx's own indicator <style> is switched off in base.html (its CSS is in portal.css). Images may be data: URIs
+# (the admin site's icons). django-rq's job dashboard (/jobs/, admin only, read-only) lays its pages out with inline
+# <style> blocks, so it gets CONTENT_SECURITY_POLICY_JOBS, which allows inline styles but still no inline script: its
+# queue pages' inline script is blocked, which only disables the bulk-action checkboxes of a dashboard that refuses
+# every action anyway (portal.decorators.read_only).
+_CSP_REST = (
+    "img-src 'self' data:; font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+CONTENT_SECURITY_POLICY = env.str(
+    "CONTENT_SECURITY_POLICY", default=f"default-src 'self'; script-src 'self'; style-src 'self'; {_CSP_REST}"
+)
+CONTENT_SECURITY_POLICY_JOBS = env.str(
+    "CONTENT_SECURITY_POLICY_JOBS",
+    default=f"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; {_CSP_REST}",
+)
+# Browser features no page of the portal uses, switched off for it and anything it might embed.
+PERMISSIONS_POLICY = env.str(
+    "PERMISSIONS_POLICY",
+    default="accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), "
+    "payment=(), usb=(), display-capture=(), serial=(), hid=()",
+)
 
 # Background work: RQ on Redis. Queue "writeback" carries AD writes so they never wait behind imports.
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
@@ -154,6 +187,9 @@ LDAP_BIND_DN = env.str("LDAP_BIND_DN", default="")
 LDAP_PASSWORD_FILE = env.str("LDAP_PASSWORD_FILE", default="")
 LDAP_BASE_DN = env.str("LDAP_BASE_DN", default="")
 LDAP_CA_FILE = env.str("LDAP_CA_FILE", default="")
+# Plain ldap:// without LDAP_CA_FILE sends the bind password in clear: refused to any host but this machine (unless
+# DJANGO_DEBUG), and reported by `manage.py check --deploy`, unless this is set for a network you trust.
+LDAP_ALLOW_CLEARTEXT = env.bool("LDAP_ALLOW_CLEARTEXT", default=False)
 LDAP_TIMEOUT_SECONDS = env.float("LDAP_TIMEOUT_SECONDS", default=5.0)
 # Scheduled inventory imports (writeback/inventory_schedule.py; 0 switches one off): a full reconciliation, the
 # only run that finds deleted objects, and an incremental import of what changed in between.
@@ -239,6 +275,8 @@ BULK_CHANGE_STEP = env.int("BULK_CHANGE_STEP", default=200)
 
 # Health checks answer quickly even when a component hangs.
 HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=2.0)
+# /healthz reuses its component checks for this long (0: checks on every call), so frequent polling stays cheap.
+HEALTH_CACHE_SECONDS = env.float("HEALTH_CACHE_SECONDS", default=5.0)
 
 EMAIL_BACKEND = env.str("DJANGO_EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DJANGO_DEFAULT_FROM_EMAIL", default="soa-portal@localhost")

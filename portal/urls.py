@@ -1,24 +1,26 @@
 """URL map of the portal."""
 
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, include, path
 from django_rq.urls import get_admin_urlpatterns, get_api_urlpatterns
 
-from portal.decorators import action_required
+from portal.decorators import action_required, job_dashboard_policy, read_only
 from portal.roles import Action
-from portal.views import audit, connections, dashboard, drift, health, inventory, roles, writeback
+from portal.views import audit, connections, dashboard, drift, health, inventory, roles, signin, writeback
 
 # django-rq's dashboard, wrapped so only the admin role reaches it (its own views also require is_staff).
 # Its stats JSON is wrapped too: the portal does not use django-rq's API tokens.
 _admin_only = action_required(Action.JOBS_VIEW)
 _rq_api = [URLPattern(p.pattern, _admin_only(p.callback), p.default_args, p.name) for p in get_api_urlpatterns()]
-rq_patterns = (get_admin_urlpatterns(view_wrapper=_admin_only) + _rq_api, "django_rq")
+rq_patterns = (
+    get_admin_urlpatterns(view_wrapper=lambda view: _admin_only(read_only(job_dashboard_policy(view)))) + _rq_api,
+    "django_rq",
+)
 
 urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("login/", signin.login_view, name="login"),
+    path("logout/", signin.SignOutView.as_view(), name="logout"),
     path("healthz", health.healthz, name="healthz"),
     path("audit/", audit.audit_list, name="audit_list"),
     path("audit/export.<str:fmt>", audit.audit_export, name="audit_export"),
@@ -39,7 +41,16 @@ urlpatterns = [
     path("roles/", roles.role_list, name="role_list"),
     path("roles/assign/", roles.role_assign_view, name="role_assign"),
     path("roles/<int:assignment_id>/revoke/", roles.role_revoke_view, name="role_revoke"),
+    path("settings/sign-in-locks/", signin.signin_locks_view, name="signin_locks"),
+    path(
+        "settings/sign-in-locks/<int:throttle_id>/release/",
+        signin.signin_lock_release_view,
+        name="signin_lock_release",
+    ),
     path("jobs/", include(rq_patterns)),
     # django-rq's pages extend the admin's templates and link to its index; no model is registered there.
+    # The admin site's sign-out and password change, audited like the portal's (its sign-in form: portal/admin.py).
+    path("django-admin/logout/", signin.SignOutView.as_view(next_page="admin:login")),
+    path("django-admin/password_change/", admin.site.admin_view(signin.admin_password_change)),
     path("django-admin/", admin.site.urls),
 ]

@@ -76,7 +76,8 @@ def test_helpdesk_uploads_previews_confirms_and_watches_a_bulk_edit(
     assert page.get_by_test_id("batch-created").inner_text() == "0"
 
     change_batch_job(batch.pk)  # the worker's step; the page learns of it by polling
-    page.wait_for_function("document.querySelector('[data-testid=batch-created]').innerText === '2'")
+    # A function, not a bare expression: Playwright evals an expression, which the page's CSP refuses.
+    page.wait_for_function("() => document.querySelector('[data-testid=batch-created]').innerText === '2'")
     assert page.get_by_test_id("batch-state").inner_text() == "Running"
     screenshot("progress")
     _narrow(page, screenshot, "progress")

@@ -4,13 +4,15 @@
 
 - ``ldaps://`` URLs use LDAPS, ``ldap://`` with a CA file uses StartTLS; both verify the server certificate
   (against the CA file, else the system store) and its host name. Plain ``ldap://`` without a CA file is for
-  the sandbox: a simple bind over it sends the password in clear, so it is logged when the host is not loopback.
+  the sandbox: a simple bind over it sends the password in clear, so to any host but this machine it is refused
+  unless DJANGO_DEBUG or LDAP_ALLOW_CLEARTEXT says otherwise (``cleartext_refusal``; deploy check writeback.E002).
 - The password is read from the password file at every connect (a rotated file takes effect on the next
   reconnect) and is never logged or put into an error message.
 - AD's referrals are not followed: that would bind to other hosts with the service account's credentials.
 """
 
 import contextlib
+import ipaddress
 import logging
 import math
 import ssl
@@ -20,6 +22,7 @@ from urllib.parse import urlsplit
 
 import ldap3
 from django.conf import settings
+from django.core import checks
 from ldap3.core.exceptions import LDAPException
 
 from writeback.directory.errors import DirectoryError, DirectoryPermanent, error_for_exception, error_for_result
@@ -81,6 +84,9 @@ def _server(config: DirectoryConfig, get_info: str) -> tuple[ldap3.Server, bool]
     scheme = urlsplit(config.url).scheme.lower()
     if scheme not in ("ldap", "ldaps"):
         raise DirectoryPermanent(f"LDAP_URL must start with ldap:// or ldaps://, not {config.url!r}.")
+    refusal = cleartext_refusal(config.url, config.ca_file)
+    if refusal:
+        raise DirectoryPermanent(refusal)
     tls = None
     if scheme == "ldaps" or config.ca_file:
         try:
@@ -136,7 +142,44 @@ def connect(config: DirectoryConfig, *, get_info: str = ldap3.NONE) -> ldap3.Con
 
 
 def _is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+def cleartext_refusal(url: str, ca_file: str, *, allow: bool | None = None) -> str:
+    """Why binding to ``url`` is refused (the password would cross the network in clear), or "" when it is not.
+
+    Plain ldap:// without a CA file (so without StartTLS) is allowed only to this machine, or when
+    LDAP_ALLOW_CLEARTEXT (or DJANGO_DEBUG, for a development directory elsewhere) says so; ``allow`` overrides both.
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "ldap" or ca_file:
+        return ""
+    if allow is None:
+        allow = settings.LDAP_ALLOW_CLEARTEXT or settings.DEBUG
+    if allow or _is_loopback(parts.hostname or ""):
+        return ""
+    return (
+        f"LDAP_URL {url} is plain LDAP to another host: the service account's password would cross the network "
+        "unencrypted, so the portal refuses to bind. Use ldaps://, or set LDAP_CA_FILE for StartTLS; "
+        "LDAP_ALLOW_CLEARTEXT=true allows it anyway, for a directory on a network you trust."
+    )
+
+
+def check_cleartext_bind(app_configs: object = None, **kwargs: object) -> list[checks.Error]:
+    """Deploy check (``manage.py check --deploy``): the configured directory is not bound to in clear."""
+    problem = cleartext_refusal(settings.LDAP_URL, settings.LDAP_CA_FILE, allow=settings.LDAP_ALLOW_CLEARTEXT)
+    if not problem:
+        return []
+    hint = "Use ldaps:// or StartTLS (LDAP_CA_FILE), or set LDAP_ALLOW_CLEARTEXT=true if the network is trusted."
+    return [checks.Error(problem, hint=hint, id="writeback.E002")]
 
 
 def close_quietly(connection: ldap3.Connection) -> None:
