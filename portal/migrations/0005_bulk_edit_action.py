@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('portal', '0003_roles'),
+        ('portal', '0004_signin_throttle'),
     ]
 
     operations = [
