@@ -53,6 +53,22 @@ def enqueue(func: str, *args, queue: str = QUEUE, at: dt.datetime | None = None,
     return rq_queue.enqueue(func, *args, job_timeout=job_timeout).id
 
 
+def job_pending(job_id: str, *, queue: str = QUEUE) -> bool:
+    """Whether the RQ job ``job_id`` is still on its way: queued, scheduled, deferred or running. False when Redis no
+    longer has it (emptied by a restart) or it ended without its row moving (the sweep then queues the row again)."""
+    import django_rq
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job, JobStatus
+
+    if not job_id:
+        return False
+    try:
+        status = Job.fetch(job_id, connection=django_rq.get_queue(queue).connection).get_status()
+    except NoSuchJobError:
+        return False
+    return status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.STARTED)
+
+
 def wave_enqueue(*, wave_id: int, at: dt.datetime | None = None) -> str | None:
     """Queue one batch of the wave (call after commit), or schedule it for ``at``. Returns the RQ job id, or
     None when the wave is gone. The job may run for the whole batch at the wave's rate, plus a margin."""

@@ -230,12 +230,13 @@ def drift_scan_request(*, actor: User | None, mode: str | None = None, enqueue_j
                 actor=actor, action="writeback.drift_scan.requested", obj=scan, after=scan.audit_snapshot(), reason=why
             )
             if enqueue_job:
-                transaction.on_commit(partial(_enqueue, scan.pk))
+                transaction.on_commit(partial(drift_scan_enqueue, scan.pk))
     except IntegrityError as exc:  # another scan was requested at the same instant
         raise DriftError("A drift scan is already queued.") from exc
     return scan
 
 
-def _enqueue(scan_id: int) -> None:
+def drift_scan_enqueue(scan_id: int) -> None:
+    """Queue a queued scan's job (after the commit) and note its id on the scan."""
     job_id = enqueue(DRIFT_SCAN_JOB, scan_id, job_timeout=SCAN_JOB_TIMEOUT)
     DriftScan.objects.filter(pk=scan_id).update(job_id=job_id)

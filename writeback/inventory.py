@@ -462,11 +462,12 @@ def inventory_run_request(*, actor, mode: str = InventoryRun.Mode.FULL, enqueue:
         run = InventoryRun.objects.create(mode=mode, requested_by=actor)
         audit_record(actor=actor, action="writeback.inventory.requested", obj=run, after={"mode": run.mode})
         if enqueue:
-            transaction.on_commit(partial(_enqueue, run.pk))
+            transaction.on_commit(partial(inventory_enqueue, run.pk))
     return run
 
 
-def _enqueue(run_id: int) -> None:
+def inventory_enqueue(run_id: int) -> None:
+    """Queue a queued import's job (after the commit) and note its id on the run."""
     job_id = enqueue(INVENTORY_RUN_JOB, run_id, job_timeout=INVENTORY_JOB_TIMEOUT)
     InventoryRun.objects.filter(pk=run_id).update(job_id=job_id)
 

@@ -287,9 +287,10 @@ def change_batch_step_failed(*, batch_id: int, error: str) -> ChangeBatch | None
 
 def batch_stalled_since(batch: ChangeBatch, *, before: dt.datetime) -> dt.datetime | None:
     """When a RUNNING batch's steps stopped, if it is stalled: no step since ``before`` (its heartbeat, or its start)
-    while a line's turn has come (a worker died mid-step, or its next step was never queued). None otherwise: it
-    runs, or it waits for a request to end, which queues its next step."""
-    if batch.state != BatchState.RUNNING:
+    while a line's turn has come (a worker died mid-step, or its next step was never queued); for a QUEUED batch,
+    since it was confirmed (its first step was lost: Redis emptied, or down at the commit). None otherwise: it runs,
+    or it waits for a request to end, which queues its next step."""
+    if batch.state not in (BatchState.RUNNING, BatchState.QUEUED):
         return None
     last = batch.heartbeat_at or batch.started_at or batch.created_at
     if last >= before or not change_batch_next_lines(batch_id=batch.pk, limit=1):
@@ -302,7 +303,7 @@ def change_batches_stalled(*, before: dt.datetime) -> list[int]:
     ``before`` (not restarted since, and no request of theirs changed since, whose end has queued a step)."""
     recent = ChangeBatchLine.objects.filter(batch_id=OuterRef("pk"), request__updated_at__gte=before)
     candidates = (
-        ChangeBatch.objects.filter(state=BatchState.RUNNING, updated_at__lt=before)
+        ChangeBatch.objects.filter(state__in=(BatchState.RUNNING, BatchState.QUEUED), updated_at__lt=before)
         .filter(Q(heartbeat_at__lt=before) | Q(heartbeat_at=None))
         .exclude(Exists(recent))
         .order_by("pk")

@@ -117,3 +117,26 @@ def test_the_sweep_leaves_a_batch_waiting_for_its_request_to_end(stack, people, 
 
     assert change_batch_sweep() == []  # not stalled: its next step comes when the open request ends
     assert not AuditEvent.objects.filter(action="soa.batch.restarted").exists()
+
+
+def test_the_sweep_queues_the_first_step_of_a_confirmed_batch_whose_job_was_lost(stack, people, settings):
+    """Confirmed while Redis lost its queue (emptied by a restart, or down at the commit): no step ever ran."""
+    _, exchange = stack
+    settings.CHANGE_APPROVAL_OPERATIONS = []
+    mailbox = unused(Authority.CLOUD)
+    batch = change_batch_create(
+        actor=people["help"], lines=["mailbox,operation,attribute,value", f"{mailbox.upn},set,CustomAttribute9,first"],
+        file_name="never.csv", reason="ticket 93", idempotency_key="bulk-never-queued",
+    )  # fmt: skip
+    _lost_step(batch.pk, minutes=30)
+    ChangeBatch.objects.filter(pk=batch.pk).update(
+        heartbeat_at=None, created_at=timezone.now() - dt.timedelta(minutes=30)
+    )
+    batch.refresh_from_db()
+    assert batch.state == BatchState.QUEUED and batch.started_at is None
+
+    assert change_batch_sweep() == [batch.pk]
+    work()
+    batch.refresh_from_db()
+    assert batch.state == BatchState.DONE, batch.error
+    assert in_exchange(exchange, mailbox)["CustomAttribute9"] == "first"

@@ -39,13 +39,14 @@ from soa.choices import Authority
 from soa.models import Mailbox
 from soa.values import AD_ONLY, ad_values, exo_values, is_moera, same_value
 from writeback.directory import AD_USER_FILTER, DirectoryClient, DirectoryConfig, DirectoryError
-from writeback.drift import DriftError, drift_auto_repair, drift_scan_request
+from writeback.drift import DriftError, drift_auto_repair, drift_scan_enqueue, drift_scan_request
 from writeback.exchange import ExchangeConfig, ExchangeOnlineClient, ExchangeOnlineError
 from writeback.inventory import EXO_OVERLAP, _pages, _when
 from writeback.inventory_ad import ad_read
 from writeback.jobs.chain import Chain
 from writeback.jobs.lifecycle import (
     FAIL,
+    REQUEUE_AFTER,
     RetryPolicy,
     Work,
     perform,
@@ -53,6 +54,7 @@ from writeback.jobs.lifecycle import (
     run_fail,
     run_finish,
     run_heartbeat,
+    run_requeue_lost,
     run_sweep,
 )
 from writeback.models import DriftFinding, DriftScan
@@ -62,6 +64,7 @@ logger = logging.getLogger(__name__)
 STARTED = "writeback.drift_scan.started"
 COMPLETED = "writeback.drift_scan.completed"
 FAILED = "writeback.drift_scan.failed"
+SCAN_REQUEUED = "writeback.drift_scan.requeued"
 FOUND = "writeback.drift.found"
 CLEARED = "writeback.drift.cleared"
 PAGE_SIZE = 500
@@ -289,7 +292,9 @@ def drift_scan_job(scan_id: int) -> str | None:
 
 
 def drift_scan_sweep() -> list[int]:
-    """Fail scans whose heartbeat stopped (a dead worker), so the next scan may run."""
+    """Fail scans whose heartbeat stopped (a dead worker), so the next scan may run, and queue again a queued scan
+    whose job Redis lost (``writeback.drift_scan.requeued``)."""
+    run_requeue_lost(DriftScan, older_than=REQUEUE_AFTER, action=SCAN_REQUEUED, requeue=drift_scan_enqueue)
     return run_sweep(DriftScan, stale_after=STALE_AFTER, action=FAILED, policy=DRIFT_SCAN_RETRY)
 
 

@@ -13,16 +13,18 @@ from django.conf import settings
 
 from writeback.directory import DirectoryClient, DirectoryConfig, DirectoryError
 from writeback.exchange import ExchangeConfig, ExchangeOnlineClient, ExchangeOnlineError, GraphClient, GraphError
-from writeback.inventory import InventoryError, run_import
+from writeback.inventory import InventoryError, inventory_enqueue, run_import
 from writeback.jobs.accepted_domains import refresh_now
 from writeback.jobs.lifecycle import (
     INVENTORY_RETRY,
+    REQUEUE_AFTER,
     Work,
     complete,
     perform,
     run_claim,
     run_fail,
     run_finish,
+    run_requeue_lost,
     run_sweep,
 )
 from writeback.models import InventoryRun
@@ -30,6 +32,7 @@ from writeback.models import InventoryRun
 STARTED = "writeback.inventory.started"
 COMPLETED = "writeback.inventory.completed"
 FAILED = "writeback.inventory.failed"
+REQUEUED = "writeback.inventory.requeued"
 
 
 def claim(run_id: int) -> InventoryRun | None:
@@ -93,5 +96,7 @@ def stale_after() -> dt.timedelta:
 
 def inventory_sweep() -> list[int]:
     """Fail the running imports whose heartbeat stopped (audited as ``writeback.inventory.failed``), so that the
-    one-open-import rule lets the next one run. Returns their ids."""
+    one-open-import rule lets the next one run, and queue again a queued import whose job Redis lost (audited
+    ``writeback.inventory.requeued``), which would block every later import. Returns the ids failed."""
+    run_requeue_lost(InventoryRun, older_than=REQUEUE_AFTER, action=REQUEUED, requeue=inventory_enqueue)
     return run_sweep(InventoryRun, stale_after=stale_after(), action=FAILED, policy=INVENTORY_RETRY, phase="")

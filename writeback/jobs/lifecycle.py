@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from portal.audit import audit_record
 from portal.correlation import correlation_scope
+from soa.jobs import job_pending
 
 logger = logging.getLogger(__name__)
 
@@ -274,6 +275,39 @@ def run_release(
     """RUNNING -> QUEUED (for models whose TRANSITIONS allow it): the run gives its row back to be claimed again,
     with ``error`` saying why and ``action`` as audit event. None when the row had ended meanwhile."""
     return run_move(model, pk, model.State.QUEUED, action=action, error=error, fields=fields, ended=False, then=then)
+
+
+# A queued run's job is taken within seconds by an idle worker; after this long without a claim, and with Redis no
+# longer holding the job, it was lost.
+REQUEUE_AFTER = dt.timedelta(minutes=2)
+
+
+def run_requeue_lost(
+    model: type[models.Model], *, older_than: dt.timedelta, action: str, requeue: Callable[[int], Any]
+) -> list[int]:
+    """Queue again the QUEUED rows requested more than ``older_than`` ago whose job Redis no longer holds (emptied by
+    a restart, or down when the request committed): ``requeue(pk)`` queues the job and notes its id on the row, and
+    ``action`` is audited. A row whose job is still queued or running is left to it. Returns the ids queued again."""
+    cutoff = timezone.now() - older_than
+    lost = [
+        pk
+        for pk, job_id in model.objects.filter(state=model.State.QUEUED, requested_at__lt=cutoff).values_list(
+            "pk", "job_id"
+        )
+        if not job_pending(job_id)
+    ]
+    for pk in lost:
+        with transaction.atomic():
+            row = model.objects.select_for_update().filter(pk=pk, state=model.State.QUEUED).first()
+            if row is None:
+                continue
+            snapshot = row.audit_snapshot()
+            audit_record(actor=None, action=action, obj=row, before=snapshot, after=snapshot,
+                         reason="Its job was no longer in Redis; the sweep queued it again.")  # fmt: skip
+            transaction.on_commit(lambda pk=pk: requeue(pk))
+    if lost:
+        logger.warning("Queued %s run(s) %s again: their jobs were lost.", model.__name__, lost)
+    return lost
 
 
 def run_sweep(
