@@ -333,6 +333,11 @@ def _finish(claimed: Claimed, written: Written) -> WritebackTask | None:
     return _finish_batch([(claimed, written)])[0]
 
 
+# What finishing a task reads of its mailbox and writes back (refresh_drift compares the two sides' values).
+_MAILBOX_FIELDS = ("id", "upn", "in_ad", "in_exo", "ad_values", "exo_values", "drift", "has_drift", "ad_read_at",
+                   "exo_read_at", "primary_smtp", "version")  # fmt: skip
+
+
 def _finish_batch(done: Sequence[tuple[Claimed, Written]]) -> list[WritebackTask | None]:
     """Each task DONE with what was observed, applied and read back (``writeback.task.completed``, under its own
     correlation id); each mailbox's picture of AD (and, for a repair, of the cloud) and its drift updated; the drift
@@ -340,8 +345,19 @@ def _finish_batch(done: Sequence[tuple[Claimed, Written]]) -> list[WritebackTask
     rows allow it. Then the mailboxes' next queued tasks are started. None for a task that had ended meanwhile."""
     now = timezone.now()
     with transaction.atomic():
-        tasks = WritebackTask.objects.select_for_update().in_bulk([claimed.task.pk for claimed, _ in done])
-        mailboxes = Mailbox.objects.select_for_update().in_bulk([claimed.task.mailbox_id for claimed, _ in done])
+        # The claim loaded the tasks whole; here only their state is read again (under the lock), and only the fields
+        # of the mailboxes this step writes or compares: decoding every JSON field of both again cost as much as
+        # the rest of the step.
+        states = dict(
+            WritebackTask.objects.select_for_update()
+            .filter(pk__in=[claimed.task.pk for claimed, _ in done])
+            .values_list("pk", "state")
+        )
+        mailboxes = (
+            Mailbox.objects.select_for_update()
+            .only(*_MAILBOX_FIELDS)
+            .in_bulk([claimed.task.mailbox_id for claimed, _ in done])
+        )
         open_findings = set(
             DriftFinding.objects.filter(mailbox_id__in=mailboxes, resolved_at__isnull=True).values_list(
                 "mailbox_id", "attribute"
@@ -350,10 +366,10 @@ def _finish_batch(done: Sequence[tuple[Claimed, Written]]) -> list[WritebackTask
         rows: list[WritebackTask | None] = []
         events: list[dict[str, Any]] = []
         for claimed, written in done:
-            row, mailbox = tasks[claimed.task.pk], mailboxes[claimed.task.mailbox_id]
-            if row.state != State.RUNNING:
+            row, mailbox = claimed.task, mailboxes[claimed.task.mailbox_id]
+            if states.get(row.pk) != State.RUNNING:
                 # Taken by the sweep while this worker was slow: the sweep has recorded what became of it.
-                logger.warning("%s already ended as %s; not recording its completion.", row, row.state)
+                logger.warning("%s already ended as %s; not recording its completion.", row, states.get(row.pk))
                 rows.append(None)
                 continue
             with correlation_scope(_correlation(row)):
