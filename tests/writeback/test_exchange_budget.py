@@ -2,6 +2,7 @@
 client pacing itself against the emulator's throttle (real HTTPS), counted by the emulator's own counters."""
 
 import datetime as dt
+import time
 
 import pytest
 from requests.structures import CaseInsensitiveDict
@@ -138,10 +139,10 @@ def identity(exo_clean):
     return next(m for m in exo_clean.mailboxes() if m["IsDirSynced"])["UserPrincipalName"]
 
 
-def _throttled_calls(emulator, client: ExchangeOnlineClient, identity: str, calls: int) -> int:
+def _throttled_calls(emulator, client: ExchangeOnlineClient, identity: str, calls: int, rate: float) -> int:
     """Make ``calls`` Get-Mailbox calls on a freshly filled bucket; returns how many 429s the emulator sent."""
     client.tokens.token()  # sign in first: the token endpoint is not throttled, and not part of the comparison
-    emulator.set_throttle(rate=50, burst=3)  # also refills the bucket
+    emulator.set_throttle(rate=rate, burst=3)  # also refills the bucket
     before = emulator.counters()
     for _ in range(calls):
         assert client.get_mailbox(identity)["UserPrincipalName"] == identity
@@ -154,13 +155,22 @@ def test_a_paced_client_stays_within_the_budget_where_an_unpaced_one_is_throttle
     # The same calls; only pacing differs (the paced client's waits are capped low to keep the run short, the
     # unpaced one waits out the emulator's one-second Retry-After). The emulator's counters tell how many 429s each
     # provoked.
-    paced, paced_sleep = _client(exo_clean, max_retry_after=0.1)
+    # The bucket refills at a quarter of the rate this machine makes calls at, so the unpaced client outruns it
+    # however busy the machine is (a fixed rate let a loaded machine's slow calls stay under it).
     unpaced, _ = _client(exo_clean, max_retry_after=1.0, pace=False)
-    throttled_unpaced = _throttled_calls(exo_clean, unpaced, identity, 30)
-    throttled_paced = _throttled_calls(exo_clean, paced, identity, 30)
+    unpaced.tokens.token()
+    exo_clean.set_throttle(rate=None)
+    began = time.monotonic()
+    for _ in range(5):
+        unpaced.get_mailbox(identity)
+    rate = 1 / (4 * (time.monotonic() - began) / 5)
+    cap = 2 / rate
+    paced, paced_sleep = _client(exo_clean, max_retry_after=cap)
+    throttled_unpaced = _throttled_calls(exo_clean, unpaced, identity, 30, rate)
+    throttled_paced = _throttled_calls(exo_clean, paced, identity, 30, rate)
     assert throttled_unpaced >= 5
     assert throttled_paced == 0
-    assert paced_sleep.calls and all(0 < seconds <= 0.1 for seconds in paced_sleep.calls)
+    assert paced_sleep.calls and all(0 < seconds <= cap for seconds in paced_sleep.calls)
     assert paced.budget is not None and paced.budget.limit == 3 and paced.budget.remaining <= 3
     assert unpaced.budget is not None and unpaced.budget.limit == 3  # remembered, though not acted on
 
