@@ -324,7 +324,9 @@ def mailbox_changes_view(request: HttpRequest, pk: int) -> HttpResponse:
     mailbox = _mailbox_or_404(request, pk)
     response = _changes(request, mailbox)
     watching = request.GET.get("watching", "")
-    if watching.isdigit() and not ChangeRequest.objects.filter(pk=int(watching), state__in=CHANGE_OPEN_STATES).exists():
+    # isdigit() also takes other scripts' digits and any length; an id is at most 18 ASCII digits.
+    valid = watching.isascii() and watching.isdigit() and len(watching) <= 18
+    if valid and not ChangeRequest.objects.filter(pk=int(watching), state__in=CHANGE_OPEN_STATES).exists():
         response["HX-Trigger"] = MAILBOX_UPDATED
     return response
 

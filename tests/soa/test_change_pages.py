@@ -296,6 +296,9 @@ def test_the_card_lists_requests_and_polls_only_while_one_is_open(client, people
     assert "every 2s" not in text
     assert "proxy address already exists" in text and "Exchange Online" in text and "ProxyAddressExists" in text
     assert response["HX-Trigger"] == "mailbox-updated"  # the attributes card refreshes its values
+    for crafted in ("9" * 5000, "١٢", "-1", "1e3"):  # too long for an id, other scripts' digits, not a number
+        response = client.get(_url("mailbox_changes", mailbox), {"watching": crafted}, **HTMX)
+        assert response.status_code == 200 and "HX-Trigger" not in response
 
 
 def test_an_approver_approves_a_pending_request_on_the_page(client, people):

@@ -162,3 +162,13 @@ def test_write_many_replans_a_user_edited_between_its_read_and_its_modify(ad):
     assert alias in outcome.written.read_back["proxyAddresses"]
     assert sent()["modify"] - calls.get("modify", 0) >= 1
     assert ad.read(mailbox.ad_guid, "proxyAddresses")["proxyAddresses"].count(alias) == 1
+
+
+def test_claiming_one_task_that_cannot_be_claimed_claims_no_other(ad):
+    running, other = cloud_mailbox(), cloud_mailbox()
+    first = job.claim(request(running, CustomAttribute3="running").pk)
+    waiting = request(running, CustomAttribute3="waits")  # its mailbox has a task running
+    due = request(other, CustomAttribute3="due")
+    assert job.claim(waiting.pk) is None
+    assert WritebackTask.objects.get(pk=due.pk).state == State.QUEUED  # not claimed with nobody to run it
+    assert first is not None and WritebackTask.objects.get(pk=first.task.pk).state == State.RUNNING

@@ -106,14 +106,15 @@ class Claimed:
 def claim(task_id: int) -> Claimed | None:
     """QUEUED -> RUNNING with one attempt more (audited); None when the task is not queued, another worker holds
     it, or another task of its mailbox is running (that one's end queues this one)."""
-    claimed = claim_batch(task_id, limit=1)
-    return claimed[0] if claimed and claimed[0].task.pk == task_id else None
+    claimed = claim_batch(task_id, limit=0)
+    return claimed[0] if claimed else None
 
 
 def claim_batch(task_id: int | None, *, limit: int | None = None) -> list[Claimed]:
-    """Claim ``task_id`` (when it is queued, whatever its retry time: its job was delivered) and due queued tasks up
-    to ``limit`` in all, oldest first, at most one per mailbox and none of a mailbox whose task is running; each
-    QUEUED -> RUNNING with one attempt more, audited under its own correlation id, in one transaction."""
+    """Claim ``task_id`` (when it is queued, whatever its retry time: its job was delivered) and up to ``limit`` due
+    queued tasks in all (BATCH by default; 0: the named task alone), oldest first, at most one per mailbox and none of
+    a mailbox whose task is running; each QUEUED -> RUNNING with one attempt more, audited under its own correlation
+    id, in one transaction."""
     limit = BATCH if limit is None else limit
     now = timezone.now()
     with transaction.atomic():
@@ -125,7 +126,7 @@ def claim_batch(task_id: int | None, *, limit: int | None = None) -> list[Claime
             .exclude(mailbox_id__in=running)
         )
         tasks = list(queued.filter(pk=task_id)) if task_id is not None else []
-        if len(tasks) < limit:
+        if limit and len(tasks) < limit:
             due = queued.filter(Q(retry_at__isnull=True) | Q(retry_at__lte=now)).exclude(pk=task_id)
             tasks += list(due.order_by("pk")[: limit - len(tasks)])
         job_id = _current_job_id()
