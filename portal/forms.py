@@ -3,6 +3,7 @@
 from django import forms
 from django.contrib.auth import get_user_model
 
+from portal.limits import REASON_MAX_LENGTH, SCOPES_MAX_LENGTH
 from portal.roles import Role
 
 
@@ -35,10 +36,11 @@ class RoleAssignForm(forms.Form):
     tenant_wide = forms.BooleanField(required=False, label="Tenant-wide (every OU)")
     scopes = forms.CharField(
         required=False,
+        max_length=SCOPES_MAX_LENGTH,
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "OU=Sales,OU=Corp,DC=corp,DC=example,DC=com"}),
         label="OU scopes, one DN per line",
     )
-    reason = forms.CharField(max_length=500, label="Reason")
+    reason = forms.CharField(max_length=REASON_MAX_LENGTH, label="Reason")
 
     def clean_scopes(self) -> list[str]:
         return [line.strip() for line in self.cleaned_data["scopes"].splitlines() if line.strip()]
@@ -47,4 +49,4 @@ class RoleAssignForm(forms.Form):
 class ReasonForm(forms.Form):
     """A confirmation that must say why."""
 
-    reason = forms.CharField(max_length=500, label="Reason")
+    reason = forms.CharField(max_length=REASON_MAX_LENGTH, label="Reason")
