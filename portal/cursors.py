@@ -29,8 +29,8 @@ def encode_cursor(*parts: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(plain).encode()).decode()
 
 
-def _refuse_constant(name: str) -> None:
-    raise BadCursor(f"{name} is not a value a page link holds")
+def _refuse_constant(literal: str) -> None:
+    raise BadCursor("not a value a page link holds")
 
 
 def decode_cursor(cursor: str, kinds: tuple[type, ...]) -> tuple:
