@@ -25,10 +25,12 @@ from soa.views_waves import detail_context, refusal_status, wave_done, wave_or_4
 
 def _member_refusal(request: HttpRequest, wave: PilotWave, exc: SoaError, **forms_given) -> HttpResponse:
     wave.refresh_from_db()
-    problems = exc.problems if isinstance(exc, CsvImportError) else None
-    problem_count = exc.problem_count if isinstance(exc, CsvImportError) else 0
+    if isinstance(exc, CsvImportError):  # the lines are listed in a table under a one-line summary
+        error, problems, problem_count = f"{exc.summary}.", exc.problems, exc.problem_count
+    else:
+        error, problems, problem_count = str(exc), None, 0
     context = detail_context(
-        request, wave, member_error=str(exc), csv_problems=problems, csv_problem_count=problem_count, **forms_given
+        request, wave, member_error=error, csv_problems=problems, csv_problem_count=problem_count, **forms_given
     )
     return render(request, "soa/wave_detail.html", context, status=refusal_status(exc))
 

@@ -37,10 +37,12 @@ class CsvImportError(SoaError):
         ordered = sorted(problems, key=lambda problem: problem.line)
         self.problems = ordered[:PROBLEMS_SHOWN]
         self.problem_count = count = len(ordered)
-        super().__init__(
+        # The summary heads a page that lists the lines in a table; the message names the first ones itself.
+        self.summary = (
             f"{count:,} line{'s' if count > 1 else ''} of the list cannot be used, so nothing was added; fix "
-            f"{'them' if count > 1 else 'it'} and upload the list again: {listing(ordered, limit=10)}."
+            f"{'them' if count > 1 else 'it'} and upload the list again"
         )
+        super().__init__(f"{self.summary}: {listing(ordered, limit=10)}.")
 
 
 def csv_too_large() -> str:
