@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm
 from django.forms.forms import NON_FIELD_ERRORS
 
+from portal.limits import REASON_MAX_LENGTH, SCOPES_MAX_LENGTH
 from portal.roles import Role
 from portal.signin import (
     LOCKED_MESSAGE,
@@ -47,10 +48,11 @@ class RoleAssignForm(forms.Form):
     tenant_wide = forms.BooleanField(required=False, label="Tenant-wide (every OU)")
     scopes = forms.CharField(
         required=False,
+        max_length=SCOPES_MAX_LENGTH,
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "OU=Sales,OU=Corp,DC=corp,DC=example,DC=com"}),
         label="OU scopes, one DN per line",
     )
-    reason = forms.CharField(max_length=500, label="Reason")
+    reason = forms.CharField(max_length=REASON_MAX_LENGTH, label="Reason")
 
     def clean_scopes(self) -> list[str]:
         return [line.strip() for line in self.cleaned_data["scopes"].splitlines() if line.strip()]
@@ -59,7 +61,7 @@ class RoleAssignForm(forms.Form):
 class ReasonForm(forms.Form):
     """A confirmation that must say why."""
 
-    reason = forms.CharField(max_length=500, label="Reason")
+    reason = forms.CharField(max_length=REASON_MAX_LENGTH, label="Reason")
 
 
 class ThrottledLoginMixin:

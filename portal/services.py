@@ -7,6 +7,7 @@ from django.db import transaction
 
 from portal.audit import audit_record
 from portal.dn import InvalidDn, normalize_dn
+from portal.limits import REASON_MAX_LENGTH, SCOPES_MAX_LENGTH, too_long
 from portal.models import RoleAssignment, RoleScope, User
 from portal.roles import INCOMPATIBLE_ROLES, TENANT_WIDE_ROLES, Action, Role, may
 
@@ -23,6 +24,14 @@ def _require_configure(actor: User | None, user: User) -> None:
         raise PortalError("Only an administrator can change role assignments.")
     if actor.pk == user.pk:
         raise PortalError("You cannot change your own roles; ask another administrator.")
+
+
+def _clean_reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    problem = too_long(reason, REASON_MAX_LENGTH, "The reason")
+    if problem:
+        raise PortalError(problem)
+    return reason
 
 
 def _snapshot(assignment: RoleAssignment) -> dict:
@@ -55,7 +64,11 @@ def role_assign(
     """Give ``user`` the ``role``, tenant-wide or limited to the OU subtrees in ``scopes`` (replacing earlier ones)."""
     _require_configure(actor, user)
     role = Role(role)
+    reason = _clean_reason(reason)
     scopes = [dn.strip() for dn in scopes if dn.strip()]
+    problem = too_long("\n".join(scopes), SCOPES_MAX_LENGTH, "The list of OU scopes")
+    if problem:
+        raise PortalError(problem)
     if role in TENANT_WIDE_ROLES and not tenant_wide:
         raise PortalError(f"The {role} role acts on the whole tenant; it cannot be limited to OUs.")
     if tenant_wide and scopes:
@@ -104,6 +117,7 @@ def role_revoke(*, actor: User | None, user: User, role: Role, reason: str = "")
     """Take ``role`` away from ``user``. Revoking a role the user does not hold is an error, not a no-op."""
     _require_configure(actor, user)
     role = Role(role)
+    reason = _clean_reason(reason)
     assignment = RoleAssignment.objects.select_for_update().filter(user=user, role__name=role).first()
     if assignment is None:
         raise PortalError(f"{user.get_username()} does not hold the {role} role.")

@@ -273,6 +273,19 @@ BULK_CHANGE_MAX_LINES = env.int("BULK_CHANGE_MAX_LINES", default=5000)
 BULK_CHANGE_RATE = env.float("BULK_CHANGE_RATE", default=20.0)
 BULK_CHANGE_STEP = env.int("BULK_CHANGE_STEP", default=200)
 
+# Bounded input. A wave's member list (pasted or uploaded CSV) is refused past this many bytes or lines before any
+# lock is taken. Django's own request limits: a urlencoded or multipart body's fields (the pasted list, the bulk
+# confirmation carrying its file back, percent-encoded up to three times its size) may not pass
+# DATA_UPLOAD_MAX_MEMORY_SIZE, which is kept large enough for both CSV limits; an uploaded file larger than
+# FILE_UPLOAD_MAX_MEMORY_SIZE is spooled to a temporary file instead of memory, and read line by line.
+WAVE_CSV_MAX_BYTES = env.int("WAVE_CSV_MAX_BYTES", default=1024 * 1024)
+WAVE_CSV_MAX_LINES = env.int("WAVE_CSV_MAX_LINES", default=10_000)
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(
+    env.int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440),
+    3 * max(WAVE_CSV_MAX_BYTES, BULK_CHANGE_MAX_BYTES) + 64 * 1024,
+)
+FILE_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_FILE_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)
+
 # Health checks answer quickly even when a component hangs.
 HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=2.0)
 # /healthz reuses its component checks for this long (0: checks on every call), so frequent polling stays cheap.

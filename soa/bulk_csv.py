@@ -39,7 +39,7 @@ from soa.validation import (
     requested_addresses,
     validate_change,
 )
-from soa.wave_csv import IDENTITY_HEADERS, LineProblem, identity_entry, match_mailboxes
+from soa.wave_csv import IDENTITY_HEADERS, CsvInputError, LineProblem, identity_entry, match_mailboxes, upload_lines
 
 # The operation column's words (case, "-" and "_" ignored) and the change each asks for.
 OPERATION_WORDS: dict[str, str] = {
@@ -126,30 +126,10 @@ def text_lines(upload: Any) -> Iterator[str]:
     """The lines of an uploaded file, decoded as they are read, refusing a file larger than BULK_CHANGE_MAX_BYTES
     (by its declared size first, then by what was read: a client may lie about the size)."""
     limit = settings.BULK_CHANGE_MAX_BYTES
-    if getattr(upload, "size", 0) and upload.size > limit:
-        raise BulkInputError(_too_large(limit))
-    read = 0
-    first = True
-    pending = b""
-    for chunk in upload.chunks():
-        read += len(chunk)
-        if read > limit:
-            raise BulkInputError(_too_large(limit))
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for raw in complete:
-            yield _decode(raw, first)
-            first = False
-    if pending:
-        yield _decode(pending, first)
-
-
-def _decode(raw: bytes, first: bool) -> str:
     try:
-        text = raw.decode("utf-8-sig" if first else "utf-8")
-    except UnicodeDecodeError:
-        raise BulkInputError("The file is not UTF-8 text; save it as UTF-8 CSV and upload it again.") from None
-    return text.rstrip("\r")
+        yield from upload_lines(upload, max_bytes=limit, too_large=_too_large(limit))
+    except CsvInputError as exc:
+        raise BulkInputError(str(exc)) from None
 
 
 def _too_large(limit: int) -> str:

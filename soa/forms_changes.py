@@ -6,6 +6,7 @@ its errors come back by field name (``FieldError.field``) and are put on the fie
 
 from django import forms
 
+from portal.limits import REASON_MAX_LENGTH
 from soa.choices import ChangeOperation
 from soa.validation import CUSTOM_ATTRIBUTES, EMAIL_ADDRESSES, EXTENSION_ATTRIBUTES, HIDDEN, OPERATIONS, FieldError
 
@@ -45,7 +46,9 @@ class ChangeForm(forms.Form):
     value = forms.CharField(required=False, max_length=4000, label="Value", strip=False)
     base_version = forms.IntegerField(min_value=0, widget=forms.HiddenInput)
     idempotency_key = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
-    reason = forms.CharField(required=False, max_length=1000, label="Reason", widget=forms.Textarea(attrs={"rows": 2}))
+    reason = forms.CharField(
+        required=False, max_length=REASON_MAX_LENGTH, label="Reason", widget=forms.Textarea(attrs={"rows": 2})
+    )
 
     def __init__(self, op: str, *args, require_reason: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
@@ -120,7 +123,9 @@ class ChangeForm(forms.Form):
 class DecisionForm(forms.Form):
     """An approver's decision on a change request: the reason is optional to approve, required to reject."""
 
-    reason = forms.CharField(required=False, max_length=1000, label="Reason", widget=forms.Textarea(attrs={"rows": 2}))
+    reason = forms.CharField(
+        required=False, max_length=REASON_MAX_LENGTH, label="Reason", widget=forms.Textarea(attrs={"rows": 2})
+    )
 
     def __init__(self, *args, require_reason: bool = False, **kwargs):
         super().__init__(*args, **kwargs)

@@ -1,10 +1,16 @@
 """Forms of the pilot-wave pages. They check shapes only; the wave services enforce the rules."""
 
-from django import forms
+from collections.abc import Iterable
 
+from django import forms
+from django.conf import settings
+
+from portal.limits import DESCRIPTION_MAX_LENGTH, REASON_MAX_LENGTH
 from soa.choices import Authority, WaveDirection, WaveState
 from soa.forms import RECIPIENT_TYPES, MailboxFilterForm
-from soa.models import WAVE_MAX_BATCH_SIZE, WAVE_MAX_RATE
+from soa.models import WAVE_MAX_APPROVALS, WAVE_MAX_BATCH_SIZE, WAVE_MAX_RATE
+from soa.services.wave_members import csv_too_large
+from soa.wave_csv import upload_lines
 
 _DATETIME = forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
 SOURCE = "source"  # add-by-filter: the wave's source authority (what can still move)
@@ -21,8 +27,12 @@ class WaveCreateForm(forms.Form):
 
     name = forms.CharField(max_length=200)
     direction = forms.ChoiceField(choices=WaveDirection.choices)
-    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
-    required_approvals = forms.IntegerField(min_value=1, initial=1, label="Approvals required")
+    description = forms.CharField(
+        required=False, max_length=DESCRIPTION_MAX_LENGTH, widget=forms.Textarea(attrs={"rows": 3})
+    )
+    required_approvals = forms.IntegerField(
+        min_value=1, max_value=WAVE_MAX_APPROVALS, initial=1, label="Approvals required"
+    )
     batch_size = forms.IntegerField(min_value=1, max_value=WAVE_MAX_BATCH_SIZE, initial=50, label="Batch size")
     max_rate = forms.FloatField(min_value=0.01, max_value=WAVE_MAX_RATE, initial=5.0, label="Max flips per second")
     window_start = forms.DateTimeField(required=False, widget=_DATETIME, label="Run no earlier than (UTC)")
@@ -66,7 +76,8 @@ class WaveFilterForm(forms.Form):
 
 
 class CsvMembersForm(forms.Form):
-    """A list of UPNs or addresses, one per line: pasted, or uploaded as a file."""
+    """A list of UPNs or addresses, one per line: pasted, or uploaded as a file. Its size is checked here (an
+    upload by the size it declares; wave_add_from_csv counts what it reads, and the lines)."""
 
     text = forms.CharField(
         required=False,
@@ -78,32 +89,41 @@ class CsvMembersForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
-        upload = cleaned.get("file")
-        if upload:
-            try:
-                cleaned["text"] = upload.read().decode("utf-8-sig")
-            except UnicodeDecodeError:
-                message = "The file is not UTF-8 text; save it as UTF-8 CSV and upload it again."
-                raise forms.ValidationError(message) from None
-        elif not (cleaned.get("text") or "").strip():
+        upload, text = cleaned.get("file"), cleaned.get("text") or ""
+        too_large = upload.size if upload else len(text.encode())
+        if too_large > settings.WAVE_CSV_MAX_BYTES:
+            raise forms.ValidationError(csv_too_large())
+        if not upload and not text.strip():
             raise forms.ValidationError("Paste the list or choose a file.")
         return cleaned
+
+    def lines(self) -> Iterable[str] | str:
+        """What wave_add_from_csv reads: the uploaded file's lines as they are read (bounded), else the text."""
+        upload = self.cleaned_data.get("file")
+        if upload:
+            return upload_lines(upload, max_bytes=settings.WAVE_CSV_MAX_BYTES, too_large=csv_too_large())
+        return self.cleaned_data["text"]
 
 
 class ReasonForm(forms.Form):
     """An optional reason that goes into the audit log."""
 
-    reason = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    reason = forms.CharField(required=False, max_length=REASON_MAX_LENGTH, widget=forms.Textarea(attrs={"rows": 2}))
 
 
 class RequiredReasonForm(forms.Form):
     """A reason the audit log (and the operator) must have."""
 
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}))
+    reason = forms.CharField(max_length=REASON_MAX_LENGTH, widget=forms.Textarea(attrs={"rows": 2}))
 
 
 class ApproveForm(forms.Form):
     """An approval, acknowledging the frozen report's warnings when it has any."""
 
     acknowledge_warnings = forms.BooleanField(required=False, label="I have read the pre-flight warnings")
-    reason = forms.CharField(required=False, label="Comment (optional)", widget=forms.Textarea(attrs={"rows": 2}))
+    reason = forms.CharField(
+        required=False,
+        max_length=REASON_MAX_LENGTH,
+        label="Comment (optional)",
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )

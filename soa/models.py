@@ -112,6 +112,8 @@ class MailboxAddress(models.Model):
 # Guards on a wave's throttle: a batch larger than this or a rate above this is a typo, not a plan.
 WAVE_MAX_BATCH_SIZE = 1000
 WAVE_MAX_RATE = 100.0
+# More distinct approvers than this is a typo too (and past the column's range, an overflow).
+WAVE_MAX_APPROVALS = 20
 
 
 class PilotWave(models.Model):

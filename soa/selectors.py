@@ -1,14 +1,13 @@
 """Reads of the domain, each already limited to what the asking user may see."""
 
-import base64
 import datetime as dt
-import json
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from portal.cursors import decode_cursor, encode_cursor
 from portal.dn import InvalidDn, normalize_dn
 from portal.roles import Action, may, scope_filter
 from soa.choices import Authority, WaveState
@@ -100,23 +99,12 @@ class Page:
     prev_cursor: str | None
 
 
-def _encode(value: str, pk: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps([value, pk]).encode()).decode()
-
-
-def _decode(cursor: str) -> tuple[str, int] | None:
-    try:
-        value, pk = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return str(value), int(pk)
-    except (ValueError, TypeError):
-        return None
-
-
 def paginate(mailboxes: QuerySet[Mailbox], *, sort: str, after: str = "", before: str = "", size: int = 50) -> Page:
-    """Keyset pagination on (sort field, id). ``after``/``before`` are cursors from a previous Page."""
+    """Keyset pagination on (sort field, id). ``after``/``before`` are cursors from a previous Page; one the page
+    did not write raises portal.cursors.BadCursor."""
     field, descending = SORTS.get(sort, SORTS["name"])
     backwards = bool(before) and not after
-    cursor = _decode(after or before) if (after or before) else None
+    cursor = decode_cursor(after or before, (str, int)) if (after or before) else None
     # Walking backwards reverses the order, then the page is flipped back.
     reverse = descending != backwards
     order = [f"-{field}", "-id"] if reverse else [field, "id"]
@@ -138,8 +126,8 @@ def paginate(mailboxes: QuerySet[Mailbox], *, sort: str, after: str = "", before
     has_prev = (more if backwards else bool(cursor)) and first is not None
     return Page(
         items=rows,
-        next_cursor=_encode(getattr(last, field), last.pk) if last is not None and has_next else None,
-        prev_cursor=_encode(getattr(first, field), first.pk) if has_prev else None,
+        next_cursor=encode_cursor(getattr(last, field), last.pk) if last is not None and has_next else None,
+        prev_cursor=encode_cursor(getattr(first, field), first.pk) if has_prev else None,
     )
 
 

@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+from soa import views_wave_members as members
 from soa import views_waves as views
 
 urlpatterns = [
@@ -9,10 +10,10 @@ urlpatterns = [
     path("new/", views.wave_create_view, name="wave_create"),
     path("<int:pk>/", views.wave_detail_view, name="wave_detail"),
     path("<int:pk>/preflight/", views.wave_preflight_view, name="wave_preflight"),
-    path("<int:pk>/members/add/", views.wave_add_members_view, name="wave_add_members"),
-    path("<int:pk>/members/filter/", views.wave_add_by_filter_view, name="wave_add_by_filter"),
-    path("<int:pk>/members/csv/", views.wave_add_from_csv_view, name="wave_add_from_csv"),
-    path("<int:pk>/members/remove/", views.wave_remove_members_view, name="wave_remove_members"),
+    path("<int:pk>/members/add/", members.wave_add_members_view, name="wave_add_members"),
+    path("<int:pk>/members/filter/", members.wave_add_by_filter_view, name="wave_add_by_filter"),
+    path("<int:pk>/members/csv/", members.wave_add_from_csv_view, name="wave_add_from_csv"),
+    path("<int:pk>/members/remove/", members.wave_remove_members_view, name="wave_remove_members"),
     path("<int:pk>/submit/", views.wave_submit_view, name="wave_submit"),
     path("<int:pk>/withdraw/", views.wave_withdraw_view, name="wave_withdraw"),
     path("<int:pk>/cancel/", views.wave_cancel_view, name="wave_cancel"),

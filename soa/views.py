@@ -1,8 +1,9 @@
 """Mailbox pages: the searchable list and the two-sided detail view (its editing: soa.views_changes)."""
 
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 
+from portal.cursors import BadCursor
 from portal.decorators import action_required
 from portal.roles import Action
 from soa.forms import MailboxFilterForm
@@ -21,10 +22,13 @@ def mailbox_list_view(request: HttpRequest) -> HttpResponse:
         sort = form.cleaned_data.get("sort", "name") if form.is_bound else "name"
         mailboxes = mailbox_search(user=request.user, **filters)
         total = mailboxes.count()
-        page = paginate(
-            mailboxes, sort=sort, after=request.GET.get("after", ""), before=request.GET.get("before", ""),
-            size=PAGE_SIZE,
-        )  # fmt: skip
+        try:
+            page = paginate(
+                mailboxes, sort=sort, after=request.GET.get("after", ""), before=request.GET.get("before", ""),
+                size=PAGE_SIZE,
+            )  # fmt: skip
+        except BadCursor as exc:
+            return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
     query = request.GET.copy()
     for key in ("after", "before"):
         query.pop(key, None)

@@ -13,12 +13,13 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from portal.decorators import action_required
+from portal.limits import REASON_MAX_LENGTH, too_long
 from portal.roles import Action, may
 from soa.bulk_csv import OPERATION_HELP, BulkInputError, bulk_preview, text_lines
 from soa.models import ChangeBatch, ChangeBatchLine
@@ -37,7 +38,7 @@ from soa.services.change_batches import (
 from writeback.jobs.change_batches import STALE_AFTER
 
 PREVIEW_ROWS = 200  # good lines listed on the preview; the counts cover all of them
-PROBLEM_ROWS = 500  # bad lines listed; the count covers all of them
+PROBLEM_ROWS = 100  # bad lines listed; the count covers all of them
 
 
 class BulkUploadForm(forms.Form):
@@ -48,7 +49,7 @@ class BulkConfirmForm(forms.Form):
     text = forms.CharField(widget=forms.HiddenInput, strip=False)
     file_name = forms.CharField(widget=forms.HiddenInput, required=False, max_length=255)
     idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=64)
-    reason = forms.CharField(required=False, max_length=1000, label="Reason for these changes",
+    reason = forms.CharField(required=False, max_length=REASON_MAX_LENGTH, label="Reason for these changes",
                              widget=forms.Textarea(attrs={"rows": 2}))  # fmt: skip
 
     def __init__(self, *args, **kwargs):
@@ -188,8 +189,11 @@ def bulk_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _control(service, request: HttpRequest, pk: int, done: str) -> HttpResponse:
     batch = _batch_or_404(request, pk)
+    reason = request.POST.get("reason", "")
+    if problem := too_long(reason, REASON_MAX_LENGTH, "The reason"):
+        return HttpResponseBadRequest(problem, content_type="text/plain; charset=utf-8")
     try:
-        service(actor=request.user, batch_id=batch.pk, reason=request.POST.get("reason", ""))
+        service(actor=request.user, batch_id=batch.pk, reason=reason)
         messages.success(request, done)
     except SoaError as exc:
         messages.error(request, str(exc))

@@ -1,9 +1,11 @@
 """Pilot-wave pages: the list, the create form, and the wave page where members are chosen, pre-flight is run,
-the wave is submitted, withdrawn, cancelled, approved or rejected, then started, paused, resumed and watched.
+the wave is submitted, withdrawn, cancelled, approved or rejected, then started, paused, resumed and watched (its
+members are chosen in soa.views_wave_members).
 
 Which actions the page offers, and why it withholds the others, comes from soa.wave_actions, built on the refusal
-functions the services raise on. Each POST calls one service and shows its refusal. Confirmations and outcomes are
-worded in soa/wave_confirm.html and soa/wave_messages.html."""
+functions the services raise on. Each POST calls one service and shows its refusal with the status that says what
+kind it is (refusal_status): never a 200 for an action that was not taken. Confirmations and outcomes are worded in
+soa/wave_confirm.html and soa/wave_messages.html."""
 
 from django import forms
 from django.contrib import messages
@@ -26,15 +28,8 @@ from soa.forms_waves import (
 )
 from soa.models import PilotWave
 from soa.selectors import mailbox_search, wave_approvals, wave_get, wave_list, wave_members
-from soa.services import SoaError
+from soa.services import Refusal, SoaError
 from soa.services.approvals import wave_approve, wave_reject
-from soa.services.wave_members import (
-    CsvImportError,
-    wave_add_by_filter,
-    wave_add_from_csv,
-    wave_add_members,
-    wave_remove_members,
-)
 from soa.services.wave_rollback import wave_rollback_create
 from soa.services.wave_run import wave_member_retry, wave_pause, wave_resume, wave_start
 from soa.services.waves import wave_cancel, wave_create, wave_preflight, wave_submit, wave_withdraw
@@ -45,23 +40,31 @@ MEMBER_ROWS = 500  # members shown on the page; the counts cover all of them
 PICK_ROWS = 50  # search results offered for picking
 
 
-def _wave_or_404(request: HttpRequest, pk: int) -> PilotWave:
+def wave_or_404(request: HttpRequest, pk: int) -> PilotWave:
     wave = wave_get(user=request.user, pk=pk)
     if wave is None:
         raise Http404("No such wave.")
     return wave
 
 
-def _done(request: HttpRequest, wave: PilotWave, outcome: str, **facts) -> HttpResponse:
+def wave_done(request: HttpRequest, wave: PilotWave, outcome: str, **facts) -> HttpResponse:
     """Say what just happened (worded by the ``outcome`` partial of soa/wave_messages.html) on the wave's page."""
     text = render_to_string(f"soa/wave_messages.html#{outcome}", {"wave": wave, **facts}, request=request)
     messages.success(request, " ".join(text.split()))
     return redirect("wave_detail", pk=wave.pk)
 
 
+def refusal_status(exc: SoaError) -> int:
+    """The status of a refused service call: 403 when the user may not (their roles, or a rule about them: scope,
+    four-eyes), 409 when the wave's state or a rule of the action stops it now, 400 when what was sent is wrong."""
+    return {Refusal.ROLE: 403, Refusal.ACTOR: 403, Refusal.STATE: 409, Refusal.RULE: 409}.get(exc.kind, 400)
+
+
 def _refused(request: HttpRequest, wave: PilotWave, exc: SoaError) -> HttpResponse:
+    """The wave page as it is now, with the refusal on top, under the refusal's status."""
     messages.error(request, str(exc))
-    return redirect("wave_detail", pk=wave.pk)
+    wave.refresh_from_db()
+    return render(request, "soa/wave_detail.html", detail_context(request, wave), status=refusal_status(exc))
 
 
 # -- list and create -------------------------------------------------------------------------------------------
@@ -83,15 +86,16 @@ def wave_list_view(request: HttpRequest) -> HttpResponse:
 
 @action_required(Action.WAVE_BUILD)
 def wave_create_view(request: HttpRequest) -> HttpResponse:
-    form = WaveCreateForm(request.POST or None)
+    form, status = WaveCreateForm(request.POST or None), 200
     if request.method == "POST" and form.is_valid():
         try:
             wave = wave_create(actor=request.user, **form.cleaned_data)
         except SoaError as exc:
             form.add_error(None, str(exc))
+            status = refusal_status(exc)
         else:
-            return _done(request, wave, "created")
-    return render(request, "soa/wave_create.html", {"form": form})
+            return wave_done(request, wave, "created")
+    return render(request, "soa/wave_create.html", {"form": form}, status=status)
 
 
 # -- the wave page ---------------------------------------------------------------------------------------------
@@ -107,7 +111,7 @@ def _progress(request: HttpRequest, wave: PilotWave):
     return wave_progress(user=request.user, wave=wave) if wave.started_at else None
 
 
-def _detail_context(request: HttpRequest, wave: PilotWave, *, live_report=None, **given) -> dict:
+def detail_context(request: HttpRequest, wave: PilotWave, *, live_report=None, **given) -> dict:
     user = request.user
     members = wave_members(user=user, wave_id=wave.pk)
     actions = wave_actions(user=user, wave=wave)
@@ -142,74 +146,21 @@ def _detail_context(request: HttpRequest, wave: PilotWave, *, live_report=None, 
 
 @action_required(Action.WAVE_VIEW)
 def wave_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
-    wave = _wave_or_404(request, pk)
+    wave = wave_or_404(request, pk)
     template = "soa/wave_detail.html#picker-results" if request.htmx else "soa/wave_detail.html"
-    return render(request, template, _detail_context(request, wave))
+    return render(request, template, detail_context(request, wave))
 
 
 @action_required(Action.WAVE_VIEW)
 def wave_preflight_view(request: HttpRequest, pk: int) -> HttpResponse:
     """Run pre-flight on the wave as it is now (reads only) and show it with each member's findings."""
-    wave = _wave_or_404(request, pk)
+    wave = wave_or_404(request, pk)
     try:
         report = wave_preflight(actor=request.user, wave_id=wave.pk)
     except SoaError as exc:
         return _refused(request, wave, exc)
     template = "soa/wave_detail.html#wave-members" if request.htmx else "soa/wave_detail.html"
-    return render(request, template, _detail_context(request, wave, live_report=report))
-
-
-# -- members ---------------------------------------------------------------------------------------------------
-
-
-def _member_refusal(request: HttpRequest, wave: PilotWave, exc: SoaError, **forms_given) -> HttpResponse:
-    wave.refresh_from_db()
-    problems = exc.problems if isinstance(exc, CsvImportError) else None
-    context = _detail_context(request, wave, member_error=str(exc), csv_problems=problems, **forms_given)
-    return render(request, "soa/wave_detail.html", context)
-
-
-def _change_members(
-    request: HttpRequest, wave: PilotWave, service, outcome: str, fields: dict, **forms_given
-) -> HttpResponse:
-    try:
-        change = service(actor=request.user, wave_id=wave.pk, **fields)
-    except SoaError as exc:
-        return _member_refusal(request, wave, exc, **forms_given)
-    return _done(request, wave, outcome, change=change)
-
-
-@require_POST
-@action_required(Action.WAVE_VIEW)
-def wave_add_members_view(request: HttpRequest, pk: int) -> HttpResponse:
-    wave, ids = _wave_or_404(request, pk), request.POST.getlist("mailbox")
-    return _change_members(request, wave, wave_add_members, "added", {"mailbox_ids": ids})
-
-
-@require_POST
-@action_required(Action.WAVE_VIEW)
-def wave_add_by_filter_view(request: HttpRequest, pk: int) -> HttpResponse:
-    wave, form = _wave_or_404(request, pk), WaveFilterForm(request.POST)
-    if not form.is_valid():
-        return _member_refusal(request, wave, SoaError("Check the filters."), filter_form=form)
-    return _change_members(request, wave, wave_add_by_filter, "added", form.service_filters(), filter_form=form)
-
-
-@require_POST
-@action_required(Action.WAVE_VIEW)
-def wave_add_from_csv_view(request: HttpRequest, pk: int) -> HttpResponse:
-    wave, form = _wave_or_404(request, pk), CsvMembersForm(request.POST, request.FILES)
-    if not form.is_valid():
-        return _member_refusal(request, wave, SoaError(" ".join(form.non_field_errors())), csv_form=form)
-    fields = {"text": form.cleaned_data["text"]}
-    return _change_members(request, wave, wave_add_from_csv, "added", fields, csv_form=form)
-
-
-@require_POST
-@action_required(Action.WAVE_VIEW)
-def wave_remove_members_view(request: HttpRequest, pk: int) -> HttpResponse:
-    wave, ids = _wave_or_404(request, pk), request.POST.getlist("mailbox")
-    return _change_members(request, wave, wave_remove_members, "removed", {"mailbox_ids": ids})
+    return render(request, template, detail_context(request, wave, live_report=report))
 
 
 # -- steps with a confirmation page ------------------------------------------------------------------------------
@@ -218,15 +169,16 @@ def wave_remove_members_view(request: HttpRequest, pk: int) -> HttpResponse:
 def _confirm(request: HttpRequest, pk: int, step: str, form_class: type[forms.Form], service) -> HttpResponse:
     """GET shows the confirmation of ``step`` (a wave_actions name), or why it cannot be taken now; POST calls
     ``service`` with the form's fields and returns to the wave it gives back (a rollback opens the new wave)."""
-    wave = _wave_or_404(request, pk)
+    wave, status = wave_or_404(request, pk), 200
     form = form_class(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
             wave = service(actor=request.user, wave_id=wave.pk, **form.cleaned_data)
         except SoaError as exc:
             form.add_error(None, str(exc))
+            status = refusal_status(exc)
         else:
-            return _done(request, wave, step)
+            return wave_done(request, wave, step)
     context = {"wave": wave, "form": form, "step": step, "refusal": "", "summary": None, "summary_error": None}
     if request.method == "GET":
         allowed = wave_actions(user=request.user, wave=wave, only=[step])[step]
@@ -236,7 +188,7 @@ def _confirm(request: HttpRequest, pk: int, step: str, form_class: type[forms.Fo
                 context["summary"] = wave_preflight(actor=request.user, wave_id=wave.pk).summary()
             except SoaError as exc:
                 context["summary_error"] = str(exc)
-    return render(request, "soa/wave_confirm.html", context)
+    return render(request, "soa/wave_confirm.html", context, status=status)
 
 
 @action_required(Action.WAVE_BUILD)
@@ -270,15 +222,16 @@ def wave_rollback_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _decide(request: HttpRequest, pk: int, form_name: str, form_class, service, outcome: str) -> HttpResponse:
     """Record a decision through ``service``; a refusal shows on the wave page, in the form that was sent."""
-    wave, form = _wave_or_404(request, pk), form_class(request.POST)
+    wave, form, status = wave_or_404(request, pk), form_class(request.POST), 200
     if form.is_valid():
         try:
             wave = service(actor=request.user, wave_id=wave.pk, **form.cleaned_data)
         except SoaError as exc:
             form.add_error(None, str(exc))
+            status = refusal_status(exc)
         else:
-            return _done(request, wave, outcome)
-    return render(request, "soa/wave_detail.html", _detail_context(request, wave, **{form_name: form}))
+            return wave_done(request, wave, outcome)
+    return render(request, "soa/wave_detail.html", detail_context(request, wave, **{form_name: form}), status=status)
 
 
 @require_POST
@@ -302,7 +255,7 @@ def wave_progress_view(request: HttpRequest, pk: int) -> HttpResponse:
     """The progress partial the wave page polls while the wave runs. When the run has ended (or paused with
     nothing in flight) the partial comes back without its polling trigger, and the page reloads once so its
     state, buttons and member table catch up with what the runner did."""
-    wave = _wave_or_404(request, pk)
+    wave = wave_or_404(request, pk)
     if not request.htmx:
         return redirect("wave_detail", pk=wave.pk)  # the full page shows the same numbers
     progress, actions = _progress(request, wave), wave_actions(user=request.user, wave=wave, only=["retry_member"])
@@ -315,19 +268,22 @@ def wave_progress_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _run_step(request: HttpRequest, pk: int, service, outcome: str, **fields) -> HttpResponse:
-    wave = _wave_or_404(request, pk)
+    wave = wave_or_404(request, pk)
     try:
         wave = service(actor=request.user, wave_id=wave.pk, **fields)
     except SoaError as exc:
         return _refused(request, wave, exc)
-    return _done(request, wave, outcome)
+    return wave_done(request, wave, outcome)
 
 
 @require_POST
 @action_required(Action.WAVE_RUN)
 def wave_pause_view(request: HttpRequest, pk: int) -> HttpResponse:
     form = ReasonForm(request.POST)
-    return _run_step(request, pk, wave_pause, "paused", reason=form.cleaned_data["reason"] if form.is_valid() else "")
+    if not form.is_valid():
+        wave = wave_or_404(request, pk)
+        return _refused(request, wave, SoaError(" ".join(e for errors in form.errors.values() for e in errors)))
+    return _run_step(request, pk, wave_pause, "paused", reason=form.cleaned_data["reason"])
 
 
 @require_POST
@@ -339,11 +295,11 @@ def wave_resume_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @action_required(Action.WAVE_RUN)
 def wave_member_retry_view(request: HttpRequest, pk: int, member_id: int) -> HttpResponse:
-    wave = _wave_or_404(request, pk)
+    wave = wave_or_404(request, pk)
     if not wave_members(user=request.user, wave_id=wave.pk).filter(pk=member_id).exists():
         raise Http404("No such member in this wave.")
     try:
         member = wave_member_retry(actor=request.user, member_id=member_id)
     except SoaError as exc:
         return _refused(request, wave, exc)
-    return _done(request, wave, "retried", member=member)
+    return wave_done(request, wave, "retried", member=member)

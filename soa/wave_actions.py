@@ -33,8 +33,8 @@ WAVE_ACTIONS = (
 
 @dataclass(frozen=True)
 class Allowed:
-    """Whether an action may be taken now; when not, the service's reason and its kind (Refusal.ROLE, STATE or
-    RULE). True in a boolean context exactly when allowed, so templates write ``{% if actions.start %}``."""
+    """Whether an action may be taken now; when not, the service's reason and its kind (Refusal.ROLE, STATE, ACTOR
+    or RULE). True in a boolean context exactly when allowed, so templates write ``{% if actions.start %}``."""
 
     allowed: bool
     reason: str = ""
@@ -48,7 +48,7 @@ class Allowed:
         """Whether a page should say why the action is refused. Someone whose roles never allow it, or a wave in a
         state where it does not apply, needs no explanation; a rule that stops it now (scope, four-eyes, the
         schedule window, an open rollback...) does."""
-        return not self.allowed and self.kind == Refusal.RULE
+        return not self.allowed and self.kind in (Refusal.RULE, Refusal.ACTOR)
 
 
 def _allowed(refusal: str | None) -> Allowed:

@@ -5,12 +5,17 @@ Accepted: a plain list (one value per line), or a CSV whose header names the ide
 Blank lines and lines starting with ``#`` are ignored. A value may carry a proxy type (``smtp:ann@x``,
 ``X500:/o=...``); without one it matches a UPN or any SMTP address. Line numbers are the file's own, so the
 person can find every line the report names.
+
+The input is bounded twice: by its size in bytes, checked while an upload is read (``upload_lines``), and by its
+count of lines to read, checked while they are parsed (``read_entries``). Both limits come from the caller
+(settings WAVE_CSV_MAX_BYTES / WAVE_CSV_MAX_LINES for waves, BULK_CHANGE_* for bulk edits).
 """
 
 import csv
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from soa.models import Mailbox, MailboxAddress
 
@@ -25,6 +30,39 @@ HEADER_HINT = (
     "no UPN or address in the first column; if this is a header, name the identity column UserPrincipalName, "
     "Identity, PrimarySmtpAddress, EmailAddress or Mail"
 )
+
+
+class CsvInputError(ValueError):
+    """The input as a whole cannot be read (too large, too many lines, not UTF-8); the message says what to do."""
+
+
+def upload_lines(upload: Any, *, max_bytes: int, too_large: str) -> Iterator[str]:
+    """The lines of an uploaded file, decoded as they are read, refusing (``too_large``) a file larger than
+    ``max_bytes``: by its declared size before reading anything, then by what was read (a client may lie)."""
+    if getattr(upload, "size", 0) and upload.size > max_bytes:
+        raise CsvInputError(too_large)
+    read = 0
+    first = True
+    pending = b""
+    for chunk in upload.chunks():
+        read += len(chunk)
+        if read > max_bytes:
+            raise CsvInputError(too_large)
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for raw in complete:
+            yield _decode(raw, first)
+            first = False
+    if pending:
+        yield _decode(pending, first)
+
+
+def _decode(raw: bytes, first: bool) -> str:
+    try:
+        text = raw.decode("utf-8-sig" if first else "utf-8")
+    except UnicodeDecodeError:
+        raise CsvInputError("The file is not UTF-8 text; save it as UTF-8 CSV and upload it again.") from None
+    return text.rstrip("\r")
 
 
 @dataclass(frozen=True)
@@ -47,16 +85,25 @@ class LineProblem:
         return f"line {self.line}: {self.value!r}: {self.reason}" if self.value else f"line {self.line}: {self.reason}"
 
 
-def read_entries(text: str) -> tuple[list[Entry], list[LineProblem]]:
-    """Parse the text into entries, and the lines that cannot be read (pure; no database)."""
+def read_entries(text: str | Iterable[str], *, max_lines: int | None = None) -> tuple[list[Entry], list[LineProblem]]:
+    """Parse the text (or its lines) into entries, and the lines that cannot be read (pure; no database).
+
+    Raises CsvInputError as soon as more than ``max_lines`` lines hold a value (blank and ``#`` lines and the header
+    do not count), so a huge list costs no more than the limit to refuse.
+    """
     entries: list[Entry] = []
     problems: list[LineProblem] = []
     column: int | None = None
     first = 0
-    for number, line in enumerate(text.lstrip("\ufeff").splitlines(), start=1):
+    lines = text.lstrip("\ufeff").splitlines() if isinstance(text, str) else text
+    for number, line in enumerate(lines, start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
+        if max_lines is not None and len(entries) + len(problems) >= max_lines:
+            raise CsvInputError(
+                f"The list has more than {max_lines:,} lines, the most one upload takes; split it into several lists."
+            )
         try:
             cells = [cell.strip() for cell in next(csv.reader([stripped]))]
         except csv.Error as exc:

@@ -2,19 +2,20 @@
 one-click and bulk repair, and the administrators' "Scan now". Reads go through writeback.drift.drift_finding_list
 (scoped to the user), writes through its services, which check role and scope themselves and audit."""
 
-import base64
 import datetime as dt
-import json
 from dataclasses import dataclass
+from functools import wraps
 from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from portal.cursors import BadCursor, decode_cursor, encode_cursor
+from portal.limits import REASON_MAX_LENGTH, too_long
 from portal.roles import Action, may
 from writeback.drift import (
     DriftError,
@@ -61,25 +62,17 @@ class Filters:
         return urlencode({key: value for key, value in vars(self).items() if value})
 
 
-def _encode(finding: DriftFinding) -> str:
-    return base64.urlsafe_b64encode(json.dumps([finding.found_at.isoformat(), finding.pk]).encode()).decode()
-
-
 def _page(findings: QuerySet[DriftFinding], after: str) -> tuple[list[DriftFinding], str | None]:
     """Keyset pagination on (found_at, id), newest first: a page costs the same however deep it is."""
     if after:
-        try:
-            found_at, pk = json.loads(base64.urlsafe_b64decode(after.encode()))
-            found_at = dt.datetime.fromisoformat(found_at)
-            findings = findings.filter(found_at__lte=found_at).filter(
-                Q(found_at__lt=found_at) | Q(found_at=found_at, pk__lt=int(pk))
-            )
-        except (ValueError, TypeError):
-            pass  # a cursor the page did not make: the first page
+        found_at, pk = decode_cursor(after, (dt.datetime, int))  # BadCursor: answered 400 by the views
+        findings = findings.filter(found_at__lte=found_at).filter(
+            Q(found_at__lt=found_at) | Q(found_at=found_at, pk__lt=pk)
+        )
     rows = list(findings[: PAGE_SIZE + 1])
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
-    return rows, _encode(rows[-1]) if more and rows else None
+    return rows, encode_cursor(rows[-1].found_at, rows[-1].pk) if more and rows else None
 
 
 def _repairable(findings: QuerySet[DriftFinding]) -> QuerySet[DriftFinding]:
@@ -111,11 +104,29 @@ def _context(request: HttpRequest, filters: Filters, **given) -> dict:
     }
 
 
+def _bad_request(message: str) -> HttpResponse:
+    return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
+
+
+def _cursor_checked(view):
+    """A page link whose cursor the page did not write answers 400 with why, never a 500 nor a silent first page."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except BadCursor as exc:
+            return _bad_request(str(exc))
+
+    return wrapped
+
+
 def _guard(request: HttpRequest) -> None:
     if not drift_visible(request.user):
         raise PermissionDenied("Your roles do not show drift findings.")
 
 
+@_cursor_checked
 def drift_view(request: HttpRequest) -> HttpResponse:
     """Open findings the user may see, filtered and paged by the URL."""
     if not request.user.is_authenticated:
@@ -128,13 +139,17 @@ def drift_view(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
+@_cursor_checked
 def drift_repair_view(request: HttpRequest, finding_id: int) -> HttpResponse:
     """One-click repair: the service decides (scope, state) and audits a refusal; a finding the user may not even see
     is answered 404, as if absent."""
     _guard(request)
     filters = Filters.from_query(request.GET)
+    reason = request.POST.get("reason", "")
+    if problem := too_long(reason, REASON_MAX_LENGTH, "The reason"):
+        return _bad_request(problem)
     try:
-        task = drift_finding_repair(finding_id=finding_id, actor=request.user, reason=request.POST.get("reason", ""))
+        task = drift_finding_repair(finding_id=finding_id, actor=request.user, reason=reason)
     except DriftFinding.DoesNotExist as exc:
         raise Http404("No such finding.") from exc
     except DriftError as exc:
@@ -155,9 +170,12 @@ def drift_bulk_repair_view(request: HttpRequest) -> HttpResponse:
     filters = Filters.from_query(request.GET)
     findings = _repairable(filters.findings(request.user))
     if request.method == "POST":
+        reason = request.POST.get("reason", "")
+        if problem := too_long(reason, REASON_MAX_LENGTH, "The reason"):
+            return _bad_request(problem)
         ids = list(findings.values_list("pk", flat=True))
         try:
-            tasks = drift_findings_repair(finding_ids=ids, actor=request.user, reason=request.POST.get("reason", ""))
+            tasks = drift_findings_repair(finding_ids=ids, actor=request.user, reason=reason)
         except DriftError as exc:
             messages.error(request, str(exc))
         else:

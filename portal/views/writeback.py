@@ -2,9 +2,10 @@
 and, for a FAILED one, "Retry" behind a confirmation. What is offered comes from the service's own refusal
 (writeback.tasks.writeback_task_retry_refusal); the POST is that service, which checks again and audits."""
 
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 
+from portal.limits import REASON_MAX_LENGTH, too_long
 from portal.models import User
 from soa.models import Mailbox
 from soa.selectors import mailbox_get
@@ -58,8 +59,11 @@ def writeback_retry_view(request: HttpRequest, pk: int, task_id: int) -> HttpRes
 
             return render(request, "soa/mailbox_detail.html", {**page_context(request, mailbox), **context})
         return render(request, f"{TEMPLATE}#mailbox-writeback", context)
+    reason = request.POST.get("reason", "")
+    if problem := too_long(reason, REASON_MAX_LENGTH, "The reason"):
+        return HttpResponseBadRequest(problem, content_type="text/plain; charset=utf-8")
     try:
-        writeback_task_retry(task_id=task.pk, actor=request.user, reason=request.POST.get("reason", ""))
+        writeback_task_retry(task_id=task.pk, actor=request.user, reason=reason)
     except WritebackError as exc:
         context = writeback_card_context(request.user, mailbox, retry_error=str(exc))
     else:

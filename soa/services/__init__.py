@@ -5,6 +5,7 @@ records its audit event in that transaction, and refuses with a SoaError whose m
 import datetime as dt
 from collections.abc import Iterable
 
+from portal.limits import REASON_MAX_LENGTH, too_long
 from portal.models import User
 from portal.roles import Action, may
 from soa.choices import MEMBER_TRANSITIONS, WAVE_TRANSITIONS, MemberState, WaveState, wave_states_leading_to
@@ -12,7 +13,15 @@ from soa.models import PilotWave
 
 
 class SoaError(Exception):
-    """A domain request refused, with a message the person can act on."""
+    """A domain request refused, with a message the person can act on.
+
+    ``kind`` is the Refusal kind when the refusal came from a ``*_refusal`` function (through ``refuse``), so a page
+    can answer 403 (role, rule) or 409 (state); "" for a request whose input itself is wrong.
+    """
+
+    def __init__(self, message: str = "", kind: str = ""):
+        super().__init__(message)
+        self.kind = kind
 
 
 # How a refusal names the action that is missing (the Action's own label reads "wave build").
@@ -28,14 +37,17 @@ _DOING = {
 class Refusal(str):
     """Why an action is refused: the message the person reads, and its ``kind``.
 
-    ``ROLE``: the actor's roles do not grant it; ``STATE``: the wave is not in a state where it applies; ``RULE``:
-    it applies, but a rule of the action forbids it now (scope, four-eyes, schedule window...). Pages hide actions
-    refused for role or state and show the reason of the others. It is a str so that callers needing only the
+    ``ROLE``: the actor's roles do not grant it; ``STATE``: the wave is not in a state where it applies; ``ACTOR``:
+    it applies, but not to this actor (a member outside their scope, four-eyes, a decision already given); ``RULE``:
+    it applies, but a rule of the action stops it now (schedule window, no members, an open rollback...). Pages hide
+    actions refused for role or state and show the reason of the others; a refused request answers 403 for ROLE and
+    ACTOR, 409 for STATE and RULE. It is a str so that callers needing only the
     message (and every ``*_refusal`` caller written before kinds existed) use it as one.
     """
 
     ROLE = "role"
     STATE = "state"
+    ACTOR = "actor"
     RULE = "rule"
 
     kind: str
@@ -49,7 +61,7 @@ class Refusal(str):
 def refuse(refusal: str | None) -> None:
     """Raise ``refusal`` as a SoaError when there is one: how a service obeys its own ``*_refusal`` function."""
     if refusal:
-        raise SoaError(str(refusal))
+        raise SoaError(str(refusal), getattr(refusal, "kind", Refusal.RULE))
 
 
 def action_refusal(actor: User | None, action: Action) -> Refusal | None:
@@ -113,6 +125,15 @@ def skip_pending_members(wave: PilotWave, why: str, now: dt.datetime) -> int:
     return wave.members.filter(state=MemberState.PENDING).update(
         state=MemberState.SKIPPED, last_error=why, finished_at=now
     )
+
+
+def clean_text(value: str | None, what: str = "The reason", limit: int = REASON_MAX_LENGTH) -> str:
+    """``value`` stripped of surrounding space; a SoaError naming ``what`` when it is longer than ``limit``."""
+    text = (value or "").strip()
+    problem = too_long(text, limit, what)
+    if problem:
+        raise SoaError(problem)
+    return text
 
 
 def listing(items: Iterable[object], limit: int = 20) -> str:

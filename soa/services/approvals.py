@@ -1,8 +1,10 @@
 """Deciding on submitted waves: approval with quorum, four-eyes and expiry; rejection with a reason; the email
 that tells approvers a wave awaits them.
 
-Four-eyes: whoever created the wave, submitted it, or chose any of its members never decides on it, whatever
-roles they hold (portal rights come from role assignments only, so an administrator has no way around it).
+Four-eyes: whoever shaped the wave (created it, changed its settings, added or removed members, submitted it or
+withdrew it, in any round) never decides on it, whatever roles they hold (portal rights come from role assignments
+only, so an administrator has no way around it). The wave's own columns name its creator, latest submitter and the
+members' adders; the audit log, written in the same transaction as each of those acts, names every other hand.
 Quorum: ``required_approvals`` distinct approvers of the current submission round; one rejection ends the wave.
 Scope: an approver decides only on a wave whose every included member lies inside their approval scope.
 """
@@ -18,14 +20,33 @@ from django.db import transaction
 from django.utils import timezone
 
 from portal.audit import audit_record
-from portal.models import User
+from portal.models import AuditEvent, User
 from portal.roles import Action, may
 from soa.choices import Decision, WaveDirection, WaveState
 from soa.models import Approval, PilotWave
-from soa.services import Refusal, SoaError, listing, locked_wave, refuse, require_transition, skip_pending_members
+from soa.services import (
+    Refusal,
+    SoaError,
+    clean_text,
+    listing,
+    locked_wave,
+    refuse,
+    require_transition,
+    skip_pending_members,
+)
 from soa.services.wave_members import members_outside_scope
 
 logger = logging.getLogger(__name__)
+
+# The audited acts that shape what a wave moves, and how a refusal names each: their actors never decide on it.
+SHAPING_ACTS = {
+    "soa.wave.created": "created this wave",
+    "soa.wave.updated": "changed this wave's settings",
+    "soa.wave.members_added": "chose members of this wave",
+    "soa.wave.members_removed": "removed members from this wave",
+    "soa.wave.submitted": "submitted this wave",
+    "soa.wave.withdrawn": "withdrew this wave to a draft",
+}
 
 # Where the wave's page lives, under PORTAL_BASE_URL (the link in the approvers' email).
 WAVE_PATH = "/waves/{pk}/"
@@ -46,26 +67,44 @@ def approval_refusal(
             "rejected.",
             Refusal.STATE,
         )
-    if wave.submitted_by_id == user.pk:
-        return Refusal("You submitted this wave; another approver must decide on it.")
-    if wave.created_by_id == user.pk:
-        return Refusal("You created this wave; another approver must decide on it.")
-    if wave.members.filter(added_by=user).exists():
-        return Refusal("You chose members of this wave; another approver must decide on it.")
+    shaped = shaping_act(user, wave)
+    if shaped:
+        return Refusal(f"You {shaped}; another approver must decide on it.", Refusal.ACTOR)
     if decision == Decision.APPROVE and wave.approval_expired(now):
         return Refusal(
             f"The approval window of wave “{wave.name}” closed on {wave.approval_expires_at:%Y-%m-%d %H:%M} UTC. "
             "Its pre-flight may be out of date: the operator must withdraw it to a draft and submit it again."
         )
     if wave.approvals.filter(round=wave.submission_round, approver=user).exists():
-        return Refusal(f"You have already decided on this submission of wave “{wave.name}”.")
+        return Refusal(f"You have already decided on this submission of wave “{wave.name}”.", Refusal.ACTOR)
     outside = members_outside_scope(user, wave, Action.WAVE_APPROVE)
     if outside:
         return Refusal(
             f"Wave “{wave.name}” includes mailboxes outside your approval scope ({listing(outside, limit=10)}); "
-            "an approver whose scope covers every member must decide."
+            "an approver whose scope covers every member must decide.",
+            Refusal.ACTOR,
         )
     return None
+
+
+def shaping_act(user: User, wave: PilotWave) -> str:
+    """How ``user`` shaped ``wave`` (worded for "You ..."), or "" when they never did."""
+    if wave.submitted_by_id == user.pk:
+        return SHAPING_ACTS["soa.wave.submitted"]
+    if wave.created_by_id == user.pk:
+        return SHAPING_ACTS["soa.wave.created"]
+    if wave.members.filter(added_by=user).exists():
+        return SHAPING_ACTS["soa.wave.members_added"]
+    # Acts that leave no trace on the wave's rows: removed members, a withdrawal, an earlier round's submission.
+    act = (
+        AuditEvent.objects.filter(
+            object_type=PilotWave._meta.label_lower, object_id=str(wave.pk), actor=user, action__in=SHAPING_ACTS
+        )
+        .order_by("id")
+        .values_list("action", flat=True)
+        .first()
+    )
+    return SHAPING_ACTS[act] if act else ""
 
 
 @transaction.atomic
@@ -83,8 +122,8 @@ def wave_approve(*, actor: User, wave_id: int, reason: str = "", acknowledge_war
             f"The pre-flight report of wave “{wave.name}” has warnings ({', '.join(pending)}); read them and "
             "acknowledge them to approve."
         )
+    reason = clean_text(reason, "The comment")
     before = wave.audit_snapshot()
-    reason = (reason or "").strip()
     Approval.objects.create(
         wave=wave, round=wave.submission_round, approver=actor, decision=Decision.APPROVE, reason=reason,
         acknowledged_warnings=pending,
@@ -110,7 +149,7 @@ def wave_reject(*, actor: User, wave_id: int, reason: str) -> PilotWave:
     """
     wave = locked_wave(wave_id)
     refuse(approval_refusal(actor, wave, decision=Decision.REJECT))
-    reason = (reason or "").strip()
+    reason = clean_text(reason)
     if not reason:
         raise SoaError("Give a reason for rejecting the wave; the operator needs it to fix the wave.")
     before = wave.audit_snapshot()

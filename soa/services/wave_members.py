@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 
 from portal.audit import audit_record
@@ -19,21 +20,37 @@ from soa.choices import SOURCE_AUTHORITY, Authority, WaveState
 from soa.models import Mailbox, PilotWave, WaveMember
 from soa.selectors import mailbox_search
 from soa.services import Refusal, SoaError, action_refusal, listing, locked_wave, refuse, require_action
-from soa.wave_csv import LineProblem, match_mailboxes, read_entries
+from soa.wave_csv import CsvInputError, LineProblem, match_mailboxes, read_entries
 
 _CHUNK = 500
 
 
+# Bad lines a refusal names; the rest are counted. A page shows no more, however long the list.
+PROBLEMS_SHOWN = 100
+
+
 class CsvImportError(SoaError):
-    """A CSV list with lines that cannot be used; ``problems`` names each (line number, value, reason)."""
+    """A CSV list with lines that cannot be used: ``problems`` names the first PROBLEMS_SHOWN (line number, value,
+    reason) in line order, ``problem_count`` counts them all."""
 
     def __init__(self, problems: list[LineProblem]):
-        self.problems = sorted(problems, key=lambda problem: problem.line)
-        count = len(self.problems)
-        super().__init__(
-            f"{count} line{'s' if count > 1 else ''} of the list cannot be used, so nothing was added; fix "
-            f"{'them' if count > 1 else 'it'} and upload the list again: {listing(self.problems, limit=25)}."
+        ordered = sorted(problems, key=lambda problem: problem.line)
+        self.problems = ordered[:PROBLEMS_SHOWN]
+        self.problem_count = count = len(ordered)
+        # The summary heads a page that lists the lines in a table; the message names the first ones itself.
+        self.summary = (
+            f"{count:,} line{'s' if count > 1 else ''} of the list cannot be used, so nothing was added; fix "
+            f"{'them' if count > 1 else 'it'} and upload the list again"
         )
+        super().__init__(f"{self.summary}: {listing(ordered, limit=10)}.")
+
+
+def csv_too_large() -> str:
+    """The refusal of a member list past WAVE_CSV_MAX_BYTES."""
+    return (
+        f"The list is larger than {settings.WAVE_CSV_MAX_BYTES // 1024:,} KB, the most one upload takes; split it "
+        "into several lists (or add members by filter)."
+    )
 
 
 @dataclass(frozen=True)
@@ -139,7 +156,8 @@ def wave_add_members(*, actor: User, wave_id: int, mailbox_ids: Iterable[int]) -
     if outside:
         problems.append(f"outside your wave-building scope: {listing(sorted(outside))}")
     if problems:
-        raise SoaError("Nothing was added: " + "; ".join(problems) + ".")
+        # Only a scope problem is the actor's to be refused for (403); an unknown id is a wrong request.
+        raise SoaError("Nothing was added: " + "; ".join(problems) + ".", "" if unknown else Refusal.ACTOR)
     return add_members(actor, wave, wanted, {"how": "picked", "count": len(wanted)})
 
 
@@ -186,15 +204,30 @@ def wave_add_by_filter(
     return add_members(actor, wave, ids, {**how, "matched": len(ids)})
 
 
-@transaction.atomic
-def wave_add_from_csv(*, actor: User, wave_id: int, text: str) -> MembershipChange:
-    """Add the mailboxes listed one per line (UPN or any address; optional header; ``#`` comments).
+def wave_add_from_csv(*, actor: User, wave_id: int, text: str | Iterable[str]) -> MembershipChange:
+    """Add the mailboxes listed one per line (UPN or any address; optional header; ``#`` comments). ``text`` is the
+    list, or its lines as read from an upload (soa.wave_csv.upload_lines, which bounds its bytes).
 
     Any bad line (unreadable, unknown, ambiguous, outside the actor's scope, or naming the same mailbox as an
-    earlier line) refuses the whole list with a CsvImportError listing every bad line by number.
+    earlier line) refuses the whole list with a CsvImportError naming the first bad lines by number. A list past
+    WAVE_CSV_MAX_BYTES or WAVE_CSV_MAX_LINES is refused before it is looked up.
+
+    The list is read and matched before the transaction that adds the members opens: a long list must not hold
+    the wave's lock (on SQLite, the database's write lock) while it is parsed and looked up. Inside that
+    transaction the wave's state and the actor's scope over the matched mailboxes are checked again.
     """
-    wave = _draft_wave(actor, wave_id)
-    entries, problems = read_entries(text or "")
+    require_action(actor, Action.WAVE_BUILD)
+    wave = PilotWave.objects.filter(pk=wave_id).first()
+    if wave is None:
+        raise SoaError(f"There is no pilot wave #{wave_id}.")
+    refuse(members_refusal(actor, wave))  # before the work of reading: a refused list costs nothing
+    text = text or ""
+    if isinstance(text, str) and len(text.encode()) > settings.WAVE_CSV_MAX_BYTES:
+        raise SoaError(csv_too_large())
+    try:
+        entries, problems = read_entries(text, max_lines=settings.WAVE_CSV_MAX_LINES)
+    except CsvInputError as exc:
+        raise SoaError(str(exc)) from None
     if not entries and not problems:
         raise SoaError("The list is empty: give one UPN or email address per line.")
     matches = match_mailboxes(entries)
@@ -218,7 +251,11 @@ def wave_add_from_csv(*, actor: User, wave_id: int, text: str) -> MembershipChan
                 first_line[pk] = entry.line
     if problems:
         raise CsvImportError(problems)
-    return add_members(actor, wave, list(first_line), {"how": "csv", "lines": len(entries)})
+    with transaction.atomic():
+        wave = _draft_wave(actor, wave_id)
+        if in_build_scope(actor, first_line) != set(first_line):
+            raise SoaError("Your wave-building scope changed while the list was read; upload it again.", Refusal.ACTOR)
+        return add_members(actor, wave, list(first_line), {"how": "csv", "lines": len(entries)})
 
 
 @transaction.atomic
@@ -239,7 +276,7 @@ def wave_remove_members(*, actor: User, wave_id: int, mailbox_ids: Iterable[int]
     if outside:
         problems.append(f"outside your wave-building scope: {listing(outside)}")
     if problems:
-        raise SoaError("Nothing was removed: " + "; ".join(problems) + ".")
+        raise SoaError("Nothing was removed: " + "; ".join(problems) + ".", "" if strangers else Refusal.ACTOR)
     before = wave.audit_snapshot()
     for chunk in _chunks(wanted):
         wave.members.filter(mailbox_id__in=chunk).delete()

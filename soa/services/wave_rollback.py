@@ -63,7 +63,8 @@ def rollback_refusal(actor: User, source: PilotWave) -> Refusal | None:
     if outside:
         return Refusal(
             f"You cannot roll back wave “{source.name}”: these mailboxes it moved are outside your wave-building "
-            f"scope: {listing(outside)}."
+            f"scope: {listing(outside)}.",
+            Refusal.ACTOR,
         )
     return None
 

@@ -23,6 +23,7 @@ from soa.services import (
     Refusal,
     SoaError,
     action_refusal,
+    clean_text,
     listing,
     locked_wave,
     refuse,
@@ -57,16 +58,18 @@ def window_refusal(wave: PilotWave, now: dt.datetime) -> str:
     return ""
 
 
-def run_scope_refusal(actor: User, wave: PilotWave) -> Refusal | None:
-    """Why ``actor`` may not start or resume ``wave`` for its members' sake (some lie outside the actor's scope for
-    running waves), or None."""
+def run_scope_refusal(actor: User, wave: PilotWave, verb: str = "start or resume") -> Refusal | None:
+    """Why ``actor`` may not ``verb`` ``wave`` for its members' sake (some lie outside the actor's scope for
+    running waves), or None. Start, resume and pause all obey it: stopping another OU's move is as much acting on
+    its mailboxes as starting it."""
     outside = members_outside_scope(actor, wave, Action.WAVE_RUN)
     if not outside:
         return None
     count = len(outside)
     return Refusal(
-        f"{count} member{'s are' if count != 1 else ' is'} outside your scope for running waves, so you cannot start "
-        f"or resume wave “{wave.name}” (these members are outside your scope: {listing(outside)})."
+        f"{count} member{'s are' if count != 1 else ' is'} outside your scope for running waves, so you cannot "
+        f"{verb} wave “{wave.name}” (these members are outside your scope: {listing(outside)}).",
+        Refusal.ACTOR,
     )
 
 
@@ -102,7 +105,11 @@ def wave_start(*, actor: User, wave_id: int) -> PilotWave:
 
 def pause_refusal(actor: User, wave: PilotWave) -> Refusal | None:
     """Why ``actor`` may not pause ``wave`` now, or None."""
-    return action_refusal(actor, Action.WAVE_RUN) or transition_refusal(wave, WaveState.PAUSED, "paused")
+    return (
+        action_refusal(actor, Action.WAVE_RUN)
+        or transition_refusal(wave, WaveState.PAUSED, "paused")
+        or run_scope_refusal(actor, wave, "pause")
+    )
 
 
 def _move(
@@ -130,6 +137,7 @@ def _move(
 def wave_pause(*, actor: User, wave_id: int, reason: str = "") -> PilotWave:
     """Pause a running wave. The member being flipped finishes; the rest of the batch waits for a resume."""
     require_action(actor, Action.WAVE_RUN)
+    reason = clean_text(reason)
     wave = locked_wave(wave_id)
     refuse(pause_refusal(actor, wave))
     return _move(wave, WaveState.PAUSED, "paused", actor=actor, action="soa.wave.paused", reason=reason)
@@ -221,7 +229,7 @@ def member_retry_refusal(actor: User, wave: PilotWave, member: WaveMember | None
             Refusal.STATE,
         )
     if member.mailbox.upn in members_outside_scope(actor, wave, Action.WAVE_RUN):
-        return Refusal(f"{member.mailbox.upn} is outside your scope for running waves.")
+        return Refusal(f"{member.mailbox.upn} is outside your scope for running waves.", Refusal.ACTOR)
     return None
 
 

@@ -14,15 +14,17 @@ from django.db.models import Subquery
 from django.utils import timezone
 
 from portal.audit import audit_record
+from portal.limits import DESCRIPTION_MAX_LENGTH
 from portal.models import User
 from portal.roles import Action, may
 from soa import preflight
 from soa.choices import WAVE_OPEN_STATES, MemberState, WaveDirection, WaveState
-from soa.models import WAVE_MAX_BATCH_SIZE, WAVE_MAX_RATE, Mailbox, PilotWave, WaveMember
+from soa.models import WAVE_MAX_APPROVALS, WAVE_MAX_BATCH_SIZE, WAVE_MAX_RATE, Mailbox, PilotWave, WaveMember
 from soa.services import (
     Refusal,
     SoaError,
     action_refusal,
+    clean_text,
     listing,
     locked_wave,
     refuse,
@@ -57,9 +59,11 @@ def _check_policy(
             if minimum == 1
             else f"This installation requires at least {minimum} distinct approvers per wave."
         )
-    if not isinstance(batch_size, int) or not 1 <= batch_size <= WAVE_MAX_BATCH_SIZE:
+    if required_approvals > max(WAVE_MAX_APPROVALS, minimum):
+        raise SoaError(f"A wave needs at most {max(WAVE_MAX_APPROVALS, minimum)} distinct approvers.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= WAVE_MAX_BATCH_SIZE:
         raise SoaError(f"The batch size must be between 1 and {WAVE_MAX_BATCH_SIZE} mailboxes.")
-    if not isinstance(max_rate, int | float) or not 0 < max_rate <= WAVE_MAX_RATE:
+    if isinstance(max_rate, bool) or not isinstance(max_rate, int | float) or not 0 < max_rate <= WAVE_MAX_RATE:
         raise SoaError(f"The rate must be above 0 and at most {WAVE_MAX_RATE:g} flips per second.")
     if window_start and window_end and window_end <= window_start:
         raise SoaError("The schedule window must end after it starts.")
@@ -86,6 +90,7 @@ def wave_create(
     ``rollback_of`` is set only by soa.services.wave_rollback, which checks the wave being reversed.
     """
     require_action(actor, Action.WAVE_BUILD)
+    description = clean_text(description, "The description", DESCRIPTION_MAX_LENGTH)
     if direction not in WaveDirection.values:
         raise SoaError("Choose the direction: to Exchange Online, or back to Active Directory.")
     now = timezone.now()
@@ -94,7 +99,7 @@ def wave_create(
         window_start=window_start, window_end=window_end, now=now,
     )  # fmt: skip
     wave = PilotWave.objects.create(
-        name=_clean_name(name), direction=direction, description=description.strip(), created_by=actor,
+        name=_clean_name(name), direction=direction, description=description, created_by=actor,
         created_at=now, required_approvals=required_approvals, batch_size=batch_size, max_rate=float(max_rate),
         window_start=window_start, window_end=window_end, rollback_of=rollback_of,
     )  # fmt: skip
@@ -148,7 +153,7 @@ def wave_update(
     if "name" in changes:
         changes["name"] = _clean_name(changes["name"], other_than=wave.pk)
     if "description" in changes:
-        changes["description"] = (changes["description"] or "").strip()
+        changes["description"] = clean_text(changes["description"], "The description", DESCRIPTION_MAX_LENGTH)
     for field, value in changes.items():
         setattr(wave, field, value)
     wave.version += 1
@@ -205,7 +210,8 @@ def submit_refusal(actor: User, wave: PilotWave) -> Refusal | None:
     if outside:
         return Refusal(
             f"You cannot submit wave “{wave.name}”: these members are outside your wave-building scope: "
-            f"{listing(outside)}."
+            f"{listing(outside)}.",
+            Refusal.ACTOR,
         )
     return None
 
@@ -228,12 +234,13 @@ def wave_submit(*, actor: User, wave_id: int) -> PilotWave:
     )
     report = preflight.evaluate(mailboxes, preflight.build_context(wave, now=now))
     if report.wave.blocking:
-        raise SoaError(" ".join(finding.message for finding in report.wave.blocking))
+        raise SoaError(" ".join(finding.message for finding in report.wave.blocking), Refusal.STATE)
     if report.eligible == 0:
         codes = ", ".join(f"{code} ×{count}" for code, count in report.summary()["blocking"].items())
         raise SoaError(
             f"Every member of wave “{wave.name}” is blocked by pre-flight ({codes}), so nothing would move. "
-            "Remove them or resolve the findings, then submit again."
+            "Remove them or resolve the findings, then submit again.",
+            Refusal.STATE,
         )
     before = wave.audit_snapshot()
     for mailbox in mailboxes:
@@ -275,6 +282,7 @@ def wave_withdraw(*, actor: User, wave_id: int, reason: str = "") -> PilotWave:
     round and no longer count: the next submission is a new round with a fresh pre-flight.
     """
     require_action(actor, Action.WAVE_BUILD)
+    reason = clean_text(reason)
     wave = locked_wave(wave_id)
     refuse(withdraw_refusal(actor, wave))
     before = wave.audit_snapshot()
@@ -317,7 +325,8 @@ def cancel_refusal(actor: User, wave: PilotWave) -> Refusal | None:
         count = len(outside)
         return Refusal(
             f"{count} member{'s are' if count != 1 else ' is'} outside your scope, so you cannot cancel wave "
-            f"“{wave.name}” (these members are outside your scope: {listing(outside)})."
+            f"“{wave.name}” (these members are outside your scope: {listing(outside)}).",
+            Refusal.ACTOR,
         )
     return None
 
@@ -328,9 +337,9 @@ def wave_cancel(*, actor: User, wave_id: int, reason: str) -> PilotWave:
 
     A running wave is paused first, so no flip is cut short; members that never started are marked SKIPPED.
     """
-    reason = (reason or "").strip()
+    reason = clean_text(reason)
     if not (may(actor, Action.WAVE_BUILD) or may(actor, Action.WAVE_RUN)):
-        raise SoaError("Your roles do not allow cancelling pilot waves.")
+        raise SoaError("Your roles do not allow cancelling pilot waves.", Refusal.ROLE)
     wave = locked_wave(wave_id)
     refuse(cancel_refusal(actor, wave))
     if not reason:

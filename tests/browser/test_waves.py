@@ -72,3 +72,28 @@ def test_operator_builds_and_submits_a_wave_and_an_approver_approves_it(
     assert "Checked the report." in page.get_by_test_id("approvals").inner_text()
     assert page.get_by_test_id("approve-form").count() == 0
     screenshot("wave-approved")
+
+
+def test_a_member_list_with_many_bad_lines_shows_the_first_hundred(live_server, page, screenshot, make_user, sign_in):
+    from soa.services.wave_members import PROBLEMS_SHOWN
+    from soa.services.waves import wave_create
+
+    operator = make_user("olga", Role.WAVE_OPERATOR)
+    wave = wave_create(actor=operator, name="Long list", direction="TO_CLOUD")
+    make_mailbox("Ann Archer")
+    lines = "\n".join(f"someone.with.a.rather.long.name{n}@corp.example.com" for n in range(PROBLEMS_SHOWN + 40))
+    sign_in("olga")
+    page.goto(f"{live_server.url}/waves/{wave.pk}/")
+    page.fill("#id_text", lines)
+    page.get_by_role("button", name="Add from list").click()
+    page.get_by_test_id("csv-problems-more").wait_for()
+    assert (
+        f"The first {PROBLEMS_SHOWN} of {PROBLEMS_SHOWN + 40} lines"
+        in page.get_by_test_id("csv-problems-more").inner_text()
+    )
+    assert page.get_by_test_id("csv-problems").locator("tbody tr").count() == PROBLEMS_SHOWN
+    screenshot("wave-csv-problems")
+    page.set_viewport_size({"width": 390, "height": 844})
+    screenshot("wave-csv-problems-390")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the wave page is {width} px wide at 390"

@@ -115,14 +115,14 @@ def test_start_outside_the_window_is_not_offered_and_a_forged_post_is_refused(cl
     page = page_text(client.get(reverse("wave_detail", args=[wave.pk])))
     assert f"which opens at {opens:%Y-%m-%d %H:%M} UTC" in page and "Start the wave…" not in page
     response = client.post(reverse("wave_start", args=[wave.pk]))
-    assert response.status_code == 200 and "only inside its schedule window" in page_text(response)
+    assert response.status_code == 409 and "only inside its schedule window" in page_text(response)
     assert PilotWave.objects.get(pk=wave.pk).state == WaveState.APPROVED
 
 
 def test_start_of_a_wave_that_is_not_approved_is_refused(client, people):
     wave = submitted_wave(people["op"], make_mailbox("Ann Archer"))
     response = signed_in(client, people["op"]).post(reverse("wave_start", args=[wave.pk]))
-    assert response.status_code == 200
+    assert response.status_code == 409
     assert "is submitted; only approved or paused waves can be started" in page_text(response)
     assert PilotWave.objects.get(pk=wave.pk).state == WaveState.SUBMITTED
 
@@ -276,7 +276,7 @@ def test_operator_creates_a_rollback_wave_of_a_completed_wave(client, people):
     assert 'data-testid="rolled-back-by"' in page and "Rollback of Pilot 1" in page
     assert "Create rollback wave…" not in page  # one open rollback at a time
     response = client.post(reverse("wave_rollback", args=[source.pk]))
-    assert response.status_code == 200 and "already has an open rollback" in page_text(response)
+    assert response.status_code == 409 and "already has an open rollback" in page_text(response)
     assert PilotWave.objects.filter(rollback_of=source).count() == 1
 
 
