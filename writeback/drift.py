@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from portal.audit import audit_record
 from portal.dn import InvalidDn, normalize_dn
+from portal.limits import REASON_MAX_LENGTH, too_long
 from portal.models import User
 from portal.roles import Action, may, scope_filter
 from soa.jobs import enqueue
@@ -134,7 +135,7 @@ def drift_finding_repair(*, finding_id: int, actor: User, reason: str = "") -> W
     try:
         with transaction.atomic():
             finding = DriftFinding.objects.select_for_update(of=("self",)).select_related("mailbox").get(pk=finding_id)
-            refusal = drift_repair_refusal(finding, actor)
+            refusal = drift_repair_refusal(finding, actor) or too_long(reason, REASON_MAX_LENGTH, "The reason")
             if refusal:
                 raise DriftError(refusal)
             return _repair_mailbox([finding], actor, reason)
@@ -160,6 +161,8 @@ def drift_findings_repair(*, finding_ids: Iterable[int], actor: User, reason: st
             )  # fmt: skip
             if len(findings) != len(ids):
                 raise DriftError("Some of these findings no longer exist; reload the page.")
+            if too_long(reason, REASON_MAX_LENGTH, "The reason"):
+                raise DriftError(too_long(reason, REASON_MAX_LENGTH, "The reason"))
             for finding in findings:
                 refusal = drift_repair_refusal(finding, actor)
                 if refusal:

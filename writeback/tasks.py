@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from portal.audit import audit_record
 from portal.correlation import get_correlation_id
+from portal.limits import REASON_MAX_LENGTH, too_long
 from portal.models import User
 from portal.roles import Action, may
 from soa.attributes import BY_EXO, EXCHANGE_ATTRIBUTES
@@ -126,7 +127,7 @@ def writeback_task_retry(*, task_id: int, actor: User, reason: str = "") -> Writ
     Its desired values are written as they were asked for; a newer request would have replaced them."""
     with transaction.atomic():
         task = WritebackTask.objects.select_for_update().select_related("mailbox").get(pk=task_id)
-        refusal = writeback_task_retry_refusal(task, actor)
+        refusal = writeback_task_retry_refusal(task, actor) or too_long(reason, REASON_MAX_LENGTH, "The reason")
         if refusal:
             raise WritebackError(refusal)
         require_run_transition(task, WritebackTask.State.QUEUED)

@@ -21,6 +21,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from portal.audit import audit_record
+from portal.limits import REASON_MAX_LENGTH, too_long
 from portal.models import User
 from portal.roles import Action, may
 from soa import jobs
@@ -118,6 +119,8 @@ def change_batch_create(*, actor: User, lines, file_name: str, reason: str, idem
     reason = (reason or "").strip()
     if settings.CHANGE_REASON_REQUIRED and not reason:
         raise SoaError("Give a reason for this bulk edit; it goes in the history of every change it makes.")
+    if too_long(reason, REASON_MAX_LENGTH, "The reason"):
+        raise SoaError(too_long(reason, REASON_MAX_LENGTH, "The reason"))
     preview = bulk_preview(user=actor, lines=lines)
     if not preview.ok:
         raise BulkLinesError(preview)

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from portal.audit import audit_record
 from portal.correlation import correlation_scope, get_correlation_id, new_correlation_id
+from portal.limits import REASON_MAX_LENGTH, too_long
 from portal.models import User
 from portal.roles import Action, may, scope_filter
 from soa import jobs
@@ -204,6 +205,15 @@ def change_decision_refusal(
     return None
 
 
+def _reason(reason: str | None) -> str:
+    """A decision's reason, stripped; SoaError when it is longer than REASON_MAX_LENGTH (nothing is written)."""
+    reason = (reason or "").strip()
+    message = too_long(reason, REASON_MAX_LENGTH, "The reason")
+    if message:
+        raise SoaError(message)
+    return reason
+
+
 def _scope_refusal(message: str) -> Refusal:
     """A refusal by OU scope: explained on a page like any rule, and audited as a denied attempt by the services."""
     refusal = Refusal(message)
@@ -302,6 +312,8 @@ def change_request_create(
         errors = list(outcome.errors)
         if settings.CHANGE_REASON_REQUIRED and not reason:
             errors.append(FieldError("reason", "Give a reason for this change; it goes in the history."))
+        if too_long(reason, REASON_MAX_LENGTH, "The reason"):
+            errors.append(FieldError("reason", too_long(reason, REASON_MAX_LENGTH, "The reason")))
         if errors:
             raise ChangeValidationError(errors)
         needs_approval = any(op["op"] in needs_approval_for for op in outcome.operations)
@@ -397,7 +409,7 @@ def change_request_approve(*, actor: User, request_id: int, reason: str = "") ->
                 current=current, version=request.mailbox.version,
             )  # fmt: skip
         before = request.audit_snapshot()
-        reason = (reason or "").strip()
+        reason = _reason(reason)
         request.state = ChangeState.APPROVED
         request.decided_by, request.decided_at, request.decision_reason = actor, timezone.now(), reason
         request.save(update_fields=["state", "decided_by", "decided_at", "decision_reason", "updated_at"])
@@ -413,7 +425,7 @@ def change_request_reject(*, actor: User, request_id: int, reason: str) -> Chang
     if request is None:
         raise SoaError(f"There is no change request #{request_id}.")
     _refuse_or_deny(actor, request, change_decision_refusal(actor, request, approve=False), "reject")
-    reason = (reason or "").strip()
+    reason = _reason(reason)
     if not reason:
         raise SoaError("Give a reason for rejecting the change; the person who asked for it needs it.")
     with transaction.atomic():
@@ -442,7 +454,7 @@ def change_request_cancel(*, actor: User, request_id: int, reason: str = "") -> 
         request = _locked_request(request_id)
         refuse(change_cancel_refusal(actor, request))
         before = request.audit_snapshot()
-        reason = (reason or "").strip()
+        reason = _reason(reason)
         request.state = ChangeState.CANCELLED
         request.finished_at = timezone.now()
         request.save(update_fields=["state", "finished_at", "updated_at"])
