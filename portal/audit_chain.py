@@ -267,8 +267,9 @@ class _Verifier:
         """Every published head must name an event the chain still holds: the newest one finds truncation."""
         missing = [head for head in self.heads if head.head_id > self.last_id]
         missing_inside = [
-            head for head in self.heads if head.head_id <= self.last_id and head.count and head.head_id not in self._seen
-        ]
+            head for head in self.heads
+            if head.count and head.head_id <= self.last_id and head.head_id not in self._seen
+        ]  # fmt: skip
         if missing:
             head = max(missing, key=lambda h: h.head_id)
             if self.checked == 0:
