@@ -18,6 +18,7 @@ import hmac
 import json
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -153,12 +154,17 @@ class ChainReport(NamedTuple):
 
 
 def verify_chain(
-    *, chunk_size: int = 2000, heads: list[PublishedHead] | None = None, since: PublishedHead | None = None
+    *,
+    chunk_size: int = 2000,
+    heads: list[PublishedHead] | None = None,
+    since: PublishedHead | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> ChainReport:
     """Recompute the chain in id order and check it against ``heads`` (published heads, oldest first).
 
     With ``since`` (a head an earlier verification published), only the events after it are recomputed, once its
     event and the count up to it are found unchanged: what the periodic publication does before it publishes.
+    ``progress`` is called with the number of events verified so far after each chunk, between its queries.
 
     Reads in short chunks by id (each its own query, outside any transaction), so it holds no lock between them and
     appends go on meanwhile; events appended after the verification started are left for the next one. Memory stays
@@ -171,7 +177,7 @@ def verify_chain(
         reason = verifier.start_at(AuditEvent, since)
         if reason:
             return verifier.report(BrokenLink(since.head_id, reason + " (deleted, rewritten or renumbered)"))
-    return verifier.run(AuditEvent, chunk_size)
+    return verifier.run(AuditEvent, chunk_size, progress)
 
 
 class _Verifier:
@@ -214,7 +220,7 @@ class _Verifier:
             None if self.last_id == 0 else self.last_hash, len(self.heads) if broken is None else 0,
         )  # fmt: skip
 
-    def run(self, model: type[AuditEvent], chunk_size: int) -> ChainReport:
+    def run(self, model: type[AuditEvent], chunk_size: int, progress: Callable[[int], None] | None) -> ChainReport:
         newest = model.objects.order_by("-id").values_list("id", flat=True).first() or 0
         while True:
             chunk = list(model.objects.filter(id__gt=self.last_id, id__lte=newest).order_by("id")[:chunk_size])
@@ -222,6 +228,8 @@ class _Verifier:
                 reason = self.check(event)
                 if reason:
                     return self.report(BrokenLink(event.pk, reason))
+            if progress is not None:
+                progress(self.checked)
             if len(chunk) < chunk_size:
                 break
         broken = self.check_heads_reached()
