@@ -1,4 +1,4 @@
-"""The auditors' pages: browse, export and verify the change history (verification runs as a job: writeback.jobs.audit)."""
+"""The auditors' pages: browse, export and verify the change history (the verification is a job: writeback.jobs.audit)."""
 
 import csv
 import datetime as dt
@@ -7,7 +7,6 @@ import re
 import uuid
 
 import django_rq
-
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse

@@ -9,12 +9,12 @@ from datetime import timedelta
 
 import django_rq
 import pytest
-from rq import SimpleWorker
 from django.contrib.auth.models import Group, Permission
 from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from rq import SimpleWorker
 
 from portal.audit import audit_record
 from portal.dn import normalize_dn
