@@ -1,4 +1,4 @@
-"""The auditors' pages: browse, export and verify the change history (the verification is a job: writeback.jobs.audit)."""
+"""The auditors' pages: browse, export and verify the change history (verifying is a job: writeback.jobs.audit)."""
 
 import csv
 import datetime as dt
