@@ -77,7 +77,7 @@ def read_heads(path: Path | None = None) -> list[PublishedHead]:
             if not line.strip():
                 continue
             try:
-                data = json.loads(line[line.index("{") :])
+                data, _end = json.JSONDecoder().raw_decode(line, line.index("{"))
                 heads.append(PublishedHead(**{field: data[field] for field in PublishedHead.__dataclass_fields__}))
             except (ValueError, KeyError, TypeError) as exc:
                 raise HeadError(f"{path}, line {number}, is not a published audit head ({exc}).") from exc

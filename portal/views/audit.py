@@ -124,7 +124,10 @@ def audit_verify_view(request: HttpRequest) -> HttpResponse:
                      object_id=job_id)  # fmt: skip
         transaction.on_commit(
             lambda: django_rq.get_queue(QUEUE).enqueue(
-                audit_verification_job, requested_by_id=request.user.pk, job_id=job_id, job_timeout=JOB_TIMEOUT,
+                audit_verification_job,
+                requested_by_id=request.user.pk,
+                job_id=job_id,
+                job_timeout=JOB_TIMEOUT,
                 result_ttl=RESULT_TTL,
             )  # fmt: skip
         )
