@@ -57,14 +57,20 @@ def main() -> int:
     for name, action in actions:
         wall = Figure(f"{name}, wall time per event", "µs")
         cpu = Figure(f"{name}, this process's CPU per event", "µs")
-        statements = []
-        with connection.execute_wrapper(lambda execute, sql, *rest: statements.append(sql) or execute(sql, *rest)):
+        statements: list[str] = []
+
+        def count(execute, sql, *rest, seen=statements):
+            seen.append(sql)
+            return execute(sql, *rest)
+
+        with connection.execute_wrapper(count):
             action()
         for _ in range(args.repeats):
             started = time.process_time()
             wall.samples.append(timed(action) / args.events * 1e6)
             cpu.samples.append((time.process_time() - started) / args.events * 1e6)
-        rows += [wall.row(), cpu.row(), f"{name + ', statements per event':<52} {len(statements) / args.events:>12,.3f}"]
+        per_event = len(statements) / args.events
+        rows += [wall.row(), cpu.row(), f"{name + ', statements per event':<52} {per_event:>12,.3f}"]
     print(machine_line())
     print(load_line())
     print(f"database: {engine}; {args.events} events per transaction, {args.repeats} repeats")
