@@ -93,10 +93,17 @@ def publish_head(report: ChainReport) -> tuple[PublishedHead, list[str]]:
     places = []
     path = head_file()
     if path is not None:
-        _append(path, head.line())
+        try:
+            _append(path, head.line())
+        except OSError as exc:
+            raise HeadError(f"The audit head could not be appended to AUDIT_HEAD_FILE {path}: {exc}.") from exc
         places.append(str(path))
     if settings.AUDIT_HEAD_SYSLOG:
-        _syslog(settings.AUDIT_HEAD_SYSLOG, head.line())
+        try:
+            _syslog(settings.AUDIT_HEAD_SYSLOG, head.line())
+        except (OSError, ValueError) as exc:
+            raise HeadError(f"The audit head could not be sent to AUDIT_HEAD_SYSLOG {settings.AUDIT_HEAD_SYSLOG}: "
+                            f"{exc}.") from exc  # fmt: skip
         places.append(f"syslog {settings.AUDIT_HEAD_SYSLOG}")
     logger.info("Published audit head #%s (%s events) to %s.", head.head_id, head.count, ", ".join(places) or "nowhere")
     return head, places

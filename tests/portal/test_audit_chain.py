@@ -384,3 +384,11 @@ def test_verification_lets_audited_writes_commit_while_it_runs():
     assert outcomes == ["committed"] * 3
     assert report[:2] == (7, None)  # what was appended after the start is left to the next verification
     assert verify_chain()[:2] == (10, None)
+
+
+def test_a_head_that_cannot_be_published_is_a_clear_error(settings, tmp_path):
+    _events(1)
+    settings.AUDIT_HEAD_FILE = ""
+    settings.AUDIT_HEAD_SYSLOG = str(tmp_path / "no-such-socket")
+    with pytest.raises(Exception, match="could not be sent to AUDIT_HEAD_SYSLOG"):
+        call_command("audit_verify")

@@ -35,7 +35,10 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"Audit chain intact: {report.summary()}"))
         if options["no_publish"]:
             return
-        head, places = publish_head(report)
+        try:
+            head, places = publish_head(report)
+        except HeadError as exc:
+            raise CommandError(str(exc)) from exc
         if places:
             self.stdout.write(f"Published head #{head.head_id} ({head.count} events) to {', '.join(places)}.")
         else:
