@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
-import logging.handlers
 import os
+import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from portal.audit_chain import GENESIS_HASH, ChainReport, chain_key, key_id, ver
 
 logger = logging.getLogger(__name__)
 SYSLOG_TAG = "soa-portal-audit-head: "
+_PRIORITY = 4 * 8 + 6  # facility auth, severity info
 
 
 class HeadError(RuntimeError):
@@ -135,13 +136,14 @@ def _append(path: Path, line: str) -> None:
 
 
 def _syslog(target: str, line: str) -> None:
+    """One datagram in the syslog format (RFC 3164 without a header: the receiving daemon stamps it), sent here rather
+    than through logging's SysLogHandler, which reports a failed send on stderr and goes on."""
+    message = f"<{_PRIORITY}>{SYSLOG_TAG}{line}".encode()
     if target.startswith("/"):
-        address: str | tuple[str, int] = target
-    else:
-        host, _, port = target.rpartition(":")
-        address = (host or "localhost", int(port or 514))
-    handler = logging.handlers.SysLogHandler(address=address, facility=logging.handlers.SysLogHandler.LOG_AUTH)
-    try:
-        handler.emit(logging.LogRecord("audit-head", logging.INFO, __file__, 0, SYSLOG_TAG + line, None, None))
-    finally:
-        handler.close()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(target)
+            sock.send(message)
+        return
+    host, _, port = target.rpartition(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(message, (host or "localhost", int(port or 514)))

@@ -392,3 +392,16 @@ def test_a_head_that_cannot_be_published_is_a_clear_error(settings, tmp_path):
     settings.AUDIT_HEAD_SYSLOG = str(tmp_path / "no-such-socket")
     with pytest.raises(Exception, match="could not be sent to AUDIT_HEAD_SYSLOG"):
         call_command("audit_verify")
+
+
+def test_the_head_goes_to_a_local_syslog_socket(settings, tmp_path):
+    path = tmp_path / "log.sock"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(path))
+    receiver.settimeout(10)
+    settings.AUDIT_HEAD_SYSLOG = str(path)
+    head, places = publish_verified_head()
+    message = receiver.recv(4096).decode()
+    receiver.close()
+    assert places == [settings.AUDIT_HEAD_FILE, f"syslog {path}"]
+    assert message == f"<38>soa-portal-audit-head: {head.line()}"
