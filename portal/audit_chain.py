@@ -102,7 +102,7 @@ def compute_hash(event: AuditEvent, key: bytes | None = None) -> str:
     if key is None:
         return hashlib.sha256(_canonical(content)).hexdigest()
     content["id"] = event.id
-    return hmac.new(key, _canonical(content), hashlib.sha256).hexdigest()
+    return hmac.digest(key, _canonical(content), "sha256").hex()
 
 
 def _canonical(content: dict) -> bytes:
