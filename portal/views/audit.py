@@ -3,6 +3,7 @@
 import csv
 import datetime as dt
 import json
+import logging
 import re
 import uuid
 
@@ -13,6 +14,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, Strea
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
+from redis.exceptions import RedisError
 
 from portal.audit import audit_record
 from portal.decorators import action_required
@@ -29,6 +31,7 @@ from writeback.jobs.audit import (
     audit_verification_job,
 )
 
+logger = logging.getLogger(__name__)
 PAGE_SIZE = 50
 QUEUEING_GRACE = dt.timedelta(minutes=1)
 _JOB_ID = re.compile(re.escape(VERIFY_JOB_PREFIX) + r"[0-9a-f]{32}")
@@ -122,15 +125,18 @@ def audit_verify_view(request: HttpRequest) -> HttpResponse:
     with transaction.atomic():
         audit_record(actor=request.user, action="portal.audit.verify_requested", object_type="audit",
                      object_id=job_id)  # fmt: skip
-        transaction.on_commit(
-            lambda: django_rq.get_queue(QUEUE).enqueue(
-                audit_verification_job,
-                requested_by_id=request.user.pk,
-                job_id=job_id,
-                job_timeout=JOB_TIMEOUT,
-                result_ttl=RESULT_TTL,
-            )  # fmt: skip
-        )
+    try:
+        # django-rq queues the job once the database has committed, which it has here: a Redis that does not answer
+        # is found now, and said so, instead of the page polling for a job that never was.
+        django_rq.get_queue(QUEUE).enqueue(
+            audit_verification_job, requested_by_id=request.user.pk, job_id=job_id, job_timeout=JOB_TIMEOUT,
+            result_ttl=RESULT_TTL,
+        )  # fmt: skip
+    except RedisError as exc:
+        logger.warning("Audit verification %s not queued: %s", job_id, exc)
+        unqueued = "It could not be queued: the job queue (Redis) does not answer. Try again in a moment."
+        context = {"verification": {"state": "failed", "error": unqueued}, "job_id": job_id}
+        return render(request, "portal/audit_list.html#verify-result", context)
     if not request.htmx:
         return redirect("audit_verification", job_id=job_id)
     return render(request, "portal/audit_list.html#verify-result", _verification(job_id))
@@ -157,7 +163,7 @@ def _verification(job_id: str) -> dict:
     if job is None or job.is_failed or job.is_stopped or job.is_canceled:
         requested = AuditEvent.objects.filter(action="portal.audit.verify_requested", object_id=job_id).first()
         if job is None and requested is not None and timezone.now() - requested.occurred_at < QUEUEING_GRACE:
-            # Queued on commit, which may not have happened yet when this answer is rendered.
+            # Redis may not have the job yet (django-rq queues it on commit); a minute later it is lost.
             return {"verification": {"state": "running", "verified": 0}, "job_id": job_id}
         lost = "The verification job is gone (stopped, or its worker died). Ask for another."
         return {"verification": {"state": "failed", "error": lost}, "job_id": job_id}

@@ -536,6 +536,20 @@ def test_verify_without_htmx_redirects_to_the_verification_page(client, make_use
     assert response.status_code == 302 and re.fullmatch(r"/audit/verify/audit-verify-[0-9a-f]{32}/", response.url)
 
 
+@pytest.mark.django_db(transaction=True)  # django-rq queues on commit: the refused connection must come in the view
+def test_verify_says_so_when_the_job_queue_is_unreachable(client, make_user, settings):
+    _signed_in(client, make_user, "audrey", Role.AUDITOR)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    settings.RQ_QUEUES = {name: {**config, "URL": f"redis://127.0.0.1:{port}/0"} for name, config in
+                          settings.RQ_QUEUES.items()}  # fmt: skip
+    page = client.post("/audit/verify/", headers={"HX-Request": "true"}).content.decode()
+    assert "could not be queued: the job queue (Redis) does not answer" in page and "hx-trigger" not in page
+    assert AuditEvent.objects.filter(action="portal.audit.verify_requested").exists()
+
+
 @pytest.mark.django_db
 def test_verification_page_refuses_a_malformed_id(client, make_user):
     _signed_in(client, make_user, "audrey", Role.AUDITOR)
