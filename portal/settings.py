@@ -286,6 +286,17 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(
 )
 FILE_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_FILE_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)
 
+# The audit chain (portal/audit_chain.py, portal/audit_head.py; docs/operations.md, Audit log). AUDIT_CHAIN_KEY (or
+# AUDIT_CHAIN_KEY_FILE) keys every event's hash and must be kept outside the database; without it a debug run uses a
+# key generated into var/, and with debug off nothing can be recorded (check portal.E001 under --deploy). The chain's
+# head is published every AUDIT_HEAD_INTERVAL_MINUTES (0: only by audit_verify) to AUDIT_HEAD_FILE (appended, one
+# JSON line each; empty: none) and/or AUDIT_HEAD_SYSLOG ("/dev/log", or "host:port" over UDP; empty: none).
+AUDIT_CHAIN_KEY = env.str("AUDIT_CHAIN_KEY", default="")
+AUDIT_CHAIN_DEV_KEY_FILE = str(BASE_DIR / "var" / "audit-chain.key") if DEBUG else ""
+AUDIT_HEAD_FILE = env.str("AUDIT_HEAD_FILE", default=str(BASE_DIR / "var" / "audit-heads.jsonl"))
+AUDIT_HEAD_SYSLOG = env.str("AUDIT_HEAD_SYSLOG", default="")
+AUDIT_HEAD_INTERVAL_MINUTES = env.int("AUDIT_HEAD_INTERVAL_MINUTES", default=15)
+
 # Health checks answer quickly even when a component hangs.
 HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=2.0)
 # /healthz reuses its component checks for this long (0: checks on every call), so frequent polling stays cheap.

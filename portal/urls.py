@@ -25,6 +25,7 @@ urlpatterns = [
     path("audit/", audit.audit_list, name="audit_list"),
     path("audit/export.<str:fmt>", audit.audit_export, name="audit_export"),
     path("audit/verify/", audit.audit_verify_view, name="audit_verify"),
+    path("audit/verify/<str:job_id>/", audit.audit_verification, name="audit_verification"),
     path("mailboxes/", include("soa.urls")),
     path("waves/", include("soa.urls_waves")),
     path("bulk-edits/", include("soa.urls_bulk")),

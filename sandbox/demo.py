@@ -10,6 +10,7 @@ then runs an RQ worker (with its scheduler) and the web server (gunicorn) as chi
 import argparse
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -37,6 +38,14 @@ def _portal_env(
     # The demo tenant is minutes old, so the real quiet period (a day) would block every wave to the cloud; a
     # quarter of an hour still shows the check right after a start, and lets visitors submit soon after.
     env.setdefault("WAVE_QUIET_PERIOD_HOURS", "0.25")
+    # The audit chain's key and published heads live with the demo's database; the key is made on the first run.
+    key_file = (var_dir / "audit-chain.key").resolve()
+    if not key_file.exists():
+        var_dir.mkdir(parents=True, exist_ok=True)
+        with os.fdopen(os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+            handle.write(secrets.token_hex(32))
+    env.setdefault("AUDIT_CHAIN_KEY_FILE", str(key_file))
+    env.setdefault("AUDIT_HEAD_FILE", str((var_dir / "audit-heads.jsonl").resolve()))
     certificate = exchange.clients["certificate"]
     env.update(
         {
@@ -148,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         # The import above read the accepted domains (editing needs them); this keeps them fresh.
         _manage(env, "accepted_domains_schedule")
         _manage(env, "drift_scan_schedule")  # Exchange against AD for cloud-managed mailboxes, hourly
+        _manage(env, "audit_head_schedule")  # the audit chain's head, published to the var dir's audit-heads.jsonl
         children = [
             [sys.executable, str(ROOT / "manage.py"), "rqworker", "default", "writeback", "--with-scheduler"],
             [sys.executable, "-m", "gunicorn", "portal.wsgi", "--bind", f"{args.host}:{args.port}",

@@ -63,6 +63,14 @@ def _forget_killed_workers_jobs():
     forget_killed_jobs()
 
 
+@pytest.fixture(autouse=True)
+def _audit_heads_per_test(settings, tmp_path):
+    """Each test publishes the audit chain's heads to a file of its own: heads left by another test (whose events the
+    database has since forgotten) would read as a truncated chain."""
+    settings.AUDIT_HEAD_FILE = str(tmp_path / "audit-heads.jsonl")
+    settings.AUDIT_HEAD_SYSLOG = ""
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _fast_password_hashing():
     # Every test user gets a password; the production hasher costs a third of a second each time.

@@ -1,22 +1,40 @@
-"""The auditors' pages: browse, export and verify the change history."""
+"""The auditors' pages: browse, export and verify the change history (verifying is a job: writeback.jobs.audit)."""
 
 import csv
+import datetime as dt
 import json
+import logging
+import re
+import uuid
 
+import django_rq
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
+from redis.exceptions import RedisError
 
-from portal.audit import audit_record, verify_chain
+from portal.audit import audit_record
 from portal.decorators import action_required
 from portal.forms import AuditFilterForm
+from portal.models import AuditEvent
 from portal.roles import Action
 from portal.selectors import audit_event_list
+from writeback.jobs.audit import (
+    JOB_TIMEOUT,
+    PROGRESS_KEY,
+    QUEUE,
+    RESULT_TTL,
+    VERIFY_JOB_PREFIX,
+    audit_verification_job,
+)
 
+logger = logging.getLogger(__name__)
 PAGE_SIZE = 50
+QUEUEING_GRACE = dt.timedelta(minutes=1)
+_JOB_ID = re.compile(re.escape(VERIFY_JOB_PREFIX) + r"[0-9a-f]{32}")
 EXPORT_FIELDS = [
     "id", "occurred_at", "actor_name", "action", "object_type", "object_id", "object_repr",
     "before", "after", "reason", "correlation_id", "prev_hash", "hash",
@@ -102,12 +120,51 @@ def audit_export(request: HttpRequest, fmt: str) -> HttpResponse:
 @require_POST
 @action_required(Action.AUDIT_VERIFY)
 def audit_verify_view(request: HttpRequest) -> HttpResponse:
-    checked, broken = verify_chain()
+    """Queue a verification of the whole chain; the answer polls for its result (audit_verification)."""
+    job_id = f"{VERIFY_JOB_PREFIX}{uuid.uuid4().hex}"
     with transaction.atomic():
-        audit_record(
-            actor=request.user,
-            action="portal.audit.verified",
-            object_type="audit",
-            after={"checked": checked, "broken_at": broken.event_id if broken else None},
-        )
-    return render(request, "portal/audit_list.html#verify-result", {"checked": checked, "broken": broken})
+        audit_record(actor=request.user, action="portal.audit.verify_requested", object_type="audit",
+                     object_id=job_id)  # fmt: skip
+    try:
+        # django-rq queues the job once the database has committed, which it has here: a Redis that does not answer
+        # is found now, and said so, instead of the page polling for a job that never was.
+        django_rq.get_queue(QUEUE).enqueue(
+            audit_verification_job, requested_by_id=request.user.pk, job_id=job_id, job_timeout=JOB_TIMEOUT,
+            result_ttl=RESULT_TTL,
+        )  # fmt: skip
+    except RedisError as exc:
+        logger.warning("Audit verification %s not queued: %s", job_id, exc)
+        unqueued = "It could not be queued: the job queue (Redis) does not answer. Try again in a moment."
+        context = {"verification": {"state": "failed", "error": unqueued}, "job_id": job_id}
+        return render(request, "portal/audit_list.html#verify-result", context)
+    if not request.htmx:
+        return redirect("audit_verification", job_id=job_id)
+    return render(request, "portal/audit_list.html#verify-result", _verification(job_id))
+
+
+@action_required(Action.AUDIT_VERIFY)
+def audit_verification(request: HttpRequest, job_id: str) -> HttpResponse:
+    """A verification's state: its result once recorded, else how far it has got."""
+    if not _JOB_ID.fullmatch(job_id):
+        return HttpResponseBadRequest("Not a verification id.", content_type="text/plain")
+    template = "portal/audit_list.html#verify-result" if request.htmx else "portal/audit_verification.html"
+    return render(request, template, _verification(job_id))
+
+
+def _verification(job_id: str) -> dict:
+    """What the page shows: the recorded result, the recorded failure, or the job's progress."""
+    done = AuditEvent.objects.filter(action="portal.audit.verified", correlation_id=job_id).first()
+    if done is not None:
+        return {"verification": {"state": "done", **(done.after or {})}, "job_id": job_id}
+    failed = AuditEvent.objects.filter(action="writeback.job.failed", object_id=job_id).first()
+    if failed is not None:
+        return {"verification": {"state": "failed", "error": failed.reason}, "job_id": job_id}
+    job = django_rq.get_queue(QUEUE).fetch_job(job_id)
+    if job is None or job.is_failed or job.is_stopped or job.is_canceled:
+        requested = AuditEvent.objects.filter(action="portal.audit.verify_requested", object_id=job_id).first()
+        if job is None and requested is not None and timezone.now() - requested.occurred_at < QUEUEING_GRACE:
+            # Redis may not have the job yet (django-rq queues it on commit); a minute later it is lost.
+            return {"verification": {"state": "running", "verified": 0}, "job_id": job_id}
+        lost = "The verification job is gone (stopped, or its worker died). Ask for another."
+        return {"verification": {"state": "failed", "error": lost}, "job_id": job_id}
+    return {"verification": {"state": "running", "verified": job.meta.get(PROGRESS_KEY, 0)}, "job_id": job_id}

@@ -48,7 +48,7 @@ def test_events_chain_to_their_predecessor(make_user):
     assert second.prev_hash == first.hash
     assert AuditEvent.objects.order_by("id").first().prev_hash == GENESIS_HASH
     assert first.actor_name == "alice" and first.actor == actor
-    assert verify_chain() == (AuditEvent.objects.count(), None)
+    assert verify_chain()[:2] == (AuditEvent.objects.count(), None)
 
 
 @pytest.mark.django_db
@@ -157,6 +157,6 @@ def test_audit_verify_finds_a_row_changed_behind_the_triggers(capsys):
 def test_audit_verify_finds_a_deleted_row(capsys):
     events = [_record(reason=f"event {i}") for i in range(4)]
     _tamper("DELETE FROM portal_auditevent WHERE id = %s", [events[1].pk])
-    checked, broken = verify_chain()
+    checked, broken = verify_chain()[:2]
     assert broken is not None and broken.event_id == events[2].pk
     assert "removed" in broken.reason

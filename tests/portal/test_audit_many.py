@@ -31,8 +31,8 @@ def test_events_appended_together_chain_in_order_after_the_ones_before(make_user
 @pytest.mark.django_db(transaction=True)
 def test_outside_a_transaction_or_without_an_action_nothing_is_written():
     with pytest.raises(AuditError, match="outside a transaction"):
-        audit_record_many([{"action": "test.x"}])
+        audit_record_many([{"actor": None, "action": "test.x"}])
     with pytest.raises(AuditError, match="action code"), transaction.atomic():
-        audit_record_many([{"action": "test.ok"}, {"action": ""}])
+        audit_record_many([{"actor": None, "action": "test.ok"}, {"actor": None, "action": ""}])
     assert not AuditEvent.objects.exists()
     assert audit_record_many([]) == []

@@ -25,11 +25,29 @@ PRODUCTION = {
 }
 
 
-def test_check_deploy_is_clean_with_production_values():
-    result = _run(PRODUCTION | {"DJANGO_SECRET_KEY": secrets.token_urlsafe(50)}, "manage.py", "check", "--deploy",
-                  "--fail-level", "WARNING")  # fmt: skip
+def test_check_deploy_is_clean_with_production_values(tmp_path):
+    key_file = tmp_path / "audit-chain.key"
+    key_file.write_text(secrets.token_hex(32) + "\n")
+    values = {"DJANGO_SECRET_KEY": secrets.token_urlsafe(50), "AUDIT_CHAIN_KEY_FILE": str(key_file)}
+    result = _run(PRODUCTION | values, "manage.py", "check", "--deploy", "--fail-level", "WARNING")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_check_deploy_flags_a_missing_or_short_audit_chain_key():
+    production = PRODUCTION | {"DJANGO_SECRET_KEY": secrets.token_urlsafe(50)}
+    result = _run(production, "manage.py", "check", "--deploy")
+    assert result.returncode != 0
+    assert "portal.E001" in result.stderr and "AUDIT_CHAIN_KEY (or AUDIT_CHAIN_KEY_FILE) is not set" in result.stderr
+    result = _run(production | {"AUDIT_CHAIN_KEY": "short"}, "manage.py", "check", "--deploy")
+    assert result.returncode != 0 and "portal.E002" in result.stderr
+
+
+def test_check_deploy_warns_when_the_audit_head_is_published_nowhere():
+    values = {"DJANGO_SECRET_KEY": secrets.token_urlsafe(50), "AUDIT_CHAIN_KEY": secrets.token_hex(32),
+              "AUDIT_HEAD_FILE": "", "AUDIT_HEAD_SYSLOG": ""}  # fmt: skip
+    result = _run(PRODUCTION | values, "manage.py", "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode != 0 and "portal.W001" in result.stderr
 
 
 def test_debug_off_without_a_secret_key_refuses_to_start():

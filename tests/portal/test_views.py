@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from rq import SimpleWorker
 
 from portal.audit import audit_record
 from portal.dn import normalize_dn
@@ -493,17 +494,66 @@ def test_export_refuses_invalid_filters(client, make_user):
 # --- audit verify ---------------------------------------------------------------------------------------------
 
 
+def _run_verification_jobs() -> None:
+    queue = django_rq.get_queue("default")
+    SimpleWorker([queue], connection=queue.connection).work(burst=True)
+
+
 @pytest.mark.django_db
-def test_verify_reports_an_intact_chain_and_is_recorded(client, make_user, history):
+def test_verify_runs_as_a_job_and_the_page_polls_for_its_result(
+    client, make_user, history, django_capture_on_commit_callbacks
+):
     auditor = _signed_in(client, make_user, "audrey", Role.AUDITOR)
-    before = AuditEvent.objects.count()
-    response = client.post("/audit/verify/")
-    assert response.status_code == 200
-    assert f"All {before} events verified: the chain is intact." in response.content.decode()
-    assert "<html" not in response.content.decode()
-    record = AuditEvent.objects.order_by("-id").first()
-    assert (record.action, record.actor) == ("portal.audit.verified", auditor)
-    assert record.after == {"checked": before, "broken_at": None}
+    django_rq.get_queue("default").empty()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/audit/verify/", headers={"HX-Request": "true"})
+    page = response.content.decode()
+    assert response.status_code == 200 and "<html" not in page
+    assert "Verifying the hash chain in the background" in page
+    (poll,) = re.findall(r'hx-get="(/audit/verify/audit-verify-[0-9a-f]{32}/)" hx-trigger="every 2s"', page)
+    requested = AuditEvent.objects.order_by("-id").first()
+    assert (requested.action, requested.actor, requested.object_id) == (
+        "portal.audit.verify_requested", auditor, poll.split("/")[-2],
+    )  # fmt: skip
+    assert "in the background" in client.get(poll, headers={"HX-Request": "true"}).content.decode()
+
+    _run_verification_jobs()
+    done = client.get(poll, headers={"HX-Request": "true"}).content.decode()
+    assert "The chain is intact" in done and "hx-trigger" not in done
+    record = AuditEvent.objects.get(action="portal.audit.verified")
+    assert record.actor == auditor and record.correlation_id == poll.split("/")[-2]
+    assert record.after["checked"] == requested.pk and record.after["broken_at"] is None
+    assert f"{requested.pk} events verified" in done
+    # Without htmx the same address is a page of its own.
+    assert "<html" in client.get(poll).content.decode()
+
+
+@pytest.mark.django_db
+def test_verify_without_htmx_redirects_to_the_verification_page(client, make_user, django_capture_on_commit_callbacks):
+    _signed_in(client, make_user, "audrey", Role.AUDITOR)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/audit/verify/")
+    assert response.status_code == 302 and re.fullmatch(r"/audit/verify/audit-verify-[0-9a-f]{32}/", response.url)
+
+
+@pytest.mark.django_db(transaction=True)  # django-rq queues on commit: the refused connection must come in the view
+def test_verify_says_so_when_the_job_queue_is_unreachable(client, make_user, settings):
+    _signed_in(client, make_user, "audrey", Role.AUDITOR)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    settings.RQ_QUEUES = {name: {**config, "URL": f"redis://127.0.0.1:{port}/0"} for name, config in
+                          settings.RQ_QUEUES.items()}  # fmt: skip
+    page = client.post("/audit/verify/", headers={"HX-Request": "true"}).content.decode()
+    assert "could not be queued: the job queue (Redis) does not answer" in page and "hx-trigger" not in page
+    assert AuditEvent.objects.filter(action="portal.audit.verify_requested").exists()
+
+
+@pytest.mark.django_db
+def test_verification_page_refuses_a_malformed_id(client, make_user):
+    _signed_in(client, make_user, "audrey", Role.AUDITOR)
+    assert client.get("/audit/verify/audit-verify-nope/").status_code == 400
 
 
 @pytest.mark.django_db

@@ -140,8 +140,8 @@ def claim_batch(task_id: int | None, *, limit: int | None = None) -> list[Claime
             task.state, task.attempts, task.retry_at = State.RUNNING, task.attempts + 1, None
             task.started_at = task.heartbeat_at = now
             task.job_id = job_id or task.job_id
-            events.append({"action": STARTED, "obj": task, "before": before, "after": task.state_snapshot(),
-                           "correlation_id": _correlation(task)})  # fmt: skip
+            events.append({"actor": None, "action": STARTED, "obj": task, "before": before,
+                           "after": task.state_snapshot(), "correlation_id": _correlation(task)})  # fmt: skip
             claimed.append(Claimed(task=task, last_known=dict(task.mailbox.ad_values)))
         fields = ["state", "attempts", "retry_at", "started_at", "heartbeat_at", "job_id"]
         update_rows([item.task for item in claimed], fields)
@@ -376,8 +376,8 @@ def _finish_batch(done: Sequence[tuple[Claimed, Written]]) -> list[WritebackTask
             with correlation_scope(_correlation(row)):
                 before = row.state_snapshot()
                 rows.append(_record_done(claimed, written, row, mailbox, open_findings, now))
-            events.append({"action": COMPLETED, "obj": row, "before": before, "after": row.audit_snapshot(),
-                           "correlation_id": _correlation(row)})  # fmt: skip
+            events.append({"actor": None, "action": COMPLETED, "obj": row, "before": before,
+                           "after": row.audit_snapshot(), "correlation_id": _correlation(row)})  # fmt: skip
         finished = [row for row in rows if row is not None]
         update_rows(finished, ["state", "error", "finished_at", "desired", "observed", "applied", "read_back"])
         changed = [mailboxes[row.mailbox_id] for row in finished]
