@@ -98,6 +98,13 @@ class Claimed:
     written: Written | None = None
     findings: list[Finding] = field(default_factory=list)
     cloud: dict[str, Any] | None = None  # a repair's Exchange Online values as read just before the write
+    first_wanted: dict[str, Any] | None = None  # AD's desired values planned on the first read (reused, not redone)
+
+    def planned(self, observed: dict[str, Any]) -> list[str]:
+        """The attributes written back, planned on ``observed`` (the first read's plan when that is what it is)."""
+        if observed is self.observed and self.first_wanted is not None:
+            return list(self.first_wanted)
+        return list(ad_desired(self.task.desired, observed))
 
 
 # -- the steps --------------------------------------------------------------------------------------------------------
@@ -122,6 +129,7 @@ def claim_batch(task_id: int | None, *, limit: int | None = None) -> list[Claime
         queued = (
             WritebackTask.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("mailbox")
+            .defer("mailbox__exo_values", "mailbox__drift")  # the batch reads AD's side of the mailbox only
             .filter(state=State.QUEUED)
             .exclude(mailbox_id__in=running)
         )
@@ -241,8 +249,9 @@ def _wanted(claimed: Claimed, beat: _Beat):
         # Called after each read and before any modify: a task the sweep has taken from this worker stops here.
         beat.check(claimed.task.pk)
         if claimed.observed is None:
-            claimed.observed = observed
+            claimed.observed, claimed.first_wanted = observed, ad_desired(claimed.task.desired, observed)
             claimed.findings = _findings(claimed, observed)
+            return claimed.first_wanted
         return ad_desired(claimed.task.desired, observed)
 
     return wanted
@@ -250,7 +259,7 @@ def _wanted(claimed: Claimed, beat: _Beat):
 
 def _not_taken(claimed: Claimed, written: Written) -> WritebackError | None:
     claimed.written = written
-    planned = list(ad_desired(claimed.task.desired, written.observed))
+    planned = claimed.planned(written.observed)
     differing = not_taken(planned=planned, read_back=written.read_back, cloud=claimed.task.desired)
     if differing:
         return WritebackError(
@@ -261,7 +270,7 @@ def _not_taken(claimed: Claimed, written: Written) -> WritebackError | None:
 
 def _findings(claimed: Claimed, observed: dict[str, Any]) -> list[Finding]:
     task = claimed.task
-    planned = list(ad_desired(task.desired, observed))
+    planned = claimed.planned(observed)
     kwargs = {"planned": planned, "observed": observed, "last_known": claimed.last_known, "cloud": task.desired}
     if not drift_findings(**kwargs):
         return []  # the common case: no need to read the mailbox's history
@@ -400,7 +409,7 @@ def _record_done(
     open_findings: set[tuple[int, str]],
     now: dt.datetime,
 ) -> WritebackTask:
-    planned = list(ad_desired(claimed.task.desired, written.observed))
+    planned = claimed.planned(written.observed)
     if claimed.cloud is not None:
         if any(mailbox.exo_values.get(name) != value for name, value in claimed.cloud.items()):
             mailbox.version += 1  # the cloud moved since the portal last read it: a page showing the old is stale
