@@ -11,7 +11,7 @@ pytestmark = pytest.mark.browser
 
 EXPECTED_NAV = {
     Role.HELPDESK: ["Dashboard", "Mailboxes", "Bulk edits", "Drift"],
-    Role.WAVE_OPERATOR: ["Dashboard", "Mailboxes", "Waves"],
+    Role.WAVE_OPERATOR: ["Dashboard", "Mailboxes", "Waves", "Bulk edits"],
     Role.APPROVER: ["Dashboard", "Mailboxes", "Waves"],
     Role.AUDITOR: ["Dashboard", "Mailboxes", "Waves", "Audit log", "Drift"],
     Role.ADMIN: [

@@ -72,7 +72,8 @@ def test_the_check_reports_the_configured_cleartext_directory(settings):
 
 
 def test_check_deploy_fails_on_a_cleartext_directory_and_passes_when_it_is_allowed():
-    env = PRODUCTION | {"DJANGO_SECRET_KEY": secrets.token_urlsafe(50), "LDAP_URL": "ldap://dc1.corp.example.com:389"}
+    env = PRODUCTION | {"DJANGO_SECRET_KEY": secrets.token_urlsafe(50), "AUDIT_CHAIN_KEY": secrets.token_hex(32),
+                        "LDAP_URL": "ldap://dc1.corp.example.com:389"}  # fmt: skip
     result = _run(env, "manage.py", "check", "--deploy", "--fail-level", "WARNING")
     assert result.returncode != 0
     assert "writeback.E002" in result.stderr + result.stdout
