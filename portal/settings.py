@@ -178,6 +178,9 @@ RQ_QUEUES = {
     "writeback": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
 }
 RQ_SHOW_ADMIN_LINK = False
+# `manage.py rqworker` runs the portal's worker: it arms the periodic jobs at start and checks them every 30 s, and
+# waits out a Redis outage instead of exiting (writeback/worker.py).
+RQ = {"WORKER_CLASS": "writeback.worker.Worker"}
 # Seconds between runs of the wave sweep (writeback.wave_schedule), which frees members a dead worker left.
 WAVE_SWEEP_INTERVAL = env.int("WAVE_SWEEP_INTERVAL", default=300)
 

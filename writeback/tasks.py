@@ -17,7 +17,7 @@ from portal.correlation import get_correlation_id
 from portal.models import User
 from portal.roles import Action, may
 from soa.attributes import BY_EXO, EXCHANGE_ATTRIBUTES
-from soa.jobs import WRITEBACK_QUEUE, WRITEBACK_TASK_JOB, enqueue
+from soa.jobs import REDIS_UNREACHABLE, WRITEBACK_QUEUE, WRITEBACK_TASK_JOB, enqueue
 from soa.models import Mailbox
 from writeback.jobs.lifecycle import require_run_transition
 from writeback.models import WritebackTask
@@ -56,7 +56,10 @@ def writeback_drain_enqueue() -> str | None:
 def _queue_waiting() -> bool:
     import django_rq
 
-    return django_rq.get_queue(WRITEBACK_QUEUE).count > 0
+    try:
+        return django_rq.get_queue(WRITEBACK_QUEUE).count > 0
+    except REDIS_UNREACHABLE:
+        return False  # then enqueue finds Redis unreachable too, logs it, and the sweep queues the task later
 
 
 def _desired(desired: Mapping[str, Any]) -> dict[str, Any]:
