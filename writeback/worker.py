@@ -2,9 +2,10 @@
 also keeps the periodic jobs alive and outlives a Redis outage.
 
 - Periodic work comes back by itself: every start arms every periodic job (writeback.periodic), and every
-  ``WATCH_SECONDS`` while it runs the worker checks them again, so a Redis that restarted empty, or was flushed under a
-  running worker, gets its chains back within that time. The same check restarts rq's scheduler process when it died
-  (rq itself only looks every ten minutes) and puts the worker back in Redis's list of workers after a flush.
+  WORKER_WATCH_SECONDS (30) while it runs the worker checks them again, so a Redis that restarted empty, or was
+  flushed under a running worker, gets its chains back within that time. The same check restarts rq's scheduler
+  process when it died (rq itself only looks every ten minutes) and puts the worker back in Redis's list of workers
+  after a flush.
 - An outage is waited out, not fatal. rq 3.0 retries a lost connection only while it waits for a job: one lost while
   it watches a running job, or after the job, makes it log "unhandled exception, quitting" and exit. Here the job's
   heartbeats skip a Redis that does not answer (the job goes on; its rows in the database carry its state), and a
@@ -21,6 +22,7 @@ import signal
 import time
 from typing import Any
 
+from django.conf import settings
 from redis.exceptions import RedisError
 from rq import worker_registration
 from rq.utils import now
@@ -29,11 +31,14 @@ from rq.worker import Worker as RqWorker
 from soa.jobs import REDIS_UNREACHABLE
 from writeback.periodic import periodic_arm
 
-# How often a running worker checks the periodic jobs (and how long it blocks waiting for a job between checks).
-WATCH_SECONDS = 30
 # Waiting for Redis to come back: the first wait, and the longest.
 RECONNECT_FIRST = 1.0
 RECONNECT_MAX = 30.0
+
+
+def _watch_seconds() -> int:
+    """How often a running worker checks the periodic jobs (and how long it blocks waiting for a job between checks)."""
+    return int(settings.WORKER_WATCH_SECONDS)
 
 
 class Worker(RqWorker):
@@ -56,7 +61,8 @@ class Worker(RqWorker):
             except REDIS_UNREACHABLE as error:  # the teardown of a loop that lost Redis, mostly
                 self.log.warning("Worker %s: lost Redis (%s).", self.name, error)
                 self._drop_subscription()
-            if ends_by_itself or self._stop_requested:
+            # An idle worker told to stop raises StopRequested without setting _stop_requested; both note the date.
+            if ends_by_itself or self._stop_requested or self._shutdown_requested_date is not None:
                 return worked
             self.log.warning("Worker %s: its loop ended without a stop request; it starts again once Redis answers.",
                              self.name)  # fmt: skip
@@ -106,10 +112,10 @@ class Worker(RqWorker):
     @property
     def dequeue_timeout(self) -> int:
         # rq blocks for a job for worker_ttl - 15 s (405 s by default); the watch must come round more often.
-        return min(super().dequeue_timeout, WATCH_SECONDS)
+        return max(1, min(super().dequeue_timeout, _watch_seconds()))
 
     def _watch_due(self) -> bool:
-        return self._watched_at is None or time.monotonic() - self._watched_at >= WATCH_SECONDS
+        return self._watched_at is None or time.monotonic() - self._watched_at >= _watch_seconds()
 
     @property
     def should_run_maintenance_tasks(self) -> bool:
@@ -128,7 +134,7 @@ class Worker(RqWorker):
             self.log.warning("Worker %s: scheduled the missing periodic job(s) %s.", self.name, ", ".join(armed))
 
     def _watch(self) -> None:
-        """The check every WATCH_SECONDS: the periodic jobs, the scheduler process, this worker's registration."""
+        """The check every WORKER_WATCH_SECONDS: periodic jobs, the scheduler process, this worker's registration."""
         self._arm()
         if self.scheduler is not None and (self.scheduler._process is None or not self.scheduler._process.is_alive()):
             # As rq's own maintenance does, only sooner: take the scheduler's lock when free and start its process.

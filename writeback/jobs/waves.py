@@ -12,6 +12,7 @@ import logging
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
@@ -32,11 +33,9 @@ logger = logging.getLogger(__name__)
 # stamps started_at just before each flip, so only a single flip (retries and Retry-After waits included) must
 # fit in it, not a whole batch.
 SWEEP_AFTER = dt.timedelta(minutes=10)
-# A running wave with members due, none being flipped and nothing done for this long, whose batch is neither queued
-# nor scheduled in Redis, lost its batch before it reached Redis (Redis was down when the wave started, resumed or a
-# batch ended, or it lost its data): the sweep queues it without waiting for SWEEP_AFTER. Long enough for a worker to
-# claim a batch that was just queued.
-WAITING_AFTER = dt.timedelta(seconds=60)
+# A running wave with members due, none being flipped and nothing done for WAVE_REQUEUE_AFTER_SECONDS, whose batch is
+# neither queued nor scheduled in Redis, lost its batch before it reached Redis (Redis was down when the wave started,
+# resumed or a batch ended, or it lost its data): the sweep queues it without waiting for SWEEP_AFTER.
 
 
 def _job_correlation(wave_id: int) -> str:
@@ -108,8 +107,8 @@ def _unqueued_waves(cutoff: dt.datetime) -> list[int]:
 
 def wave_sweep_job(older_than_seconds: float | None = None) -> int:
     """Return members left RUNNING by a dead worker to PENDING (MEMBER_RETRY: a stale member is returned) and queue
-    their waves again; also queue running waves whose next batch was lost: idle for SWEEP_AFTER, or for WAITING_AFTER
-    when Redis holds no batch of theirs. Returns how many members were returned.
+    their waves again; also queue running waves whose next batch was lost: idle for SWEEP_AFTER, or for
+    WAVE_REQUEUE_AFTER_SECONDS when Redis holds no batch of theirs. Returns how many members were returned.
 
     The returned members are read before they are written on their next claim, so a flip the dead worker had
     already applied is recorded DONE without a second Set-Mailbox. A batch queued twice is harmless (claims skip
@@ -118,7 +117,8 @@ def wave_sweep_job(older_than_seconds: float | None = None) -> int:
     limit = dt.timedelta(seconds=older_than_seconds) if older_than_seconds is not None else SWEEP_AFTER
     cutoff = timezone.now() - limit
     waves: set[int] = set()
-    unqueued = _unqueued_waves(timezone.now() - WAITING_AFTER)  # reads Redis: before the transaction, not inside
+    # Reads Redis: before the transaction, not inside it.
+    unqueued = _unqueued_waves(timezone.now() - dt.timedelta(seconds=settings.WAVE_REQUEUE_AFTER_SECONDS))
     with transaction.atomic():
         stale = list(
             WaveMember.objects.select_for_update(skip_locked=True, of=("self",))
