@@ -122,7 +122,8 @@ class Worker(RqWorker):
         return super().should_run_maintenance_tasks or self._watch_due()
 
     def run_maintenance_tasks(self) -> None:
-        if self._watch_due():
+        # Not once a stop was asked for: rq has stopped the scheduler, and the watch would start it again.
+        if self._watch_due() and not self._stop_requested and self._shutdown_requested_date is None:
             self._watch()
         if super().should_run_maintenance_tasks:
             super().run_maintenance_tasks()
