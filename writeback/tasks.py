@@ -41,7 +41,7 @@ def writeback_enqueue(task_id: int, *, at=None) -> str | None:
     if at is None and _queue_waiting():
         return None
     job_id = enqueue(WRITEBACK_TASK_JOB, task_id, queue=WRITEBACK_QUEUE, at=at, job_timeout=JOB_TIMEOUT)
-    if at is not None:
+    if at is not None and job_id is not None:  # None: Redis was unreachable, and the sweep queues it later
         WritebackTask.objects.filter(pk=task_id, state=WritebackTask.State.QUEUED).update(job_id=job_id)
     return job_id
 

@@ -27,7 +27,7 @@ from tests.exchange_fixtures import private_tenant
 from tests.soa.test_wave_support import cast, make_mailbox, new_wave, set_mailbox_calls
 from writeback.inventory import inventory_run_request
 from writeback.jobs.changes import change_request_sweep
-from writeback.jobs.inventory import claim, execute
+from writeback.jobs.inventory import claim, execute, inventory_sweep
 from writeback.jobs.waves import wave_sweep_job
 from writeback.jobs.writeback import writeback_sweep
 from writeback.models import InventoryRun, WritebackTask
@@ -187,3 +187,17 @@ def test_a_writeback_task_requested_while_redis_is_down_is_queued_once_by_the_sw
     writeback_sweep(older_than_seconds=0)
     writeback_sweep(older_than_seconds=0)
     assert queued(jobs.WRITEBACK_TASK_JOB, jobs.WRITEBACK_QUEUE) == [task.pk]
+
+
+def test_an_import_requested_while_redis_is_down_is_queued_once_by_the_sweep(private_redis):
+    private_redis.stop()
+    run = inventory_run_request(actor=None, mode=InventoryRun.Mode.FULL)
+    assert run.state == InventoryRun.State.QUEUED and InventoryRun.objects.get(pk=run.pk).job_id == ""
+
+    private_redis.start()
+    inventory_sweep()
+    assert queued(jobs.INVENTORY_RUN_JOB) == []  # just asked for: its job may still be on the way
+    InventoryRun.objects.filter(pk=run.pk).update(requested_at=timezone.now() - dt.timedelta(minutes=6))
+    inventory_sweep()
+    inventory_sweep()
+    assert queued(jobs.INVENTORY_RUN_JOB) == [run.pk]  # queued once, so the one-at-a-time rule does not block forever
