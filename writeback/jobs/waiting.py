@@ -39,4 +39,3 @@ def waiting_keys(func: str, *, queue_name: str) -> set[Any]:
         if func_name in names and args:
             keys.add(args[0])
     return keys
-
