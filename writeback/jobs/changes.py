@@ -31,6 +31,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -366,6 +367,8 @@ def change_request_sweep() -> list[int]:
 def _queue_unclaimed(before: dt.datetime) -> None:
     """Queue the apply job of ready requests unclaimed since ``before`` whose job is not waiting in Redis (it never
     got there, or Redis lost it). One queued twice is harmless: the second delivery finds the request claimed."""
+    if not settings.CHANGE_APPLY_ENABLED:
+        return  # ready requests wait on purpose, and nothing would be queued
     unclaimed = change_requests_unclaimed(before=before)
     if not unclaimed:
         return
