@@ -1,4 +1,6 @@
-"""Component checks behind /healthz: the database, Redis and the directory, each bounded in time.
+"""Component checks behind /healthz: the database, Redis and the directory, each bounded in time, and the periodic
+jobs (writeback.periodic): each switched on must have its next run in Redis, not long overdue. A problem with the
+periodic jobs degrades the answer without failing it (the web still serves; workers re-arm them within a minute).
 
 The result is kept for HEALTH_CACHE_SECONDS: load balancers and monitors poll often, from several places, and each
 uncached call opens a Redis connection and binds to the directory with the service account. One check runs at a
@@ -15,6 +17,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 
 from writeback.directory import DirectoryConfig, DirectoryError, ping
+from writeback.periodic import periodic_problems
 
 logger = logging.getLogger(__name__)
 
@@ -25,19 +28,24 @@ class ComponentStatus:
     ok: bool
     detail: str
     millis: float
+    essential: bool = True  # False: when not ok, the portal is degraded, not down
 
 
-def _timed(name: str, check) -> ComponentStatus:
+class PeriodicWorkMissing(Exception):
+    """A periodic job is missing from Redis or overdue; the message lists each."""
+
+
+def _timed(name: str, check, *, essential: bool = True) -> ComponentStatus:
     started = time.perf_counter()
     try:
         detail = check()
         ok = True
-    except (DatabaseError, redis.RedisError, DirectoryError, OSError) as exc:
+    except (DatabaseError, redis.RedisError, DirectoryError, OSError, PeriodicWorkMissing) as exc:
         ok, detail = False, str(exc) or exc.__class__.__name__
     except Exception as exc:  # noqa: BLE001 - a health check reports any failure as "down" instead of a 500
         logger.exception("Health check of %s failed unexpectedly", name)
         ok, detail = False, f"{exc.__class__.__name__}: {exc}"
-    return ComponentStatus(name, ok, detail, round((time.perf_counter() - started) * 1000, 1))
+    return ComponentStatus(name, ok, detail, round((time.perf_counter() - started) * 1000, 1), essential)
 
 
 def _database() -> str:
@@ -72,6 +80,17 @@ def _directory() -> str:
     return config.url
 
 
+def _periodic() -> str:
+    problems = periodic_problems()
+    if problems:
+        raise PeriodicWorkMissing("; ".join(problems))
+    return "every periodic job is scheduled"
+
+
+def _not_checked() -> str:
+    raise PeriodicWorkMissing("not checked: Redis does not answer")
+
+
 _lock = threading.Lock()
 _last: tuple[tuple, float, list[ComponentStatus]] | None = None
 
@@ -81,6 +100,7 @@ def _checked_configuration() -> tuple:
     return (
         connection.settings_dict.get("NAME"),
         settings.REDIS_URL,
+        repr(settings.RQ_QUEUES),
         settings.LDAP_URL,
         settings.LDAP_BIND_DN,
         settings.LDAP_PASSWORD_FILE,
@@ -100,5 +120,8 @@ def check_all() -> list[ComponentStatus]:
             if taken_with == configuration and time.monotonic() - taken_at < settings.HEALTH_CACHE_SECONDS:
                 return statuses
         statuses = [_timed("database", _database), _timed("redis", _redis), _timed("directory", _directory)]
+        # Only asked of a Redis that answered the bounded ping: the queues' connection has no timeout of its own.
+        periodic = _periodic if statuses[1].ok else _not_checked
+        statuses.append(_timed("periodic", periodic, essential=False))
         _last = (configuration, time.monotonic(), statuses)
         return statuses

@@ -178,6 +178,13 @@ RQ_QUEUES = {
     "writeback": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
 }
 RQ_SHOW_ADMIN_LINK = False
+# `manage.py rqworker` runs the portal's worker: it arms the periodic jobs at start and checks them every
+# WORKER_WATCH_SECONDS, and waits out a Redis outage instead of exiting (writeback/worker.py).
+RQ = {"WORKER_CLASS": "writeback.worker.Worker"}
+WORKER_WATCH_SECONDS = env.int("WORKER_WATCH_SECONDS", default=30)
+# A running wave idle this long whose batch is not in Redis (it never got there: Redis was down) is queued again by
+# the next sweep, without waiting for the ten minutes after which any idle wave is.
+WAVE_REQUEUE_AFTER_SECONDS = env.int("WAVE_REQUEUE_AFTER_SECONDS", default=60)
 # Seconds between runs of the wave sweep (writeback.wave_schedule), which frees members a dead worker left.
 WAVE_SWEEP_INTERVAL = env.int("WAVE_SWEEP_INTERVAL", default=300)
 

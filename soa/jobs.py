@@ -6,18 +6,28 @@ it. Services call these from ``transaction.on_commit``, so a worker never looks 
 committed yet. ``writeback`` queues its own follow-up batches through the same functions, so a batch carries
 the same timeout whoever queued it.
 
+When Redis cannot be reached, ``enqueue`` logs it and returns None instead of raising: the change that asked for the
+job is committed by then (an on-commit callback that raised would turn a saved, audited start into a 500, and a
+worker queueing its next batch would crash). The row in the database still says the work waits, and the periodic
+sweep (writeback.jobs.sweep) queues it again once Redis answers.
+
 A renamed job function must be renamed here too, and keep its old name importable for a release (a queued or
 scheduled job in Redis still names it); tests/soa/test_jobs.py checks each name, old and new, resolves.
 """
 
 import datetime as dt
+import logging
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from soa.choices import BatchState
 from soa.models import ChangeBatchLine, PilotWave
+
+logger = logging.getLogger(__name__)
 
 QUEUE = "default"  # docs/configuration.md: imports and waves on "default", AD writes on "writeback"
 WAVE_RUN_JOB = "writeback.jobs.waves.wave_run_job"
@@ -29,6 +39,8 @@ WRITEBACK_TASK_JOB = "writeback.jobs.writeback.writeback_task_job"
 WRITEBACK_QUEUE = "writeback"
 # One step of a bulk edit: creates the change requests of the lines whose turn has come (soa.services.change_batches).
 CHANGE_BATCH_JOB = "writeback.jobs.change_batches.change_batch_job"
+# What an unreachable Redis raises (BusyLoadingError, a Redis still loading its data, is a ConnectionError).
+REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
 # Names jobs had before writeback.jobs; still importable for one release, for jobs queued under them.
 MOVED_JOBS = {
     "writeback.wave_jobs.wave_run_job": WAVE_RUN_JOB,
@@ -41,16 +53,24 @@ INVENTORY_JOB_TIMEOUT = 6 * 3600
 JOB_TIMEOUT_MARGIN = 600
 
 
-def enqueue(func: str, *args, queue: str = QUEUE, at: dt.datetime | None = None, job_timeout: int | None = None) -> str:
+def enqueue(
+    func: str, *args, queue: str = QUEUE, at: dt.datetime | None = None, job_timeout: int | None = None
+) -> str | None:
     """Queue ``func`` (a dotted name) with ``args``, or schedule it for ``at`` when that is still ahead.
-    Returns the RQ job id. A scheduled job is moved to the queue when due by a worker started with
-    ``--with-scheduler``."""
+    Returns the RQ job id, or None when Redis could not be reached (logged; the sweep queues the work again). A
+    scheduled job is moved to the queue when due by a worker started with ``--with-scheduler``."""
     import django_rq
 
-    rq_queue = django_rq.get_queue(queue)
-    if at is not None and at > timezone.now():
-        return rq_queue.enqueue_at(at, func, *args, job_timeout=job_timeout).id
-    return rq_queue.enqueue(func, *args, job_timeout=job_timeout).id
+    try:
+        rq_queue = django_rq.get_queue(queue)
+        if at is not None and at > timezone.now():
+            return rq_queue.enqueue_at(at, func, *args, job_timeout=job_timeout).id
+        return rq_queue.enqueue(func, *args, job_timeout=job_timeout).id
+    except REDIS_UNREACHABLE as error:
+        # Never raised to the caller: what asked for the job is committed, and its row says the work waits.
+        logger.error("Could not queue %s%s on %r: Redis is unreachable (%s); the sweep queues it again.",
+                     func, args, queue, error)  # fmt: skip
+        return None
 
 
 def job_pending(job_id: str, *, queue: str = QUEUE) -> bool:
@@ -87,7 +107,7 @@ def change_request_enqueue(*, request_id: int) -> str | None:
     return enqueue(CHANGE_APPLY_JOB, request_id)
 
 
-def change_batch_enqueue(*, batch_id: int) -> str:
+def change_batch_enqueue(*, batch_id: int) -> str | None:
     """Queue the next step of a bulk edit (call after commit). A step is short (BULK_CHANGE_STEP lines at
     BULK_CHANGE_RATE), so the apply jobs of the requests it made run between two steps."""
     timeout = int(settings.BULK_CHANGE_STEP / max(settings.BULK_CHANGE_RATE, 0.01)) + JOB_TIMEOUT_MARGIN

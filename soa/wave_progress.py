@@ -1,10 +1,10 @@
 """A pilot wave's live progress, for the wave page and its polled partial: members by state, the recent rate, the
-time left and the latest failures with their reasons. Reads only."""
+time left, the latest failures with their reasons, and whether the wave waits for a worker. Reads only."""
 
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db.models import Count, Q
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from portal.roles import Action, may
@@ -15,6 +15,10 @@ from soa.models import PilotWave, WaveMember
 # tenant's 429 back-offs, short enough that the time left follows a slowdown within a minute.
 RATE_WINDOW = dt.timedelta(seconds=60)
 FAILURES_SHOWN = 10
+# A running wave with members due, none being flipped and nothing done for this long waits for a worker: its next
+# batch is not queued (Redis was down when it was asked for), or no worker takes it. A worker claims a queued batch in
+# well under a second, so this only has to outlast the moment between two batches.
+WAITING_AFTER = dt.timedelta(seconds=15)
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class WaveProgress:
     failures: list[Failure]
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    waiting_since: dt.datetime | None = None  # no worker has taken the wave's next batch since then
 
     @property
     def finished(self) -> int:
@@ -112,6 +117,9 @@ def wave_progress(*, user, wave: PilotWave, now: dt.datetime | None = None) -> W
         failed=Count("id", filter=Q(state=MemberState.FAILED)),
         skipped=Count("id", filter=Q(state=MemberState.SKIPPED)),
         recent=Count("id", filter=finished_recently),
+        due=Count("id", filter=Q(state=MemberState.PENDING) & (Q(not_before__isnull=True) | Q(not_before__lte=now))),
+        last_started=Max("started_at"),
+        last_finished=Max("finished_at"),
     )
     # Failed members count in the rate: a failure costs the runner a flip's time as much as a success does.
     rate = eta = None
@@ -139,4 +147,15 @@ def wave_progress(*, user, wave: PilotWave, now: dt.datetime | None = None) -> W
         failures=failures,
         started_at=wave.started_at,
         finished_at=wave.finished_at,
+        waiting_since=_waiting_since(wave, counts, now),
     )
+
+
+def _waiting_since(wave: PilotWave, counts: dict, now: dt.datetime) -> dt.datetime | None:
+    """Since when a running wave has waited for a worker (members due, none being flipped, nothing done for
+    WAITING_AFTER), or None. A running wave's updated_at is its last start or resume (see _rate_since)."""
+    if wave.state != WaveState.RUNNING or counts["running"] or not counts["due"]:
+        return None
+    moments = [wave.updated_at, wave.started_at, counts["last_started"], counts["last_finished"]]
+    last = max(moment for moment in moments if moment is not None)
+    return last if now - last >= WAITING_AFTER else None

@@ -242,4 +242,5 @@ def drift_scan_request(*, actor: User | None, mode: str | None = None, enqueue_j
 def drift_scan_enqueue(scan_id: int) -> None:
     """Queue a queued scan's job (after the commit) and note its id on the scan."""
     job_id = enqueue(DRIFT_SCAN_JOB, scan_id, job_timeout=SCAN_JOB_TIMEOUT)
-    DriftScan.objects.filter(pk=scan_id).update(job_id=job_id)
+    if job_id is not None:  # None: Redis was unreachable; the scan stays queued and the sweep queues it later
+        DriftScan.objects.filter(pk=scan_id).update(job_id=job_id)

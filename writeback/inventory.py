@@ -469,7 +469,8 @@ def inventory_run_request(*, actor, mode: str = InventoryRun.Mode.FULL, enqueue:
 def inventory_enqueue(run_id: int) -> None:
     """Queue a queued import's job (after the commit) and note its id on the run."""
     job_id = enqueue(INVENTORY_RUN_JOB, run_id, job_timeout=INVENTORY_JOB_TIMEOUT)
-    InventoryRun.objects.filter(pk=run_id).update(job_id=job_id)
+    if job_id is not None:  # None: Redis was unreachable; the run stays queued and the sweep queues it later
+        InventoryRun.objects.filter(pk=run_id).update(job_id=job_id)
 
 
 # The job's steps moved to writeback.jobs.inventory (the job lifecycle); these names stay importable from here for

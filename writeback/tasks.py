@@ -18,7 +18,7 @@ from portal.limits import REASON_MAX_LENGTH, too_long
 from portal.models import User
 from portal.roles import Action, may
 from soa.attributes import BY_EXO, EXCHANGE_ATTRIBUTES
-from soa.jobs import WRITEBACK_QUEUE, WRITEBACK_TASK_JOB, enqueue
+from soa.jobs import REDIS_UNREACHABLE, WRITEBACK_QUEUE, WRITEBACK_TASK_JOB, enqueue
 from soa.models import Mailbox
 from writeback.jobs.lifecycle import require_run_transition
 from writeback.models import WritebackTask
@@ -42,7 +42,7 @@ def writeback_enqueue(task_id: int, *, at=None) -> str | None:
     if at is None and _queue_waiting():
         return None
     job_id = enqueue(WRITEBACK_TASK_JOB, task_id, queue=WRITEBACK_QUEUE, at=at, job_timeout=JOB_TIMEOUT)
-    if at is not None:
+    if at is not None and job_id is not None:  # None: Redis was unreachable, and the sweep queues it later
         WritebackTask.objects.filter(pk=task_id, state=WritebackTask.State.QUEUED).update(job_id=job_id)
     return job_id
 
@@ -57,7 +57,10 @@ def writeback_drain_enqueue() -> str | None:
 def _queue_waiting() -> bool:
     import django_rq
 
-    return django_rq.get_queue(WRITEBACK_QUEUE).count > 0
+    try:
+        return django_rq.get_queue(WRITEBACK_QUEUE).count > 0
+    except REDIS_UNREACHABLE:
+        return False  # then enqueue finds Redis unreachable too, logs it, and the sweep queues the task later
 
 
 def _desired(desired: Mapping[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,11 @@ def _interval() -> int:
     return interval
 
 
+def sweep_seconds() -> int:
+    """Seconds between sweeps (WAVE_SWEEP_INTERVAL); the sweep cannot be switched off."""
+    return _interval()
+
+
 def pending_sweep(queue: Queue | None = None) -> Job | None:
     """The chain's next sweep, when it is scheduled or queued; None when the chain is broken or not started."""
     return CHAIN.pending(queue)

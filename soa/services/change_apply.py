@@ -179,3 +179,10 @@ def change_requests_stale(*, heartbeat_before: dt.datetime, released_before: dt.
     dead = applying.filter(heartbeat_at__lt=heartbeat_before)
     lost = applying.filter(heartbeat_at__isnull=True, updated_at__lt=released_before)
     return sorted(set(dead.values_list("pk", flat=True)) | set(lost.values_list("pk", flat=True)))
+
+
+def change_requests_unclaimed(*, before: dt.datetime) -> list[int]:
+    """Requests ready to apply that no worker has claimed since ``before``: their apply job may never have reached
+    Redis (it was down when the request was made) or was lost with Redis's data, so the sweep queues it again."""
+    ready = ChangeRequest.objects.filter(state__in=CHANGE_READY_STATES, updated_at__lt=before)
+    return list(ready.order_by("pk").values_list("pk", flat=True))

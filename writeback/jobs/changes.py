@@ -31,6 +31,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -48,6 +49,7 @@ from soa.services.change_apply import (
     change_request_heartbeat,
     change_request_release,
     change_requests_stale,
+    change_requests_unclaimed,
 )
 from soa.values import exo_values, split_proxy
 from writeback.directory import DirectoryError
@@ -55,6 +57,7 @@ from writeback.exchange import ExchangeOnlineError
 from writeback.exchange.verify import AddressChangeRefused, state_matches
 from writeback.jobs.clients import directory_client, exchange_client
 from writeback.jobs.lifecycle import CHANGE_RETRY, RunAbandoned, Work, perform
+from writeback.jobs.waiting import waiting_keys
 from writeback.tasks import WritebackError, writeback_task_request
 from writeback.writeback_plan import ad_side
 
@@ -355,6 +358,23 @@ def change_request_sweep() -> list[int]:
         error = f"Its worker stopped: no heartbeat since {request.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC."
         if give_back(request_id, request.attempts, error) is not None:
             swept.append(request_id)
+    _queue_unclaimed(now - STALE_AFTER)
     if swept:
         logger.warning("Change request sweep gave back request(s) %s whose heartbeat had stopped.", swept)
     return swept
+
+
+def _queue_unclaimed(before: dt.datetime) -> None:
+    """Queue the apply job of ready requests unclaimed since ``before`` whose job is not waiting in Redis (it never
+    got there, or Redis lost it). One queued twice is harmless: the second delivery finds the request claimed."""
+    if not settings.CHANGE_APPLY_ENABLED:
+        return  # ready requests wait on purpose, and nothing would be queued
+    unclaimed = change_requests_unclaimed(before=before)
+    if not unclaimed:
+        return
+    waiting = waiting_keys(jobs.CHANGE_APPLY_JOB, queue_name=jobs.QUEUE)
+    lost = [request_id for request_id in unclaimed if request_id not in waiting]
+    for request_id in lost:
+        jobs.change_request_enqueue(request_id=request_id)
+    if lost:
+        logger.warning("Change request sweep queued again ready request(s) %s whose apply job was lost.", lost)

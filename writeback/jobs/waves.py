@@ -12,18 +12,20 @@ import logging
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from portal.audit import audit_record
 from soa.choices import MemberState, WaveState
-from soa.jobs import wave_enqueue
+from soa.jobs import QUEUE, WAVE_RUN_JOB, wave_enqueue
 from soa.models import PilotWave, WaveMember
 from soa.services import require_member_transition
 from soa.services.wave_run import member_audit_snapshot
 from writeback import wave_jobs
 from writeback.jobs.lifecycle import MEMBER_RETRY, Work, perform
+from writeback.jobs.waiting import waiting_keys
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,9 @@ logger = logging.getLogger(__name__)
 # stamps started_at just before each flip, so only a single flip (retries and Retry-After waits included) must
 # fit in it, not a whole batch.
 SWEEP_AFTER = dt.timedelta(minutes=10)
+# A running wave with members due, none being flipped and nothing done for WAVE_REQUEUE_AFTER_SECONDS, whose batch is
+# neither queued nor scheduled in Redis, lost its batch before it reached Redis (Redis was down when the wave started,
+# resumed or a batch ended, or it lost its data): the sweep queues it without waiting for SWEEP_AFTER.
 
 
 def _job_correlation(wave_id: int) -> str:
@@ -91,9 +96,19 @@ def _stalled_waves(cutoff: dt.datetime) -> list[int]:
     )
 
 
+def _unqueued_waves(cutoff: dt.datetime) -> list[int]:
+    """Waves _stalled_waves finds idle since ``cutoff`` whose batch is not waiting in Redis either."""
+    idle = _stalled_waves(cutoff)
+    if not idle:
+        return []
+    waiting = waiting_keys(WAVE_RUN_JOB, queue_name=QUEUE)
+    return [wave_id for wave_id in idle if wave_id not in waiting]
+
+
 def wave_sweep_job(older_than_seconds: float | None = None) -> int:
     """Return members left RUNNING by a dead worker to PENDING (MEMBER_RETRY: a stale member is returned) and queue
-    their waves again; also queue running waves whose next batch was lost. Returns how many members were returned.
+    their waves again; also queue running waves whose next batch was lost: idle for SWEEP_AFTER, or for
+    WAVE_REQUEUE_AFTER_SECONDS when Redis holds no batch of theirs. Returns how many members were returned.
 
     The returned members are read before they are written on their next claim, so a flip the dead worker had
     already applied is recorded DONE without a second Set-Mailbox. A batch queued twice is harmless (claims skip
@@ -102,6 +117,8 @@ def wave_sweep_job(older_than_seconds: float | None = None) -> int:
     limit = dt.timedelta(seconds=older_than_seconds) if older_than_seconds is not None else SWEEP_AFTER
     cutoff = timezone.now() - limit
     waves: set[int] = set()
+    # Reads Redis: before the transaction, not inside it.
+    unqueued = _unqueued_waves(timezone.now() - dt.timedelta(seconds=settings.WAVE_REQUEUE_AFTER_SECONDS))
     with transaction.atomic():
         stale = list(
             WaveMember.objects.select_for_update(skip_locked=True, of=("self",))
@@ -123,7 +140,7 @@ def wave_sweep_job(older_than_seconds: float | None = None) -> int:
                 after=member_audit_snapshot(member), reason=member.last_error,
             )  # fmt: skip
             waves.add(member.wave_id)
-        stalled = _stalled_waves(cutoff)
+        stalled = sorted(set(_stalled_waves(cutoff)) | set(unqueued))
         running = PilotWave.objects.filter(pk__in=waves, state=WaveState.RUNNING).values_list("pk", flat=True)
         for wave_id in sorted(set(running) | set(stalled)):
             transaction.on_commit(partial(wave_enqueue, wave_id=wave_id))
