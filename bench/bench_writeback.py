@@ -1,15 +1,16 @@
 """Writeback throughput with 1, 2 and 4 real worker processes, and one task's latency from request to read-back.
 
 Everything is real: tasks are requested through the service (writeback.tasks.writeback_task_request), their jobs go
-through a private Redis to ``manage.py rqworker writeback`` processes (rq's default worker, a forked work horse per
-job), each job claims its task, reads the AD user by objectGUID, sends the minimal modify, reads back and records the
-result with its audit events in the configured database. Each task changes one attribute of one user
-(extensionAttribute3), so each costs one search, one modify and one search on the wire.
+through a private Redis to ``manage.py rqworker writeback`` processes (rq's forking worker, or its SimpleWorker), each
+job claims a batch of tasks, reads their AD users by objectGUID, sends the minimal modifies, reads back and records the
+results with their audit events in the configured database. Each task changes one attribute of one user
+(extensionAttribute3), so each costs a modify and its share of two searches on the wire.
 
 Baseline, measured first in the same run on the same slapd (as bench_writeback_modify.py does it): raw ldap3 on one
 connection, a search by escaped objectGUID plus the modify, and the modify alone by known DN.
 
-Throughput is measured over the task rows (first claim to last finish), so worker start-up is left out. Latency: one
+Throughput is measured over the task rows (first claim to last finish), so worker start-up is left out; the workers
+run as in production (not --burst), idle on the queue before the tasks are requested. Latency: one
 idle worker waits on the queue; each sample is a request made and committed, then waited for; the figure is the
 task's requested_at to its finished_at (recorded after the read-back), and the floor is one raw search + modify +
 search.
@@ -127,20 +128,32 @@ def _worker(env: dict[str, str], *extra: str) -> subprocess.Popen:
 
 
 def _throughput(env: dict[str, str], mailbox_ids: list[int], workers: int, value: str, count) -> float:
-    """Request one task per mailbox, queue their jobs, run ``workers`` burst workers; tasks/s over the task rows."""
+    """Start ``workers`` long-running workers and let them sit idle on the queue, as in production, then request one
+    task per mailbox and queue them; tasks/s over the task rows. (Burst workers would not do: a backlog is one job
+    waiting at a time, each full batch queueing the next, so a burst worker that finds the queue empty at its start
+    exits and never helps.)"""
     from django.db.models import Max, Min
 
     from writeback.models import WritebackTask
     from writeback.tasks import writeback_enqueue
 
     ids = [_request(pk, value, enqueue=False) for pk in mailbox_ids]
-    for task_id in ids:
-        writeback_enqueue(task_id)
-    processes = [_worker(env, "--burst") for _ in range(workers)]
-    for process in processes:
-        if process.wait(timeout=3600):
-            raise SystemExit(f"a worker failed; see {WORKER_LOG}")
-    tasks = WritebackTask.objects.filter(pk__in=ids)
+    processes = [_worker(env) for _ in range(workers)]
+    try:
+        time.sleep(3 + workers)  # every worker started and waiting on the queue
+        for task_id in ids:
+            writeback_enqueue(task_id)
+        tasks = WritebackTask.objects.filter(pk__in=ids)
+        deadline = time.monotonic() + 3600
+        while tasks.filter(state__in=WritebackTask.OPEN_STATES).exists():
+            if any(process.poll() is not None for process in processes) or time.monotonic() > deadline:
+                raise SystemExit(f"a worker stopped, or the tasks did not end; see {WORKER_LOG}")
+            time.sleep(0.2)
+    finally:
+        for process in processes:
+            os.killpg(process.pid, 15)
+        for process in processes:
+            process.wait(timeout=60)
     done = tasks.filter(state=WritebackTask.State.DONE).count()
     if done != len(ids):
         raise SystemExit(
@@ -150,6 +163,8 @@ def _throughput(env: dict[str, str], mailbox_ids: list[int], workers: int, value
     if in_ad != len(ids):
         raise SystemExit(f"{in_ad} users hold {value} in AD, expected {len(ids)}")
     span = tasks.aggregate(first=Min("started_at"), last=Max("finished_at"))
+    workers_used = len(set(tasks.values_list("job_id", flat=True)))
+    print(f"    ({workers_used} jobs wrote the {len(ids)} tasks)", flush=True)
     return len(ids) / (span["last"] - span["first"]).total_seconds()
 
 
