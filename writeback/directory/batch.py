@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from writeback.directory.client import DirectoryClient, Written, _plan, equality_filter
-from writeback.directory.errors import DirectoryConflict, DirectoryNotFound, DirectoryRetryable
+from writeback.directory.errors import DirectoryConflict, DirectoryError, DirectoryNotFound, DirectoryRetryable
 from writeback.directory.modify import EXCHANGE_LDAP_ATTRIBUTES, Changes, normalise_entry, syntax
 
 GUIDS_PER_SEARCH = 100
@@ -74,7 +74,7 @@ def write_many(client: DirectoryClient, items: Sequence[Item]) -> list[Outcome]:
     outcomes = [Outcome() for _ in items]
     try:
         first = read_many(client, [item.guid for item in items])
-    except DirectoryRetryable as error:
+    except DirectoryError as error:  # the directory's answer for the whole batch: each item ends with it
         for outcome in outcomes:
             outcome.error = error
         return outcomes
@@ -127,7 +127,7 @@ def _read_back(
     names = sorted({syntax(name).name for *_, changes in modified for name in changes})
     try:
         back = read_many(client, [items[index].guid for index, *_ in modified], names)
-    except DirectoryRetryable as error:
+    except DirectoryError as error:
         # The modifies were sent; the next attempt reads first and finds them applied, so nothing is sent twice.
         for index, *_ in modified:
             outcomes[index].error = error
