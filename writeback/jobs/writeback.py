@@ -397,7 +397,7 @@ def _finish_batch(done: Sequence[tuple[Claimed, Written]]) -> list[WritebackTask
             mailbox.updated_at = now
         update_rows(changed, fields)
         audit_record_many(events)
-    _start_next_of([claimed.task.mailbox_id for claimed, _ in done])
+    _start_next(*(claimed.task.mailbox_id for claimed, _ in done))
     return rows
 
 
@@ -557,22 +557,12 @@ def give_back(
     return row
 
 
-def _start_next_of(mailbox_ids: Sequence[int]) -> None:
-    """``_start_next`` for the mailboxes of a batch, in one query: one job takes every waiting task that is due."""
+def _start_next(*mailbox_ids: int) -> None:
+    """Queue the mailboxes' queued tasks, which waited for the ones that just ended (their own jobs may have found
+    those running), in one query: one job takes every waiting task that is due. Called after the commit; a second
+    delivery of its job is harmless."""
     waiting = (
         WritebackTask.objects.filter(mailbox_id__in=mailbox_ids, state=State.QUEUED, retry_at__isnull=True)
-        .values_list("pk", flat=True)
-        .first()
-    )
-    if waiting is not None:
-        writeback_enqueue(waiting)
-
-
-def _start_next(mailbox_id: int) -> None:
-    """Queue the mailbox's queued task, which waited for the one that just ended (its own job may have found that
-    one running). Called after the commit; a second delivery of its job is harmless."""
-    waiting = (
-        WritebackTask.objects.filter(mailbox_id=mailbox_id, state=State.QUEUED, retry_at__isnull=True)
         .values_list("pk", flat=True)
         .first()
     )
