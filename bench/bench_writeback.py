@@ -31,11 +31,12 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Figure, load_line, machine_line, setup_django  # noqa: E402
+from bench.common import Figure, cpu_seconds, load_line, machine_line, setup_django  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_LOG = Path(tempfile.gettempdir()) / "bench_writeback_workers.log"
@@ -127,7 +128,43 @@ def _worker(env: dict[str, str], *extra: str) -> subprocess.Popen:
     return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _throughput(env: dict[str, str], mailbox_ids: list[int], workers: int, value: str, count) -> float:
+SERVERS = ("slapd", "postgres")
+# The bench's own slapd; PostgreSQL counts every process of the server (a backend's CPU reaches its postmaster when it
+# ends, as a forked work horse's backend does after each job), so the machine must be otherwise quiet.
+_slapd_pid = 0
+
+
+@dataclass
+class CpuPerTask:
+    """Milliseconds of CPU one task cost each process, over the whole run."""
+
+    workers: float
+    servers: dict[str, float]
+
+    @property
+    def total(self) -> float:
+        return self.workers + sum(self.servers.values())
+
+    def row(self) -> str:
+        servers = ", ".join(f"{name} {value:.2f}" for name, value in self.servers.items())
+        return f"workers {self.workers:.2f}, {servers}; total {self.total:.2f} ms"
+
+
+def _cpu(pids: tuple[int, ...]) -> tuple[float, dict[str, float]]:
+    return cpu_seconds(pids=pids), {
+        "slapd": cpu_seconds(pids=(_slapd_pid,)),
+        "postgres": cpu_seconds(names=("postgres",)),
+    }
+
+
+def _per_task(before, after, tasks: int) -> CpuPerTask:
+    servers = {name: (after[1][name] - before[1][name]) * 1000 / tasks for name in SERVERS}
+    return CpuPerTask((after[0] - before[0]) * 1000 / tasks, servers)
+
+
+def _throughput(
+    env: dict[str, str], mailbox_ids: list[int], workers: int, value: str, count
+) -> tuple[float, CpuPerTask]:
     """Start ``workers`` long-running workers and let them sit idle on the queue, as in production, then request one
     task per mailbox and queue them; tasks/s over the task rows. (Burst workers would not do: a backlog is one job
     waiting at a time, each full batch queueing the next, so a burst worker that finds the queue empty at its start
@@ -141,6 +178,8 @@ def _throughput(env: dict[str, str], mailbox_ids: list[int], workers: int, value
     processes = [_worker(env) for _ in range(workers)]
     try:
         time.sleep(3 + workers)  # every worker started and waiting on the queue
+        pids = tuple(process.pid for process in processes)
+        cpu_before = _cpu(pids)
         for task_id in ids:
             writeback_enqueue(task_id)
         tasks = WritebackTask.objects.filter(pk__in=ids)
@@ -149,6 +188,7 @@ def _throughput(env: dict[str, str], mailbox_ids: list[int], workers: int, value
             if any(process.poll() is not None for process in processes) or time.monotonic() > deadline:
                 raise SystemExit(f"a worker stopped, or the tasks did not end; see {WORKER_LOG}")
             time.sleep(0.2)
+        cpu = _per_task(cpu_before, _cpu(pids), len(ids))
     finally:
         for process in processes:
             os.killpg(process.pid, 15)
@@ -165,7 +205,7 @@ def _throughput(env: dict[str, str], mailbox_ids: list[int], workers: int, value
     span = tasks.aggregate(first=Min("started_at"), last=Max("finished_at"))
     workers_used = len(set(tasks.values_list("job_id", flat=True)))
     print(f"    ({workers_used} jobs wrote the {len(ids)} tasks)", flush=True)
-    return len(ids) / (span["last"] - span["first"]).total_seconds()
+    return len(ids) / (span["last"] - span["first"]).total_seconds(), cpu
 
 
 def _latencies(env: dict[str, str], mailbox_ids: list[int], samples: int) -> list[float]:
@@ -210,7 +250,7 @@ def main() -> int:
         "simple: rq's SimpleWorker (jobs in the worker process, which keeps both)",
     )  # fmt: skip
     args = parser.parse_args()
-    global _worker_class
+    global _worker_class, _slapd_pid
     _worker_class = args.worker_class
     _database(args.database)
     engine = setup_django("writeback")
@@ -238,6 +278,7 @@ def main() -> int:
     users = list(generate_users(args.tasks))
     with RedisServer.start() as redis_server, SandboxDirectory.start(users=args.tasks) as directory:
         env = _point_settings_at(directory, redis_server.url)
+        _slapd_pid = directory.pid
         mailbox_ids = _mailboxes(users)
         raw = raw_connection(directory)
 
@@ -270,8 +311,12 @@ def main() -> int:
 
         baseline_read = Figure("raw ldap3 search by GUID + modify (1 connection)", "ops/s")
         baseline_modify = Figure("raw ldap3 modify by DN (1 connection)", "ops/s")
+        raw_before, raw_client = _cpu(()), time.process_time()
         for repeat in range(3):
             baseline_read.samples.append(args.tasks / sum(raw_read_modify(f"raw {repeat}")))
+        raw_cpu = _per_task(raw_before, _cpu(()), 3 * args.tasks)
+        raw_cpu.workers = (time.process_time() - raw_client) * 1000 / (3 * args.tasks)
+        for repeat in range(3):
             baseline_modify.samples.append(args.tasks / raw_modify(f"raw dn {repeat}"))
         floor = [seconds * 1000 for seconds in raw_read_modify("floor", read_back=True)]
         _portal_knows(mailbox_ids, "floor")
@@ -279,19 +324,29 @@ def main() -> int:
         figures = []
         for workers in [int(n) for n in args.workers.split(",")]:
             figure = Figure(f"writeback tasks, {workers} worker(s)", "tasks/s")
-            figure.samples.append(_throughput(env, mailbox_ids, workers, f"w{workers}-{uuid.uuid4().hex[:6]}", count))
-            figures.append(figure)
+            rate, cpu = _throughput(env, mailbox_ids, workers, f"w{workers}-{uuid.uuid4().hex[:6]}", count)
+            figure.samples.append(rate)
+            figures.append((figure, cpu))
             print(f"  {figure.row()}", flush=True)
         latencies = _latencies(env, mailbox_ids, args.samples)
         raw.unbind()
 
     print(f"\nafter: {load_line()}")
     print(f"\n{'figure':<52} {'median':>12} {'unit':<10} (min - max)")
-    for figure in (baseline_modify, baseline_read, *figures):
+    for figure in (baseline_modify, baseline_read, *(figure for figure, *_ in figures)):
         print(figure.row())
     print("\nwriteback / raw search + modify (1.00 = the raw client's rate):")
-    for figure in figures:
+    for figure, *_ in figures:
         print(f"  {figure.name:<40} {figure.median / baseline_read.median:.2f}")
+    # Every process of a run shares the machine's cores, so the CPU a task costs all of them together bounds the
+    # rate any number of workers can reach: cores / CPU per task.
+    cores = os.cpu_count() or 1
+    print("\nCPU per task (ms), every process the work runs in; the bound is cores / total:")
+    print(f"  {'raw search + modify (client = bench)':<40} client {raw_cpu.row()[len('workers ') :]}")
+    for figure, cpu in figures:
+        bound = cores * 1000 / cpu.total
+        print(f"  {figure.name:<40} {cpu.row()}; bound on {cores} cores {bound:,.0f} tasks/s "
+              f"= {bound / baseline_read.median:.2f}x raw")  # fmt: skip
     print(f"\nlatency, request to read-back, 1 idle worker, n={len(latencies)}:")
     print(f"  p50 {statistics.median(latencies):.1f} ms, p95 {_percentile(latencies, 0.95):.1f} ms, "
           f"max {max(latencies):.1f} ms")  # fmt: skip

@@ -51,6 +51,27 @@ def load_line() -> str:
     return f"load average: {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
 
 
+def cpu_seconds(*, pids: tuple[int, ...] = (), names: tuple[str, ...] = ()) -> float:
+    """CPU seconds (user + system) used so far by the processes ``pids`` and every process named one of ``names``,
+    each with its waited-for children: a forking worker's work horses, and the backends PostgreSQL's postmaster has
+    reaped, count once they have ended. Linux only (/proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as stat:
+                text = stat.read()
+        except OSError:  # ended meanwhile
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        if int(entry.name) in pids or name in names:
+            fields = text[text.rindex(")") + 2 :].split()
+            total += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    return total / tick
+
+
 def setup_django(name: str) -> str:
     """Set Django up for a benchmark and migrate its database; returns the database engine for the header.
 
