@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -86,6 +86,8 @@ BATCH = 50
 HEARTBEAT_EVERY = 10.0
 
 State = WritebackTask.State
+# Database errors a batch may meet that say nothing about the task: its task is given back for a retry, not failed.
+DATABASE_TRANSIENT = (OperationalError, InterfaceError)
 
 
 @dataclass
@@ -503,6 +505,11 @@ def _end(claimed: Claimed, outcome: Outcome) -> WritebackTask | None:
     if isinstance(error, RunAbandoned):
         logger.warning("Writeback stopped: %s", error)
         return None
+    if isinstance(error, DATABASE_TRANSIENT):
+        # The portal's database, not the directory, refused a statement mid-batch (a dropped connection, a lock
+        # held past its timeout): AD may hold the values already, and the next attempt reads before it writes.
+        logger.warning("Writeback will be retried after a database error: %s", error)
+        return _release(claimed, describe(error, expected=False))
     if isinstance(error, WRITEBACK.expected):
         if getattr(error, "retryable", False):
             logger.warning("Writeback will be retried: %s", error)
