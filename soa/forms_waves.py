@@ -20,6 +20,7 @@ class WaveStateFilterForm(forms.Form):
     """The wave list's filter."""
 
     state = forms.ChoiceField(required=False, choices=[("", "Any state"), *WaveState.choices])
+    mine = forms.BooleanField(required=False, label="Only mine (created or submitted)")
 
 
 class WaveCreateForm(forms.Form):

@@ -4,13 +4,13 @@ import datetime as dt
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from portal.cursors import decode_cursor, encode_cursor
 from portal.dn import InvalidDn, normalize_dn
 from portal.roles import Action, may, scope_filter
-from soa.choices import Authority, WaveState
+from soa.choices import Authority, ChangeState, Decision, MemberState, WaveState
 from soa.models import (
     AcceptedDomain,
     Approval,
@@ -137,8 +137,9 @@ def paginate(mailboxes: QuerySet[Mailbox], *, sort: str, after: str = "", before
 # (building: every member inside the builder's scope; deciding: every included member inside the approver's).
 
 
-def wave_list(*, user, state: str = "") -> QuerySet[PilotWave]:
-    """Waves the user may read, newest first, with member counts (``member_count``, ``excluded_count``)."""
+def wave_list(*, user, state: str = "", mine: bool = False) -> QuerySet[PilotWave]:
+    """Waves the user may read, newest first, with member counts (``member_count``, ``excluded_count``); ``mine``:
+    only those the user created or submitted."""
     if not may(user, Action.WAVE_VIEW):
         return PilotWave.objects.none()
     waves = PilotWave.objects.select_related("created_by", "submitted_by").annotate(
@@ -147,6 +148,8 @@ def wave_list(*, user, state: str = "") -> QuerySet[PilotWave]:
     )
     if state:
         waves = waves.filter(state=state)
+    if mine:
+        waves = waves.filter(Q(created_by=user) | Q(submitted_by=user))
     return waves.order_by("-id")
 
 
@@ -189,6 +192,65 @@ def approvable_waves(*, user) -> QuerySet[PilotWave]:
         outside = WaveMember.objects.filter(wave=OuterRef("pk"), excluded=False).exclude(scope)
         waves = waves.exclude(Exists(outside))
     return waves.order_by("approval_expires_at", "id")
+
+
+# What a dashboard calls "soon": an approval window closing within this long.
+EXPIRING_SOON = dt.timedelta(hours=24)
+# States in which a change request still awaits something (a decision, or being applied).
+CHANGE_OPEN_STATES = (ChangeState.PENDING_APPROVAL, ChangeState.APPROVED, ChangeState.VALIDATED, ChangeState.APPLYING)
+# Waves an operator follows on the dashboard: open ones, and ones that ended with errors lately.
+_OPERATOR_STATES = (WaveState.DRAFT, WaveState.SUBMITTED, WaveState.APPROVED, WaveState.RUNNING, WaveState.PAUSED)
+_ENDED_WITH_ERRORS_RECENTLY = dt.timedelta(days=14)
+
+
+def _with_approvals(waves: QuerySet[PilotWave]) -> QuerySet[PilotWave]:
+    """``approvals_given``: approving decisions of the wave's current submission round."""
+    current = Q(approvals__round=F("submission_round"), approvals__decision=Decision.APPROVE)
+    return waves.annotate(approvals_given=Count("approvals", filter=current, distinct=True))
+
+
+def waves_awaiting_decision(*, user) -> QuerySet[PilotWave]:
+    """The waves the user may decide on now (approvable_waves), each with ``approvals_given``, soonest expiry first."""
+    return _with_approvals(approvable_waves(user=user))
+
+
+def waves_decided_awaiting_others(*, user) -> QuerySet[PilotWave]:
+    """Submitted, unexpired waves on whose current round the user has approved, still short of their quorum."""
+    if not may(user, Action.WAVE_APPROVE):
+        return PilotWave.objects.none()
+    mine = Approval.objects.filter(wave=OuterRef("pk"), round=OuterRef("submission_round"), approver=user)
+    waves = PilotWave.objects.filter(state=WaveState.SUBMITTED, approval_expires_at__gt=timezone.now())
+    return _with_approvals(waves.filter(Exists(mine))).order_by("approval_expires_at", "id")
+
+
+def operator_waves(*, user) -> QuerySet[PilotWave]:
+    """The waves the user created or submitted that are open, or ended with errors in the last two weeks, with their
+    members counted by state (``member_count``, ``done_count``, ``failed_count``, ``running_count``)."""
+    if not may(user, Action.WAVE_VIEW):
+        return PilotWave.objects.none()
+    recent = timezone.now() - _ENDED_WITH_ERRORS_RECENTLY
+    included = Q(members__excluded=False)
+    return (
+        PilotWave.objects.filter(Q(created_by=user) | Q(submitted_by=user))
+        .filter(Q(state__in=_OPERATOR_STATES) | Q(state=WaveState.COMPLETED_WITH_ERRORS, finished_at__gte=recent))
+        .annotate(
+            member_count=Count("members", filter=included, distinct=True),
+            done_count=Count("members", filter=included & Q(members__state=MemberState.DONE), distinct=True),
+            failed_count=Count("members", filter=included & Q(members__state=MemberState.FAILED), distinct=True),
+            running_count=Count("members", filter=included & Q(members__state=MemberState.RUNNING), distinct=True),
+        )
+        .order_by("-id")
+    )
+
+
+def changes_requested_by(*, user, open_only: bool = False) -> QuerySet[ChangeRequest]:
+    """The change requests the user made, newest first, on mailboxes the user may still see."""
+    if not may(user, Action.MAILBOX_VIEW):
+        return ChangeRequest.objects.none()
+    changes = ChangeRequest.objects.filter(requested_by=user, mailbox__in=mailbox_list(user=user))
+    if open_only:
+        changes = changes.filter(state__in=CHANGE_OPEN_STATES)
+    return changes.select_related("mailbox").order_by("-created_at", "-id")
 
 
 def consumer_applications(*, user) -> QuerySet[ConsumerApplication]:

@@ -73,11 +73,13 @@ def _refused(request: HttpRequest, wave: PilotWave, exc: SoaError) -> HttpRespon
 @action_required(Action.WAVE_VIEW)
 def wave_list_view(request: HttpRequest) -> HttpResponse:
     form = WaveStateFilterForm(request.GET or None)
-    state = form.cleaned_data["state"] if form.is_bound and form.is_valid() else ""
+    valid = form.is_bound and form.is_valid()
+    state = form.cleaned_data["state"] if valid else ""
+    mine = form.cleaned_data["mine"] if valid else False
     context = {
         "form": form,
-        "waves": wave_list(user=request.user, state=state),
-        "filtered": bool(state),
+        "waves": wave_list(user=request.user, state=state, mine=mine),
+        "filtered": bool(state or mine),
         "can_build": may(request.user, Action.WAVE_BUILD),
     }
     template = "soa/wave_list.html#wave-results" if request.htmx else "soa/wave_list.html"

@@ -53,8 +53,8 @@ TILES = {
     Role.HELPDESK: {"mailboxes"},
     Role.WAVE_OPERATOR: {"mailboxes"},
     Role.APPROVER: {"mailboxes"},
-    Role.AUDITOR: {"mailboxes", "audit"},
-    Role.ADMIN: {"mailboxes", "audit", "queues"},
+    Role.AUDITOR: {"mailboxes", "audit", "import"},
+    Role.ADMIN: {"mailboxes", "audit", "import", "queues"},
 }
 
 

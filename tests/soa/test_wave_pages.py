@@ -50,7 +50,7 @@ def test_wave_list_filters_by_state_and_shows_an_empty_state(client, people):
     signed_in(client, people["op"])
     assert "Draft one" in page_text(client.get(reverse("wave_list"), {"state": WaveState.DRAFT}))
     response = client.get(reverse("wave_list"), {"state": WaveState.APPROVED}, HTTP_HX_REQUEST="true")
-    assert "Draft one" not in page_text(response) and "No wave is in this state" in page_text(response)
+    assert "Draft one" not in page_text(response) and "No wave matches this filter" in page_text(response)
     assert "<html" not in page_text(response)  # the partial only
 
 
