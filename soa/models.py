@@ -109,6 +109,22 @@ class MailboxAddress(models.Model):
         return f"{self.prefix.upper() if self.is_primary else self.prefix}:{self.address}"
 
 
+class MailboxNameWord(models.Model):
+    """The display name from one of its words on, after the first (``"archer"`` and ``"ann archer"`` for "Mary Ann
+    Archer"), lower case: a prefix search on it finds a mailbox by any word of its name, as ``Mailbox.search_name``
+    does by its first. Kept by soa.name_words wherever ``search_name`` is written."""
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="name_words")
+    suffix = models.CharField(max_length=256)
+
+    class Meta:
+        indexes = [models.Index(fields=["suffix"], name="soa_name_word_prefix_idx", opclasses=["varchar_pattern_ops"])]
+        constraints = [models.UniqueConstraint(fields=["mailbox", "suffix"], name="soa_name_word_unique")]
+
+    def __str__(self) -> str:
+        return self.suffix
+
+
 # Guards on a wave's throttle: a batch larger than this or a rate above this is a typo, not a plan.
 WAVE_MAX_BATCH_SIZE = 1000
 WAVE_MAX_RATE = 100.0

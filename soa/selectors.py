@@ -18,6 +18,7 @@ from soa.models import (
     ConsumerApplication,
     Mailbox,
     MailboxAddress,
+    MailboxNameWord,
     PilotWave,
     WaveMember,
 )
@@ -60,16 +61,18 @@ def mailbox_search(
     ou: str = "",
     drift: bool | None = None,
 ) -> QuerySet[Mailbox]:
-    """Scoped mailboxes matching a name, UPN or any-alias prefix and the filters."""
+    """Scoped mailboxes matching the filters and, by prefix, any word of the name, the UPN or any address."""
     mailboxes = mailbox_list(user=user)
     query = query.strip()
     if query:
         text = query.lower()
         address = text.split(":", 1)[1] if ":" in text else text
-        # A UNION of three index range scans: an OR across the columns would make PostgreSQL scan the table.
+        # A UNION of index range scans: an OR across the columns would make PostgreSQL scan the table. The name
+        # matches from its first word (search_name) or from any later one (MailboxNameWord).
         matches = (
             Mailbox.objects.order_by().filter(search_name__startswith=text).values("pk")
             .union(
+                MailboxNameWord.objects.order_by().filter(suffix__startswith=text).values("mailbox_id"),
                 Mailbox.objects.order_by().filter(upn__startswith=text).values("pk"),
                 MailboxAddress.objects.order_by().filter(address__startswith=address).values("mailbox_id"),
             )

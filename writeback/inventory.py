@@ -33,6 +33,7 @@ from soa.attributes import ATTRIBUTES
 from soa.choices import Authority, Pairing
 from soa.jobs import INVENTORY_JOB_TIMEOUT, INVENTORY_RUN_JOB, enqueue
 from soa.models import Mailbox, MailboxAddress
+from soa.name_words import name_words_replace
 from soa.values import ad_values, exo_values, refresh_drift, split_proxy
 from writeback.directory import AD_USER_FILTER, DirectoryClient
 from writeback.exchange import (
@@ -143,6 +144,7 @@ def import_ad_page(run: InventoryRun, entries: list[dict[str, Any]]) -> None:
     by_guid = {m.ad_guid: m for m in existing if m.ad_guid}
     by_object = {m.exo_object_id: m for m in existing if m.exo_object_id}
     created, changed, seen, repairs = [], [], [], []
+    renamed: set[int] = set()  # rows whose name changed: their word rows are written again
     presence: dict[int, dict[str, Any]] = {}  # in_ad of each existing row before this page
     for guid, anchor, object_id, entry in keyed:
         values = ad_values(entry["attributes"])
@@ -171,6 +173,8 @@ def import_ad_page(run: InventoryRun, entries: list[dict[str, Any]]) -> None:
             continue
         seen.append(mailbox.pk)
         presence[mailbox.pk] = {"in_ad": mailbox.in_ad}
+        if mailbox.search_name != fields["search_name"]:
+            renamed.add(mailbox.pk)
         dirty = _apply(mailbox, fields) or not mailbox.in_ad
         if object_id and mailbox.exo_object_id != object_id:
             repairs.append((mailbox, partner, object_id))
@@ -194,6 +198,7 @@ def import_ad_page(run: InventoryRun, entries: list[dict[str, Any]]) -> None:
             mailbox.save()
         Mailbox.objects.bulk_create(created)
         _save_changed(changed, [*_AD_FIELDS, "in_ad", "version", "drift", "has_drift", "pairing", "primary_smtp"])
+        name_words_replace([*created, *(m for m in changed if m.pk in renamed), *(m for m, _, _ in repairs)])
         touched = seen + [m.pk for m in created]
         Mailbox.objects.filter(pk__in=touched).update(ad_read_at=now, ad_seen_run=run.pk)
         if repaired:
@@ -305,6 +310,7 @@ def import_exo_page(run: InventoryRun, payloads: list[dict[str, Any]]) -> dt.dat
     now = timezone.now()
     with transaction.atomic():
         Mailbox.objects.bulk_create(created)
+        name_words_replace(created)
         _save_changed(changed, [*_EXO_FIELDS, "in_exo", "version", "drift", "has_drift", "pairing"])
         Mailbox.objects.filter(pk__in=seen + [m.pk for m in created]).update(exo_read_at=now, exo_seen_run=run.pk)
         _replace_addresses(created + readdress)

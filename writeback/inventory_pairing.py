@@ -23,6 +23,7 @@ from django.conf import settings
 
 from soa.choices import Pairing
 from soa.models import Mailbox, MailboxAddress, WaveMember
+from soa.name_words import name_words_replace
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ def give_up_exo_side(mailbox: Mailbox) -> Mailbox:
     mailbox.exo_object_id = None
     mailbox.save(update_fields=["exo_object_id"])
     orphan.save()
+    name_words_replace([orphan])
     MailboxAddress.objects.filter(mailbox=mailbox).update(mailbox=orphan)
     for name in EXO_FIELDS:
         if name != "exo_object_id":

@@ -7,6 +7,7 @@ from portal.dn import normalize_dn
 from portal.roles import Role
 from soa.choices import Authority, Pairing
 from soa.models import Mailbox, MailboxAddress
+from soa.name_words import name_suffixes, name_words_replace
 from soa.selectors import mailbox_search, paginate
 
 CORP = "OU=Corp,DC=corp,DC=example,DC=com"
@@ -15,8 +16,8 @@ FINANCE = f"OU=Finance,{CORP}"
 
 
 def _mailbox(name: str, ou: str, *, authority=Authority.ON_PREM, addresses=(), drift=(), rtype="UserMailbox"):
-    dn = f"CN={name},{ou}"
-    alias = name.lower().replace(" ", ".")
+    dn = "CN={},{}".format(name.replace(",", "\\,"), ou)  # a comma in a name is escaped in its DN
+    alias = "".join(c for c in name.lower().replace(" ", ".") if c.isalnum() or c == ".")
     mailbox = Mailbox.objects.create(
         dn=dn, dn_norm=normalize_dn(dn), ou_norm=normalize_dn(ou), upn=f"{alias}@corp.example.com",
         display_name=name, search_name=name.lower(), primary_smtp=f"{alias}@corp.example.com", authority=authority,
@@ -25,6 +26,7 @@ def _mailbox(name: str, ou: str, *, authority=Authority.ON_PREM, addresses=(), d
     )  # fmt: skip
     for index, address in enumerate([f"{alias}@corp.example.com", *addresses]):
         MailboxAddress.objects.create(mailbox=mailbox, prefix="smtp", address=address, is_primary=index == 0)
+    name_words_replace([mailbox])  # as the inventory import keeps them
     return mailbox
 
 
@@ -35,6 +37,7 @@ def tenant(db):
         "bob": _mailbox("Bob Baker", SALES, authority=Authority.CLOUD, drift=["CustomAttribute1"]),
         "cid": _mailbox("Cid Cole", FINANCE, rtype="SharedMailbox"),
         "dee": _mailbox("Dee Dunn", f"OU=Payroll,{FINANCE}", authority=Authority.CLOUD),
+        "eve": _mailbox("Evans, Eve (Payroll)", f"OU=Payroll,{FINANCE}"),
     }
 
 
@@ -46,13 +49,19 @@ def _names(mailboxes):
     ("filters", "expected"),
     [
         ({"query": "ann"}, {"Ann Archer"}),
+        ({"query": "ARCHER"}, {"Ann Archer"}),  # the surname, any case
+        ({"query": "arc"}, {"Ann Archer"}),  # a prefix of any word
+        ({"query": "ann arc"}, {"Ann Archer"}),
+        ({"query": "eve (pay"}, {"Evans, Eve (Payroll)"}),  # from a later word on
+        ({"query": "payroll"}, {"Evans, Eve (Payroll)"}),
+        ({"query": "rcher"}, set()),  # a word's middle is not a match
         ({"query": "BOB.b"}, {"Bob Baker"}),  # UPN prefix, any case
         ({"query": "sales-te"}, {"Ann Archer"}),  # a secondary alias prefix
         ({"query": "smtp:SALES-TEAM@"}, {"Ann Archer"}),
         ({"query": "%"}, set()),  # not a wildcard
         ({"authority": Authority.CLOUD}, {"Bob Baker", "Dee Dunn"}),
         ({"recipient_type": "SharedMailbox"}, {"Cid Cole"}),
-        ({"ou": FINANCE.upper()}, {"Cid Cole", "Dee Dunn"}),  # the OU and below
+        ({"ou": FINANCE.upper()}, {"Cid Cole", "Dee Dunn", "Evans, Eve (Payroll)"}),  # the OU and below
         ({"drift": True}, {"Bob Baker"}),
         ({"drift": False, "authority": Authority.CLOUD}, {"Dee Dunn"}),
         ({"ou": "not a dn"}, set()),
@@ -61,6 +70,22 @@ def _names(mailboxes):
 def test_search_and_filters(tenant, make_user, filters, expected):
     user = make_user("wide", Role.WAVE_OPERATOR)
     assert _names(mailbox_search(user=user, **filters)) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "suffixes"),
+    [
+        ("ann archer", ["archer"]),
+        ("mary ann archer", ["ann archer", "archer"]),
+        ("archer, ann (sales)", ["ann (sales)", "sales)"]),
+        ("anne smith-jones", ["smith-jones", "jones"]),
+        ("o'neil", ["neil"]),
+        ("  cher  ", []),
+        ("", []),
+    ],
+)
+def test_a_name_is_found_from_each_of_its_words(name, suffixes):
+    assert name_suffixes(name) == suffixes
 
 
 def test_keyset_pages_cover_every_row_once_in_order_both_ways(db, make_user):

@@ -254,3 +254,26 @@ def test_changes_to_a_mailboxs_presence_and_authority_are_audited_once_per_page_
                 )
             }
             assert connection.add(gone.dn, attributes=raw), connection.result
+
+
+@pytest.mark.django_db
+def test_an_imported_mailbox_is_found_by_its_surname_and_by_its_new_name_after_a_rename_in_ad(tenant, make_user):
+    from soa.selectors import mailbox_search
+
+    directory, _, _ = tenant
+    _import()
+    user = make_user("finder", Role.WAVE_OPERATOR)
+    person = Mailbox.objects.filter(in_ad=True).exclude(display_name="").order_by("pk").first()
+    assert " " in person.display_name  # else the first word alone would find it
+    surname = person.display_name.split()[-1]
+    assert person in mailbox_search(user=user, query=surname.upper())
+    with _ad(directory) as connection:
+        connection.modify(person.dn, {"displayName": [(ldap3.MODIFY_REPLACE, [f"{person.display_name} Quennell"])]})
+    try:
+        assert _import(InventoryRun.Mode.INCREMENTAL).state == InventoryRun.State.DONE
+        assert list(mailbox_search(user=user, query="quenn")) == [person]
+    finally:
+        with _ad(directory) as connection:
+            connection.modify(person.dn, {"displayName": [(ldap3.MODIFY_REPLACE, [person.display_name])]})
+        _import()
+    assert not mailbox_search(user=user, query="quenn").exists()
