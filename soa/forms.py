@@ -12,7 +12,7 @@ RECIPIENT_TYPES = ["UserMailbox", "SharedMailbox", "RoomMailbox", "EquipmentMail
 class MailboxFilterForm(forms.Form):
     """Search and filters of the mailbox list; all optional."""
 
-    q = forms.CharField(required=False, max_length=320, label="Name, UPN or any address starts with")
+    q = forms.CharField(required=False, max_length=320, label="A word of the name, the UPN or an address starts with")
     authority = forms.ChoiceField(required=False, choices=[("", "Any authority"), *Authority.choices])
     recipient_type = forms.ChoiceField(
         required=False, choices=[("", "Any type"), *((t, t) for t in RECIPIENT_TYPES)], label="Recipient type"

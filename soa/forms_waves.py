@@ -49,7 +49,7 @@ class WaveFilterForm(forms.Form):
 
     prefix = "filter"  # the picker's search form on the same page uses the plain names
 
-    q = forms.CharField(required=False, max_length=320, label="Name, UPN or any address starts with")
+    q = forms.CharField(required=False, max_length=320, label="A word of the name, the UPN or an address starts with")
     ou = forms.CharField(required=False, max_length=1024, label="In OU (DN)")
     department = forms.CharField(required=False, max_length=256)
     recipient_type = forms.ChoiceField(
