@@ -111,3 +111,21 @@ def is_within(dn: str, base: str) -> bool:
     """True when ``dn`` is ``base`` itself or lies anywhere below it. Both may be raw or normalised."""
     child, parent = normalize_dn(dn), normalize_dn(base)
     return child == parent or child.endswith("," + parent)
+
+
+def rdn_values(dn: str) -> list[str]:
+    """The value of each RDN of ``dn`` as written (escapes decoded, letter case kept), leaf first; the first value
+    of a multi-valued RDN. Raises InvalidDn as normalize_dn does."""
+    if not dn or not dn.strip():
+        raise InvalidDn("A distinguished name cannot be empty.")
+    return [rdn[0][1] for rdn in _split(dn.strip())]
+
+
+def container_names(dn: str) -> list[str]:
+    """The names of the OUs and containers holding the object at ``dn``, from the top down, without the domain's DC
+    components ("CN=Ann,OU=Sales,OU=Corp,DC=corp,DC=com" -> ["Corp", "Sales"]); [] for a malformed DN."""
+    try:
+        rdns = _split(dn.strip())
+    except (InvalidDn, UnicodeDecodeError):
+        return []
+    return [rdn[0][1] for rdn in reversed(rdns[1:]) if rdn[0][0].lower() != "dc"]

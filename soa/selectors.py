@@ -1,14 +1,16 @@
 """Reads of the domain, each already limited to what the asking user may see."""
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
+from django.core.cache import cache
+from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from portal.cursors import decode_cursor, encode_cursor
-from portal.dn import InvalidDn, normalize_dn
+from portal.dn import InvalidDn, normalize_dn, rdn_values
 from portal.roles import Action, may, scope_filter
 from soa.choices import Authority, ChangeState, Decision, MemberState, WaveState
 from soa.models import (
@@ -29,7 +31,11 @@ SORTS: dict[str, tuple[str, bool]] = {
     "-name": ("display_name", True),
     "upn": ("upn", False),
     "-upn": ("upn", True),
+    "department": ("department", False),
+    "-department": ("department", True),
 }
+# How long the OU picker's tree is reused: building it groups every mailbox in scope by OU.
+OU_TREE_SECONDS = 300
 
 
 def mailbox_list(*, user, action: Action = Action.MAILBOX_VIEW) -> QuerySet[Mailbox]:
@@ -60,6 +66,7 @@ def mailbox_search(
     recipient_type: str = "",
     ou: str = "",
     drift: bool | None = None,
+    department: str = "",
 ) -> QuerySet[Mailbox]:
     """Scoped mailboxes matching the filters and, by prefix, any word of the name, the UPN or any address."""
     mailboxes = mailbox_list(user=user)
@@ -90,7 +97,56 @@ def mailbox_search(
         mailboxes = mailboxes.filter(Q(ou_norm=base) | Q(ou_norm__endswith="," + base))
     if drift is not None:
         mailboxes = mailboxes.filter(has_drift=drift)
+    if department.strip():
+        mailboxes = mailboxes.filter(department__iexact=department.strip())
     return mailboxes
+
+
+@dataclass(frozen=True)
+class OuChoice:
+    """One OU of the picker: its normalised DN (what the filter takes), its own name as AD spells it, its depth
+    below the domain, and the mailboxes in scope in it and below."""
+
+    dn: str
+    label: str
+    depth: int
+    mailboxes: int
+
+
+def ou_tree(*, user) -> list[OuChoice]:
+    """The OUs holding the user's mailboxes, with every OU above them up to the domain, as a tree in depth-first
+    order (each parent before its children, siblings by name); reused for OU_TREE_SECONDS."""
+    # Keyed by the scope itself, not only the user: a scope narrowed meanwhile never shows OUs now outside it.
+    scope = hashlib.sha256(str(scope_filter(user, Action.MAILBOX_VIEW, "dn_norm")).encode()).hexdigest()[:32]
+    key = f"soa:ou-tree:{user.pk}:{scope}"
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    groups = (
+        mailbox_list(user=user).exclude(ou_norm="").order_by().values("ou_norm")
+        .annotate(count=Count("id"), sample=Min("dn"))
+    )  # fmt: skip
+    nodes: dict[str, list] = {}  # normalised DN -> [label, mailboxes in it and below]
+    for group in groups:
+        parts = group["ou_norm"].split(",")  # a literal comma is escaped in the normal form: each is a separator
+        try:
+            names = rdn_values(group["sample"])[1:]
+        except InvalidDn:
+            names = []
+        if len(names) != len(parts):
+            names = [part.split("=", 1)[-1] for part in parts]
+        for index, part in enumerate(parts):
+            if part.startswith("dc="):
+                break
+            node = nodes.setdefault(",".join(parts[index:]), [names[index], 0])
+            node[1] += group["count"]
+
+    def path(dn: str) -> list[str]:
+        return [part for part in reversed(dn.split(",")) if not part.startswith("dc=")]
+
+    tree = [OuChoice(dn, nodes[dn][0], len(path(dn)) - 1, nodes[dn][1]) for dn in sorted(nodes, key=path)]
+    cache.set(key, tree, OU_TREE_SECONDS)
+    return tree
 
 
 @dataclass

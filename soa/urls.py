@@ -4,6 +4,7 @@ from soa import views, views_changes
 
 urlpatterns = [
     path("", views.mailbox_list_view, name="mailbox_list"),
+    path("export.csv", views.mailbox_export_view, name="mailbox_export"),
     path("<int:pk>/", views.mailbox_detail_view, name="mailbox_detail"),
     path("<int:pk>/edit/<str:op>/", views_changes.change_edit_view, name="change_edit"),
     path("<int:pk>/edit/<str:op>/preview/", views_changes.change_preview_view, name="change_preview"),

@@ -132,3 +132,13 @@ def make_user(db):
         return user
 
     return factory
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Each test starts with an empty cache: ids repeat between tests, so a key built from one could meet another
+    test's entry (the OU picker's tree is cached per user)."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield

@@ -1,6 +1,5 @@
 """The auditors' pages: browse, export and verify the change history (verifying is a job: writeback.jobs.audit)."""
 
-import csv
 import datetime as dt
 import json
 import logging
@@ -17,6 +16,7 @@ from django.views.decorators.http import require_POST
 from redis.exceptions import RedisError
 
 from portal.audit import audit_record
+from portal.csv_stream import csv_lines
 from portal.decorators import action_required
 from portal.forms import AuditFilterForm
 from portal.models import AuditEvent
@@ -60,17 +60,6 @@ def audit_list(request: HttpRequest) -> HttpResponse:
     return render(request, template, {"form": form, "page": page, "query": query.urlencode()})
 
 
-def _csv_cell(value) -> str:
-    # A cell starting with = + - @ is run as a formula by spreadsheet programs; auditors open these files.
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
 def _row(event) -> dict:
     return {field: getattr(event, field) for field in EXPORT_FIELDS} | {"occurred_at": event.occurred_at.isoformat()}
 
@@ -94,15 +83,13 @@ def audit_export(request: HttpRequest, fmt: str) -> HttpResponse:
         )
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
     if fmt == "csv":
-        writer = csv.writer(_Echo())
 
         def lines():
-            yield writer.writerow(EXPORT_FIELDS)
-            for event in events.iterator(chunk_size=2000):
-                row = _row(event)
-                yield writer.writerow(
-                    [_csv_cell(json.dumps(row[f]) if f in ("before", "after") else row[f]) for f in EXPORT_FIELDS]
-                )
+            rows = (_row(event) for event in events.iterator(chunk_size=2000))
+            yield from csv_lines(
+                EXPORT_FIELDS,
+                ([json.dumps(row[f]) if f in ("before", "after") else row[f] for f in EXPORT_FIELDS] for row in rows),
+            )
 
         content_type = "text/csv; charset=utf-8"
     else:

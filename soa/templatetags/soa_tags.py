@@ -3,6 +3,7 @@
 from django import template
 from django.utils.html import format_html, format_html_join
 
+from portal.dn import container_names
 from soa.validation import is_routing_address
 from soa.values import is_moera
 
@@ -27,3 +28,9 @@ def tenant_address(raw: str) -> bool:
     Remove or Make primary for it, since the change service would refuse both."""
     kind, _, address = str(raw).partition(":")
     return kind.lower() == "smtp" and (is_moera(address) or is_routing_address(address))
+
+
+@register.filter
+def ou_of(dn: str) -> str:
+    """The OU path of a mailbox's DN, top down ("Corp / Sales"), for a list column."""
+    return " / ".join(container_names(dn or "")) if dn else ""
