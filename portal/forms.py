@@ -26,12 +26,15 @@ class AuditFilterForm(forms.Form):
     action = forms.CharField(required=False, max_length=100, label="Action starts with")
     object = forms.CharField(required=False, max_length=255, label="Object id or text")
     correlation_id = forms.CharField(required=False, max_length=64, label="Correlation id")
+    mailbox = forms.CharField(required=False, max_length=320, label="Mailbox (name, UPN or address)")
     since = forms.DateTimeField(
         required=False, label="From (UTC)", widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
     )
     until = forms.DateTimeField(
         required=False, label="Until (UTC)", widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
     )
+
+    hide_audit = forms.BooleanField(required=False, label="Hide the log's own exports and verifications")
 
     def clean(self):
         cleaned = super().clean()

@@ -5,12 +5,18 @@ from django.db.models import Q, QuerySet
 from portal.models import AuditEvent, RoleAssignment
 from portal.roles import Action, may
 
+# The log's records of itself (exports, verification requests and results), which the list can hide.
+AUDIT_OWN_ACTIONS = "portal.audit."
 
-def audit_event_list(*, user, filters: dict) -> QuerySet[AuditEvent]:
-    """Audit events matching the cleaned AuditFilterForm values; nothing for a user without audit rights."""
+
+def audit_event_list(*, user, filters: dict, objects: Q | None = None) -> QuerySet[AuditEvent]:
+    """Audit events matching the cleaned AuditFilterForm values (and ``objects``, a filter on the objects touched);
+    nothing for a user without audit rights."""
     if not may(user, Action.AUDIT_VIEW):
         return AuditEvent.objects.none()
-    events = AuditEvent.objects.all()
+    events = AuditEvent.objects.all() if objects is None else AuditEvent.objects.filter(objects)
+    if filters.get("hide_audit"):
+        events = events.exclude(action__startswith=AUDIT_OWN_ACTIONS)
     if filters.get("actor"):
         events = events.filter(actor_name__icontains=filters["actor"])
     if filters.get("action"):

@@ -9,6 +9,7 @@ import uuid
 import django_rq
 from django.core.paginator import Paginator
 from django.db import transaction
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -22,6 +23,7 @@ from portal.forms import AuditFilterForm
 from portal.models import AuditEvent
 from portal.roles import Action
 from portal.selectors import audit_event_list
+from portal.views.audit_objects import MAILBOX_SEARCH_LIMIT, changed_keys, mailbox_events, name_mailboxes
 from writeback.jobs.audit import (
     JOB_TIMEOUT,
     PROGRESS_KEY,
@@ -41,19 +43,34 @@ EXPORT_FIELDS = [
 ]  # fmt: skip
 
 
-def _filters(request: HttpRequest) -> tuple[AuditFilterForm, dict]:
+def _filters(request: HttpRequest) -> tuple[AuditFilterForm, dict, Q | None]:
+    """The form, its cleaned filters, and the filter on the objects of the mailboxes its mailbox field names (an
+    error on the form when that names none, or too many to list)."""
     form = AuditFilterForm(request.GET or None)
-    return form, (form.cleaned_data if form.is_bound and form.is_valid() else {})
+    if not (form.is_bound and form.is_valid()):
+        return form, {}, None
+    filters, objects = form.cleaned_data, None
+    if filters.get("mailbox", "").strip():
+        objects, found = mailbox_events(user=request.user, text=filters["mailbox"])
+        if not found:
+            form.add_error("mailbox", "No mailbox has this name, UPN or address (or it is outside your scope).")
+        elif found > MAILBOX_SEARCH_LIMIT:
+            form.add_error("mailbox", f"More than {MAILBOX_SEARCH_LIMIT} mailboxes match; type more of the name.")
+    return form, filters, objects
 
 
 @action_required(Action.AUDIT_VIEW)
 def audit_list(request: HttpRequest) -> HttpResponse:
-    form, filters = _filters(request)
-    events = audit_event_list(user=request.user, filters=filters)
+    form, filters, objects = _filters(request)
+    events = audit_event_list(user=request.user, filters=filters, objects=objects)
     if form.errors:
         # Listing everything under a filter the user believes applied would mislead: show the error instead.
         events = events.none()
     page = Paginator(events, PAGE_SIZE).get_page(request.GET.get("page"))
+    page.object_list = list(page.object_list)  # the events are given their mailbox and changes below
+    name_mailboxes(page.object_list)
+    for event in page.object_list:
+        event.changes = changed_keys(event.before, event.after)
     query = request.GET.copy()
     query.pop("page", None)
     template = "portal/audit_list.html#audit-results" if request.htmx else "portal/audit_list.html"
@@ -69,11 +86,11 @@ def audit_export(request: HttpRequest, fmt: str) -> HttpResponse:
     """Stream the filtered history as CSV or JSON Lines; the export itself is recorded."""
     if fmt not in ("csv", "jsonl"):
         return HttpResponseBadRequest("Export format must be csv or jsonl.")
-    form, filters = _filters(request)
+    form, filters, objects = _filters(request)
     if form.errors:
         problems = "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
         return HttpResponseBadRequest(f"Invalid filters ({problems}).", content_type="text/plain")
-    events = audit_event_list(user=request.user, filters=filters).order_by("id")
+    events = audit_event_list(user=request.user, filters=filters, objects=objects).order_by("id")
     with transaction.atomic():
         audit_record(
             actor=request.user,

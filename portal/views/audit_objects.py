@@ -1,0 +1,90 @@
+"""What the audit list says about the objects its events touched: the mailbox behind each event (a help-desk edit,
+a writeback task, a drift finding, a wave member all belong to one), the events of the mailboxes a search names,
+and what an event changed, key by key.
+
+The events name their object by type and id only (the hash chain covers what was written at the time); the mailbox
+is looked up when the page is shown, for the events of that page, one query per object type.
+"""
+
+import json
+from typing import Any
+
+from django.db.models import CharField, Q, QuerySet
+from django.db.models.functions import Cast
+
+from soa.models import ChangeRequest, Mailbox, WaveMember
+from soa.selectors import mailbox_search
+from writeback.models import DriftFinding, WritebackTask
+
+MAILBOX = "soa.mailbox"
+# Objects that belong to one mailbox: the audit object type -> its model (each has a mailbox_id).
+BELONGS_TO_MAILBOX = {
+    "soa.changerequest": ChangeRequest,
+    "soa.wavemember": WaveMember,
+    "writeback.writebacktask": WritebackTask,
+    "writeback.driftfinding": DriftFinding,
+}
+# Mailboxes a search may name before it is too broad to list their events.
+MAILBOX_SEARCH_LIMIT = 200
+
+
+def _ids(values) -> list[int]:
+    return [int(value) for value in values if str(value).isdigit()]
+
+
+def name_mailboxes(events) -> None:
+    """Give each event of ``events`` a ``mailbox`` (display name, UPN and primary address), or None."""
+    wanted: dict[str, set[int]] = {}
+    for event in events:
+        wanted.setdefault(event.object_type, set()).update(_ids([event.object_id]))
+    owner: dict[tuple[str, int], int] = {(MAILBOX, pk): pk for pk in wanted.get(MAILBOX, ())}
+    for object_type, model in BELONGS_TO_MAILBOX.items():
+        if wanted.get(object_type):
+            for pk, mailbox_id in model.objects.filter(pk__in=wanted[object_type]).values_list("pk", "mailbox_id"):
+                owner[(object_type, pk)] = mailbox_id
+    mailboxes = Mailbox.objects.only("pk", "display_name", "upn", "primary_smtp").in_bulk(set(owner.values()))
+    for event in events:
+        ids = _ids([event.object_id])
+        event.mailbox = mailboxes.get(owner.get((event.object_type, ids[0]))) if ids else None
+
+
+def mailbox_events(*, user, text: str) -> tuple[Q, int]:
+    """The filter of the events that touched any mailbox ``text`` finds (any word of its name, its UPN or any of its
+    addresses, by prefix), and how many mailboxes that is (at most MAILBOX_SEARCH_LIMIT + 1)."""
+    ids = list(
+        mailbox_search(user=user, query=text).order_by("pk").values_list("pk", flat=True)[: MAILBOX_SEARCH_LIMIT + 1]
+    )
+    match = Q(object_type=MAILBOX, object_id__in=[str(pk) for pk in ids])
+    for object_type, model in BELONGS_TO_MAILBOX.items():
+        match |= Q(object_type=object_type, object_id__in=_as_text(model.objects.filter(mailbox_id__in=ids)))
+    return match, len(ids)
+
+
+def _as_text(rows: QuerySet) -> QuerySet:
+    return rows.annotate(text_id=Cast("pk", CharField())).values("text_id")
+
+
+def changed_keys(before: Any, after: Any) -> list[dict[str, Any]]:
+    """The keys whose values differ between an event's before and after, in order, each with both values (None for a
+    key one side lacks); [] when either side is not a mapping (shown whole instead)."""
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return []
+    keys = list(dict.fromkeys([*before, *after]))
+    return [
+        {
+            "key": key,
+            "before": _shown(before.get(key)),
+            "after": _shown(after.get(key)),
+            "added": key not in before,
+            "removed": key not in after,
+        }
+        for key in keys
+        if before.get(key) != after.get(key) or (key in before) != (key in after)
+    ]
+
+
+def _shown(value: Any) -> str | None:
+    # Text as it is; lists, numbers, booleans as JSON (what the export holds), not as Python's repr.
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
