@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import django_rq
+import ldap3
 from django.db.models import F
 from django.utils import timezone
+from ldap3.utils.conv import escape_bytes
 from rq import SimpleWorker
 
 from sandbox.directory import SandboxDirectory
@@ -28,7 +30,7 @@ from sandbox.exchange_online import ExchangeOnlineEmulator
 from sandbox.seed import seed_tenant
 from soa import jobs
 from soa.choices import MemberState
-from soa.models import WaveMember
+from soa.models import Mailbox, WaveMember
 from writeback.inventory import inventory_run_request
 from writeback.jobs.inventory import claim, execute
 from writeback.models import InventoryRun, WritebackTask
@@ -95,6 +97,15 @@ def tenant_for(workdir: Path, *, users: int, seed: int) -> Iterator[Tenant]:
         for name, value in saved.items():
             setattr(settings, name, value)
         tenant.close()
+
+
+def read_ad(directory, mailbox: Mailbox, *attributes: str) -> dict[str, list[str]]:
+    """The user's attributes as a plain ldap3 connection of the test's own reads them (text values, lists)."""
+    server = ldap3.Server(directory.url, get_info=ldap3.NONE)
+    with ldap3.Connection(server, directory.bind_dn, directory.password, auto_bind=True) as conn:
+        conn.search(directory.base_dn, f"(objectGUID={escape_bytes(mailbox.ad_guid.bytes_le)})", attributes=attributes)
+        (entry,) = [item for item in conn.response if item["type"] == "searchResEntry"]
+        return {name: [value.decode() for value in entry["raw_attributes"].get(name, [])] for name in attributes}
 
 
 def import_inventory() -> None:

@@ -9,9 +9,7 @@ test_directory_stopped_during_wave_revert; the clock of tests/faults/fault_stack
 import os
 import uuid
 
-import ldap3
 import pytest
-from ldap3.utils.conv import escape_bytes
 
 from portal.audit import verify_chain
 from portal.models import AuditEvent
@@ -19,7 +17,7 @@ from portal.roles import Role
 from soa.choices import Authority, ChangeState
 from soa.models import ChangeRequest, Mailbox
 from soa.services.changes import change_request_create
-from tests.faults.fault_stack import Event, VirtualClock, empty_queues, import_inventory, tenant_for
+from tests.faults.fault_stack import Event, VirtualClock, empty_queues, import_inventory, read_ad, tenant_for
 from writeback.jobs.lifecycle import WRITEBACK_RETRY
 from writeback.models import WritebackTask
 
@@ -47,14 +45,6 @@ def stack(tenant):
     yield tenant
     if not tenant.directory_running:
         tenant.start_directory()
-
-
-def read_ad(directory, mailbox: Mailbox, *attributes: str) -> dict[str, list[str]]:
-    server = ldap3.Server(directory.url, get_info=ldap3.NONE)
-    with ldap3.Connection(server, directory.bind_dn, directory.password, auto_bind=True) as conn:
-        conn.search(directory.base_dn, f"(objectGUID={escape_bytes(mailbox.ad_guid.bytes_le)})", attributes=attributes)
-        (entry,) = [item for item in conn.response if item["type"] == "searchResEntry"]
-        return {name: [value.decode() for value in entry["raw_attributes"].get(name, [])] for name in attributes}
 
 
 def test_directory_stopped_for_a_minute_during_writeback_every_task_completes_by_itself_each_value_once(
