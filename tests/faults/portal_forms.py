@@ -12,13 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import django_rq
+from django.apps import apps
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
-from portal.models import RoleAssignment, SignInThrottle, User
+from portal.models import AuditEvent, RoleAssignment, SignInThrottle, User
 from portal.roles import Role
+from soa import jobs
 from soa.choices import Authority, MemberState, WaveState
 from soa.models import Mailbox, PilotWave, WaveMember
 from soa.services.accepted_domains import accepted_domains_replace
@@ -332,6 +335,36 @@ NO_FORM = {
     "connections": "a page (its form posts to connection_test)", "role_list": "a page",
     "signin_locks": "a page",
 }  # fmt: skip
+
+
+TABLES = [
+    model for label in ("portal", "soa", "writeback") for model in apps.get_app_config(label).get_models()
+    if model._meta.managed and not model._meta.proxy
+]  # fmt: skip
+
+
+def jobs_waiting() -> int:
+    total = 0
+    for name in (jobs.QUEUE, jobs.WRITEBACK_QUEUE):
+        queue = django_rq.get_queue(name)
+        total += len(queue) + queue.scheduled_job_registry.count
+    return total
+
+
+class State:
+    """Row counts of every table but the audit log's, the audit log's newest id, and the jobs waiting in Redis."""
+
+    def __init__(self):
+        self.rows = {model._meta.label: model.objects.count() for model in TABLES if model is not AuditEvent}
+        self.last_event = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+        self.jobs = jobs_waiting()
+
+    def actions_since(self, earlier: State) -> list[str]:
+        found = AuditEvent.objects.filter(id__gt=earlier.last_event, id__lte=self.last_event).order_by("id")
+        return list(found.values_list("action", flat=True))
+
+    def new_rows_since(self, earlier: State) -> dict[str, int]:
+        return {label: n - earlier.rows[label] for label, n in self.rows.items() if n != earlier.rows[label]}
 
 
 def url_names() -> set[str]:

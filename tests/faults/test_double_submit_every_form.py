@@ -7,22 +7,14 @@ have done something (an audit event), so a form that silently did nothing cannot
 Django's test client with CSRF checks on.
 """
 
-import django_rq
 import pytest
-from django.apps import apps
 from django.test import Client
 
-from portal.models import AuditEvent
-from soa import jobs
-from tests.faults.portal_forms import FORMS, NO_FORM, REPEATABLE, People, uncatalogued
+from tests.faults.portal_forms import FORMS, NO_FORM, REPEATABLE, People, State, uncatalogued
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 WRITES_NOTHING = {"change_preview", "bulk_preview"}  # a preview reads and shows; only its confirmation writes
-TABLES = [
-    model for label in ("portal", "soa", "writeback") for model in apps.get_app_config(label).get_models()
-    if model._meta.managed and not model._meta.proxy
-]  # fmt: skip
 
 
 def test_every_form_of_the_url_map_is_catalogued():
@@ -46,30 +38,6 @@ def submit(client: Client, form, payload: dict):
     assert response.status_code < 500, response.content[:1000]
     assert response.status_code != 403 or b"CSRF" not in response.content, "the CSRF token was refused"
     return response
-
-
-def jobs_waiting() -> int:
-    total = 0
-    for name in (jobs.QUEUE, jobs.WRITEBACK_QUEUE):
-        queue = django_rq.get_queue(name)
-        total += len(queue) + queue.scheduled_job_registry.count
-    return total
-
-
-class State:
-    """Row counts of every table but the audit log's, the audit log's newest id, and the jobs waiting in Redis."""
-
-    def __init__(self):
-        self.rows = {model._meta.label: model.objects.count() for model in TABLES if model is not AuditEvent}
-        self.last_event = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
-        self.jobs = jobs_waiting()
-
-    def actions_since(self, earlier: "State") -> list[str]:
-        found = AuditEvent.objects.filter(id__gt=earlier.last_event, id__lte=self.last_event).order_by("id")
-        return list(found.values_list("action", flat=True))
-
-    def new_rows_since(self, earlier: "State") -> dict[str, int]:
-        return {label: n - earlier.rows[label] for label, n in self.rows.items() if n != earlier.rows[label]}
 
 
 def _check_second(name: str, first: list[str], before: State, after_first: State, after_second: State) -> None:
