@@ -59,8 +59,8 @@ def _finish(batch: wave_jobs.Batch, counts: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fail(batch: wave_jobs.Batch, error: str) -> dict[str, Any]:
-    """Give the batch back, then schedule the wave's next batch after the retry policy's backoff (a bug that fails
-    every batch then costs each member at most MEMBER_RETRY.max_attempts claims, slowly, before it is FAILED)."""
+    """Give the batch back, then schedule the wave's next batch after UNEXPECTED_ERROR_WAIT (a bug that fails every
+    batch then costs each member at most MEMBER_RETRY.max_attempts claims, slowly, before it is FAILED)."""
     wave_jobs.give_back(batch, error)
     retry_at = timezone.now() + UNEXPECTED_ERROR_WAIT
     batch.counts["settled"] = wave_jobs.settle(batch.wave_id, retry_at=retry_at)
