@@ -29,7 +29,7 @@ from writeback.jobs.lifecycle import MEMBER_RETRY
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-OUTAGE_SECONDS = float(os.environ.get("FAULT_OUTAGE_SECONDS", "60"))
+OUTAGE_SECONDS = float(os.environ.get("FAULT_OUTAGE_SECONDS", "60"))  # on the fault clock; the real wait is seconds
 MEMBERS = 6
 _VOLATILE = {"WhenChangedUTC", "IsExchangeCloudManaged"}
 

@@ -23,7 +23,7 @@ from writeback.models import WritebackTask
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-OUTAGE_SECONDS = float(os.environ.get("FAULT_OUTAGE_SECONDS", "60"))
+OUTAGE_SECONDS = float(os.environ.get("FAULT_OUTAGE_SECONDS", "60"))  # on the fault clock; the real wait is seconds
 EDITS = 4
 USERS = 20
 
