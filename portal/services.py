@@ -1,14 +1,16 @@
 """Writes of the portal shell: granting and revoking roles. Each runs in one transaction with its audit event."""
 
+import datetime as dt
 from collections.abc import Iterable
 
 from django.contrib.auth.models import Group
 from django.db import transaction
+from django.utils import timezone
 
 from portal.audit import audit_record
 from portal.dn import InvalidDn, normalize_dn
 from portal.limits import REASON_MAX_LENGTH, SCOPES_MAX_LENGTH, too_long
-from portal.models import RoleAssignment, RoleScope, User
+from portal.models import AuditEvent, RoleAssignment, RoleScope, User
 from portal.roles import INCOMPATIBLE_ROLES, TENANT_WIDE_ROLES, Action, Role, may
 
 
@@ -92,6 +94,8 @@ def role_assign(
     assignment, created = RoleAssignment.objects.select_for_update().get_or_create(
         user=user, role=group, defaults={"tenant_wide": tenant_wide, "created_by": actor}
     )
+    if not created and _resent(assignment, tenant_wide=tenant_wide, scopes=set(normalised), reason=reason):
+        return assignment
     before = None if created else _snapshot(assignment)
     assignment.tenant_wide = tenant_wide
     assignment.save(update_fields=["tenant_wide"])
@@ -110,6 +114,30 @@ def role_assign(
         reason=reason,
     )
     return assignment
+
+
+# An unchanged assignment is recorded again (a yearly review re-affirms a role, with its reason), unless it was
+# recorded with the same reason this recently: that is the same form sent twice (a double click, a resent page, or
+# two administrators acting on the same ticket).
+RESEND_WINDOW = dt.timedelta(minutes=2)
+
+
+def _resent(assignment: RoleAssignment, *, tenant_wide: bool, scopes: set[str], reason: str) -> bool:
+    held = set(assignment.scopes.values_list("base_dn_norm", flat=True))
+    if assignment.tenant_wide != tenant_wide or held != scopes:
+        return False
+    last = (
+        AuditEvent.objects.filter(action="portal.role.assigned", object_type=User._meta.label_lower,
+                                  object_id=str(assignment.user_id))
+        .order_by("-id")
+        .first()
+    )  # fmt: skip
+    return (
+        last is not None
+        and last.reason == reason
+        and (last.after or {}).get("role") == assignment.role.name
+        and timezone.now() - last.occurred_at < RESEND_WINDOW
+    )
 
 
 @transaction.atomic

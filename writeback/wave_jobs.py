@@ -74,6 +74,11 @@ class Outcome:
     quiet_until: dt.datetime | None = None  # inside the quiet period until then (PENDING)
     not_found: bool = False  # Exchange answered 404 for the mailbox (PENDING until the bound, then FAILED)
 
+    @property
+    def transient(self) -> bool:
+        """A retryable failure, not a wait Exchange or the quiet period asked for: tried after MEMBER_RETRY's delay."""
+        return self.state == MemberState.PENDING and not (self.retry_at or self.quiet_until or self.not_found)
+
 
 def _client() -> ExchangeOnlineClient:
     return ExchangeOnlineClient(ExchangeConfig.from_settings())
@@ -221,6 +226,9 @@ def record(member: WaveMember, outcome: Outcome) -> str | None:
             row.attempts -= 1  # waiting for Exchange is not the member's failure
         elif state == MemberState.PENDING and MEMBER_RETRY.gives_up(row.attempts):
             state, error = MemberState.FAILED, f"Gave up after {row.attempts} attempts. Last error: {error}"
+        elif state == MemberState.PENDING:
+            # A transient failure: claimed again at once, an outage of a minute would use up every attempt in a second.
+            row.not_before = now + dt.timedelta(seconds=MEMBER_RETRY.delay(row.attempts))
         require_member_transition(row.state, state)
         row.state, row.last_error = state, error
         row.finished_at = None if state == MemberState.PENDING else now
@@ -449,6 +457,13 @@ def _flip_batch(batch: Batch, *, client, directory, sleep, copy_to_ad: bool) -> 
             counts["retry_at"] = outcome.retry_at
             why = f"Exchange Online asked to wait until {outcome.retry_at:%Y-%m-%d %H:%M:%S} UTC."
             counts["released"] = _release(members[index + 1 :], why, not_before=outcome.retry_at)
+            break
+        if recorded == MemberState.PENDING and outcome.transient:
+            # Exchange failing or the directory unreachable fails the next member too: the rest of the batch waits
+            # with this one, unclaimed, instead of each spending an attempt on the same outage.
+            waiting_until = WaveMember.objects.get(pk=member.pk).not_before
+            why = f"Waiting with another member after a transient failure: {outcome.error}"
+            counts["released"] = _release(members[index + 1 :], why, not_before=waiting_until)
             break
 
 

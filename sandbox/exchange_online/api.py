@@ -43,6 +43,9 @@ class Counters:
             self.throttled = 0
             self.by_status: collections.Counter[int] = collections.Counter()
             self.by_cmdlet: collections.Counter[str] = collections.Counter()
+            # Write cmdlets carried out (whatever was answered after): a request refused or failed before it ran is
+            # in by_cmdlet, not here, so a test can tell a write applied twice from a write retried after a 5xx.
+            self.carried_out: collections.Counter[str] = collections.Counter()
 
     def count(self, *, status: int, cmdlet: str | None = None, invoke: bool = False) -> None:
         with self._lock:
@@ -55,6 +58,10 @@ class Counters:
             if cmdlet:
                 self.by_cmdlet[cmdlet] += 1
 
+    def count_carried_out(self, cmdlet: str) -> None:
+        with self._lock:
+            self.carried_out[cmdlet] += 1
+
     def describe(self) -> dict[str, Any]:
         with self._lock:
             return {
@@ -63,6 +70,7 @@ class Counters:
                 "throttled": self.throttled,
                 "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
                 "by_cmdlet": dict(sorted(self.by_cmdlet.items())),
+                "carried_out": dict(sorted(self.carried_out.items())),
             }
 
 
@@ -121,8 +129,10 @@ class ExchangeApi:
                 self.counters.count(status=403, cmdlet=cmdlet, invoke=True)
                 return response
             result = handler(call)
-            if cmdlet.lower() in WRITE_CMDLETS and self.faults.take_error_after_apply():
-                raise empty_server_error()
+            if cmdlet.lower() in WRITE_CMDLETS:
+                self.counters.count_carried_out(cmdlet)
+                if self.faults.take_error_after_apply():
+                    raise empty_server_error()
         except ExchangeError as exc:
             self.counters.count(status=exc.status, cmdlet=cmdlet, invoke=True)
             return json_response(exc.status, exc.body(), headers={**headers, **exc.headers}, content_type=CONTENT_TYPE)

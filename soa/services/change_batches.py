@@ -26,7 +26,14 @@ from portal.models import User
 from portal.roles import Action, may
 from soa import jobs
 from soa.bulk_csv import BulkInputError, BulkPreview, bulk_preview
-from soa.choices import BATCH_TRANSITIONS, CHANGE_OPEN_STATES, CHANGE_TERMINAL_STATES, BatchState, ChangeState
+from soa.choices import (
+    BATCH_OPEN_STATES,
+    BATCH_TRANSITIONS,
+    CHANGE_OPEN_STATES,
+    CHANGE_TERMINAL_STATES,
+    BatchState,
+    ChangeState,
+)
 from soa.models import ChangeBatch, ChangeBatchLine, ChangeRequest, Mailbox
 from soa.services import Refusal, SoaError, refuse
 from soa.services.changes import IDEMPOTENCY_KEY_MAX, change_request_create
@@ -128,6 +135,13 @@ def change_batch_create(*, actor: User, lines, file_name: str, reason: str, idem
         replay = ChangeBatch.objects.select_for_update().filter(idempotency_key=key).first()
         if replay is not None:
             return replay
+        same = _open_batch_with_lines(actor, preview.lines)
+        if same is not None:
+            # The same file confirmed from a second tab (its page made its own key): the open one makes these changes.
+            raise SoaError(
+                f"Your bulk edit #{same.pk} with these same lines is still {same.get_state_display().lower()}; it "
+                "makes these changes. Cancel it first to send them again."
+            )
         batch = ChangeBatch.objects.create(
             created_by=actor, reason=reason, file_name=(file_name or "")[:255], line_count=len(preview.lines),
             idempotency_key=key,
@@ -145,6 +159,16 @@ def change_batch_create(*, actor: User, lines, file_name: str, reason: str, idem
         batch_id = batch.pk
         transaction.on_commit(lambda: jobs.change_batch_enqueue(batch_id=batch_id))
     return batch
+
+
+def _open_batch_with_lines(actor: User, lines) -> ChangeBatch | None:
+    """The actor's open bulk edit holding exactly ``lines`` (same mailboxes, same operations, same order), if any."""
+    wanted = [(line.mailbox_id, line.operation) for line in lines]
+    candidates = ChangeBatch.objects.filter(created_by=actor, state__in=BATCH_OPEN_STATES, line_count=len(wanted))
+    for batch in candidates.order_by("pk"):
+        if list(batch.lines.order_by("number").values_list("mailbox_id", "operation")) == wanted:
+            return batch
+    return None
 
 
 # -- controlling a batch ---------------------------------------------------------------------------------------------

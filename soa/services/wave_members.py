@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import transaction
 
 from portal.audit import audit_record
+from portal.cursors import MAX_ID
 from portal.dn import InvalidDn, normalize_dn
 from portal.models import User
 from portal.roles import Action, scope_filter
@@ -134,6 +135,8 @@ def _ids(mailbox_ids: Iterable[int], *, empty: str) -> list[int]:
         wanted = list(dict.fromkeys(int(pk) for pk in mailbox_ids))
     except (TypeError, ValueError):
         raise SoaError("Mailbox ids must be whole numbers.") from None
+    if any(not 0 < pk <= MAX_ID for pk in wanted):  # the database cannot even compare one beyond its key column
+        raise SoaError("Mailbox ids must be whole numbers from 1 to 2⁶³-1.")
     if not wanted:
         raise SoaError(empty)
     return wanted

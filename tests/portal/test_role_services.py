@@ -162,6 +162,16 @@ def test_an_auditor_can_be_reassigned_the_auditor_role(admin, make_user):
 
 
 @pytest.mark.django_db
+def test_the_same_assignment_sent_twice_is_recorded_once_and_a_later_review_again(admin, make_user):
+    bob = make_user("bob")
+    role_assign(actor=admin, user=bob, role=Role.AUDITOR, tenant_wide=True, reason="ticket 7")
+    role_assign(actor=admin, user=bob, role=Role.AUDITOR, tenant_wide=True, reason="ticket 7")  # the form resent
+    assert AuditEvent.objects.filter(action="portal.role.assigned", object_id=str(bob.pk)).count() == 1
+    role_assign(actor=admin, user=bob, role=Role.AUDITOR, tenant_wide=True, reason="yearly review")
+    assert AuditEvent.objects.filter(action="portal.role.assigned", object_id=str(bob.pk)).count() == 2
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("role", [Role.AUDITOR, Role.ADMIN])
 def test_tenant_level_roles_cannot_be_limited_to_ous(admin, make_user, role):
     bob = make_user("bob")

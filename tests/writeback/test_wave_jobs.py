@@ -19,6 +19,7 @@ from soa.models import Mailbox, PilotWave, WaveMember
 from soa.services.approvals import wave_approve
 from soa.services.wave_run import wave_pause, wave_resume, wave_start
 from tests.exchange_fixtures import private_tenant
+from tests.faults.fault_stack import VirtualClock
 from tests.soa.test_wave_support import cast, new_wave, set_mailbox_calls, work
 from tests.writeback.worker_process import kill_worker, run_worker_until_empty, start_worker
 from writeback import wave_jobs
@@ -222,6 +223,11 @@ def test_a_transient_failure_releases_the_member_and_the_wave_still_completes(ex
     exchange.set_faults(fail_next=1, fail_status=503)
     wave = running_wave(people, mailboxes, batch_size=4, max_rate=50.0)
     work()
+    waiting = WaveMember.objects.filter(wave=wave, state=MemberState.PENDING)
+    # The failed member and the rest of its batch wait MEMBER_RETRY's first delay together; none spent an attempt more.
+    assert waiting.count() == 4 and len({m.not_before for m in waiting}) == 1
+    assert waiting.first().not_before > timezone.now() + dt.timedelta(seconds=wave_jobs.MEMBER_RETRY.backoff / 2)
+    VirtualClock().run(lambda: PilotWave.objects.get(pk=wave.pk).state != WaveState.RUNNING)
     wave.refresh_from_db()
     assert wave.state == WaveState.COMPLETED and states(wave) == {MemberState.DONE: 4}
     released = AuditEvent.objects.filter(action="soa.wave.member_released")
@@ -230,12 +236,12 @@ def test_a_transient_failure_releases_the_member_and_the_wave_still_completes(ex
 
 
 def test_a_member_that_keeps_failing_transiently_fails_after_the_last_attempt(exchange, people, monkeypatch):
-    mailboxes = movable(2)
+    mailboxes = movable(1)
     monkeypatch.setattr(settings, "EXO_MAX_ATTEMPTS", 1)
     monkeypatch.setattr(wave_jobs, "MEMBER_RETRY", dataclasses.replace(wave_jobs.MEMBER_RETRY, max_attempts=2))
-    exchange.set_faults(fail_next=2, fail_status=503)  # the first member's two attempts
+    exchange.set_faults(fail_next=2, fail_status=503)  # the member's two attempts
     wave = running_wave(people, mailboxes, batch_size=1, max_rate=50.0)
-    work()
+    VirtualClock().run(lambda: PilotWave.objects.get(pk=wave.pk).state != WaveState.RUNNING)
     wave.refresh_from_db()
     assert wave.state == WaveState.COMPLETED_WITH_ERRORS, states(wave)
     failed = WaveMember.objects.get(wave=wave, state=MemberState.FAILED)

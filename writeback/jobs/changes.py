@@ -53,7 +53,7 @@ from soa.services.change_apply import (
 )
 from soa.values import exo_values, split_proxy
 from writeback.directory import DirectoryError
-from writeback.exchange import ExchangeOnlineError
+from writeback.exchange import ExchangeOnlineError, ExoNotFound, ExoRetryLater
 from writeback.exchange.verify import AddressChangeRefused, state_matches
 from writeback.jobs.clients import directory_client, exchange_client
 from writeback.jobs.lifecycle import CHANGE_RETRY, RunAbandoned, Work, perform
@@ -77,12 +77,21 @@ class ChangeApplyError(Exception):
     """An edit that cannot be applied as asked (the mailbox is gone from the side that holds it); permanent."""
 
 
+class NotFoundYet(ExoNotFound):
+    """Exchange answered 404 for a mailbox the portal knows to be there: most often replication lag after a recent
+    write (exchange-facts §4.3, to be asked again), so the attempt is retried on CHANGE_RETRY's schedule, and the
+    request fails only when the policy gives up (then the mailbox was more likely deleted: an import will say)."""
+
+    retryable = True
+
+
 @dataclass
 class Claimed:
     """A claimed request and what its attempt has learnt so far (for the results of a failure)."""
 
     request: ChangeRequest
     results: dict[str, Any] = field(default_factory=dict)
+    retry_at: dt.datetime | None = None  # Exchange asked to be called again no earlier than this (Retry-After)
 
 
 @dataclass
@@ -218,6 +227,20 @@ def _run(claimed: Claimed) -> Applied:
     request = claimed.request
     mailbox = Mailbox.objects.get(pk=request.mailbox_id)
     _beat(request.pk)
+    try:
+        return _route_and_apply(claimed, mailbox)
+    except ExoRetryLater as error:
+        claimed.retry_at = error.retry_at  # an earlier retry would only earn another refusal (exchange-facts §4.5)
+        raise
+    except ExoNotFound as error:
+        raise NotFoundYet(
+            f"Exchange Online answered 404 for the mailbox, often replication lag after a recent change; it is asked "
+            f"again later. {error}", status=404, request_id=error.request_id,
+        ) from error  # fmt: skip
+
+
+def _route_and_apply(claimed: Claimed, mailbox: Mailbox) -> Applied:
+    request = claimed.request
     authority, current = _authority_now(mailbox)
     route = ROUTE_BY_AUTHORITY[authority]
     claimed.results = {"route": route, "requested_route": request.route, "authority": authority}
@@ -307,11 +330,16 @@ def _fail(claimed: Claimed, error: str) -> ChangeRequest | None:
     return change_request_fail(request_id=claimed.request.pk, error=error, results=claimed.results or None)
 
 
-def give_back(request_id: int, attempts: int, error: str) -> ChangeRequest | None:
-    """Release an attempt for a later one, scheduled after CHANGE_RETRY's backoff; FAILED once the policy gives up."""
+def give_back(
+    request_id: int, attempts: int, error: str, *, not_before: dt.datetime | None = None
+) -> ChangeRequest | None:
+    """Release an attempt for a later one, scheduled after CHANGE_RETRY's backoff, or at ``not_before`` (the time
+    Exchange asked for) when that is later; FAILED once the policy gives up."""
     if CHANGE_RETRY.gives_up(attempts):
         return change_request_fail(request_id=request_id, error=f"Gave up after {attempts} attempts. {error}")
     retry_at = timezone.now() + dt.timedelta(seconds=CHANGE_RETRY.delay(attempts))
+    if not_before is not None and not_before > retry_at:
+        retry_at = not_before
     row = change_request_release(request_id=request_id, error=error, retry_at=retry_at)
     if row is not None:
         jobs.enqueue(jobs.CHANGE_APPLY_JOB, request_id, at=retry_at)
@@ -319,7 +347,7 @@ def give_back(request_id: int, attempts: int, error: str) -> ChangeRequest | Non
 
 
 def _release(claimed: Claimed, error: str) -> ChangeRequest | None:
-    return give_back(claimed.request.pk, claimed.request.attempts, error)
+    return give_back(claimed.request.pk, claimed.request.attempts, error, not_before=claimed.retry_at)
 
 
 CHANGE = Work(

@@ -82,10 +82,11 @@ class RetryPolicy:
 # An import reads both sides from the start and cannot resume half-way: a failed or stale run is failed, and the
 # next one (the schedule's next tick, or an administrator) is its retry.
 INVENTORY_RETRY = RetryPolicy(max_attempts=1, stale=FAIL)
-# One member's flip: returned after a transient failure or a dead worker (its next claim reads Exchange before
-# writing), failed after five claims; after an unexpected error the wave's next batch waits a minute, so a bug that
-# fails every batch does not spin.
-MEMBER_RETRY = RetryPolicy(max_attempts=5, stale=RETURN, backoff=60.0)
+# One member's flip: returned after a transient failure (Exchange's 5xx, the directory unreachable: the member and the
+# rest of its batch wait 15 s, 30 s, 1 min ... up to 4 min, so a minute's outage costs each member at most four claims)
+# or a dead worker (its next claim reads Exchange before writing), failed after five claims. After an unexpected error
+# the wave's next batch waits a minute (writeback.jobs.waves), so a bug that fails every batch does not spin.
+MEMBER_RETRY = RetryPolicy(max_attempts=5, stale=RETURN, backoff=15.0, max_backoff=240.0)
 # One mailbox's write into AD: a retryable directory error (busy, unavailable, a broken connection) or a dead worker
 # returns the task to its queue, scheduled 15 s, 30 s, 1 min ... up to 15 min later (a domain controller being
 # restarted or patched is back within that); after eight claims it is FAILED, for a person to retry. Its next claim

@@ -4,7 +4,7 @@ A batch (``wave_run_job``) is a ``Work`` whose steps are the runner's (writeback
 batch of PENDING members, the run flips them at the wave's rate, the member stamped just before each flip being its
 heartbeat, and the finish settles the wave (queues the next batch or completes it through wave_complete). When the
 run raises, the member being flipped is recorded PENDING with the error (FAILED once MEMBER_RETRY gives up on it),
-the members it had not reached are released, and the wave's next batch is scheduled after MEMBER_RETRY's backoff.
+the members it had not reached are released, and the wave's next batch is scheduled after UNEXPECTED_ERROR_WAIT.
 """
 
 import datetime as dt
@@ -24,7 +24,7 @@ from soa.models import PilotWave, WaveMember
 from soa.services import require_member_transition
 from soa.services.wave_run import member_audit_snapshot
 from writeback import wave_jobs
-from writeback.jobs.lifecycle import MEMBER_RETRY, Work, perform
+from writeback.jobs.lifecycle import Work, perform
 from writeback.jobs.waiting import waiting_keys
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 # stamps started_at just before each flip, so only a single flip (retries and Retry-After waits included) must
 # fit in it, not a whole batch.
 SWEEP_AFTER = dt.timedelta(minutes=10)
+# After a batch raised an unexpected error (a bug, not an outage: those are transient failures of a member), the
+# wave's next batch waits this long.
+UNEXPECTED_ERROR_WAIT = dt.timedelta(minutes=1)
 # A running wave with members due, none being flipped and nothing done for WAVE_REQUEUE_AFTER_SECONDS, whose batch is
 # neither queued nor scheduled in Redis, lost its batch before it reached Redis (Redis was down when the wave started,
 # resumed or a batch ended, or it lost its data): the sweep queues it without waiting for SWEEP_AFTER.
@@ -56,10 +59,10 @@ def _finish(batch: wave_jobs.Batch, counts: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fail(batch: wave_jobs.Batch, error: str) -> dict[str, Any]:
-    """Give the batch back, then schedule the wave's next batch after the retry policy's backoff (a bug that fails
-    every batch then costs each member at most MEMBER_RETRY.max_attempts claims, slowly, before it is FAILED)."""
+    """Give the batch back, then schedule the wave's next batch after UNEXPECTED_ERROR_WAIT (a bug that fails every
+    batch then costs each member at most MEMBER_RETRY.max_attempts claims, slowly, before it is FAILED)."""
     wave_jobs.give_back(batch, error)
-    retry_at = timezone.now() + dt.timedelta(seconds=MEMBER_RETRY.backoff)
+    retry_at = timezone.now() + UNEXPECTED_ERROR_WAIT
     batch.counts["settled"] = wave_jobs.settle(batch.wave_id, retry_at=retry_at)
     return batch.counts
 
