@@ -1,11 +1,11 @@
 """Mailbox pages: the searchable list and the two-sided detail view (its editing: soa.views_changes)."""
 
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 
 from portal.cursors import BadCursor
 from portal.decorators import action_required
-from portal.roles import Action
+from portal.roles import Action, OutsideScope
 from soa.forms import MailboxFilterForm
 from soa.selectors import mailbox_get, mailbox_search, paginate
 from soa.views_changes import page_context
@@ -43,6 +43,6 @@ def mailbox_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
     mailbox = mailbox_get(user=request.user, pk=pk)
     if mailbox is None:
         # Outside the user's scope looks exactly like absent: a 403 would confirm the mailbox exists.
-        raise Http404("No such mailbox.")
+        raise OutsideScope("mailbox", Action.MAILBOX_VIEW)
     template = "soa/mailbox_detail.html#exchange-attributes" if request.htmx else "soa/mailbox_detail.html"
     return render(request, template, page_context(request, mailbox))
