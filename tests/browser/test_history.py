@@ -8,6 +8,7 @@ the page in sessionStorage (base.html's htmx-config).
 """
 
 import pytest
+
 from portal.dn import normalize_dn
 from portal.models import AuditEvent
 from portal.roles import Role
