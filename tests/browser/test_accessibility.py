@@ -7,19 +7,14 @@ run through Playwright's evaluate (the DevTools protocol), which the portal's Co
 govern, so the pages keep their policy (no bypass_csp) and the test still fails on any policy violation.
 """
 
-import os
-from pathlib import Path
-
 import pytest
 
 from portal.roles import Role
-from tests.browser.conftest import ARTIFACTS
+from tests.browser.conftest import ARTIFACTS, serious_violations
 from tests.soa.test_wave_support import FINANCE, make_mailbox, submitted_wave
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[2]
-AXE = Path(os.environ.get("AXE_CORE_JS", ROOT / "var" / "npm" / "node_modules" / "axe-core" / "axe.min.js"))
 WIDTHS = (1280, 390)
 # Beyond each role's navigation: the pages reached from it, and the error pages a role meets.
 EXTRA_PAGES = {
@@ -35,24 +30,6 @@ document.addEventListener("securitypolicyviolation", (event) => {
   window.__violations.push(`${event.violatedDirective} blocked ${event.blockedURI || "inline"}`);
 });
 """
-
-
-@pytest.fixture(scope="module")
-def axe_source() -> str:
-    if not AXE.exists():
-        pytest.fail(f"{AXE} is missing: `make test-packages` installs axe-core from the npm registry")
-    return AXE.read_text()
-
-
-def _serious_violations(page, axe_source: str) -> list[str]:
-    page.evaluate(axe_source)
-    result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
-    return [
-        f"{violation['id']} ({violation['impact']}): {violation['help']} at "
-        + ", ".join(str(node["target"]) for node in violation["nodes"][:4])
-        for violation in result["violations"]
-        if violation["impact"] in ("serious", "critical")
-    ]
 
 
 @pytest.fixture
@@ -85,7 +62,7 @@ def test_every_page_of_each_role_passes_axe_at_desktop_and_phone_widths(
             page.goto(live_server.url + path)
             name = f"{index:02d}-{path.strip('/').replace('/', '_') or 'dashboard'}-{width}.png"
             page.screenshot(path=str(folder / name), full_page=True)
-            problems = _serious_violations(page, axe_source) + page.evaluate("window.__violations")
+            problems = serious_violations(page, axe_source) + page.evaluate("window.__violations")
             # Wide tables scroll inside their card; the page itself never scrolls sideways.
             if (scroll_width := page.evaluate("document.documentElement.scrollWidth")) > width:
                 problems.append(f"the page scrolls sideways ({scroll_width} px wide)")
@@ -114,7 +91,8 @@ def test_on_a_phone_the_navigation_opens_from_its_menu_button(live_server, page,
     assert page.evaluate("document.activeElement.classList.contains('nav-toggle')")
 
     page.set_viewport_size({"width": 1280, "height": 800})
-    assert not menu.is_visible() and nav.is_visible()
+    menu.wait_for(state="hidden")  # the script hears of the wider screen after the resize
+    assert nav.is_visible()
 
 
 def test_the_skip_link_leads_to_the_content_and_a_live_search_is_announced(
