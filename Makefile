@@ -8,6 +8,9 @@ STAMP  := $(VENV)/.installed-stamp
 
 DEMO_PACKAGES := slapd ldap-utils redis-server
 TEST_PACKAGES := $(DEMO_PACKAGES) chromium
+# The browser tests' accessibility check (tests/browser/test_accessibility.py) loads axe-core's script into pages.
+AXE_CORE := 4.14.1
+AXE_DIR  := var/npm
 
 .PHONY: demo test lint venv demo-packages test-packages clean
 
@@ -38,6 +41,10 @@ demo-packages:
 
 test-packages:
 	$(call ensure_packages,$(TEST_PACKAGES))
+	@grep -qs '"version": "$(AXE_CORE)"' $(AXE_DIR)/node_modules/axe-core/package.json \
+	  || { command -v npm >/dev/null || { echo "npm is required (Debian: apt-get install -y npm)"; exit 1; }; \
+	       echo "Installing axe-core@$(AXE_CORE) into $(AXE_DIR)"; \
+	       npm install --silent --prefix $(AXE_DIR) --no-save --no-package-lock --no-audit --no-fund axe-core@$(AXE_CORE); }
 
 demo: demo-packages $(STAMP)
 	$(PY) -m sandbox.demo

@@ -12,3 +12,6 @@ from portal.forms import ThrottledAdminAuthenticationForm
 admin.site.unregister(Group)
 # The admin sign-in is throttled and audited like the portal's (portal.signin).
 admin.site.login_form = ThrottledAdminAuthenticationForm
+# No model is registered, so the admin's sidebar would only say "You don't have permission to view or edit anything"
+# beside the job dashboard.
+admin.site.enable_nav_sidebar = False

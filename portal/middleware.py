@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from django.utils.cache import patch_cache_control
+from django.utils.cache import patch_cache_control, patch_vary_headers
 
 from portal.correlation import correlation_scope, sanitize
 
@@ -51,4 +51,23 @@ class SecurityHeadersMiddleware:
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
             patch_cache_control(response, no_store=True, private=True)
+        return response
+
+
+class HtmxVaryMiddleware:
+    """Marks every answer as varying with the ``HX-Request`` header.
+
+    The same URL answers an htmx request with a fragment and a plain one with the whole page (STYLE: only the
+    template name depends on ``request.htmx``). Without ``Vary``, a cache may hand the fragment back for a plain
+    request: Chromium's back button did, showing a bare, unstyled list after a live search. Every response gets it,
+    not only those of views that branch today, so a new view cannot forget it; static files are served before this
+    middleware runs and keep their own caching.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        patch_vary_headers(response, ("HX-Request",))
         return response

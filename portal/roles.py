@@ -15,6 +15,7 @@ administrator cannot step around separation of duties by being a superuser.
 from enum import StrEnum
 
 from django.db.models import Q
+from django.http import Http404
 
 from portal.dn import InvalidDn, normalize_dn
 
@@ -164,3 +165,27 @@ def scope_filter(user, action: Action, dn_field: str) -> Q:
         if base:
             condition |= Q(**{dn_field: base}) | Q(**{f"{dn_field}__endswith": "," + base})
     return condition
+
+
+def scope_bases(user, action: Action) -> list[str] | None:
+    """The OU subtrees (as written when granted) where ``user`` may perform ``action``; None when tenant-wide.
+
+    For telling people where their own scope lies; deciding is ``may`` and ``scope_filter``'s work.
+    """
+    grants = _grants(user, action)
+    if grants.filter(tenant_wide=True).exists():
+        return None
+    return sorted({base for base in grants.values_list("scopes__base_dn", flat=True) if base}, key=str.lower)
+
+
+class OutsideScope(Http404):
+    """An object the user asked for by id is absent or outside the user's scope for ``action``.
+
+    Both are answered alike, 404 with the same page (portal.views.errors), so the answer never tells whether
+    something exists where the user may not look; the page names the user's own scope instead.
+    """
+
+    def __init__(self, noun: str, action: Action):
+        super().__init__(f"No such {noun} in your scope.")
+        self.noun = noun
+        self.action = action

@@ -55,3 +55,7 @@ urlpatterns = [
     path("django-admin/password_change/", admin.site.admin_view(signin.admin_password_change)),
     path("django-admin/", admin.site.urls),
 ]
+
+handler403 = "portal.views.errors.permission_denied"
+handler404 = "portal.views.errors.page_not_found"
+handler500 = "portal.views.errors.server_error"

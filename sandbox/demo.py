@@ -28,23 +28,38 @@ from sandbox.seed import seed_tenant
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _secret_file(path: Path) -> Path:
+    """A random secret kept in ``path`` (made on the first run, readable by this user only)."""
+    path = path.resolve()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path
+
+
 def _portal_env(
-    directory: SandboxDirectory, exchange: ExchangeOnlineEmulator, redis_url: str, var_dir: Path
+    directory: SandboxDirectory, exchange: ExchangeOnlineEmulator, redis_url: str, var_dir: Path, host: str
 ) -> dict[str, str]:
     env = dict(os.environ)
-    env.setdefault("DJANGO_DEBUG", "true")
+    # Debug off, as in production, so the demo shows what users see (the portal's error pages, not Django's). What
+    # production gets from its TLS proxy the demo's plain http on this machine cannot have: no redirect to https, no
+    # Secure-only cookies (a browser would not send them back over http) and no HSTS. The secret key lives with the
+    # demo's state, and the stylesheets are collected into the var dir and served by WhiteNoise, as in production.
+    env.setdefault("DJANGO_DEBUG", "false")
+    env.setdefault("DJANGO_SECRET_KEY_FILE", str(_secret_file(var_dir / "secret-key")))
+    env.setdefault("DJANGO_SECURE_SSL_REDIRECT", "false")
+    env.setdefault("DJANGO_SECURE_COOKIES", "false")
+    env.setdefault("DJANGO_HSTS_SECONDS", "0")
+    env.setdefault("DJANGO_ALLOWED_HOSTS", ",".join(dict.fromkeys([host, "localhost", "127.0.0.1", "[::1]"])))
+    env.setdefault("DJANGO_STATIC_ROOT", str((var_dir / "static").resolve()))
     # The database lives with the rest of the demo's state, so another DEMO_VAR_DIR is another demo altogether.
     env.setdefault("DATABASE_URL", f"sqlite:///{(var_dir / 'portal.sqlite3').resolve()}")
     # The demo tenant is minutes old, so the real quiet period (a day) would block every wave to the cloud; a
     # quarter of an hour still shows the check right after a start, and lets visitors submit soon after.
     env.setdefault("WAVE_QUIET_PERIOD_HOURS", "0.25")
     # The audit chain's key and published heads live with the demo's database; the key is made on the first run.
-    key_file = (var_dir / "audit-chain.key").resolve()
-    if not key_file.exists():
-        var_dir.mkdir(parents=True, exist_ok=True)
-        with os.fdopen(os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
-            handle.write(secrets.token_hex(32))
-    env.setdefault("AUDIT_CHAIN_KEY_FILE", str(key_file))
+    env.setdefault("AUDIT_CHAIN_KEY_FILE", str(_secret_file(var_dir / "audit-chain.key")))
     env.setdefault("AUDIT_HEAD_FILE", str((var_dir / "audit-heads.jsonl").resolve()))
     certificate = exchange.clients["certificate"]
     env.update(
@@ -133,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             redis_server = RedisServer.start()
             stoppers.append(redis_server.stop)
             redis_url = redis_server.url
-        env = _portal_env(directory, exchange, redis_url, args.var_dir)
+        env = _portal_env(directory, exchange, redis_url, args.var_dir, args.host)
         if not any(m.get("IsExchangeCloudManaged") for m in exchange.mailboxes()):
             report = seed_tenant(directory, exchange)
             print(
@@ -141,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{report.cloud_edits + report.ad_edits} with drift, {report.cloud_only} cloud-only."
             )
         _manage(env, "migrate", "--noinput", "-v", "0")
+        _manage(env, "collectstatic", "--noinput", "-v", "0")  # WhiteNoise serves them (debug is off)
         print("Demo accounts (username, password, role):")
         helpdesk_scope = f"OU=Sales,{directory.users_dn}"
         _manage(env, "demo_accounts", "--logins-file", str(logins_file), "--helpdesk-scope", helpdesk_scope)

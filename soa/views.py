@@ -1,7 +1,7 @@
 """Mailbox pages: the searchable list and the two-sided detail view (its editing: soa.views_changes)."""
 
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
@@ -9,7 +9,7 @@ from portal.audit import audit_record
 from portal.csv_stream import csv_lines
 from portal.cursors import BadCursor
 from portal.decorators import action_required
-from portal.roles import Action
+from portal.roles import Action, OutsideScope
 from soa.forms import MailboxFilterForm
 from soa.selectors import SORTS, mailbox_get, mailbox_search, ou_tree, paginate
 from soa.views_changes import page_context
@@ -97,6 +97,6 @@ def mailbox_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
     mailbox = mailbox_get(user=request.user, pk=pk)
     if mailbox is None:
         # Outside the user's scope looks exactly like absent: a 403 would confirm the mailbox exists.
-        raise Http404("No such mailbox.")
+        raise OutsideScope("mailbox", Action.MAILBOX_VIEW)
     template = "soa/mailbox_detail.html#exchange-attributes" if request.htmx else "soa/mailbox_detail.html"
     return render(request, template, page_context(request, mailbox))

@@ -11,15 +11,17 @@ editor, the ``*_refusal`` functions for decisions and cancelling); a refused POS
 
 import contextlib
 import secrets
+from typing import NoReturn
 from urllib.parse import urlencode
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_POST
 
 from portal.decorators import action_required
-from portal.roles import Action, may
+from portal.roles import Action, OutsideScope, may
 from portal.views.writeback import writeback_card_context
 from soa.attributes import BY_EXO, EXCHANGE_ATTRIBUTES, IDENTITY_ATTRIBUTES
 from soa.change_preview import change_preview, preview_rows
@@ -184,11 +186,23 @@ def page_context(request: HttpRequest, mailbox: Mailbox, **given) -> dict:
     return {**context, **writeback_card_context(user, mailbox), **given}
 
 
+def _refuse(request: HttpRequest, pk: int, action: Action) -> NoReturn:
+    """Refuse ``action`` on mailbox ``pk``, which mailbox_get did not return for it.
+
+    A mailbox the user can see gets 403 with the reason: saying why reveals nothing they do not know. Otherwise,
+    outside the user's scope looks exactly like absent (404): a 403 would confirm that the mailbox exists.
+    """
+    if action != Action.MAILBOX_VIEW and mailbox_get(user=request.user, pk=pk) is not None:
+        if may(request.user, action):
+            raise PermissionDenied("You may see this mailbox, but it is outside the OUs where your roles allow edits.")
+        raise PermissionDenied("You may see this mailbox, but your roles do not allow editing mailboxes.")
+    raise OutsideScope("mailbox", action)
+
+
 def _mailbox_or_404(request: HttpRequest, pk: int, action: Action = Action.MAILBOX_VIEW) -> Mailbox:
     mailbox = mailbox_get(user=request.user, pk=pk, action=action)
     if mailbox is None:
-        # Outside the user's scope looks exactly like absent: a 403 would confirm the mailbox exists.
-        raise Http404("No such mailbox.")
+        _refuse(request, pk, action)
     return mailbox
 
 
@@ -288,7 +302,7 @@ def change_confirm_view(request: HttpRequest, pk: int, op: str) -> HttpResponse:
                 reason=form.data.get("reason", ""), base_version=-1,
                 idempotency_key=form.data.get("idempotency_key") or secrets.token_urlsafe(24),
             )  # fmt: skip
-        raise Http404("No such mailbox.")
+        _refuse(request, pk, Action.MAILBOX_EDIT)
     if not form.is_valid():
         if form.edit_errors_only_on_reason():
             return _preview_step(request, mailbox, form)

@@ -7,6 +7,7 @@ from django.shortcuts import redirect, render
 
 from portal.limits import REASON_MAX_LENGTH, too_long
 from portal.models import User
+from portal.roles import Action, OutsideScope
 from soa.models import Mailbox
 from soa.selectors import mailbox_get
 from writeback.models import WritebackTask
@@ -34,7 +35,7 @@ def writeback_card_context(user: User, mailbox: Mailbox, **given) -> dict:
 def _mailbox(request: HttpRequest, pk: int) -> Mailbox:
     mailbox = mailbox_get(user=request.user, pk=pk)
     if mailbox is None:
-        raise Http404("No such mailbox.")
+        raise OutsideScope("mailbox", Action.MAILBOX_VIEW)
     return mailbox
 
 

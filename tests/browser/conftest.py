@@ -23,6 +23,10 @@ LAUNCH_ARGS = [
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1",
 ]
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-results"))
+# axe-core, from the npm registry: `make test-packages` installs the pinned version (Makefile, AXE_CORE) into var/npm.
+AXE = Path(
+    os.environ.get("AXE_CORE_JS", Path(__file__).resolve().parents[2] / "var/npm/node_modules/axe-core/axe.min.js")
+)
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +77,26 @@ def sign_in(page, live_server):
         page.wait_for_url(live_server.url + "/")
 
     return login
+
+
+@pytest.fixture(scope="session")
+def axe_source() -> str:
+    if not AXE.exists():
+        pytest.fail(f"{AXE} is missing: `make test-packages` installs axe-core from the npm registry")
+    return AXE.read_text()
+
+
+def serious_violations(page, axe_source: str) -> list[str]:
+    """axe-core's serious and critical violations on the page, one line each (rule, help, first elements).
+
+    The script runs through Playwright's evaluate (the DevTools protocol), which the page's Content-Security-Policy
+    does not govern: the pages keep their policy, no bypass_csp needed.
+    """
+    page.evaluate(axe_source)
+    result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    return [
+        f"{violation['id']} ({violation['impact']}): {violation['help']} at "
+        + ", ".join(str(node["target"]) for node in violation["nodes"][:4])
+        for violation in result["violations"]
+        if violation["impact"] in ("serious", "critical")
+    ]

@@ -92,6 +92,7 @@ def _page_targets(make_user) -> dict[str, tuple[str, list[str]]]:
         "audit_export": (reverse("audit_export", args=["json"]), LIST_PAGES["audit_export"]),
         "audit_verification": (reverse("audit_verification", args=["verify-0"]), []),
         "mailbox_list": (reverse("mailbox_list"), LIST_PAGES["mailbox_list"]),
+        "mailbox_export": (reverse("mailbox_export"), LIST_PAGES["mailbox_export"]),
         "mailbox_detail": (reverse("mailbox_detail", args=[mailbox.pk]), []),
         "change_edit": (reverse("change_edit", args=[mailbox.pk, "add_alias"]), ["address", "attribute", "value",
                                                                                  "version"]),
@@ -117,8 +118,9 @@ def test_every_page_without_a_form_is_fuzzed():
 
 _PAGE_NAMES = [
     "dashboard", "login", "healthz", "audit_list", "audit_export", "audit_verification", "mailbox_list",
-    "mailbox_detail", "change_edit", "mailbox_changes", "wave_list", "wave_detail", "wave_preflight", "wave_progress",
-    "bulk_upload", "bulk_detail", "mailbox_writeback", "drift", "inventory", "connections", "role_list", "signin_locks",
+    "mailbox_export", "mailbox_detail", "change_edit", "mailbox_changes", "wave_list", "wave_detail", "wave_preflight",
+    "wave_progress", "bulk_upload", "bulk_detail", "mailbox_writeback", "drift", "inventory", "connections",
+    "role_list", "signin_locks",
 ]  # fmt: skip
 
 

@@ -74,3 +74,12 @@ def test_reading_the_dashboard_still_works(client, make_user, writeback_queue):
         ("job_detail", {"queue_index": 1, "job_id": job.id}),
     ]:
         assert client.get(reverse(f"django_rq:{name}", kwargs=kwargs)).status_code == 200, name
+
+
+@pytest.mark.django_db
+def test_the_job_dashboard_says_what_it_is_and_leads_back_to_the_portal(client, make_user):
+    client.force_login(make_user("root", Role.ADMIN))
+    html = client.get("/jobs/").content.decode()
+    assert "Background jobs: a read-only view of the work queues" in html
+    assert '<a class="back-to-portal" href="/">Back to the portal</a>' in html and "portal/jobs" in html
+    assert "Django administration" not in html

@@ -63,11 +63,12 @@ VALUES = st.one_of(
 # Every list page and the query parameters it reads.
 LIST_PAGES = {
     "dashboard": [],
-    "mailbox_list": ["q", "authority", "recipient_type", "ou", "drift", "sort", "after", "before"],
-    "wave_list": ["state"],
+    "mailbox_list": ["q", "authority", "recipient_type", "ou", "department", "drift", "sort", "after", "before"],
+    "mailbox_export": ["q", "authority", "recipient_type", "ou", "department", "drift", "sort"],
+    "wave_list": ["state", "mine"],
     "wave_detail": ["q", "authority", "recipient_type", "ou", "drift", "sort"],
-    "audit_list": ["actor", "action", "object", "correlation_id", "since", "until", "page"],
-    "audit_export": ["actor", "action", "object", "correlation_id", "since", "until"],
+    "audit_list": ["actor", "action", "object", "correlation_id", "mailbox", "hide_audit", "since", "until", "page"],
+    "audit_export": ["actor", "action", "object", "correlation_id", "mailbox", "hide_audit", "since", "until"],
     "drift": ["ou", "attribute", "age", "after"],
     "inventory": [],
     "role_list": [],

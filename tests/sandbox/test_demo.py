@@ -88,9 +88,19 @@ def test_demo_serves_every_role_and_stops_everything_on_ctrl_c(demo):
     assert set(logins) >= {"helpdesk", "operator", "approver", "auditor", "admin"}
     assert oct((var_dir / "demo-logins.json").stat().st_mode & 0o777) == "0o600"
     for username, password in logins.items():
-        dashboard = _login(base, username, password).get(base, timeout=10)
+        session = _login(base, username, password)
+        dashboard = session.get(base, timeout=10)
         assert "<h1>Dashboard</h1>" in dashboard.text
         assert ("Background jobs" in dashboard.text) is (username == "admin")
+    # Debug is off, as users see the portal: its own 404 page, its collected stylesheet, cookies usable over http.
+    missing = session.get(base + "no/such/page/", timeout=10)
+    assert missing.status_code == 404 and 'id="error-title"' in missing.text and "URLconf" not in missing.text
+    stylesheet = re.search(r'<link rel="stylesheet" href="(/static/portal/portal\.[0-9a-f]+\.css)">', missing.text)
+    assert stylesheet, "the stylesheet is not served from collectstatic's manifest"
+    css = session.get(base + stylesheet.group(1).lstrip("/"), timeout=10)
+    assert css.status_code == 200 and css.headers["Content-Type"].startswith("text/css")
+    assert not any(cookie.secure for cookie in session.cookies)
+    assert oct((var_dir / "secret-key").stat().st_mode & 0o777) == "0o600"
 
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=30) == 0

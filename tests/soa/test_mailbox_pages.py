@@ -159,7 +159,9 @@ def test_invalid_ou_is_reported_in_the_htmx_partial(client, tenant, make_user):
     response = client.get("/mailboxes/", {"ou": "garbage"}, headers={"HX-Request": "true"})
     body = response.content.decode()
     assert response.status_code == 200
-    assert body.lstrip().startswith('<div id="mailbox-results">')
+    # The partial: the live count (filled in place, out of band) and the results, no page around them.
+    assert body.lstrip().startswith('<p class="count" id="mailbox-count"') and 'hx-swap-oob="innerHTML"' in body
+    assert '<div id="mailbox-results">' in body and "<html" not in body and "<nav" not in body
     assert "not a valid distinguished name" in body
 
 
