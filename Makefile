@@ -12,7 +12,7 @@ TEST_PACKAGES := $(DEMO_PACKAGES) chromium
 AXE_CORE := 4.14.1
 AXE_DIR  := var/npm
 
-.PHONY: demo test lint venv demo-packages test-packages clean
+.PHONY: demo test lint venv demo-packages test-packages npm-package clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
@@ -41,10 +41,14 @@ demo-packages:
 
 test-packages:
 	$(call ensure_packages,$(TEST_PACKAGES))
+	@command -v npm >/dev/null || $(MAKE) --no-print-directory npm-package
 	@grep -qs '"version": "$(AXE_CORE)"' $(AXE_DIR)/node_modules/axe-core/package.json \
-	  || { command -v npm >/dev/null || { echo "npm is required (Debian: apt-get install -y npm)"; exit 1; }; \
-	       echo "Installing axe-core@$(AXE_CORE) into $(AXE_DIR)"; \
+	  || { echo "Installing axe-core@$(AXE_CORE) into $(AXE_DIR)"; \
 	       npm install --silent --prefix $(AXE_DIR) --no-save --no-package-lock --no-audit --no-fund axe-core@$(AXE_CORE); }
+
+# Only when the machine has no npm of its own (Debian's package, for the axe-core download above).
+npm-package:
+	$(call ensure_packages,npm)
 
 demo: demo-packages $(STAMP)
 	$(PY) -m sandbox.demo
