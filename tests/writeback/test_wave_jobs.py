@@ -201,7 +201,10 @@ def test_the_sweep_returns_a_dead_workers_members_and_an_applied_flip_is_not_sen
         str(applied.exo_object_id), IsExchangeCloudManaged=True, verify=True
     )
     assert wave_jobs.wave_sweep_job() == 0  # not stale yet: a live worker may still be flipping them
-    WaveMember.objects.filter(wave=wave).update(started_at=timezone.now() - dt.timedelta(minutes=11))
+    # Its heartbeat stopped with it: once older than WAVE_STALE_SECONDS, the members are the dead worker's.
+    WaveMember.objects.filter(wave=wave).update(
+        heartbeat_at=timezone.now() - dt.timedelta(seconds=settings.WAVE_STALE_SECONDS + 1)
+    )
     assert wave_jobs.wave_sweep_job() == 6
     assert states(wave) == {MemberState.PENDING: 6}
     assert AuditEvent.objects.filter(action="soa.wave.member_swept").count() == 6
