@@ -127,6 +127,7 @@ def _merge(first: Copy, second: Copy) -> Copy:
         before={**second.before, **first.before},
         after={**first.after, **second.after},
         ad_values=second.ad_values,
+        exo_values=second.exo_values,
     )
 
 
@@ -299,12 +300,16 @@ def _not_found_rule(row: WaveMember, now: dt.datetime, error: str) -> tuple[str,
 
 
 def _record_copy(member: WaveMember, copied: Copy, now: dt.datetime) -> None:
-    """Keep the portal's picture of AD current after the revert's copy (the next inventory would find the same)."""
+    """Keep the portal's picture of both sides current after the revert's copy (the next inventory would find the
+    same): AD as read back, and the cloud as copied from, so the drift computed from the two is the real one."""
     mailbox = Mailbox.objects.select_for_update().get(pk=member.mailbox_id)
     mailbox.ad_values = {**mailbox.ad_values, **copied.ad_values}
+    mailbox.exo_values = {**mailbox.exo_values, **copied.exo_values}
     refresh_drift(mailbox)
-    mailbox.ad_read_at = now
-    mailbox.save(update_fields=["ad_values", "drift", "has_drift", "ad_read_at", "updated_at"])
+    mailbox.ad_read_at = mailbox.exo_read_at = now
+    mailbox.save(
+        update_fields=["ad_values", "exo_values", "drift", "has_drift", "ad_read_at", "exo_read_at", "updated_at"]
+    )
 
 
 def _release(members: list[WaveMember], why: str, *, not_before: dt.datetime | None = None) -> int:
