@@ -130,6 +130,7 @@ def wave_progress(*, user, wave: PilotWave, now: dt.datetime | None = None) -> W
         last_started=Max("started_at"),
         last_finished=Max("finished_at"),
         last_beat=Max(_BEAT, filter=Q(state=MemberState.RUNNING)),
+        last_flipped=Max("finished_at", filter=Q(state__in=_FLIPPED)),
     )
     stalled = _stalled_seconds(counts, now)
     # Failed members count in the rate: a failure costs the runner a flip's time as much as a success does. A stalled
@@ -166,6 +167,8 @@ def wave_progress(*, user, wave: PilotWave, now: dt.datetime | None = None) -> W
 
 # A running member's last sign of life: its batch's heartbeat, or its claim for rows claimed before heartbeats.
 _BEAT = Coalesce("heartbeat_at", "started_at")
+# Members whose end a worker recorded (a cancel skips members too, but that is no worker's sign of life).
+_FLIPPED = [MemberState.DONE, MemberState.FAILED]
 
 
 def _stale_after() -> dt.timedelta:
@@ -177,8 +180,7 @@ def _stalled_seconds(counts: dict, now: dt.datetime) -> int | None:
     WAVE_STALE_SECONDS (its worker died; the watch of any live worker returns them within seconds), else None."""
     if not counts["running"] or counts["last_beat"] is None:
         return None
-    last = max(moment for moment in (counts["last_beat"], counts["last_started"], counts["last_finished"]) if moment)
-    idle = now - last
+    idle = now - max(moment for moment in (counts["last_beat"], counts["last_flipped"]) if moment)
     return int(idle.total_seconds()) if idle >= _stale_after() else None
 
 
@@ -204,8 +206,8 @@ def stalled_waves(now: dt.datetime | None = None) -> list[StalledWave]:
     found = []
     for row in candidates:
         wave = PilotWave.objects.filter(pk=row["wave_id"]).values_list("name", flat=True).first()
-        activity = WaveMember.objects.filter(wave_id=row["wave_id"]).aggregate(
-            last_started=Max("started_at"), last_finished=Max("finished_at")
+        activity = WaveMember.objects.filter(wave_id=row["wave_id"], state__in=_FLIPPED).aggregate(
+            last_flipped=Max("finished_at")
         )
         seconds = _stalled_seconds({**activity, **row}, now)
         if seconds is not None and wave is not None:

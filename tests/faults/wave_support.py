@@ -1,0 +1,86 @@
+"""What the fault tests of running waves share (no tests here): a tenant of the module's own with its inventory read,
+a running wave, a dead worker's claim, and the audit events of members."""
+
+import datetime as dt
+
+import django_rq
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from portal.models import AuditEvent
+from soa.choices import Authority, MemberState
+from soa.models import Mailbox, PilotWave, WaveMember
+from soa.services.approvals import wave_approve
+from soa.services.wave_run import wave_start
+from soa.services.waves import wave_submit
+from tests.exchange_fixtures import private_tenant
+from tests.soa.test_wave_support import new_wave
+from writeback import wave_jobs
+from writeback.exchange import ExchangeConfig, ExchangeOnlineClient
+from writeback.inventory import inventory_run_request
+from writeback.jobs.inventory import claim, execute
+from writeback.models import InventoryRun
+
+
+def tenant_fixture(*, users: int, seed: int):
+    """A module-scoped fixture: a directory and an emulator of the module's own."""
+
+    @pytest.fixture(scope="module")
+    def tenant():
+        with private_tenant(users=users, seed=seed) as (_, exchange, _report):
+            yield exchange
+
+    return tenant
+
+
+def ready(tenant) -> None:
+    """The emulator as seeded, the wave queue empty, the inventory read from it, the quiet period off (the seed has
+    just written every mailbox)."""
+    tenant.reset()
+    settings.WAVE_QUIET_PERIOD_HOURS = 0
+    django_rq.get_queue(wave_jobs.QUEUE).empty()
+    run = inventory_run_request(actor=None, mode=InventoryRun.Mode.FULL, enqueue=False)
+    assert execute(claim(run.pk)).state == InventoryRun.State.DONE
+
+
+def movable(count: int) -> list[Mailbox]:
+    found = list(Mailbox.objects.filter(authority=Authority.ON_PREM, in_exo=True, in_ad=True).order_by("upn")[:count])
+    assert len(found) == count, f"the seed has only {len(found)} mailboxes to move"
+    return found
+
+
+def running_wave(people, mailboxes, **options) -> PilotWave:
+    """A wave of ``mailboxes`` built, submitted, approved by someone else and started (its first batch queued)."""
+    wave = new_wave(people["op"], *mailboxes, **options)
+    wave_submit(actor=people["op"], wave_id=wave.pk)
+    wave_approve(actor=people["approver"], wave_id=wave.pk, acknowledge_warnings=True)
+    return wave_start(actor=people["op2"], wave_id=wave.pk)
+
+
+def exchange_client() -> ExchangeOnlineClient:
+    return ExchangeOnlineClient(ExchangeConfig.from_settings())
+
+
+def die_after_claiming(wave: PilotWave, *, applied: int) -> list[WaveMember]:
+    """What a worker SIGKILLed mid-batch leaves: the wave's batch claimed (RUNNING), the first ``applied`` members
+    flipped in Exchange without their result recorded, and a heartbeat that stopped WAVE_STALE_SECONDS + 1 ago."""
+    django_rq.get_queue(wave_jobs.QUEUE).empty()  # the dead worker had taken the batch's job
+    claimed = wave_jobs.claim_batch(wave.pk)
+    client = exchange_client()
+    for member in claimed[:applied]:
+        client.set_mailbox(str(member.mailbox.exo_object_id), IsExchangeCloudManaged=True, verify=True)
+    return claimed
+
+
+def heartbeat_stops(wave: PilotWave) -> None:
+    """Time passes for a dead worker's members: their claim and last heartbeat are now older than
+    WAVE_STALE_SECONDS."""
+    then = timezone.now() - dt.timedelta(seconds=settings.WAVE_STALE_SECONDS + 1)
+    WaveMember.objects.filter(wave=wave, state=MemberState.RUNNING).update(started_at=then, heartbeat_at=then)
+
+
+def member_events(member: WaveMember, action: str) -> list[AuditEvent]:
+    return list(
+        AuditEvent.objects.filter(action=action, object_type="soa.wavemember", object_id=str(member.pk)).order_by("id")
+    )
