@@ -214,13 +214,30 @@ def settle_stale_members(cutoff: dt.datetime) -> int:
     return settled
 
 
+def requeue_lost_batches(cutoff: dt.datetime, *, besides: set[int] = frozenset()) -> list[int]:
+    """Queue again the running waves idle since ``cutoff`` (members due, none being flipped, no flip recorded) whose
+    batch Redis holds neither queued nor scheduled: a worker died between two batches (after recording a batch's
+    last member, before queueing the next), so no member was left RUNNING to be found. Redis is read only when the
+    database finds such a wave. ``besides``: waves just queued again by the caller."""
+    lost = [wave_id for wave_id in _unqueued_waves(cutoff) if wave_id not in besides]
+    for wave_id in lost:
+        wave_enqueue(wave_id=wave_id)
+    if lost:
+        logger.warning("Queued wave(s) %s again: idle since %s UTC with no batch in Redis.", lost, f"{cutoff:%H:%M:%S}")
+    return lost
+
+
 def wave_watch(stale_after: dt.timedelta | None = None) -> int:
     """The quick check every worker runs every WAVE_WATCH_SECONDS (writeback.worker): members whose heartbeat is
-    older than ``stale_after`` (WAVE_STALE_SECONDS) are returned, or settled when their wave no longer runs. Reads
-    only the database, and Exchange for a stopped wave's members. Returns how many members it returned or settled."""
+    older than ``stale_after`` (WAVE_STALE_SECONDS) are returned, or settled when their wave no longer runs, and a
+    running wave idle for as long whose next batch is not in Redis is queued again. Reads the database, Redis only
+    for an idle wave, and Exchange only for a stopped wave's members. Returns how many members it returned or
+    settled."""
     cutoff = timezone.now() - (stale_after if stale_after is not None else _stale_after())
-    returned, _waves = return_stale_members(cutoff)
-    return returned + settle_stale_members(cutoff)
+    returned, waves = return_stale_members(cutoff)
+    settled = settle_stale_members(cutoff)
+    requeue_lost_batches(cutoff, besides=waves)
+    return returned + settled
 
 
 def wave_sweep_job(older_than_seconds: float | None = None) -> int:
@@ -235,14 +252,13 @@ def wave_sweep_job(older_than_seconds: float | None = None) -> int:
     """
     limit = dt.timedelta(seconds=older_than_seconds) if older_than_seconds is not None else _stale_after()
     now = timezone.now()
-    # Reads Redis: before the transaction, not inside it.
-    unqueued = _unqueued_waves(now - dt.timedelta(seconds=settings.WAVE_REQUEUE_AFTER_SECONDS))
     returned, waves = return_stale_members(now - limit)
     settle_stale_members(now - limit)
-    with transaction.atomic():
-        stalled = sorted((set(_stalled_waves(now - SWEEP_AFTER)) | set(unqueued)) - waves)
-        for wave_id in stalled:
-            transaction.on_commit(partial(wave_enqueue, wave_id=wave_id))
+    unqueued = requeue_lost_batches(now - dt.timedelta(seconds=settings.WAVE_REQUEUE_AFTER_SECONDS), besides=waves)
+    # Idle for SWEEP_AFTER: queued again even when Redis seems to hold its batch (a job no worker will take).
+    stalled = sorted(set(_stalled_waves(now - SWEEP_AFTER)) - waves - set(unqueued))
+    for wave_id in stalled:
+        wave_enqueue(wave_id=wave_id)
     if stalled:
         logger.warning("Wave sweep requeued stalled wave(s) %s", stalled)
     return returned
