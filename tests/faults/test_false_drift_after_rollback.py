@@ -8,28 +8,13 @@ import pytest
 
 from soa.choices import Authority, WaveDirection, WaveState
 from soa.models import Mailbox
-from tests.exchange_fixtures import private_tenant
+from tests.faults.wave_support import tenant_fixtures
 from tests.soa.test_wave_support import cast
 from tests.writeback.test_wave_revert import edit_in_the_cloud, import_inventory, moved_to_cloud, rollback_of, run_wave
-from writeback import wave_jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-
-@pytest.fixture(scope="module")
-def tenant():
-    with private_tenant(users=12, seed=73) as (_, exchange, _report):
-        yield exchange
-
-
-@pytest.fixture
-def exchange(tenant, settings):
-    import django_rq
-
-    settings.WAVE_QUIET_PERIOD_HOURS = 0  # the seed and the first wave have just written every mailbox
-    django_rq.get_queue(wave_jobs.QUEUE).empty()
-    import_inventory()
-    return tenant
+tenant, exchange = tenant_fixtures(users=12, seed=73)
 
 
 def test_after_a_rollback_no_member_shows_drift_on_the_attributes_copied_from_the_cloud(exchange, make_user):

@@ -12,35 +12,20 @@ import pytest
 
 from soa.choices import Authority, MemberState, WaveState
 from soa.models import WaveMember
-from tests.faults.wave_support import (
-    die_after_claiming,
-    heartbeat_stops,
-    member_events,
-    movable,
-    ready,
-    running_wave,
-    tenant_fixture,
-)
-from tests.soa.test_wave_support import cast, set_mailbox_calls, work
+from tests.faults.wave_support import die_after_claiming, heartbeat_stops, member_events, tenant_fixtures
+from tests.soa.test_wave_support import cast, movable, set_mailbox_calls, started_wave, work
 from writeback.jobs.waves import wave_watch
 from writeback.wave_jobs import FOUND_APPLIED
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-tenant = tenant_fixture(users=12, seed=83)
-
-
-@pytest.fixture
-def exchange(tenant, settings):
-    ready(tenant)
-    yield tenant
-    tenant.reset()
+tenant, exchange = tenant_fixtures(users=12, seed=83)
 
 
 def test_the_retry_of_a_flip_a_killed_attempt_applied_says_it_found_the_flip_already_applied(exchange, make_user):
     people = cast(make_user)
     mailboxes = movable(5)
-    wave = running_wave(people, mailboxes, batch_size=5, max_rate=50.0)
+    wave = started_wave(people, mailboxes, batch_size=5, max_rate=50.0)
     claimed = die_after_claiming(wave, applied=2)  # killed after two Set-Mailbox calls, before recording either
     assert set_mailbox_calls(exchange) == 2
     assert wave_watch() == 0  # a heartbeat this fresh may be a live worker's

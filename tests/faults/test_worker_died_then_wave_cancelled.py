@@ -16,35 +16,19 @@ from soa.models import Mailbox, WaveMember
 from soa.services.wave_run import wave_pause
 from soa.services.waves import wave_cancel
 from soa.wave_progress import wave_progress
-from tests.faults.wave_support import (
-    die_after_claiming,
-    heartbeat_stops,
-    member_events,
-    movable,
-    ready,
-    running_wave,
-    tenant_fixture,
-)
-from tests.soa.test_wave_support import cast, set_mailbox_calls
+from tests.faults.wave_support import die_after_claiming, heartbeat_stops, member_events, tenant_fixtures
+from tests.soa.test_wave_support import cast, movable, set_mailbox_calls, started_wave
 from writeback.jobs.waves import wave_watch
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-tenant = tenant_fixture(users=12, seed=89)
-
-
-@pytest.fixture
-def exchange(tenant, settings):
-    settings.HEALTH_CACHE_SECONDS = 0  # /healthz is asked twice, before and after the watch
-    ready(tenant)
-    yield tenant
-    tenant.reset()
+tenant, exchange = tenant_fixtures(users=12, seed=89)
 
 
 def test_cancel_after_a_worker_died_settles_every_member_with_what_exchange_shows(exchange, make_user, client):
     people = cast(make_user)
     mailboxes = movable(6)
-    wave = running_wave(people, mailboxes, batch_size=4, max_rate=50.0)
+    wave = started_wave(people, mailboxes, batch_size=4, max_rate=50.0)
     claimed = die_after_claiming(wave, applied=1)  # four in flight; the first had reached Exchange
     wave_pause(actor=people["op2"], wave_id=wave.pk, reason="Worker died")
     wave_cancel(actor=people["op2"], wave_id=wave.pk, reason="Called off")

@@ -23,7 +23,6 @@ import time as clock
 
 import django_rq
 import pytest
-from django.db import connection
 from django.utils import timezone
 from rq import Worker
 
@@ -32,8 +31,8 @@ from portal.models import AuditEvent
 from soa.choices import MemberState, WaveState
 from soa.jobs import WAVE_RUN_JOB
 from soa.models import PilotWave, WaveMember
-from tests.faults.wave_support import movable, ready, running_wave, tenant_fixture
-from tests.soa.test_wave_support import cast, set_mailbox_calls
+from tests.faults.wave_support import tenant_fixtures
+from tests.soa.test_wave_support import cast, movable, set_mailbox_calls, started_wave
 from tests.writeback.worker_process import forget_killed_jobs, kill_worker, worker_command, worker_env
 from writeback import wave_jobs
 
@@ -48,16 +47,7 @@ TIMING = {"WAVE_HEARTBEAT_SECONDS": "0.25", "WAVE_STALE_SECONDS": "2", "WAVE_WAT
 pytestmark = pytest.mark.django_db(transaction=True)
 logger = logging.getLogger(__name__)
 
-tenant = tenant_fixture(users=MEMBERS + 10, seed=97)
-
-
-@pytest.fixture
-def exchange(tenant, private_redis):
-    if connection.vendor != "postgresql":
-        pytest.skip("worker processes share the test database only on PostgreSQL (CI runs it there)")
-    ready(tenant)
-    yield tenant
-    tenant.reset()
+tenant, exchange = tenant_fixtures(users=MEMBERS + 10, seed=97, postgresql_only=True)
 
 
 class Workers:
@@ -137,10 +127,12 @@ def _count(wave, state) -> int:
     return WaveMember.objects.filter(wave=wave, state=state).count()
 
 
-def test_a_worker_killed_twenty_times_mid_batch_loses_nothing_and_flips_nothing_twice(exchange, make_user, tmp_path):
+def test_a_worker_killed_twenty_times_mid_batch_loses_nothing_and_flips_nothing_twice(
+    private_redis, exchange, make_user, tmp_path
+):
     people = cast(make_user)
     mailboxes = movable(MEMBERS)
-    wave = running_wave(people, mailboxes, batch_size=4, max_rate=10.0)
+    wave = started_wave(people, mailboxes, batch_size=4, max_rate=10.0)
     workers = Workers(tmp_path)
     kills: list[tuple[dt.datetime, dict[str, dt.datetime]]] = []
     deadline = clock.monotonic() + WAIT

@@ -1,21 +1,18 @@
 """What the fault tests of running waves share (no tests here): a tenant of the module's own with its inventory read,
-a running wave, a dead worker's claim, and the audit events of members."""
+a dead worker's claim, and the audit events of members."""
 
 import datetime as dt
 
 import django_rq
 import pytest
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from portal.models import AuditEvent
-from soa.choices import Authority, MemberState
-from soa.models import Mailbox, PilotWave, WaveMember
-from soa.services.approvals import wave_approve
-from soa.services.wave_run import wave_start
-from soa.services.waves import wave_submit
+from soa.choices import MemberState
+from soa.models import PilotWave, WaveMember
 from tests.exchange_fixtures import private_tenant
-from tests.soa.test_wave_support import new_wave
 from writeback import wave_jobs
 from writeback.exchange import ExchangeConfig, ExchangeOnlineClient
 from writeback.inventory import inventory_run_request
@@ -23,39 +20,30 @@ from writeback.jobs.inventory import claim, execute
 from writeback.models import InventoryRun
 
 
-def tenant_fixture(*, users: int, seed: int):
-    """A module-scoped fixture: a directory and an emulator of the module's own."""
+def tenant_fixtures(*, users: int, seed: int, postgresql_only: bool = False):
+    """The fixtures ``tenant`` (module-scoped: a directory and an emulator of the module's own) and ``exchange`` (the
+    emulator as seeded, the wave queue empty, the inventory read from it, the quiet period off since the seed has
+    just written every mailbox). ``postgresql_only``: skip where worker processes cannot share the test database."""
 
     @pytest.fixture(scope="module")
     def tenant():
         with private_tenant(users=users, seed=seed) as (_, exchange, _report):
             yield exchange
 
-    return tenant
+    @pytest.fixture
+    def exchange(tenant, settings):
+        if postgresql_only and connection.vendor != "postgresql":
+            pytest.skip("worker processes share the test database only on PostgreSQL (CI runs it there)")
+        tenant.reset()
+        settings.WAVE_QUIET_PERIOD_HOURS = 0
+        settings.HEALTH_CACHE_SECONDS = 0  # a test that reads /healthz twice sees each state
+        django_rq.get_queue(wave_jobs.QUEUE).empty()
+        run = inventory_run_request(actor=None, mode=InventoryRun.Mode.FULL, enqueue=False)
+        assert execute(claim(run.pk)).state == InventoryRun.State.DONE
+        yield tenant
+        tenant.reset()
 
-
-def ready(tenant) -> None:
-    """The emulator as seeded, the wave queue empty, the inventory read from it, the quiet period off (the seed has
-    just written every mailbox)."""
-    tenant.reset()
-    settings.WAVE_QUIET_PERIOD_HOURS = 0
-    django_rq.get_queue(wave_jobs.QUEUE).empty()
-    run = inventory_run_request(actor=None, mode=InventoryRun.Mode.FULL, enqueue=False)
-    assert execute(claim(run.pk)).state == InventoryRun.State.DONE
-
-
-def movable(count: int) -> list[Mailbox]:
-    found = list(Mailbox.objects.filter(authority=Authority.ON_PREM, in_exo=True, in_ad=True).order_by("upn")[:count])
-    assert len(found) == count, f"the seed has only {len(found)} mailboxes to move"
-    return found
-
-
-def running_wave(people, mailboxes, **options) -> PilotWave:
-    """A wave of ``mailboxes`` built, submitted, approved by someone else and started (its first batch queued)."""
-    wave = new_wave(people["op"], *mailboxes, **options)
-    wave_submit(actor=people["op"], wave_id=wave.pk)
-    wave_approve(actor=people["approver"], wave_id=wave.pk, acknowledge_warnings=True)
-    return wave_start(actor=people["op2"], wave_id=wave.pk)
+    return tenant, exchange
 
 
 def exchange_client() -> ExchangeOnlineClient:
