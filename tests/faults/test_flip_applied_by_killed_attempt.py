@@ -9,9 +9,11 @@ Set-Mailbox counter is what Exchange received, to compare with the log.
 """
 
 import pytest
+from django.conf import settings
 
 from soa.choices import Authority, MemberState, WaveState
 from soa.models import WaveMember
+from soa.wave_progress import wave_progress
 from tests.faults.wave_support import die_after_claiming, heartbeat_stops, member_events, tenant_fixtures
 from tests.soa.test_wave_support import cast, movable, set_mailbox_calls, started_wave, work
 from writeback.jobs.waves import wave_watch
@@ -30,6 +32,12 @@ def test_the_retry_of_a_flip_a_killed_attempt_applied_says_it_found_the_flip_alr
     assert set_mailbox_calls(exchange) == 2
     assert wave_watch() == 0  # a heartbeat this fresh may be a live worker's
     heartbeat_stops(wave)
+    # Meanwhile the running wave shows as stalled, with no rate and no time left.
+    stalled = wave_progress(user=people["op"], wave=wave)
+    assert stalled.stalled_seconds >= settings.WAVE_STALE_SECONDS and (stalled.rate, stalled.eta_seconds) == (
+        None,
+        None,
+    )
     assert wave_watch() == 5  # returned to PENDING, and the wave queued again
 
     work()
