@@ -63,5 +63,8 @@ class MemberHeartbeat:
                     # A missed beat is not the batch's failure: the flips record their own results, and only
                     # several missed beats in a row make the members look dead.
                     logger.warning("Wave heartbeat not written: %s", error)
+                except Exception:
+                    # A thread that ended here would make a live batch look dead, and its members flipped twice.
+                    logger.exception("Wave heartbeat not written")
         finally:
             connection.close()

@@ -162,6 +162,11 @@ class Worker(RqWorker):
             self.log.warning("Worker %s: the wave watch failed (%s); it runs again in %.0f s.", self.name, error,
                              _wave_watch_seconds())  # fmt: skip
             found = 0
+        except Exception:
+            # Runs in the worker's own loop, outside any job: an error raised from here would end the worker (every
+            # worker, since each runs it), so it is logged with its traceback and the worker goes on with its jobs.
+            self.log.exception("Worker %s: the wave watch failed unexpectedly.", self.name)
+            found = 0
         finally:
             # The work horse is forked from this process: it must not inherit (and share) its database connection.
             connections.close_all()
