@@ -64,7 +64,7 @@ class MemberHeartbeat:
                     # several missed beats in a row make the members look dead.
                     logger.warning("Wave heartbeat not written: %s", error)
                 except Exception:
-                    # A thread that ended here would make a live batch look dead, and its members flipped twice.
+                    # A thread that ended here would make a live batch look dead, its members taken from under it.
                     logger.exception("Wave heartbeat not written")
         finally:
             connection.close()
