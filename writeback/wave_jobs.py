@@ -205,7 +205,7 @@ def record(member: WaveMember, outcome: Outcome) -> str | None:
     """Record one member's result and its audit event in one short transaction; returns the state recorded, or
     None when the row was taken from this worker meanwhile (swept): its new owner reads the mailbox first."""
     with transaction.atomic():
-        row = WaveMember.objects.select_for_update(of=("self",)).select_related("mailbox").get(pk=member.pk)
+        row = WaveMember.objects.select_for_update(of=("self",)).select_related("mailbox", "wave").get(pk=member.pk)
         if row.state != MemberState.RUNNING or row.started_at != member.started_at:
             return None
         before = member_audit_snapshot(row)
@@ -219,7 +219,8 @@ def record(member: WaveMember, outcome: Outcome) -> str | None:
             state, error, row.not_before = _not_found_rule(row, now, error)
         else:
             row.not_found_since = None  # found (or failed for another reason): a later 404 starts a new count
-        if state == MemberState.PENDING and _cancelled(row.wave_id):
+        if state == MemberState.PENDING and row.wave.state == WaveState.CANCELLED:
+            # Given back on a cancelled wave: SKIPPED, as cancel skips the pending ones (it will never run again).
             state, error, row.not_before = MemberState.SKIPPED, f"Wave cancelled; not flipped. {error}".strip(), None
         elif deferred and state == MemberState.PENDING:
             row.attempts -= 1  # waiting for Exchange is not the member's failure
@@ -262,8 +263,8 @@ FOUND_APPLIED = (
 
 
 def _cancelled(wave_id: int) -> bool:
-    """Whether the member's wave was cancelled: a member given back then is SKIPPED, as cancel skips the pending
-    ones, instead of waiting as PENDING for a wave that will never run again."""
+    """Whether the wave was cancelled: members given back then are SKIPPED, as cancel skips the pending ones,
+    instead of waiting as PENDING for a wave that will never run again."""
     return PilotWave.objects.filter(pk=wave_id, state=WaveState.CANCELLED).exists()
 
 
