@@ -1,6 +1,8 @@
 """Component checks behind /healthz: the database, Redis and the directory, each bounded in time, and the periodic
-jobs (writeback.periodic): each switched on must have its next run in Redis, not long overdue. A problem with the
-periodic jobs degrades the answer without failing it (the web still serves; workers re-arm them within a minute).
+jobs (writeback.periodic): each switched on must have its next run in Redis, not long overdue, and the running waves
+(soa.wave_progress): none may have members in flight that no worker has touched for WAVE_STALE_SECONDS. A problem
+with either degrades the answer without failing it (the web still serves; workers re-arm the periodic jobs within a
+minute and return a dead worker's members within seconds; when that does not happen, no worker runs).
 
 The result is kept for HEALTH_CACHE_SECONDS: load balancers and monitors poll often, from several places, and each
 uncached call opens a Redis connection and binds to the directory with the service account. One check runs at a
@@ -16,6 +18,7 @@ import redis
 from django.conf import settings
 from django.db import DatabaseError, connection
 
+from soa.wave_progress import stalled_waves
 from writeback.directory import DirectoryConfig, DirectoryError, ping
 from writeback.periodic import periodic_problems
 
@@ -35,12 +38,16 @@ class PeriodicWorkMissing(Exception):
     """A periodic job is missing from Redis or overdue; the message lists each."""
 
 
+class WavesStalled(Exception):
+    """A wave has members in flight that no worker has touched for a while; the message names each."""
+
+
 def _timed(name: str, check, *, essential: bool = True) -> ComponentStatus:
     started = time.perf_counter()
     try:
         detail = check()
         ok = True
-    except (DatabaseError, redis.RedisError, DirectoryError, OSError, PeriodicWorkMissing) as exc:
+    except (DatabaseError, redis.RedisError, DirectoryError, OSError, PeriodicWorkMissing, WavesStalled) as exc:
         ok, detail = False, str(exc) or exc.__class__.__name__
     except Exception as exc:  # noqa: BLE001 - a health check reports any failure as "down" instead of a 500
         logger.exception("Health check of %s failed unexpectedly", name)
@@ -87,6 +94,19 @@ def _periodic() -> str:
     return "every periodic job is scheduled"
 
 
+def _waves() -> str:
+    stalled = stalled_waves()
+    if stalled:
+        raise WavesStalled(
+            "; ".join(
+                f"stalled: wave “{wave.name}” (#{wave.wave_id}): no worker has touched it for {wave.seconds} s, "
+                f"{wave.running} member(s) in flight"
+                for wave in stalled
+            )
+        )
+    return "no wave is stalled"
+
+
 def _not_checked() -> str:
     raise PeriodicWorkMissing("not checked: Redis does not answer")
 
@@ -123,5 +143,6 @@ def check_all() -> list[ComponentStatus]:
         # Only asked of a Redis that answered the bounded ping: the queues' connection has no timeout of its own.
         periodic = _periodic if statuses[1].ok else _not_checked
         statuses.append(_timed("periodic", periodic, essential=False))
+        statuses.append(_timed("waves", _waves, essential=False))
         _last = (configuration, time.monotonic(), statuses)
         return statuses

@@ -188,6 +188,12 @@ WORKER_WATCH_SECONDS = env.int("WORKER_WATCH_SECONDS", default=30)
 WAVE_REQUEUE_AFTER_SECONDS = env.int("WAVE_REQUEUE_AFTER_SECONDS", default=60)
 # Seconds between runs of the wave sweep (writeback.wave_schedule), which frees members a dead worker left.
 WAVE_SWEEP_INTERVAL = env.int("WAVE_SWEEP_INTERVAL", default=300)
+# A dead worker is found in seconds, not at the next sweep: a running batch writes a heartbeat on its members every
+# WAVE_HEARTBEAT_SECONDS, and every worker checks every WAVE_WATCH_SECONDS for members whose heartbeat is older than
+# WAVE_STALE_SECONDS (several missed beats: a database hiccup is not a death), returns them and queues their wave.
+WAVE_HEARTBEAT_SECONDS = env.float("WAVE_HEARTBEAT_SECONDS", default=2.0)
+WAVE_STALE_SECONDS = env.float("WAVE_STALE_SECONDS", default=10.0)
+WAVE_WATCH_SECONDS = env.float("WAVE_WATCH_SECONDS", default=3.0)
 
 # Active Directory (the sandbox slapd in demo and tests). The password only ever comes from a file.
 LDAP_URL = env.str("LDAP_URL", default="")

@@ -256,6 +256,9 @@ class WaveMember(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # While RUNNING, the batch that claimed the member says it is alive every WAVE_HEARTBEAT_SECONDS; a member whose
+    # heartbeat is older than WAVE_STALE_SECONDS belongs to a dead worker (writeback.jobs.waves.wave_watch).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     # A PENDING member is not claimed before this time: Exchange asked to be called back later (Retry-After),
     # or the mailbox answered 404 and replication lag gets time to pass (writeback.wave_jobs).

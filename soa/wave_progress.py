@@ -1,10 +1,14 @@
 """A pilot wave's live progress, for the wave page and its polled partial: members by state, the recent rate, the
-time left, the latest failures with their reasons, and whether the wave waits for a worker. Reads only."""
+time left, the latest failures with their reasons, and whether the wave waits for a worker or has stalled (members
+being flipped that no worker has touched for WAVE_STALE_SECONDS: their worker died). Reads only; /healthz reports
+the stalled waves too (``stalled_waves``)."""
 
 import datetime as dt
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db.models import Count, Max, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from portal.roles import Action, may
@@ -49,6 +53,7 @@ class WaveProgress:
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     waiting_since: dt.datetime | None = None  # no worker has taken the wave's next batch since then
+    stalled_seconds: int | None = None  # members are being flipped, but no worker has touched the wave for so long
 
     @property
     def finished(self) -> int:
@@ -66,7 +71,11 @@ class WaveProgress:
     def live(self) -> bool:
         """Whether the numbers are still moving, so the page should keep polling: the wave runs, or it was paused
         while a worker was still flipping (the member in flight finishes after the pause)."""
-        return self.state == WaveState.RUNNING or (self.state == WaveState.PAUSED and self.running > 0)
+        return self.state == WaveState.RUNNING or self.running > 0
+
+    @property
+    def stalled(self) -> bool:
+        return self.stalled_seconds is not None
 
     @property
     def average_rate(self) -> float | None:
@@ -120,10 +129,14 @@ def wave_progress(*, user, wave: PilotWave, now: dt.datetime | None = None) -> W
         due=Count("id", filter=Q(state=MemberState.PENDING) & (Q(not_before__isnull=True) | Q(not_before__lte=now))),
         last_started=Max("started_at"),
         last_finished=Max("finished_at"),
+        last_beat=Max(_BEAT, filter=Q(state=MemberState.RUNNING)),
+        last_flipped=Max("finished_at", filter=Q(state__in=_FLIPPED)),
     )
-    # Failed members count in the rate: a failure costs the runner a flip's time as much as a success does.
+    stalled = _stalled_seconds(counts, now)
+    # Failed members count in the rate: a failure costs the runner a flip's time as much as a success does. A stalled
+    # wave has no rate and no time left: nothing moves until its members are returned to a live worker.
     rate = eta = None
-    if since is not None and counts["recent"]:
+    if since is not None and counts["recent"] and stalled is None:
         rate = counts["recent"] / max((now - since).total_seconds(), 1.0)
         eta = round((counts["pending"] + counts["running"]) / rate)
     failures = []
@@ -148,7 +161,58 @@ def wave_progress(*, user, wave: PilotWave, now: dt.datetime | None = None) -> W
         started_at=wave.started_at,
         finished_at=wave.finished_at,
         waiting_since=_waiting_since(wave, counts, now),
+        stalled_seconds=stalled,
     )
+
+
+# A running member's last sign of life: its batch's heartbeat, or its claim for rows claimed before heartbeats.
+_BEAT = Coalesce("heartbeat_at", "started_at")
+# Members whose end a worker recorded (a cancel skips members too, but that is no worker's sign of life).
+_FLIPPED = [MemberState.DONE, MemberState.FAILED]
+
+
+def _stale_after() -> dt.timedelta:
+    return dt.timedelta(seconds=float(settings.WAVE_STALE_SECONDS))
+
+
+def _stalled_seconds(counts: dict, now: dt.datetime) -> int | None:
+    """Seconds since a worker last touched a wave whose members are being flipped, once that is longer than
+    WAVE_STALE_SECONDS (its worker died; the watch of any live worker returns them within seconds), else None."""
+    if not counts["running"] or counts["last_beat"] is None:
+        return None
+    idle = now - max(moment for moment in (counts["last_beat"], counts["last_flipped"]) if moment)
+    return int(idle.total_seconds()) if idle >= _stale_after() else None
+
+
+@dataclass(frozen=True)
+class StalledWave:
+    """A wave with members being flipped that no worker has touched for ``seconds``."""
+
+    wave_id: int
+    name: str
+    running: int
+    seconds: int
+
+
+def stalled_waves(now: dt.datetime | None = None) -> list[StalledWave]:
+    """Every stalled wave (see _stalled_seconds), for /healthz: one query over the running members."""
+    now = now or timezone.now()
+    candidates = (
+        WaveMember.objects.filter(state=MemberState.RUNNING)
+        .values("wave_id")
+        .annotate(running=Count("id"), last_beat=Max(_BEAT))
+        .filter(last_beat__lt=now - _stale_after())
+    )
+    found = []
+    for row in candidates:
+        wave = PilotWave.objects.filter(pk=row["wave_id"]).values_list("name", flat=True).first()
+        activity = WaveMember.objects.filter(wave_id=row["wave_id"], state__in=_FLIPPED).aggregate(
+            last_flipped=Max("finished_at")
+        )
+        seconds = _stalled_seconds({**activity, **row}, now)
+        if seconds is not None and wave is not None:
+            found.append(StalledWave(row["wave_id"], wave, row["running"], seconds))
+    return found
 
 
 def _waiting_since(wave: PilotWave, counts: dict, now: dt.datetime) -> dt.datetime | None:

@@ -73,6 +73,7 @@ class Outcome:
     retry_at: dt.datetime | None = None  # Exchange asked to be called again at this time (PENDING)
     quiet_until: dt.datetime | None = None  # inside the quiet period until then (PENDING)
     not_found: bool = False  # Exchange answered 404 for the mailbox (PENDING until the bound, then FAILED)
+    found_applied: bool = False  # the re-read before writing found the flip already applied by an earlier attempt
 
     @property
     def transient(self) -> bool:
@@ -106,7 +107,7 @@ def claim_batch(wave_id: int) -> list[WaveMember]:
         for member in members:
             require_member_transition(member.state, MemberState.RUNNING)
         WaveMember.objects.filter(pk__in=[m.pk for m in members]).update(
-            state=MemberState.RUNNING, started_at=now, attempts=F("attempts") + 1
+            state=MemberState.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1
         )
         after = {"members": [m.pk for m in members], "state": MemberState.RUNNING, "started_at": now}
         audit_record(actor=None, action="soa.wave.batch_claimed", obj=wave, after=after)
@@ -131,6 +132,7 @@ def _merge(first: Copy, second: Copy) -> Copy:
         before={**second.before, **first.before},
         after={**first.after, **second.after},
         ad_values=second.ad_values,
+        exo_values=second.exo_values,
     )
 
 
@@ -157,7 +159,7 @@ def flip(
         current = client.get_mailbox(identity) if target or member.tried_before or copy_to_ad else None
         if member.tried_before and current.get("IsExchangeCloudManaged") is target:
             # An earlier claim applied the flip (and, back to AD, the copy that comes before it).
-            return Outcome(MemberState.DONE)
+            return Outcome(MemberState.DONE, found_applied=True)
         if target:
             deferral = quiet_period_deferral(mailbox, current, directory)
             if deferral is not None:
@@ -197,7 +199,7 @@ def _stamp(member: WaveMember) -> bool:
     """Refresh the claim just before flipping (the sweep's heartbeat); False when the member is no longer ours."""
     now = timezone.now()
     mine = WaveMember.objects.filter(pk=member.pk, state=MemberState.RUNNING, started_at=member.started_at).update(
-        started_at=now
+        started_at=now, heartbeat_at=now
     )
     if mine:
         member.started_at = now
@@ -208,7 +210,7 @@ def record(member: WaveMember, outcome: Outcome) -> str | None:
     """Record one member's result and its audit event in one short transaction; returns the state recorded, or
     None when the row was taken from this worker meanwhile (swept): its new owner reads the mailbox first."""
     with transaction.atomic():
-        row = WaveMember.objects.select_for_update(of=("self",)).select_related("mailbox").get(pk=member.pk)
+        row = WaveMember.objects.select_for_update(of=("self",)).select_related("mailbox", "wave").get(pk=member.pk)
         if row.state != MemberState.RUNNING or row.started_at != member.started_at:
             return None
         before = member_audit_snapshot(row)
@@ -222,7 +224,10 @@ def record(member: WaveMember, outcome: Outcome) -> str | None:
             state, error, row.not_before = _not_found_rule(row, now, error)
         else:
             row.not_found_since = None  # found (or failed for another reason): a later 404 starts a new count
-        if deferred and state == MemberState.PENDING:
+        if state == MemberState.PENDING and row.wave.state == WaveState.CANCELLED:
+            # Given back on a cancelled wave: SKIPPED, as cancel skips the pending ones (it will never run again).
+            state, error, row.not_before = MemberState.SKIPPED, f"Wave cancelled; not flipped. {error}".strip(), None
+        elif deferred and state == MemberState.PENDING:
             row.attempts -= 1  # waiting for Exchange is not the member's failure
         elif state == MemberState.PENDING and MEMBER_RETRY.gives_up(row.attempts):
             state, error = MemberState.FAILED, f"Gave up after {row.attempts} attempts. Last error: {error}"
@@ -243,14 +248,32 @@ def record(member: WaveMember, outcome: Outcome) -> str | None:
             MemberState.DONE: "soa.wave.member_done",
             MemberState.FAILED: "soa.wave.member_failed",
             MemberState.PENDING: "soa.wave.member_released",
+            MemberState.SKIPPED: "soa.wave.member_skipped",
         }[state]
         after = {**member_audit_snapshot(row), "set_mailbox_sent": outcome.sent, "changed": outcome.changed}
+        if outcome.found_applied:
+            # What makes exactly-once provable from the log alone: this DONE sent nothing, because the flip it
+            # found had been applied by an earlier claim whose worker died before recording it.
+            after["found_applied"] = True
+            error = FOUND_APPLIED
         if row.not_before is not None:
             after["not_before"] = row.not_before.isoformat()
         if outcome.copied is not None:
             after["ad_written"] = {"before": outcome.copied.before, "after": outcome.copied.after}
         audit_record(actor=None, action=action, obj=row, before=before, after=after, reason=error)
     return str(state)
+
+
+FOUND_APPLIED = (
+    "The re-read before writing found the flip already applied (by an earlier attempt whose worker stopped before "
+    "recording it); no Set-Mailbox was sent."
+)
+
+
+def _cancelled(wave_id: int) -> bool:
+    """Whether the wave was cancelled: members given back then are SKIPPED, as cancel skips the pending ones,
+    instead of waiting as PENDING for a wave that will never run again."""
+    return PilotWave.objects.filter(pk=wave_id, state=WaveState.CANCELLED).exists()
 
 
 def _duration(seconds: float) -> str:
@@ -286,12 +309,16 @@ def _not_found_rule(row: WaveMember, now: dt.datetime, error: str) -> tuple[str,
 
 
 def _record_copy(member: WaveMember, copied: Copy, now: dt.datetime) -> None:
-    """Keep the portal's picture of AD current after the revert's copy (the next inventory would find the same)."""
+    """Keep the portal's picture of both sides current after the revert's copy (the next inventory would find the
+    same): AD as read back, and the cloud as copied from, so the drift computed from the two is the real one."""
     mailbox = Mailbox.objects.select_for_update().get(pk=member.mailbox_id)
     mailbox.ad_values = {**mailbox.ad_values, **copied.ad_values}
+    mailbox.exo_values = {**mailbox.exo_values, **copied.exo_values}
     refresh_drift(mailbox)
-    mailbox.ad_read_at = now
-    mailbox.save(update_fields=["ad_values", "drift", "has_drift", "ad_read_at", "updated_at"])
+    mailbox.ad_read_at = mailbox.exo_read_at = now
+    mailbox.save(
+        update_fields=["ad_values", "exo_values", "drift", "has_drift", "ad_read_at", "exo_read_at", "updated_at"]
+    )
 
 
 def _release(members: list[WaveMember], why: str, *, not_before: dt.datetime | None = None) -> int:
@@ -302,16 +329,18 @@ def _release(members: list[WaveMember], why: str, *, not_before: dt.datetime | N
         return 0
     released = []
     with transaction.atomic():
-        require_member_transition(MemberState.RUNNING, MemberState.PENDING)
+        target = MemberState.SKIPPED if _cancelled(members[0].wave_id) else MemberState.PENDING
+        require_member_transition(MemberState.RUNNING, target)
+        finished_at = timezone.now() if target == MemberState.SKIPPED else None
         for member in members:
             # Only rows still held by this claim (RUNNING since this worker stamped them): the rest were recorded or
             # swept meanwhile.
             if WaveMember.objects.filter(pk=member.pk, state=MemberState.RUNNING, started_at=member.started_at).update(
-                state=MemberState.PENDING, attempts=F("attempts") - 1, last_error=why, not_before=not_before
+                state=target, attempts=F("attempts") - 1, last_error=why, not_before=not_before, finished_at=finished_at
             ):
                 released.append(member.pk)
         if released:
-            after = {"members": released, "state": MemberState.PENDING, "not_before": not_before}
+            after = {"members": released, "state": target, "not_before": not_before}
             audit_record(actor=None, action="soa.wave.batch_released", obj=members[0].wave, after=after, reason=why)
     return len(released)
 

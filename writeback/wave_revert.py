@@ -35,11 +35,14 @@ class RevertNotVerified(Exception):
 
 @dataclass(frozen=True)
 class Copy:
-    """What the copy did: the AD values it replaced and wrote (LDAP names, changed attributes only)."""
+    """What the copy did: the AD values it replaced and wrote (LDAP names, changed attributes only), and both sides
+    as the copy last saw them, for the inventory's copies of each: without the cloud side too, the portal would
+    compare AD's new values with the cloud's as of the last import and show drift that is not there."""
 
     before: dict[str, Any] = field(default_factory=dict)
     after: dict[str, Any] = field(default_factory=dict)
     ad_values: dict[str, Any] = field(default_factory=dict)  # AD as read back, keyed by EXO name (for the inventory)
+    exo_values: dict[str, Any] = field(default_factory=dict)  # the cloud as copied from, keyed by EXO name
 
 
 def _secondary_moera(raw: str) -> bool:
@@ -105,4 +108,5 @@ def copy_cloud_to_ad(directory: DirectoryClient, ad_guid, mailbox: Mapping[str, 
         before=written,
         after={name: desired[name] for name in changes},
         ad_values={name: value for name, value in read_back.items() if name in exchange_names},
+        exo_values=exo_values(mailbox),
     )

@@ -12,6 +12,11 @@ also keeps the periodic jobs alive and outlives a Redis outage.
   worker loop that ended without being asked to stop waits until Redis answers and starts again. Work that could not
   be queued meanwhile is left waiting in the database and queued again by the sweep (soa.jobs.enqueue).
 
+- A dead worker is found in seconds: every WAVE_WATCH_SECONDS (3), idle or watching its own job, the worker runs
+  writeback.jobs.waves.wave_watch, which returns the wave members whose batch stopped beating (another worker died,
+  or this one's horse was killed) and queues their waves. A worker that starts runs it at once, so a machine that
+  restarts its one worker after a crash picks the wave up again by itself.
+
 A burst worker, or one given --max-jobs or --max-idle-time, ends as rq's does: those are meant to end.
 """
 
@@ -23,12 +28,15 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError, connections
 from redis.exceptions import RedisError
 from rq import worker_registration
 from rq.utils import now
 from rq.worker import Worker as RqWorker
 
 from soa.jobs import REDIS_UNREACHABLE
+from writeback.exchange import ExchangeOnlineError
+from writeback.jobs.waves import wave_watch
 from writeback.periodic import periodic_arm
 
 # Waiting for Redis to come back: the first wait, and the longest.
@@ -41,12 +49,20 @@ def _watch_seconds() -> int:
     return int(settings.WORKER_WATCH_SECONDS)
 
 
+def _wave_watch_seconds() -> float:
+    """How often a worker looks for wave members whose worker died."""
+    return float(settings.WAVE_WATCH_SECONDS)
+
+
 class Worker(RqWorker):
     """rq's Worker, which arms the periodic jobs and survives Redis going away (see the module's docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._watched_at: float | None = None
+        self._waves_watched_at: float | None = None
         super().__init__(*args, **kwargs)
+        # While its horse runs, the worker wakes this often (rq: every 30 s) to beat, and to watch the waves.
+        self.job_monitoring_interval = max(1, min(self.job_monitoring_interval, int(_wave_watch_seconds())))
 
     # -- the loop, started again after an outage ---------------------------------------------------------------------
 
@@ -56,6 +72,7 @@ class Worker(RqWorker):
         while True:
             self._wait_for_redis()
             self._arm()
+            self._watch_waves()
             try:
                 worked = super().work(burst=burst, **options) or worked
             except REDIS_UNREACHABLE as error:  # the teardown of a loop that lost Redis, mostly
@@ -106,27 +123,56 @@ class Worker(RqWorker):
             super().maintain_heartbeats(job, execution)
         except REDIS_UNREACHABLE as error:
             self.log.warning("Worker %s: Redis does not answer (%s); job %s goes on.", self.name, error, job.id)
+        if self._waves_due():
+            self._watch_waves()
 
     # -- the periodic check ---------------------------------------------------------------------------------------
 
     @property
     def dequeue_timeout(self) -> int:
-        # rq blocks for a job for worker_ttl - 15 s (405 s by default); the watch must come round more often.
-        return max(1, min(super().dequeue_timeout, _watch_seconds()))
+        # rq blocks for a job for worker_ttl - 15 s (405 s by default); the watches must come round more often.
+        return max(1, min(super().dequeue_timeout, _watch_seconds(), int(_wave_watch_seconds())))
 
     def _watch_due(self) -> bool:
         return self._watched_at is None or time.monotonic() - self._watched_at >= _watch_seconds()
 
+    def _waves_due(self) -> bool:
+        return self._waves_watched_at is None or time.monotonic() - self._waves_watched_at >= _wave_watch_seconds()
+
     @property
     def should_run_maintenance_tasks(self) -> bool:
-        return super().should_run_maintenance_tasks or self._watch_due()
+        return super().should_run_maintenance_tasks or self._watch_due() or self._waves_due()
 
     def run_maintenance_tasks(self) -> None:
+        if self._waves_due():
+            self._watch_waves()
         # Not once a stop was asked for: rq has stopped the scheduler, and the watch would start it again.
         if self._watch_due() and not self._stop_requested and self._shutdown_requested_date is None:
             self._watch()
         if super().should_run_maintenance_tasks:
             super().run_maintenance_tasks()
+
+    def _watch_waves(self) -> None:
+        """Return (or settle) the wave members whose worker died (writeback.jobs.waves.wave_watch). A database or
+        Exchange that does not answer is logged and met again at the next watch; the worker goes on."""
+        self._waves_watched_at = time.monotonic()
+        try:
+            found = wave_watch()
+        except (DatabaseError, ExchangeOnlineError, *REDIS_UNREACHABLE) as error:
+            self.log.warning("Worker %s: the wave watch failed (%s); it runs again in %.0f s.", self.name, error,
+                             _wave_watch_seconds())  # fmt: skip
+            found = 0
+        except Exception:
+            # Runs in the worker's own loop, outside any job: an error raised from here would end the worker (every
+            # worker, since each runs it), so it is logged with its traceback and the worker goes on with its jobs.
+            self.log.exception("Worker %s: the wave watch failed unexpectedly.", self.name)
+            found = 0
+        finally:
+            # The work horse is forked from this process: it must not inherit (and share) its database connection.
+            connections.close_all()
+        if found:
+            self.log.warning("Worker %s: returned or settled %d wave member(s) whose worker had stopped.", self.name,
+                             found)  # fmt: skip
 
     def _arm(self) -> None:
         armed = periodic_arm()

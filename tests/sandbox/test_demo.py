@@ -82,7 +82,7 @@ def test_demo_serves_every_role_and_stops_everything_on_ctrl_c(demo):
 
     health = requests.get(base + "healthz", timeout=10)
     assert health.status_code == 200
-    assert health.json()["components"].keys() == {"database", "redis", "directory", "periodic"}
+    assert health.json()["components"].keys() == {"database", "redis", "directory", "periodic", "waves"}
 
     logins = json.loads((var_dir / "demo-logins.json").read_text())
     assert set(logins) >= {"helpdesk", "operator", "approver", "auditor", "admin"}

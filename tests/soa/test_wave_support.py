@@ -101,6 +101,25 @@ def new_wave(actor, *mailboxes, direction=WaveDirection.TO_CLOUD, name="Pilot 1"
     return wave
 
 
+def movable(count: int) -> list[Mailbox]:
+    """The first ``count`` mailboxes (by UPN) an imported tenant could move to the cloud."""
+    found = list(Mailbox.objects.filter(authority=Authority.ON_PREM, in_exo=True, in_ad=True).order_by("upn")[:count])
+    assert len(found) == count, f"the seed has only {len(found)} mailboxes to move"
+    return found
+
+
+def started_wave(people, mailboxes, **options):
+    """A wave of ``mailboxes`` built, submitted, approved by someone else and started (its first batch queued)."""
+    from soa.services.approvals import wave_approve
+    from soa.services.wave_run import wave_start
+    from soa.services.waves import wave_submit
+
+    wave = new_wave(people["op"], *mailboxes, **options)
+    wave_submit(actor=people["op"], wave_id=wave.pk)
+    wave_approve(actor=people["approver"], wave_id=wave.pk, acknowledge_warnings=True)
+    return wave_start(actor=people["op2"], wave_id=wave.pk)
+
+
 def submitted_wave(actor, *mailboxes, **options):
     from soa.services.waves import wave_submit
 

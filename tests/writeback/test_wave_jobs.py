@@ -16,11 +16,10 @@ from portal.audit import verify_chain
 from portal.models import AuditEvent
 from soa.choices import Authority, MemberState, WaveState
 from soa.models import Mailbox, PilotWave, WaveMember
-from soa.services.approvals import wave_approve
-from soa.services.wave_run import wave_pause, wave_resume, wave_start
+from soa.services.wave_run import wave_pause, wave_resume
 from tests.exchange_fixtures import private_tenant
 from tests.faults.fault_stack import VirtualClock
-from tests.soa.test_wave_support import cast, new_wave, set_mailbox_calls, work
+from tests.soa.test_wave_support import cast, movable, set_mailbox_calls, started_wave, work
 from tests.writeback.worker_process import kill_worker, run_worker_until_empty, start_worker
 from writeback import wave_jobs
 from writeback.exchange import ExchangeConfig, ExchangeOnlineClient
@@ -59,22 +58,6 @@ def people(make_user):
     return cast(make_user)
 
 
-def movable(count: int) -> list[Mailbox]:
-    found = list(Mailbox.objects.filter(authority=Authority.ON_PREM, in_exo=True, in_ad=True).order_by("upn")[:count])
-    assert len(found) == count, f"the seed has only {len(found)} mailboxes to move"
-    return found
-
-
-def running_wave(people, mailboxes, **options) -> PilotWave:
-    """A wave of ``mailboxes`` built, submitted, approved by someone else and started (its first batch queued)."""
-    from soa.services.waves import wave_submit
-
-    wave = new_wave(people["op"], *mailboxes, **options)
-    wave_submit(actor=people["op"], wave_id=wave.pk)
-    wave_approve(actor=people["approver"], wave_id=wave.pk, acknowledge_warnings=True)
-    return wave_start(actor=people["op2"], wave_id=wave.pk)
-
-
 def states(wave) -> dict[str, int]:
     counts: dict[str, int] = {}
     for state in WaveMember.objects.filter(wave=wave).values_list("state", flat=True):
@@ -91,7 +74,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_a_wave_runs_to_completion_in_batches(exchange, people):
     mailboxes = movable(30)
-    wave = running_wave(people, mailboxes, batch_size=8, max_rate=50.0)
+    wave = started_wave(people, mailboxes, batch_size=8, max_rate=50.0)
     work()
     wave.refresh_from_db()
     assert wave.state == WaveState.COMPLETED and wave.finished_at is not None
@@ -114,7 +97,7 @@ def test_under_throttling_the_wave_still_completes(exchange, people, settings, p
     settings.EXO_RATE_LIMIT_PACING = pacing
     mailboxes = movable(12)
     exchange.set_throttle(rate=4, burst=3)
-    wave = running_wave(people, mailboxes, batch_size=6, max_rate=20.0)  # faster than the tenant allows
+    wave = started_wave(people, mailboxes, batch_size=6, max_rate=20.0)  # faster than the tenant allows
     work()
     wave.refresh_from_db()
     assert wave.state == WaveState.COMPLETED, states(wave)
@@ -129,7 +112,7 @@ def test_a_permanent_failure_fails_the_member_with_its_reason(exchange, people, 
     settings.EXO_NOT_FOUND_RETRY_SECONDS = 0  # no grace for replication lag (test_wave_deferral covers it)
     mailboxes = movable(5)
     gone = mailboxes[2]
-    wave = running_wave(people, mailboxes, batch_size=10, max_rate=50.0)
+    wave = started_wave(people, mailboxes, batch_size=10, max_rate=50.0)
     exchange.delete_mailbox(str(gone.exo_object_id))
     work()
     wave.refresh_from_db()
@@ -148,7 +131,7 @@ def test_a_permanent_failure_fails_the_member_with_its_reason(exchange, people, 
 
 def test_pause_takes_effect_within_the_batch_and_resume_finishes_it(exchange, people, monkeypatch):
     mailboxes = movable(12)
-    wave = running_wave(people, mailboxes, batch_size=10, max_rate=50.0)
+    wave = started_wave(people, mailboxes, batch_size=10, max_rate=50.0)
     real_flip, flipped = wave_jobs.flip, []
 
     def flip_then_pause(client, member, **options):
@@ -177,7 +160,7 @@ def test_pause_takes_effect_within_the_batch_and_resume_finishes_it(exchange, pe
 
 def test_a_second_delivery_flips_nothing_twice(exchange, people):
     mailboxes = movable(20)
-    wave = running_wave(people, mailboxes, batch_size=5, max_rate=50.0)
+    wave = started_wave(people, mailboxes, batch_size=5, max_rate=50.0)
     wave_jobs.wave_enqueue(wave_id=wave.pk)  # the same batch delivered again while the first is queued
     work()
     wave.refresh_from_db()
@@ -193,7 +176,7 @@ def test_a_second_delivery_flips_nothing_twice(exchange, people):
 
 def test_the_sweep_returns_a_dead_workers_members_and_an_applied_flip_is_not_sent_again(exchange, people):
     mailboxes = movable(6)
-    wave = running_wave(people, mailboxes, batch_size=6, max_rate=50.0)
+    wave = started_wave(people, mailboxes, batch_size=6, max_rate=50.0)
     django_rq.get_queue(wave_jobs.QUEUE).empty()  # the worker that took the job died...
     claimed = wave_jobs.claim_batch(wave.pk)  # ...after claiming the batch
     assert len(claimed) == 6 and states(wave) == {MemberState.RUNNING: 6}
@@ -202,7 +185,10 @@ def test_the_sweep_returns_a_dead_workers_members_and_an_applied_flip_is_not_sen
         str(applied.exo_object_id), IsExchangeCloudManaged=True, verify=True
     )
     assert wave_jobs.wave_sweep_job() == 0  # not stale yet: a live worker may still be flipping them
-    WaveMember.objects.filter(wave=wave).update(started_at=timezone.now() - dt.timedelta(minutes=11))
+    # Its heartbeat stopped with it: once older than WAVE_STALE_SECONDS, the members are the dead worker's.
+    WaveMember.objects.filter(wave=wave).update(
+        heartbeat_at=timezone.now() - dt.timedelta(seconds=settings.WAVE_STALE_SECONDS + 1)
+    )
     assert wave_jobs.wave_sweep_job() == 6
     assert states(wave) == {MemberState.PENDING: 6}
     assert AuditEvent.objects.filter(action="soa.wave.member_swept").count() == 6
@@ -221,7 +207,7 @@ def test_a_transient_failure_releases_the_member_and_the_wave_still_completes(ex
     mailboxes = movable(4)
     monkeypatch.setattr(settings, "EXO_MAX_ATTEMPTS", 1)  # no retries in the client: the runner sees the 503
     exchange.set_faults(fail_next=1, fail_status=503)
-    wave = running_wave(people, mailboxes, batch_size=4, max_rate=50.0)
+    wave = started_wave(people, mailboxes, batch_size=4, max_rate=50.0)
     work()
     waiting = WaveMember.objects.filter(wave=wave, state=MemberState.PENDING)
     # The failed member and the rest of its batch wait MEMBER_RETRY's first delay together; none spent an attempt more.
@@ -240,7 +226,7 @@ def test_a_member_that_keeps_failing_transiently_fails_after_the_last_attempt(ex
     monkeypatch.setattr(settings, "EXO_MAX_ATTEMPTS", 1)
     monkeypatch.setattr(wave_jobs, "MEMBER_RETRY", dataclasses.replace(wave_jobs.MEMBER_RETRY, max_attempts=2))
     exchange.set_faults(fail_next=2, fail_status=503)  # the member's two attempts
-    wave = running_wave(people, mailboxes, batch_size=1, max_rate=50.0)
+    wave = started_wave(people, mailboxes, batch_size=1, max_rate=50.0)
     VirtualClock().run(lambda: PilotWave.objects.get(pk=wave.pk).state != WaveState.RUNNING)
     wave.refresh_from_db()
     assert wave.state == WaveState.COMPLETED_WITH_ERRORS, states(wave)
@@ -251,7 +237,7 @@ def test_a_member_that_keeps_failing_transiently_fails_after_the_last_attempt(ex
 
 def test_a_window_that_closes_mid_run_pauses_the_wave_before_the_next_flip(exchange, people):
     mailboxes = movable(3)
-    wave = running_wave(people, mailboxes, batch_size=3, max_rate=50.0)
+    wave = started_wave(people, mailboxes, batch_size=3, max_rate=50.0)
     PilotWave.objects.filter(pk=wave.pk).update(
         window_start=timezone.now() - dt.timedelta(hours=2), window_end=timezone.now() - dt.timedelta(seconds=1)
     )
@@ -265,7 +251,7 @@ def test_a_window_that_closes_mid_run_pauses_the_wave_before_the_next_flip(excha
 
 def test_the_sweep_requeues_a_wave_whose_next_batch_was_lost(exchange, people):
     mailboxes = movable(6)
-    wave = running_wave(people, mailboxes, batch_size=3, max_rate=50.0)
+    wave = started_wave(people, mailboxes, batch_size=3, max_rate=50.0)
     queue = django_rq.get_queue(wave_jobs.QUEUE)
     queue.empty()
     wave_jobs.run_batch(wave.pk)  # a worker flipped and recorded a batch, then died before queueing the next
@@ -283,7 +269,7 @@ def test_the_sweep_requeues_a_wave_whose_next_batch_was_lost(exchange, people):
 
 def test_flips_keep_to_the_wave_rate_across_batches(exchange, people):
     mailboxes = movable(9)
-    wave = running_wave(people, mailboxes, batch_size=3, max_rate=5.0)
+    wave = started_wave(people, mailboxes, batch_size=3, max_rate=5.0)
     work()
     starts = sorted(WaveMember.objects.filter(wave=wave).values_list("started_at", flat=True))
     gaps = [(later - earlier).total_seconds() for earlier, later in zip(starts, starts[1:], strict=False)]
@@ -295,7 +281,7 @@ def test_a_wave_paused_mid_batch_can_be_cancelled_and_nothing_more_is_flipped(ex
     from soa.services.waves import wave_cancel
 
     mailboxes = movable(6)
-    wave = running_wave(people, mailboxes, batch_size=6, max_rate=50.0)
+    wave = started_wave(people, mailboxes, batch_size=6, max_rate=50.0)
     real_flip = wave_jobs.flip
 
     def flip_then_pause(client, member, **options):
@@ -320,7 +306,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_flips_nothing_twice(exchange,
     if connection.vendor != "postgresql":
         pytest.skip("a worker process shares the test database only on PostgreSQL (CI runs it there)")
     mailboxes = movable(20)
-    wave = running_wave(people, mailboxes, batch_size=5, max_rate=4.0)
+    wave = started_wave(people, mailboxes, batch_size=5, max_rate=4.0)
     with open(tmp_path / "worker1.log", "wb") as log:
         worker = start_worker(log)
         deadline = clock.monotonic() + 60
@@ -350,7 +336,7 @@ def test_a_flip_answered_with_an_empty_error_after_applying_is_recorded_done_and
     """exchange-facts §7.4 and §4.3: Set-Mailbox -IsExchangeCloudManaged can fail with an empty message although
     the flip was applied; the client's re-read finds it applied, so the member is DONE after one Set-Mailbox."""
     mailboxes = movable(2)
-    wave = running_wave(people, mailboxes, batch_size=2, max_rate=50.0)
+    wave = started_wave(people, mailboxes, batch_size=2, max_rate=50.0)
     exchange.set_faults(error_after_apply=1)
     work()
     wave.refresh_from_db()
