@@ -66,7 +66,9 @@ def _as_text(rows: QuerySet) -> QuerySet:
 
 def changed_keys(before: Any, after: Any) -> list[dict[str, Any]]:
     """The keys whose values differ between an event's before and after, in order, each with both values (None for a
-    key one side lacks); [] when either side is not a mapping (shown whole instead)."""
+    key one side lacks; a side that is None, as before a creation, holds no key); [] when a side is neither a mapping
+    nor None (shown whole instead)."""
+    before, after = ({} if side is None else side for side in (before, after))
     if not isinstance(before, dict) or not isinstance(after, dict):
         return []
     keys = list(dict.fromkeys([*before, *after]))

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from portal.models import AuditEvent
 from portal.roles import Action, granted_actions
+from soa.choices import WaveState
 from soa.selectors import (
     EXPIRING_SOON,
     changes_requested_by,
@@ -53,10 +54,10 @@ def _approver(user) -> dict:
 
 def _operator(user) -> dict:
     waves = list(operator_waves(user=user))
-    by_state: dict[str, int] = {}
+    counts: dict[str, int] = {}
     for wave in waves:
-        by_state[wave.state] = by_state.get(wave.state, 0) + 1
-        wave.percent_done = round(100 * wave.done_count / wave.member_count) if wave.member_count else 0
+        counts[wave.state] = counts.get(wave.state, 0) + 1
+    by_state = [{"state": state, "label": WaveState(state).label, "count": count} for state, count in counts.items()]
     return {"waves": waves[:SHOWN], "count": len(waves), "by_state": by_state}
 
 

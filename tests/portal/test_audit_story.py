@@ -92,7 +92,8 @@ def test_before_and_after_show_only_the_keys_that_changed(client, make_user, sto
     assert changed_keys({"Gone": False}, {}) == [
         {"key": "Gone", "before": "false", "after": None, "added": False, "removed": True}
     ]
-    assert changed_keys(None, {"a": 1}) == []
+    assert changed_keys(None, {"a": 1}) == [{"key": "a", "before": None, "after": "1", "added": True, "removed": False}]
+    assert changed_keys(["a"], {"a": 1}) == [] and changed_keys(None, None) == []
     html = _signed_in(client, make_user).get("/audit/").content.decode()
     assert (
         "<del>old</del>" in html

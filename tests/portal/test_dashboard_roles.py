@@ -58,7 +58,7 @@ def test_an_operator_sees_their_own_open_waves_with_progress_and_counts_linking_
 
     operator = response.context["operator"]
     assert [wave.name for wave in operator["waves"]] == ["Olga's pilot"]
-    assert operator["by_state"] == {"DRAFT": 1}
+    assert operator["by_state"] == [{"state": "DRAFT", "label": "Draft", "count": 1}]
     assert "1 of 2 done" in page_text(response)
     link = "/waves/?state=DRAFT&amp;mine=on"
     assert link in page_text(response)
