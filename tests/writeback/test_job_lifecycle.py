@@ -11,8 +11,9 @@ from django.utils import timezone
 from portal.models import AuditEvent
 from soa.choices import MemberState, WaveState
 from soa.models import PilotWave, WaveMember
+from tests.soa.test_wave_support import movable, started_wave
 from tests.writeback import test_wave_jobs
-from tests.writeback.test_wave_jobs import movable, running_wave, states
+from tests.writeback.test_wave_jobs import states
 from writeback import wave_jobs
 from writeback.inventory import _bump, inventory_run_request
 from writeback.jobs import inventory as inventory_jobs
@@ -84,7 +85,7 @@ def test_a_wave_batch_whose_flip_raises_unexpectedly_gives_its_members_back_with
     exchange, people, monkeypatch
 ):
     mailboxes = movable(3)
-    wave = running_wave(people, mailboxes, batch_size=3, max_rate=50.0)
+    wave = started_wave(people, mailboxes, batch_size=3, max_rate=50.0)
 
     def broken_flip(client, member, **options):
         raise RuntimeError("a bug in the runner")

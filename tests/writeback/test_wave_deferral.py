@@ -15,8 +15,9 @@ from rq import SimpleWorker
 from portal.models import AuditEvent
 from soa.choices import MemberState, WaveState
 from soa.models import WaveMember
+from tests.soa.test_wave_support import movable, started_wave
 from tests.writeback import test_wave_jobs
-from tests.writeback.test_wave_jobs import cloud_managed_in_exchange, movable, running_wave, states
+from tests.writeback.test_wave_jobs import cloud_managed_in_exchange, states
 from writeback import wave_jobs
 
 tenant = test_wave_jobs.tenant
@@ -59,7 +60,7 @@ def test_a_retry_after_beyond_the_cap_releases_the_batch_and_reschedules_it_at_t
     settings.EXO_RATE_LIMIT_PACING = False  # let the 429 happen rather than pacing before it
     settings.EXO_MAX_RETRY_AFTER_SECONDS = 30
     mailboxes = movable(4)
-    wave = running_wave(people, mailboxes, batch_size=4, max_rate=50.0)
+    wave = started_wave(people, mailboxes, batch_size=4, max_rate=50.0)
     exchange.set_throttle(rate=0.01, burst=3)  # one flip (read, Set-Mailbox, re-read), then 100 s to the next
     before = timezone.now()
     work()
@@ -94,7 +95,7 @@ def test_a_mailbox_answering_404_is_retried_with_backoff_until_exchange_finds_it
     runner gives the members back with a growing delay, without a worker waiting, and flips them once found."""
     settings.EXO_NOT_FOUND_RETRY_SECONDS = 300
     mailboxes = movable(3)
-    wave = running_wave(people, mailboxes, batch_size=3, max_rate=50.0)
+    wave = started_wave(people, mailboxes, batch_size=3, max_rate=50.0)
     exchange.set_faults(replication_lag=10**12)  # longer than any mailbox has existed: every one "just created"
     before = timezone.now()
     work()
@@ -127,7 +128,7 @@ def test_a_mailbox_still_missing_after_the_bound_fails_saying_why(exchange, peop
     member fails with a message naming both causes (replication lag not caught up, or a deleted mailbox)."""
     settings.EXO_NOT_FOUND_RETRY_SECONDS = 300
     mailboxes = movable(2)
-    wave = running_wave(people, mailboxes, batch_size=2, max_rate=50.0)
+    wave = started_wave(people, mailboxes, batch_size=2, max_rate=50.0)
     exchange.set_faults(replication_lag=10**12)
     work()
     assert states(wave) == {MemberState.PENDING: 2}
@@ -144,7 +145,7 @@ def test_a_mailbox_still_missing_after_the_bound_fails_saying_why(exchange, peop
 def test_the_sweep_leaves_a_wave_waiting_for_its_scheduled_batch(exchange, people, settings):
     """A wave whose members are all deferred is not stalled: its batch is scheduled, not lost."""
     settings.EXO_NOT_FOUND_RETRY_SECONDS = 3600
-    wave = running_wave(people, movable(2), batch_size=2, max_rate=50.0)
+    wave = started_wave(people, movable(2), batch_size=2, max_rate=50.0)
     exchange.set_faults(replication_lag=10**12)
     work()
     old = timezone.now() - dt.timedelta(minutes=11)

@@ -14,9 +14,10 @@ from django.utils import timezone
 from portal.models import AuditEvent
 from soa.choices import MemberState, WaveState
 from soa.models import WaveMember
+from tests.soa.test_wave_support import movable, set_mailbox_calls, started_wave
 from tests.writeback import test_wave_jobs
 from tests.writeback.test_wave_deferral import PilotWave_state, scheduled_batches, time_passes, work
-from tests.writeback.test_wave_jobs import cloud_managed_in_exchange, movable, running_wave, set_mailbox_calls, states
+from tests.writeback.test_wave_jobs import cloud_managed_in_exchange, states
 from writeback.directory import DirectoryClient, DirectoryConfig
 from writeback.wave_quiet_period import ad_changed_at
 
@@ -38,7 +39,7 @@ def test_a_recent_ad_change_defers_the_flip_though_exchange_is_quiet(exchange, p
     """Approved with no quiet period to respect; by flip time one applies, and AD's change time (not Exchange's,
     which is years old) says the user changed within it: no Set-Mailbox, the member waits for the period's end."""
     mailboxes = movable(2)
-    wave = running_wave(people, mailboxes, batch_size=2, max_rate=50.0)
+    wave = started_wave(people, mailboxes, batch_size=2, max_rate=50.0)
     settings.WAVE_QUIET_PERIOD_HOURS = 2
     for mailbox in mailboxes:
         exchange.update_mailbox(str(mailbox.exo_object_id), WhenChangedUTC=LONG_AGO)
@@ -64,7 +65,7 @@ def test_a_recent_ad_change_defers_the_flip_though_exchange_is_quiet(exchange, p
 def test_the_later_of_exchange_and_ad_decides(exchange, people, settings):
     """Exchange's WhenChangedUTC later than AD's change: the period runs from Exchange's."""
     [mailbox] = movable(1)
-    wave = running_wave(people, [mailbox], batch_size=1, max_rate=50.0)
+    wave = started_wave(people, [mailbox], batch_size=1, max_rate=50.0)
     settings.WAVE_QUIET_PERIOD_HOURS = 2
     exo_change = (timezone.now() + dt.timedelta(minutes=30)).replace(microsecond=0)
     assert exo_change > _ad_change(mailbox)
@@ -78,7 +79,7 @@ def test_the_later_of_exchange_and_ad_decides(exchange, people, settings):
 
 def test_a_quiet_mailbox_flips_at_once(exchange, people, settings):
     [mailbox] = movable(1)
-    wave = running_wave(people, [mailbox], batch_size=1, max_rate=50.0)
+    wave = started_wave(people, [mailbox], batch_size=1, max_rate=50.0)
     exchange.update_mailbox(str(mailbox.exo_object_id), WhenChangedUTC=LONG_AGO)
     since_ad_change = timezone.now() - _ad_change(mailbox)
     assert since_ad_change > dt.timedelta(0)
