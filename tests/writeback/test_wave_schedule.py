@@ -111,7 +111,7 @@ def test_the_scheduled_sweep_runs_the_sweep_and_schedules_the_next(queue, make_u
     first.refresh()
     assert first.get_status() == JobStatus.FINISHED and first.return_value() == 1
     member.refresh_from_db()
-    assert member.state == MemberState.PENDING and member.last_error.startswith("Returned by the sweep")
+    assert member.state == MemberState.PENDING and member.last_error.startswith("Returned: its worker stopped")
     assert AuditEvent.objects.filter(action="soa.wave.member_swept", object_id=str(member.pk)).count() == 1
     wave.refresh_from_db()
     assert wave.state == WaveState.PAUSED
