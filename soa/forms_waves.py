@@ -128,3 +128,12 @@ class ApproveForm(forms.Form):
         label="Comment (optional)",
         widget=forms.Textarea(attrs={"rows": 2}),
     )
+
+
+class WaveSettingsForm(WaveCreateForm):
+    """A draft's settings, changed: everything the create form takes but the direction (a wave moving the other way
+    is another wave)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        del self.fields["direction"]

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from portal.cursors import decode_cursor, encode_cursor
 from portal.dn import InvalidDn, normalize_dn, rdn_values
+from portal.models import AuditEvent
 from portal.roles import Action, may, scope_filter
 from soa.choices import Authority, ChangeState, Decision, MemberState, WaveState
 from soa.models import (
@@ -210,6 +211,19 @@ def wave_list(*, user, state: str = "", mine: bool = False) -> QuerySet[PilotWav
     if mine:
         waves = waves.filter(Q(created_by=user) | Q(submitted_by=user))
     return waves.order_by("-id")
+
+
+# A wave's own events that tell its story on its page (each batch's claim and release would drown them).
+_WAVE_NOISE = ("soa.wave.batch_claimed", "soa.wave.batch_released")
+
+
+def wave_history(*, user, wave_id: int) -> QuerySet[AuditEvent]:
+    """The audit events recorded on the wave itself, oldest first: created, changed, members chosen, submitted,
+    decided, started, paused and why, resumed, completed, cancelled, cloned."""
+    if not may(user, Action.WAVE_VIEW):
+        return AuditEvent.objects.none()
+    events = AuditEvent.objects.filter(object_type=PilotWave._meta.label_lower, object_id=str(wave_id))
+    return events.exclude(action__in=_WAVE_NOISE).order_by("id")
 
 
 def wave_get(*, user, pk: int) -> PilotWave | None:

@@ -3,6 +3,7 @@
 from django.urls import path
 
 from soa import views_wave_members as members
+from soa import views_wave_settings as wave_settings
 from soa import views_waves as views
 
 urlpatterns = [
@@ -25,4 +26,7 @@ urlpatterns = [
     path("<int:pk>/resume/", views.wave_resume_view, name="wave_resume"),
     path("<int:pk>/members/<int:member_id>/retry/", views.wave_member_retry_view, name="wave_member_retry"),
     path("<int:pk>/rollback/", views.wave_rollback_view, name="wave_rollback"),
+    path("<int:pk>/settings/", wave_settings.wave_edit_view, name="wave_edit"),
+    path("<int:pk>/clone/", wave_settings.wave_clone_view, name="wave_clone"),
+    path("<int:pk>/results.csv", members.wave_results_export_view, name="wave_results_export"),
 ]

@@ -27,7 +27,7 @@ from soa.forms_waves import (
     WaveStateFilterForm,
 )
 from soa.models import PilotWave
-from soa.selectors import mailbox_search, wave_approvals, wave_get, wave_list, wave_members
+from soa.selectors import mailbox_search, wave_approvals, wave_get, wave_history, wave_list, wave_members
 from soa.services import Refusal, SoaError
 from soa.services.approvals import wave_approve, wave_reject
 from soa.services.wave_rollback import wave_rollback_create
@@ -37,6 +37,7 @@ from soa.wave_actions import wave_actions
 from soa.wave_progress import wave_progress
 
 MEMBER_ROWS = 500  # members shown on the page; the counts cover all of them
+HISTORY_ROWS = 200  # the wave's own events shown in its history
 PICK_ROWS = 50  # search results offered for picking
 
 
@@ -122,6 +123,7 @@ def detail_context(request: HttpRequest, wave: PilotWave, *, live_report=None, *
         live = {pk: findings.as_json() for pk, findings in live_report.members.items()}
         report = live_report.as_json()
     search = MemberSearchForm(request.GET if actions["edit_members"] and "q" in request.GET else None)
+    history = list(wave_history(user=user, wave_id=wave.pk)[: HISTORY_ROWS + 1])
     picks = None
     if search.is_bound and search.is_valid():
         picks = list(mailbox_search(user=user, **search.selector_filters()).order_by("display_name", "id")[:PICK_ROWS])
@@ -134,6 +136,8 @@ def detail_context(request: HttpRequest, wave: PilotWave, *, live_report=None, *
         "member_rows": _member_rows(members[:MEMBER_ROWS], live),
         "member_limit": MEMBER_ROWS,
         "approvals": wave_approvals(user=user, wave_id=wave.pk),
+        "history": history[:HISTORY_ROWS],
+        "history_more": len(history) > HISTORY_ROWS,
         "report": report,
         "report_is_live": live_report is not None,
         "search_form": search,

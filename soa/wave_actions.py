@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from django.utils import timezone
 
 from portal.models import User
+from portal.roles import Action
 from soa.choices import Decision
 from soa.models import PilotWave
-from soa.services import Refusal
+from soa.services import Refusal, action_refusal
 from soa.services.approvals import approval_refusal
 from soa.services.wave_members import members_refusal
 from soa.services.wave_rollback import rollback_refusal
@@ -27,7 +28,7 @@ from soa.services.waves import cancel_refusal, preflight_refusal, submit_refusal
 # Every action the selector answers for, in the order a wave's life meets them.
 WAVE_ACTIONS = (
     "edit_members", "update", "preflight", "submit", "withdraw", "cancel", "approve", "reject", "start", "pause",
-    "resume", "retry_member", "rollback",
+    "resume", "retry_member", "rollback", "clone",
 )  # fmt: skip
 
 
@@ -78,6 +79,8 @@ def wave_actions(
         "pause": lambda: pause_refusal(user, wave),
         "resume": lambda: resume_refusal(user, wave, now),
         "retry_member": lambda: member_retry_refusal(user, wave),
+        # Any wave may be copied into a new draft by whoever builds waves (soa.services.wave_clone).
+        "clone": lambda: action_refusal(user, Action.WAVE_BUILD),
         "rollback": lambda: rollback_refusal(user, wave),
     }
     return {name: _allowed(checks[name]()) for name in (WAVE_ACTIONS if only is None else only)}

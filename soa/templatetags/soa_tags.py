@@ -34,3 +34,20 @@ def tenant_address(raw: str) -> bool:
 def ou_of(dn: str) -> str:
     """The OU path of a mailbox's DN, top down ("Corp / Sales"), for a list column."""
     return " / ".join(container_names(dn or "")) if dn else ""
+
+
+# A wave's events as its page's history names them; an action not listed shows as its code.
+WAVE_EVENT_LABELS = {
+    "soa.wave.created": "Created", "soa.wave.updated": "Settings changed", "soa.wave.cloned": "Created as a copy",
+    "soa.wave.members_added": "Members added", "soa.wave.members_removed": "Members removed",
+    "soa.wave.submitted": "Submitted for approval", "soa.wave.withdrawn": "Withdrawn to draft",
+    "soa.wave.approval_recorded": "Approved (more approvals needed)", "soa.wave.approved": "Approved",
+    "soa.wave.rejected": "Rejected", "soa.wave.started": "Started", "soa.wave.paused": "Paused",
+    "soa.wave.resumed": "Resumed", "soa.wave.completed": "Completed", "soa.wave.cancelled": "Cancelled",
+    "soa.wave.rollback_created": "Rollback wave created", "soa.wave.exported": "Results exported",
+}  # fmt: skip
+
+
+@register.filter
+def wave_event_label(action: str) -> str:
+    return WAVE_EVENT_LABELS.get(action, action)

@@ -294,6 +294,21 @@ FORMS: dict[str, Callable[[People], Form]] = {
     "wave_resume": _wave_form("wave_resume", P, {}, user="op2", second="op"),
     "wave_member_retry": _member_retry,
     "wave_rollback": _wave_form("wave_rollback", C, {}),
+    "wave_edit": _wave_form(
+        "wave_edit",
+        WaveState.DRAFT,
+        {
+            "name": "Edited by the form",
+            "description": "a plan",
+            "required_approvals": 1,
+            "batch_size": 10,
+            "max_rate": 2.0,
+            "window_start": "",
+            "window_end": "",
+        },
+    ),  # fmt: skip
+    # Two people copying a wave make two drafts, each their own; one person's repeat is the same copy.
+    "wave_clone": _wave_form("wave_clone", C, {}, second=None),
     "change_preview": _change_preview,
     "change_confirm": _change_confirm,
     "change_approve": _change_decision("approve", "approver", "approver2"),
@@ -327,7 +342,7 @@ REPEATABLE = {
 NO_FORM = {
     "dashboard": "a page", "login": "the sign-in form: each sign-in is its own, throttled and audited "
     "(tests/portal/test_signin.py)", "healthz": "a probe", "audit_list": "a page", "audit_export": "a download",
-    "mailbox_export": "a download",
+    "mailbox_export": "a download", "wave_results_export": "a download",
     "audit_verification": "polls a verification's result", "mailbox_list": "a page", "mailbox_detail": "a page",
     "change_edit": "opens an editor", "mailbox_changes": "a card the page polls", "wave_list": "a page",
     "wave_detail": "a page", "wave_preflight": "reads only: runs pre-flight and shows it",

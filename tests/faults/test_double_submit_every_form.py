@@ -78,7 +78,7 @@ TWO_BROWSERS = sorted(name for name, build in FORMS.items() if name not in WRITE
 def test_a_form_sent_by_two_people_from_two_browsers_does_its_work_once(name, make_user):
     form = FORMS[name](People(make_user))
     if form.second is None:
-        pytest.skip(f"only the person who made it may send {name}")
+        pytest.skip(f"no second person sends {name} as the same act (only its author may, or theirs is their own)")
     before, after_first, first = _sent_once(name, form, browser(form.user))
     payload = form.payload()
     if "idempotency_key" in payload:

@@ -14,6 +14,7 @@ from soa.choices import MemberState, WaveState
 from soa.models import PilotWave, WaveMember
 from soa.services import SoaError
 from soa.services.approvals import wave_approve, wave_reject
+from soa.services.wave_clone import wave_clone
 from soa.services.wave_members import wave_add_members
 from soa.services.wave_rollback import wave_rollback_create
 from soa.services.wave_run import wave_member_retry, wave_pause, wave_resume, wave_start
@@ -66,37 +67,37 @@ def _with_open_rollback(people) -> PilotWave:
     return PilotWave.objects.get(pk=wave.pk)
 
 
-# Each state, how to build it, and what its creator (a tenant-wide operator) may do in it.
+# Each state, how to build it, and what its creator (a tenant-wide operator) may do in it (any wave can be copied).
 STATES = {
-    "empty draft": (lambda people: new_wave(people["op"]), {"edit_members", "update", "preflight", "cancel"}),
+    "empty draft": (lambda people: new_wave(people["op"]), {"edit_members", "update", "preflight", "cancel", "clone"}),
     "draft": (
         lambda people: new_wave(people["op"], make_mailbox("Ann Archer"), make_mailbox("Finn Fisher", FINANCE)),
-        {"edit_members", "update", "preflight", "submit", "cancel"},
+        {"edit_members", "update", "preflight", "submit", "cancel", "clone"},
     ),
     "submitted": (
         lambda people: wave_submit(
             actor=people["op"],
             wave_id=new_wave(people["op"], make_mailbox("Ann Archer"), make_mailbox("Finn Fisher", FINANCE)).pk,
         ),
-        {"preflight", "withdraw", "cancel"},
+        {"preflight", "withdraw", "cancel", "clone"},
     ),
-    "expired": (_expired, {"preflight", "withdraw", "cancel"}),
-    "approved": (_approved, {"preflight", "cancel", "start"}),
+    "expired": (_expired, {"preflight", "withdraw", "cancel", "clone"}),
+    "approved": (_approved, {"preflight", "cancel", "start", "clone"}),
     "approved, window not open": (
         lambda people: _approved(
             people,
             window_start=timezone.now() + dt.timedelta(hours=5),
             window_end=timezone.now() + dt.timedelta(hours=7),
         ),
-        {"preflight", "cancel"},
+        {"preflight", "cancel", "clone"},
     ),
-    "running": (_running, {"preflight", "pause", "retry_member"}),
+    "running": (_running, {"preflight", "pause", "retry_member", "clone"}),
     "paused": (
         lambda people: wave_pause(actor=people["op"], wave_id=_running(people).pk),
-        {"preflight", "cancel", "resume", "retry_member"},
+        {"preflight", "cancel", "resume", "retry_member", "clone"},
     ),
-    "completed": (_completed, {"rollback"}),
-    "completed, rollback open": (_with_open_rollback, set()),
+    "completed": (_completed, {"rollback", "clone"}),
+    "completed, rollback open": (_with_open_rollback, {"clone"}),
 }
 
 
@@ -117,6 +118,7 @@ def _call(action: str, user, wave: PilotWave, spare) -> None:
         "resume": lambda: wave_resume(actor=user, wave_id=wave.pk),
         "retry_member": lambda: wave_member_retry(actor=user, member_id=member.pk),
         "rollback": lambda: wave_rollback_create(actor=user, wave_id=wave.pk),
+        "clone": lambda: wave_clone(actor=user, wave_id=wave.pk),
     }
     calls[action]()
 
