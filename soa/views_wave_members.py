@@ -22,6 +22,7 @@ from soa.services import SoaError
 from soa.services.wave_members import (
     CsvImportError,
     wave_add_by_filter,
+    wave_add_by_filter_preview,
     wave_add_from_csv,
     wave_add_members,
     wave_remove_members,
@@ -64,9 +65,17 @@ def wave_add_members_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @action_required(Action.WAVE_VIEW)
 def wave_add_by_filter_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """First says how many mailboxes the filters match and asks to confirm; the confirmed form adds them."""
     wave, form = wave_or_404(request, pk), WaveFilterForm(request.POST)
     if not form.is_valid():
         return _member_refusal(request, wave, SoaError("Check the filters."), filter_form=form)
+    if request.POST.get("confirmed") != "1":
+        try:
+            preview = wave_add_by_filter_preview(actor=request.user, wave_id=wave.pk, **form.service_filters())
+        except SoaError as exc:
+            return _member_refusal(request, wave, exc, filter_form=form)
+        return render(request, "soa/wave_detail.html", detail_context(request, wave, filter_form=form,
+                                                                         filter_preview=preview))  # fmt: skip
     return _change_members(request, wave, wave_add_by_filter, "added", form.service_filters(), filter_form=form)
 
 

@@ -164,6 +164,62 @@ def wave_add_members(*, actor: User, wave_id: int, mailbox_ids: Iterable[int]) -
     return add_members(actor, wave, wanted, {"how": "picked", "count": len(wanted)})
 
 
+def _filter_matches(
+    actor: User, wave: PilotWave, *, query, ou, department, recipient_type, drift, authority
+) -> tuple[list[int], dict[str, Any]]:
+    """The ids of the mailboxes inside the actor's wave-building scope that match the filters, and the filters as
+    recorded; refuses an empty filter (it would add everything) and a malformed OU."""
+    query, ou, department = query.strip(), ou.strip(), department.strip()
+    if not (query or ou or department or recipient_type or drift is not None):
+        raise SoaError("Choose at least one filter (OU, department, recipient type, drift or search text).")
+    if ou:
+        try:
+            normalize_dn(ou)
+        except InvalidDn as exc:
+            raise SoaError(f"The OU is not a valid distinguished name: {exc}") from None
+    if authority is None:
+        authority = SOURCE_AUTHORITY[wave.direction]
+    if authority and authority not in Authority.values:
+        raise SoaError(f"Unknown authority {authority!r}.")
+    mailboxes = mailbox_search(
+        user=actor, query=query, authority=authority, recipient_type=recipient_type, ou=ou, drift=drift,
+        department=department,
+    ).filter(scope_filter(actor, Action.WAVE_BUILD, "dn_norm"))  # fmt: skip
+    filters = {"query": query, "ou": ou, "department": department, "recipient_type": recipient_type,
+               "drift": drift, "authority": authority}  # fmt: skip
+    return list(mailboxes.order_by("pk").values_list("pk", flat=True)), filters
+
+
+@dataclass(frozen=True)
+class FilterPreview:
+    """What adding by a filter would do: the mailboxes it matches, and how many of them are members already."""
+
+    matched: int
+    already_members: int
+
+    @property
+    def new(self) -> int:
+        return self.matched - self.already_members
+
+
+def wave_add_by_filter_preview(*, actor: User, wave_id: int, **filters: Any) -> FilterPreview:
+    """What ``wave_add_by_filter`` with these filters would add now (reads only), for the page to ask first."""
+    require_action(actor, Action.WAVE_BUILD)
+    wave = PilotWave.objects.filter(pk=wave_id).first()
+    if wave is None:
+        raise SoaError(f"There is no pilot wave #{wave_id}.")
+    refuse(members_refusal(actor, wave))
+    ids, _ = _filter_matches(actor, wave, **_filter_arguments(filters))
+    already = set(wave.members.values_list("mailbox_id", flat=True))
+    return FilterPreview(matched=len(ids), already_members=sum(1 for pk in ids if pk in already))
+
+
+def _filter_arguments(given: dict[str, Any]) -> dict[str, Any]:
+    names = ("query", "ou", "department", "recipient_type", "drift", "authority")
+    defaults = {"query": "", "ou": "", "department": "", "recipient_type": "", "drift": None, "authority": None}
+    return {name: given.get(name, defaults[name]) for name in names}
+
+
 @transaction.atomic
 def wave_add_by_filter(
     *,
@@ -183,26 +239,10 @@ def wave_add_by_filter(
     so "add OU=Sales" adds what can still move; "" means any authority.
     """
     wave = _draft_wave(actor, wave_id)
-    query, ou, department = query.strip(), ou.strip(), department.strip()
-    if not (query or ou or department or recipient_type or drift is not None):
-        raise SoaError("Choose at least one filter (OU, department, recipient type, drift or search text).")
-    if ou:
-        try:
-            normalize_dn(ou)
-        except InvalidDn as exc:
-            raise SoaError(f"The OU is not a valid distinguished name: {exc}") from None
-    if authority is None:
-        authority = SOURCE_AUTHORITY[wave.direction]
-    if authority and authority not in Authority.values:
-        raise SoaError(f"Unknown authority {authority!r}.")
-    mailboxes = mailbox_search(
-        user=actor, query=query, authority=authority, recipient_type=recipient_type, ou=ou, drift=drift
-    ).filter(scope_filter(actor, Action.WAVE_BUILD, "dn_norm"))
-    if department:
-        mailboxes = mailboxes.filter(department__iexact=department)
-    ids = list(mailboxes.order_by("pk").values_list("pk", flat=True))
-    filters = {"query": query, "ou": ou, "department": department, "recipient_type": recipient_type,
-               "drift": drift, "authority": authority}  # fmt: skip
+    ids, filters = _filter_matches(
+        actor, wave, query=query, ou=ou, department=department, recipient_type=recipient_type, drift=drift,
+        authority=authority,
+    )  # fmt: skip
     how = {"how": "filter", "filters": {key: value for key, value in filters.items() if value not in ("", None)}}
     return add_members(actor, wave, ids, {**how, "matched": len(ids)})
 

@@ -156,7 +156,7 @@ def _members(name: str, how: str):
         data = {
             "add": {"mailbox": [str(mailbox.pk)]},
             "remove": {"mailbox": [str(mailbox.pk)]},
-            "filter": {"filter-q": mailbox.upn},
+            "filter": {"filter-q": mailbox.upn, "confirmed": "1"},
             "csv": {"text": mailbox.upn},
         }[how]
         return Form(reverse(name, args=[wave.pk]), data, p.op, p.op2)

@@ -155,11 +155,16 @@ def test_add_by_filter(client, people):
     ann = make_mailbox("Ann Archer")
     make_mailbox("Finn Fisher", FINANCE)
     signed_in(client, people["op"])
-    response = client.post(
-        reverse("wave_add_by_filter", args=[wave.pk]), {"filter-ou": ann.ou_norm, "filter-authority": "source"}
-    )
+    chosen = {"filter-ou": ann.ou_norm, "filter-authority": "source"}
+    asked = client.post(reverse("wave_add_by_filter", args=[wave.pk]), chosen)
+    # First the count, and nothing added until it is confirmed.
+    assert asked.status_code == 200 and asked.context["filter_preview"].new == 1 and not wave.members.exists()
+    assert "would be added" in page_text(asked) and 'name="confirmed" value="1"' in page_text(asked)
+    response = client.post(reverse("wave_add_by_filter", args=[wave.pk]), {**chosen, "confirmed": "1"})
     assert response.status_code == 302
     assert list(wave.members.values_list("mailbox_id", flat=True)) == [ann.pk]
+    again = client.post(reverse("wave_add_by_filter", args=[wave.pk]), chosen)
+    assert again.context["filter_preview"].new == 0 and "nothing would be added" in page_text(again)
     response = client.post(reverse("wave_add_by_filter", args=[wave.pk]), {"filter-authority": "source"})
     assert response.status_code == 400 and "Choose at least one filter" in page_text(response)
 
