@@ -21,6 +21,7 @@ urlpatterns = [
     path("<int:pk>/approve/", views.wave_approve_view, name="wave_approve"),
     path("<int:pk>/reject/", views.wave_reject_view, name="wave_reject"),
     path("<int:pk>/progress/", views.wave_progress_view, name="wave_progress"),
+    path("<int:pk>/members/", views.wave_members_view, name="wave_members"),
     path("<int:pk>/start/", views.wave_start_view, name="wave_start"),
     path("<int:pk>/pause/", views.wave_pause_view, name="wave_pause"),
     path("<int:pk>/resume/", views.wave_resume_view, name="wave_resume"),

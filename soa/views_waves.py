@@ -273,6 +273,17 @@ def wave_progress_view(request: HttpRequest, pk: int) -> HttpResponse:
     return response
 
 
+@require_GET
+@action_required(Action.WAVE_VIEW)
+def wave_members_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """The members table the wave page polls while the wave runs (every MEMBERS_POLL seconds), so each member's state
+    and last error follow the run."""
+    wave = wave_or_404(request, pk)
+    if not request.htmx:
+        return redirect("wave_detail", pk=wave.pk)
+    return render(request, "soa/wave_detail.html#wave-members", detail_context(request, wave))
+
+
 def _run_step(request: HttpRequest, pk: int, service, outcome: str, **fields) -> HttpResponse:
     wave = wave_or_404(request, pk)
     try:

@@ -102,6 +102,7 @@ def _page_targets(make_user) -> dict[str, tuple[str, list[str]]]:
         "wave_preflight": (f"/waves/{wave}/preflight/", []),
         "wave_progress": (f"/waves/{wave}/progress/", []),
         "wave_results_export": (f"/waves/{wave}/results.csv", []),
+        "wave_members": (f"/waves/{wave}/members/", []),
         "bulk_upload": (reverse("bulk_upload"), []),
         "bulk_detail": (f"/bulk-edits/{batch}/", []),
         "mailbox_writeback": (reverse("mailbox_writeback", args=[mailbox.pk]), []),
@@ -120,8 +121,8 @@ def test_every_page_without_a_form_is_fuzzed():
 _PAGE_NAMES = [
     "dashboard", "login", "healthz", "audit_list", "audit_export", "audit_verification", "mailbox_list",
     "mailbox_export", "mailbox_detail", "change_edit", "mailbox_changes", "wave_list", "wave_detail", "wave_preflight",
-    "wave_progress", "wave_results_export", "bulk_upload", "bulk_detail", "mailbox_writeback", "drift", "inventory",
-    "connections", "role_list", "signin_locks",
+    "wave_progress", "wave_results_export", "wave_members", "bulk_upload", "bulk_detail", "mailbox_writeback",
+    "drift", "inventory", "connections", "role_list", "signin_locks",
 ]  # fmt: skip
 
 

@@ -124,3 +124,25 @@ def test_the_page_offers_settings_copy_and_export_to_whom_they_apply(client, peo
     assert 'data-testid="export-results"' in mine
     theirs = page_text(signed_in(client, people["auditor"]).get(reverse("wave_detail", args=[draft.pk])))
     assert 'data-testid="edit-settings"' not in theirs and 'data-testid="clone-form"' not in theirs
+
+
+def test_the_members_table_follows_a_running_wave(client, people):
+    from soa.choices import MemberState
+    from tests.soa.test_wave_support import started_wave
+
+    wave = started_wave(people, [make_mailbox("Ann Archer"), make_mailbox("Bob Baker")])
+    client = signed_in(client, people["auditor"])
+    page = page_text(client.get(reverse("wave_detail", args=[wave.pk])))
+    assert f'hx-get="{reverse("wave_members", args=[wave.pk])}"' in page  # polled while the wave runs
+    wave.members.filter(mailbox__display_name="Ann Archer").update(state=MemberState.DONE)
+    partial = client.get(reverse("wave_members", args=[wave.pk]), headers={"HX-Request": "true"})
+    assert partial.status_code == 200 and page_text(partial).lstrip().startswith(
+        '<section class="card" id="wave-members"'
+    )
+    assert "Done" in page_text(partial)
+    assert client.get(reverse("wave_members", args=[wave.pk])).status_code == 302  # a browser gets the page
+    draft = new_wave(people["op"], make_mailbox("Cid Cole"), name="Not running")
+    assert (
+        'hx-get="/waves/'
+        not in page_text(client.get(reverse("wave_detail", args=[draft.pk]))).split('id="wave-members"')[1][:10]
+    )
