@@ -36,6 +36,7 @@ from rq.worker import Worker as RqWorker
 
 from soa.jobs import REDIS_UNREACHABLE
 from writeback.exchange import ExchangeOnlineError
+from writeback.jobs.clients import directory_schema_read
 from writeback.jobs.waves import wave_watch
 from writeback.periodic import periodic_arm
 
@@ -73,6 +74,7 @@ class Worker(RqWorker):
             self._wait_for_redis()
             self._arm()
             self._watch_waves()
+            directory_schema_read()  # once here, not once per work horse
             try:
                 worked = super().work(burst=burst, **options) or worked
             except REDIS_UNREACHABLE as error:  # the teardown of a loop that lost Redis, mostly

@@ -103,13 +103,27 @@ def _server(config: DirectoryConfig, get_info: str) -> tuple[ldap3.Server, bool]
     return server, scheme == "ldap" and tls is not None
 
 
+# What a server said of itself (root DSE and schema, as ldap3 parsed them), by where it is: a later connection to it
+# binds without reading them again (about 18 ms of CPU each time on the sandbox's slapd), and a work horse forked
+# from a worker that read them inherits them (writeback.jobs.clients.directory_schema_read). Only this is shared:
+# an ldap3 Server also carries the state of its addresses (one marked unavailable after a failed connect), so each
+# connection still gets a Server of its own. A schema changed on the server is seen by processes started after the
+# change; the portal reads it only to check attribute names and to tell AD from other servers.
+_SCHEMA_READ: dict[tuple[str, str, float], tuple[object, object]] = {}
+
+
 def connect(config: DirectoryConfig, *, get_info: str = ldap3.NONE) -> ldap3.Connection:
     """Open and bind a connection; raise DirectoryRetryable/DirectoryPermanent with the server's reason.
 
     ``get_info=ldap3.SCHEMA`` reads the server schema after the bind, which lets ldap3 check attribute names
-    and type values (the client wants it; the health probe does not need the extra round trip).
+    and type values (the client wants it; the health probe does not need the extra round trip); once per server
+    and process (``_SCHEMA_READ``).
     """
     server, start_tls = _server(config, get_info)
+    where = (config.url, config.ca_file, config.timeout)
+    known = _SCHEMA_READ.get(where) if get_info == ldap3.SCHEMA else None
+    if known is not None:
+        server._dsa_info, server._schema_info = known  # noqa: SLF001 - ldap3 has no public setter for what it read
     connection = ldap3.Connection(
         server,
         user=config.bind_dn,
@@ -122,7 +136,8 @@ def connect(config: DirectoryConfig, *, get_info: str = ldap3.NONE) -> ldap3.Con
     )
     operation = "connect"
     try:
-        connection.open()
+        # The schema is read after the bind, not before it as well (AD lets no anonymous client read it).
+        connection.open(read_server_info=False)
         if start_tls:
             operation = "StartTLS"
             if not connection.start_tls():
@@ -130,8 +145,10 @@ def connect(config: DirectoryConfig, *, get_info: str = ldap3.NONE) -> ldap3.Con
         elif server.ssl is False and not _is_loopback(server.host):
             logger.warning("Binding to %s over plain LDAP: the password crosses the network unencrypted.", config.url)
         operation = "bind"
-        if not connection.bind():
+        if not connection.bind(read_server_info=known is None):
             raise error_for_result(connection.result, operation=operation, target=f"as {config.bind_dn}")
+        if get_info == ldap3.SCHEMA and known is None and server.schema is not None:
+            _SCHEMA_READ[where] = (server.info, server.schema)
     except LDAPException as exc:
         close_quietly(connection)
         raise error_for_exception(exc, operation=operation, target=config.url, url=config.url) from None

@@ -2,10 +2,15 @@
 (its token and HTTP connections reused). Every job takes them from here, so a worker holds one of each whatever
 kinds of work it runs; a changed configuration (a test, the connections page) replaces them."""
 
+import logging
 import threading
 
-from writeback.directory import DirectoryClient, DirectoryConfig
+import ldap3
+
+from writeback.directory import DirectoryClient, DirectoryConfig, DirectoryError, connect
 from writeback.exchange import ExchangeConfig, ExchangeOnlineClient
+
+logger = logging.getLogger(__name__)
 
 _directory: DirectoryClient | None = None
 _exchange: ExchangeOnlineClient | None = None
@@ -32,3 +37,18 @@ def exchange_client() -> ExchangeOnlineClient:
         if _exchange is None or _exchange.config != config:
             _exchange = ExchangeOnlineClient(config)
         return _exchange
+
+
+def directory_schema_read() -> None:
+    """Read the directory's schema once in this process (a worker, before it forks its work horses), so each horse's
+    first connection binds without reading it again (writeback.directory.connection). A directory that cannot be
+    reached now is left for the jobs to meet: they read the schema themselves."""
+    config = DirectoryConfig.from_settings()
+    if not config.url:
+        return
+    try:
+        connect(config, get_info=ldap3.SCHEMA).unbind()
+    except DirectoryError as error:
+        logger.warning("Could not read the directory's schema at worker start (%s); each job reads it.", error)
+    except Exception:  # noqa: BLE001 - a worker must start whatever the directory answers
+        logger.exception("Reading the directory's schema at worker start failed; each job reads it.")
