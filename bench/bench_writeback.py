@@ -116,7 +116,9 @@ def _request(mailbox_id: int, value: str, *, enqueue: bool) -> int:
     return writeback_task_request(mailbox_id=mailbox_id, desired=desired, source="bench", enqueue=enqueue).pk
 
 
-WORKER_CLASS = {"fork": "rq.worker.Worker", "simple": "rq.worker.SimpleWorker"}
+# "fork" is the portal's worker as production runs it (writeback.worker.Worker: rq's forking worker, which also reads
+# the directory's schema before forking); "simple" is rq's SimpleWorker, which runs jobs in the worker process.
+WORKER_CLASS = {"fork": "writeback.worker.Worker", "simple": "rq.worker.SimpleWorker"}
 _worker_class = "fork"
 
 
@@ -246,7 +248,8 @@ def main() -> int:
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument(
         "--worker-class", choices=tuple(WORKER_CLASS), default="fork",
-        help="fork: rq's default (a work horse forked per job, so a new LDAP bind and database connection per task); "
+        help="fork: the portal's worker, as in production (a work horse forked per job, so a new LDAP bind and "
+        "database connection per job); "
         "simple: rq's SimpleWorker (jobs in the worker process, which keeps both)",
     )  # fmt: skip
     args = parser.parse_args()
