@@ -11,7 +11,7 @@ from portal.cursors import BadCursor
 from portal.decorators import action_required
 from portal.roles import Action, OutsideScope
 from soa.forms import MailboxFilterForm
-from soa.selectors import SORTS, mailbox_get, mailbox_search, ou_tree, paginate
+from soa.selectors import SORTS, capped_count, mailbox_get, mailbox_search, ou_tree, paginate
 from soa.views_changes import page_context
 
 PAGE_SIZE = 50
@@ -37,12 +37,13 @@ def mailbox_list_view(request: HttpRequest) -> HttpResponse:
     form = MailboxFilterForm(request.GET or None)
     form.offer_ous(ou_tree(user=request.user))
     page = total = None
+    more = False
     sort = "name"
     if not form.is_bound or form.is_valid():
         filters = form.selector_filters() if form.is_bound else {}
         sort = form.cleaned_data.get("sort", "name") if form.is_bound else "name"
         mailboxes = mailbox_search(user=request.user, **filters)
-        total = mailboxes.count()
+        total, more = capped_count(mailboxes)
         try:
             page = paginate(
                 mailboxes, sort=sort, after=request.GET.get("after", ""), before=request.GET.get("before", ""),
@@ -54,7 +55,7 @@ def mailbox_list_view(request: HttpRequest) -> HttpResponse:
     for key in ("after", "before"):
         query.pop(key, None)
     template = "soa/mailbox_list.html#mailbox-results" if request.htmx else "soa/mailbox_list.html"
-    context = {"form": form, "page": page, "total": total, "query": query.urlencode(),
+    context = {"form": form, "page": page, "total": total, "more": more, "query": query.urlencode(),
                "sort_links": _sort_links(query, sort)}  # fmt: skip
     return render(request, template, context)
 

@@ -134,3 +134,16 @@ def test_only_a_user_who_may_view_mailboxes_may_export(client, make_user):
 
 
 assert CORP  # the fixture's OUs hang below it
+
+
+def test_the_list_counts_up_to_its_cap_and_says_more_than_beyond(client, tenant, make_user, monkeypatch):
+    from soa import selectors
+
+    client.force_login(make_user("wide", Role.WAVE_OPERATOR))
+    monkeypatch.setattr(selectors, "COUNT_CAP", 4)
+    page = client.get(reverse("mailbox_list")).content.decode()
+    assert "More than 4 mailboxes" in page  # five in the tenant
+    assert len(client.get(reverse("mailbox_list")).context["page"].items) == 5  # the page itself is not capped
+    monkeypatch.setattr(selectors, "COUNT_CAP", 5)
+    assert "5 mailboxes" in client.get(reverse("mailbox_list")).content.decode()
+    assert selectors.capped_count(mailbox_search(user=make_user("w3", Role.WAVE_OPERATOR)), cap=2) == (2, True)
