@@ -100,30 +100,39 @@ def private_tenant(*, users: int, seed: int) -> Iterator[tuple[SandboxDirectory,
 
     For modules that change the tenant freely; the settings are restored when the block ends.
     """
-    from django.conf import settings
 
     with (
         SandboxDirectory.start(users=users, seed=seed) as directory,
         ExchangeOnlineEmulator.start(directory=directory) as exchange,
     ):
         report = seed_tenant(directory, exchange, seed=seed)
-        client = exchange.clients["secret"]
-        values = {
-            "LDAP_URL": directory.url, "LDAP_BIND_DN": directory.bind_dn,
-            "LDAP_PASSWORD_FILE": str(directory.password_file), "LDAP_BASE_DN": directory.base_dn,
-            "EXO_BASE_URL": exchange.base_url, "EXO_TENANT": exchange.tenant_id, "ENTRA_AUTHORITY": exchange.authority,
-            "GRAPH_BASE_URL": exchange.base_url,
-            "ENTRA_CLIENT_ID": client["client_id"], "ENTRA_CLIENT_SECRET_FILE": client["client_secret_file"],
-            "EXO_CA_FILE": str(exchange.ca_file),
-        }  # fmt: skip
-        saved = {name: getattr(settings, name) for name in values}
-        for name, value in values.items():
-            setattr(settings, name, value)
-        try:
+        with portal_points_at(directory, exchange):
             yield directory, exchange, report
-        finally:
-            for name, value in saved.items():
-                setattr(settings, name, value)
+
+
+@contextmanager
+def portal_points_at(directory, exchange) -> Iterator[None]:
+    """The portal's directory and Exchange settings pointing at ``directory`` and ``exchange`` until the block ends
+    (restored after it)."""
+    from django.conf import settings
+
+    client = exchange.clients["secret"]
+    values = {
+        "LDAP_URL": directory.url, "LDAP_BIND_DN": directory.bind_dn,
+        "LDAP_PASSWORD_FILE": str(directory.password_file), "LDAP_BASE_DN": directory.base_dn,
+        "EXO_BASE_URL": exchange.base_url, "EXO_TENANT": exchange.tenant_id, "ENTRA_AUTHORITY": exchange.authority,
+        "GRAPH_BASE_URL": exchange.base_url,
+        "ENTRA_CLIENT_ID": client["client_id"], "ENTRA_CLIENT_SECRET_FILE": client["client_secret_file"],
+        "EXO_CA_FILE": str(exchange.ca_file),
+    }  # fmt: skip
+    saved = {name: getattr(settings, name) for name in values}
+    for name, value in values.items():
+        setattr(settings, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(settings, name, value)
 
 
 class RecordingSleep:

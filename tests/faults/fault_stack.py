@@ -19,11 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import django_rq
-import ldap3
 from django.db import close_old_connections
 from django.db.models import F
 from django.utils import timezone
-from ldap3.utils.conv import escape_bytes
 from rq import SimpleWorker
 
 from sandbox.directory import SandboxDirectory
@@ -31,7 +29,8 @@ from sandbox.exchange_online import ExchangeOnlineEmulator
 from sandbox.seed import seed_tenant
 from soa import jobs
 from soa.choices import MemberState
-from soa.models import ChangeRequest, Mailbox, WaveMember
+from soa.models import ChangeRequest, WaveMember
+from tests.exchange_fixtures import portal_points_at
 from writeback.inventory import inventory_run_request
 from writeback.jobs.inventory import claim, execute
 from writeback.jobs.sweep import sweep_job
@@ -78,36 +77,20 @@ class Tenant:
 @contextmanager
 def tenant_for(workdir: Path, *, users: int, seed: int) -> Iterator[Tenant]:
     """A Tenant, with the portal's settings pointing at it until the block ends."""
-    from django.conf import settings
-
     tenant = Tenant(workdir, users, seed)
-    d, exchange = tenant.directory, tenant.exchange
-    client = exchange.clients["secret"]
-    values = {
-        "LDAP_URL": d.url, "LDAP_BIND_DN": d.bind_dn, "LDAP_PASSWORD_FILE": str(d.password_file),
-        "LDAP_BASE_DN": d.base_dn, "EXO_BASE_URL": exchange.base_url, "EXO_TENANT": exchange.tenant_id,
-        "ENTRA_AUTHORITY": exchange.authority, "GRAPH_BASE_URL": exchange.base_url,
-        "ENTRA_CLIENT_ID": client["client_id"], "ENTRA_CLIENT_SECRET_FILE": client["client_secret_file"],
-        "EXO_CA_FILE": str(exchange.ca_file),
-    }  # fmt: skip
-    saved = {name: getattr(settings, name) for name in values}
-    for name, value in values.items():
-        setattr(settings, name, value)
     try:
-        yield tenant
+        with portal_points_at(tenant.directory, tenant.exchange):
+            yield tenant
     finally:
-        for name, value in saved.items():
-            setattr(settings, name, value)
         tenant.close()
 
 
-def read_ad(directory, mailbox: Mailbox, *attributes: str) -> dict[str, list[str]]:
-    """The user's attributes as a plain ldap3 connection of the test's own reads them (text values, lists)."""
-    server = ldap3.Server(directory.url, get_info=ldap3.NONE)
-    with ldap3.Connection(server, directory.bind_dn, directory.password, auto_bind=True) as conn:
-        conn.search(directory.base_dn, f"(objectGUID={escape_bytes(mailbox.ad_guid.bytes_le)})", attributes=attributes)
-        (entry,) = [item for item in conn.response if item["type"] == "searchResEntry"]
-        return {name: [value.decode() for value in entry["raw_attributes"].get(name, [])] for name in attributes}
+def cloud_managed(exchange, count: int) -> None:
+    """Make the first ``count`` synced mailboxes (by alias) cloud-managed in the emulator, as a tenant part-way
+    through its waves."""
+    synced = sorted((m for m in exchange.mailboxes() if m.get("IsDirSynced")), key=lambda m: m["Alias"])
+    for mailbox in synced[:count]:
+        exchange.update_mailbox(mailbox["ExternalDirectoryObjectId"], IsExchangeCloudManaged=True)
 
 
 def import_inventory() -> None:

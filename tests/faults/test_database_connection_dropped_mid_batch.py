@@ -29,8 +29,9 @@ from soa.services.changes import change_request_create
 from soa.services.wave_run import wave_start
 from soa.services.waves import wave_submit
 from tests.exchange_fixtures import private_tenant
-from tests.faults.fault_stack import VirtualClock, empty_queues, import_inventory, read_ad
+from tests.faults.fault_stack import VirtualClock, cloud_managed, empty_queues, import_inventory
 from tests.soa.test_wave_support import cast, new_wave
+from tests.writeback.test_change_apply import read_ad
 from writeback.models import WritebackTask
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,9 +42,7 @@ USERS = 24
 @pytest.fixture(scope="module")
 def tenant():
     with private_tenant(users=USERS, seed=101) as (directory, exchange, _report):
-        synced = sorted((m for m in exchange.mailboxes() if m.get("IsDirSynced")), key=lambda m: m["Alias"])
-        for mailbox in synced[: USERS // 3]:
-            exchange.update_mailbox(mailbox["ExternalDirectoryObjectId"], IsExchangeCloudManaged=True)
+        cloud_managed(exchange, USERS // 3)
         yield directory, exchange
 
 

@@ -17,7 +17,15 @@ from portal.roles import Role
 from soa.choices import Authority, ChangeState
 from soa.models import ChangeRequest, Mailbox
 from soa.services.changes import change_request_create
-from tests.faults.fault_stack import Event, VirtualClock, empty_queues, import_inventory, read_ad, tenant_for
+from tests.faults.fault_stack import (
+    Event,
+    VirtualClock,
+    cloud_managed,
+    empty_queues,
+    import_inventory,
+    tenant_for,
+)
+from tests.writeback.test_change_apply import read_ad
 from writeback.jobs.lifecycle import WRITEBACK_RETRY
 from writeback.models import WritebackTask
 
@@ -31,9 +39,7 @@ USERS = 20
 @pytest.fixture(scope="module")
 def tenant(tmp_path_factory):
     with tenant_for(tmp_path_factory.mktemp("writeback") / "slapd", users=USERS, seed=89) as tenant:
-        synced = sorted((m for m in tenant.exchange.mailboxes() if m.get("IsDirSynced")), key=lambda m: m["Alias"])
-        for mailbox in synced[: USERS // 2]:
-            tenant.exchange.update_mailbox(mailbox["ExternalDirectoryObjectId"], IsExchangeCloudManaged=True)
+        cloud_managed(tenant.exchange, USERS // 2)
         yield tenant
 
 
