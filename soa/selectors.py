@@ -13,7 +13,7 @@ from portal.cursors import decode_cursor, encode_cursor
 from portal.dn import InvalidDn, normalize_dn, rdn_values
 from portal.models import AuditEvent
 from portal.roles import Action, may, scope_filter
-from soa.choices import Authority, ChangeState, Decision, MemberState, WaveState
+from soa.choices import CHANGE_OPEN_STATES, WAVE_OPEN_STATES, Authority, Decision, MemberState, WaveState
 from soa.models import (
     AcceptedDomain,
     Approval,
@@ -282,10 +282,7 @@ def approvable_waves(*, user) -> QuerySet[PilotWave]:
 
 # What a dashboard calls "soon": an approval window closing within this long.
 EXPIRING_SOON = dt.timedelta(hours=24)
-# States in which a change request still awaits something (a decision, or being applied).
-CHANGE_OPEN_STATES = (ChangeState.PENDING_APPROVAL, ChangeState.APPROVED, ChangeState.VALIDATED, ChangeState.APPLYING)
-# Waves an operator follows on the dashboard: open ones, and ones that ended with errors lately.
-_OPERATOR_STATES = (WaveState.DRAFT, WaveState.SUBMITTED, WaveState.APPROVED, WaveState.RUNNING, WaveState.PAUSED)
+# Waves an operator follows on the dashboard: open ones (WAVE_OPEN_STATES), and ones that ended with errors lately.
 _ENDED_WITH_ERRORS_RECENTLY = dt.timedelta(days=14)
 
 
@@ -318,7 +315,7 @@ def operator_waves(*, user) -> QuerySet[PilotWave]:
     included = Q(members__excluded=False)
     return (
         PilotWave.objects.filter(Q(created_by=user) | Q(submitted_by=user))
-        .filter(Q(state__in=_OPERATOR_STATES) | Q(state=WaveState.COMPLETED_WITH_ERRORS, finished_at__gte=recent))
+        .filter(Q(state__in=WAVE_OPEN_STATES) | Q(state=WaveState.COMPLETED_WITH_ERRORS, finished_at__gte=recent))
         .annotate(
             member_count=Count("members", filter=included, distinct=True),
             done_count=Count("members", filter=included & Q(members__state=MemberState.DONE), distinct=True),
