@@ -362,7 +362,8 @@ def signin_complete(session, params: dict[str, str], *, address: str) -> EntraSi
                        groups=groups)  # fmt: skip
         if no_access:
             raise SignInRefused(
-                "You signed in with Entra ID, but none of your groups gives access to the SOA Portal.",
+                f"You signed in with Entra ID as {user.get_username()}, but none of your groups gives access to the "
+                "SOA Portal.",
                 outcome="no access",
                 no_access=True,
             )

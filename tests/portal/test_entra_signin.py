@@ -142,7 +142,7 @@ def test_a_person_whose_groups_map_to_no_role_sees_the_no_access_page(entra):
     client, response = sign_in(entra, "visitor")
     assert response.status_code == 403
     page = response.content.decode()
-    assert "No access to the SOA Portal" in page and "none of your groups gives access" in page
+    assert "No access to the SOA Portal" in page and "but none of your groups gives access" in page
     assert not signed_in(client)
     assert client.get("/").status_code == 302  # still sent to sign in
     assert User.objects.filter(username=person(entra, "visitor")["preferred_username"]).exists()
