@@ -37,12 +37,15 @@ def _clean_reason(reason: str) -> str:
 
 
 def _snapshot(assignment: RoleAssignment) -> dict:
-    return {
+    snapshot = {
         "user": assignment.user.get_username(),
         "role": assignment.role.name,
         "tenant_wide": assignment.tenant_wide,
         "scopes": sorted(assignment.scopes.values_list("base_dn", flat=True)),
     }
+    if assignment.from_groups:
+        snapshot["from_groups"] = True  # held through Entra ID groups (portal.group_roles)
+    return snapshot
 
 
 def _sync_user_flags(user: User) -> None:
@@ -94,9 +97,14 @@ def role_assign(
     assignment, created = RoleAssignment.objects.select_for_update().get_or_create(
         user=user, role=group, defaults={"tenant_wide": tenant_wide, "created_by": actor}
     )
-    if not created and _resent(assignment, tenant_wide=tenant_wide, scopes=set(normalised), reason=reason):
-        return assignment
     before = None if created else _snapshot(assignment)
+    if not created and assignment.from_groups:
+        # An administrator's grant of a role the user held through Entra groups: from now on it is the
+        # administrator's, which a sign-in leaves alone.
+        assignment.from_groups = False
+        assignment.save(update_fields=["from_groups"])
+    elif not created and _resent(assignment, tenant_wide=tenant_wide, scopes=set(normalised), reason=reason):
+        return assignment
     assignment.tenant_wide = tenant_wide
     assignment.save(update_fields=["tenant_wide"])
     assignment.scopes.all().delete()

@@ -354,3 +354,17 @@ def test_the_last_administrator_cannot_be_removed(make_user):
     role_assign(actor=first, user=third, role=Role.ADMIN, tenant_wide=True)
     role_revoke(actor=third, user=first, role=Role.ADMIN, reason="handed over")
     assert not may(first, Action.PORTAL_CONFIGURE)
+
+
+@pytest.mark.django_db
+def test_an_administrators_grant_of_a_group_held_role_becomes_their_own(entra, make_user):
+    mapping = map_group(entra, "operator", Role.WAVE_OPERATOR, scopes=[SALES])
+    sign_in(entra, "operator")
+    user = User.objects.get(entra_account__object_id=person(entra, "operator")["oid"])
+    role_assign(actor=make_user("grantor", Role.ADMIN), user=user, role=Role.WAVE_OPERATOR, tenant_wide=True,
+                reason="runs every wave")  # fmt: skip
+    granted = AuditEvent.objects.filter(action="portal.role.assigned").latest("id")
+    assert granted.before["from_groups"] is True and "from_groups" not in granted.after
+    mapping.delete()
+    client, _ = sign_in(entra, "operator")
+    assert signed_in(client) and may(user, Action.WAVE_BUILD, ELSEWHERE)
