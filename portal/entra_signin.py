@@ -202,8 +202,12 @@ def validate_id_token(http: requests.Session, id_token: str, *, nonce: str) -> d
         raise _refused_token("issued to another application (audience)") from None
     except jwt.PyJWTError as exc:
         raise _refused_token(str(exc)) from None
-    # A multi-tenant authority publishes the issuer with a {tenantid} placeholder; the token's tid fills it.
-    issuer = metadata.get("issuer", "").replace("{tenantid}", str(claims.get("tid", "")))
+    # A multi-tenant authority ("organizations") publishes the issuer with a {tenantid} placeholder, which any tenant's
+    # token would fill: only the portal's own tenant (EXO_TENANT, by id) may then sign people in.
+    published = metadata.get("issuer", "")
+    if "{tenantid}" in published and str(claims.get("tid", "")).lower() != settings.EXO_TENANT.lower():
+        raise _refused_token(f"issued by tenant {claims.get('tid')!r}, not this portal's tenant")
+    issuer = published.replace("{tenantid}", str(claims.get("tid", "")))
     if not issuer or claims.get("iss") != issuer:
         raise _refused_token(f"issuer {claims.get('iss')!r} is not {issuer!r}")
     if claims.get("nonce") != nonce:

@@ -368,3 +368,25 @@ def test_an_administrators_grant_of_a_group_held_role_becomes_their_own(entra, m
     mapping.delete()
     client, _ = sign_in(entra, "operator")
     assert signed_in(client) and may(user, Action.WAVE_BUILD, ELSEWHERE)
+
+
+@pytest.mark.django_db
+def test_the_last_administrator_keeps_the_role_when_their_group_stops_giving_it(entra):
+    mapping = map_group(entra, "admin", Role.ADMIN)
+    sign_in(entra, "admin")
+    user = User.objects.get(entra_account__object_id=person(entra, "admin")["oid"])
+    mapping.delete()
+    client, response = sign_in(entra, "admin")
+    assert signed_in(client) and may(user, Action.PORTAL_CONFIGURE)
+    kept = AuditEvent.objects.get(action="portal.role.kept")
+    assert kept.after["role"] == "admin" and "last administrator" in kept.reason
+
+
+@pytest.mark.django_db
+def test_the_page_asked_for_before_signing_in_is_opened_after_it(entra):
+    map_group(entra, "admin", Role.ADMIN)
+    client = browser()
+    location = pick(entra, authorize_url(client, next_url="/roles/groups/"), person(entra, "admin"))
+    assert come_back(client, location)["Location"] == "/roles/groups/"
+    elsewhere = pick(entra, authorize_url(client, next_url="https://evil.example.com/"), person(entra, "admin"))
+    assert come_back(client, elsewhere)["Location"] == "/"
