@@ -260,6 +260,11 @@ def _claims_and_groups(session, params: dict[str, str]) -> tuple[dict, list[str]
             outcome="no sign-in in progress in this session",
         )
     flow = pending["flow"]
+    if params.get("error") and params.get("state") != flow.get("state"):
+        raise SignInRefused(
+            "This sign-in answer does not belong to the sign-in started here, so it was refused. Start again.",
+            outcome="state refused: an error answer without this sign-in's state",
+        )
     if params.get("error"):
         description = (params.get("error_description") or "").splitlines()
         raise SignInRefused(

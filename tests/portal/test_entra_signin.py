@@ -390,3 +390,27 @@ def test_the_page_asked_for_before_signing_in_is_opened_after_it(entra):
     assert come_back(client, location)["Location"] == "/roles/groups/"
     elsewhere = pick(entra, authorize_url(client, next_url="https://evil.example.com/"), person(entra, "admin"))
     assert come_back(client, elsewhere)["Location"] == "/"
+
+
+@pytest.mark.django_db
+def test_entra_out_of_reach_gets_a_clear_page_not_an_error(entra, settings):
+    settings.ENTRA_AUTHORITY = f"https://127.0.0.1:1/{entra.tenant_id}"
+    response = browser().get("/login/entra/")
+    assert response.status_code == 503 and "cannot be reached just now" in response.content.decode()
+    assert last_failure()["outcome"].startswith("cannot set up msal")
+
+
+@pytest.mark.django_db
+def test_an_error_sent_back_by_entra_is_shown_and_audited(entra):
+    client = browser()
+    auth_uri = authorize_url(client)
+    state = parse_qs(urlsplit(auth_uri).query)["state"][0]
+    declined = {"error": "access_denied", "error_description": "AADSTS65004: User declined to consent."}
+    response = client.get("/login/entra/callback/", {**declined, "state": state})
+    assert response.status_code == 400 and "AADSTS65004" in response.content.decode() and not signed_in(client)
+    assert last_failure()["outcome"].startswith("Entra ID answered access_denied")
+    # An error that does not come back with this sign-in's state is not shown: anyone could make such a link.
+    authorize_url(client)
+    forged = client.get("/login/entra/callback/", {**declined, "error_description": "Call 555-0100", "state": "x"})
+    assert forged.status_code == 400 and "555-0100" not in forged.content.decode()
+    assert last_failure()["outcome"].startswith("state refused")
