@@ -414,3 +414,17 @@ def test_an_error_sent_back_by_entra_is_shown_and_audited(entra):
     forged = client.get("/login/entra/callback/", {**declined, "error_description": "Call 555-0100", "state": "x"})
     assert forged.status_code == 400 and "555-0100" not in forged.content.decode()
     assert last_failure()["outcome"].startswith("state refused")
+
+
+@pytest.mark.django_db
+def test_the_roles_page_shows_who_can_act_where_for_people_and_groups(client, make_user):
+    admin = make_user("overview-admin", Role.ADMIN)
+    make_user("sales-helper", Role.HELPDESK, scopes=(SALES,))
+    group_mapping_save(actor=None, group_id="6f1c1f8e-3a1b-4b8e-9a41-0c2d3e4f5a6b", display_name="Sales desk group",
+                       role=Role.HELPDESK, scopes=[SALES])  # fmt: skip
+    client.force_login(admin)
+    page = client.get("/roles/").content.decode()
+    overview = page[page.index("Who can act where") :]
+    assert overview.index("Tenant-wide") < overview.index(SALES)
+    sales_row = overview[overview.index(SALES) :]
+    assert "sales-helper" in sales_row and "Sales desk group" in sales_row
