@@ -2,7 +2,7 @@
 
 from django.db.models import Q, QuerySet
 
-from portal.models import AuditEvent, RoleAssignment
+from portal.models import AuditEvent, GroupRoleMapping, RoleAssignment
 from portal.roles import Action, may
 
 # The log's records of itself (exports, verification requests and results), which the list can hide.
@@ -40,3 +40,28 @@ def role_assignment_list(*, user) -> QuerySet[RoleAssignment]:
         .prefetch_related("scopes")
         .order_by("user__username", "role__name")
     )
+
+
+TENANT_WIDE = "Tenant-wide"
+
+
+def roles_by_scope(*, user) -> list[dict]:
+    """Who can do what, by OU: for each scope (tenant-wide first, then each OU), each role with the people holding it
+    there and the Entra ID groups that give it there. Administrators only."""
+    if not may(user, Action.PORTAL_CONFIGURE):
+        return []
+    table: dict[str, dict[str, dict[str, list[str]]]] = {}
+
+    def add(scopes: list[str], role: str, kind: str, name: str) -> None:
+        for scope in scopes:
+            table.setdefault(scope, {}).setdefault(role, {"people": [], "groups": []})[kind].append(name)
+
+    assignments = RoleAssignment.objects.select_related("user", "role").prefetch_related("scopes")
+    for assignment in assignments.order_by("user__username"):
+        scopes = [TENANT_WIDE] if assignment.tenant_wide else [s.base_dn for s in assignment.scopes.all()]
+        add(scopes, assignment.role.name, "people", assignment.user.get_username())
+    for mapping in GroupRoleMapping.objects.select_related("role").order_by("display_name"):
+        add([TENANT_WIDE] if mapping.tenant_wide else list(mapping.scopes), mapping.role.name, "groups",
+            mapping.display_name)  # fmt: skip
+    order = sorted(table, key=lambda scope: (scope != TENANT_WIDE, scope.lower()))
+    return [{"scope": scope, "roles": sorted(table[scope].items())} for scope in order]

@@ -9,6 +9,7 @@ govern, so the pages keep their policy (no bypass_csp) and the test still fails 
 
 import pytest
 
+from portal.group_roles import group_mapping_save
 from portal.roles import Role
 from tests.browser.conftest import ARTIFACTS, serious_violations
 from tests.soa.test_wave_support import FINANCE, make_mailbox, submitted_wave
@@ -22,7 +23,14 @@ EXTRA_PAGES = {
     Role.WAVE_OPERATOR: ["/waves/{wave}/", "/waves/new/", "/mailboxes/{ann}/"],
     Role.APPROVER: ["/waves/{wave}/"],
     Role.AUDITOR: ["/mailboxes/{ann}/", "/waves/{wave}/"],
-    Role.ADMIN: ["/mailboxes/{ann}/", "/settings/sign-in-locks/", "/no/such/page/"],
+    Role.ADMIN: [
+        "/mailboxes/{ann}/",
+        "/settings/sign-in-locks/",
+        "/roles/groups/",
+        "/roles/groups/{mapping}/edit/",
+        "/roles/groups/{mapping}/remove/",
+        "/no/such/page/",
+    ],
 }
 LISTEN = """
 window.__violations = [];
@@ -38,7 +46,9 @@ def tenant(make_user):
     finn = make_mailbox("Finn Fisher", FINANCE)
     operator = make_user("olga", Role.WAVE_OPERATOR)
     wave = submitted_wave(operator, ann, abe)
-    return {"ann": ann.pk, "finn": finn.pk, "wave": wave.pk}
+    mapping = group_mapping_save(actor=None, group_id="6f1c1f8e-3a1b-4b8e-9a41-0c2d3e4f5a6b", display_name="Sales desk",
+                                 role=Role.HELPDESK, scopes=["OU=Sales,OU=Corp,DC=corp,DC=example,DC=com"])  # fmt: skip
+    return {"ann": ann.pk, "finn": finn.pk, "wave": wave.pk, "mapping": mapping.pk}
 
 
 @pytest.mark.parametrize("role", list(Role))

@@ -19,7 +19,8 @@ from django.db import transaction
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
-from portal.models import AuditEvent, RoleAssignment, SignInThrottle, User
+from portal.group_roles import group_mapping_save
+from portal.models import AuditEvent, GroupRoleMapping, RoleAssignment, SignInThrottle, User
 from portal.roles import Role
 from soa import jobs
 from soa.choices import Authority, MemberState, WaveState
@@ -268,6 +269,30 @@ def _signin_lock_release(p: People) -> Form:
     return Form(reverse("signin_lock_release", args=[lock.pk]), {"reason": "the user called"}, p.admin, p.admin2)
 
 
+def _mapping(p: People) -> GroupRoleMapping:
+    return group_mapping_save(actor=None, group_id=str(uuid.uuid4()), display_name=f"Group {uuid.uuid4().hex[:6]}",
+                              role=Role.HELPDESK, scopes=["OU=Sales,OU=Corp,DC=corp,DC=example,DC=com"])  # fmt: skip
+
+
+def _group_mapping_add(p: People) -> Form:
+    data = {"group_id": str(uuid.uuid4()), "display_name": "Wave operators", "role": Role.WAVE_OPERATOR.value,
+            "tenant_wide": "on", "reason": "new team"}  # fmt: skip
+    return Form(reverse("group_mapping_add"), data, p.admin, p.admin2)
+
+
+def _group_mapping_edit(p: People) -> Form:
+    mapping = _mapping(p)
+    data = {"group_id": mapping.group_id, "display_name": "Sales help desk", "role": Role.HELPDESK.value,
+            "scopes": "OU=Sales,OU=Corp,DC=corp,DC=example,DC=com\nOU=Finance,OU=Corp,DC=corp,DC=example,DC=com",
+            "reason": "Finance joins"}  # fmt: skip
+    return Form(reverse("group_mapping_edit", args=[mapping.pk]), data, p.admin, p.admin2)
+
+
+def _group_mapping_remove(p: People) -> Form:
+    mapping = _mapping(p)
+    return Form(reverse("group_mapping_remove", args=[mapping.pk]), {"reason": "group retired"}, p.admin, p.admin2)
+
+
 def _simple(name: str, user: str, second: str | None, data: dict | None = None, htmx: bool = False):
     def build(p: People) -> Form:
         return Form(reverse(name), dict(data or {}), getattr(p, user), second and getattr(p, second), htmx)
@@ -327,6 +352,9 @@ FORMS: dict[str, Callable[[People], Form]] = {
     "role_assign": _role_assign,
     "role_revoke": _role_revoke,
     "signin_lock_release": _signin_lock_release,
+    "group_mapping_add": _group_mapping_add,
+    "group_mapping_edit": _group_mapping_edit,
+    "group_mapping_remove": _group_mapping_remove,
     "audit_verify": _simple("audit_verify", "auditor", "auditor2", htmx=True),
     "connection_test": _simple("connection_test", "admin", "admin2", htmx=True),
     "logout": _simple("logout", "help", None),
@@ -351,6 +379,10 @@ NO_FORM = {
     "bulk_detail": "a page", "mailbox_writeback": "a card the page polls", "drift": "a page", "inventory": "a page",
     "connections": "a page (its form posts to connection_test)", "role_list": "a page",
     "signin_locks": "a page",
+    "entra_signin_start": "sends the browser to Entra ID's sign-in (tests/portal/test_entra_signin.py)",
+    "entra_signin_callback": "Entra ID's redirect back, checked by msal and portal.entra_signin "
+    "(tests/portal/test_entra_signin.py)",
+    "group_mapping_list": "a page (its form posts to group_mapping_add)",
 }  # fmt: skip
 
 

@@ -72,6 +72,7 @@ LIST_PAGES = {
     "drift": ["ou", "attribute", "age", "after"],
     "inventory": [],
     "role_list": [],
+    "group_mapping_list": [],
     "bulk_upload": [],
 }
 # The parameters read as a cursor, a page or a number, each sent every crafted value below as it is.
