@@ -107,7 +107,11 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["object_type", "object_id"], name="portal_audit_object_idx")]
+        indexes = [
+            models.Index(fields=["object_type", "object_id"], name="portal_audit_object_idx"),
+            # The list's order, newest first, and its keyset cursor: any page of any time range starts at an index.
+            models.Index(fields=["occurred_at", "id"], name="portal_audit_time_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.action} by {self.actor_name}"

@@ -12,8 +12,9 @@ from typing import Any
 from django.db.models import CharField, Q, QuerySet
 from django.db.models.functions import Cast
 
-from soa.models import ChangeRequest, Mailbox, WaveMember
+from soa.models import ChangeRequest, Mailbox, PilotWave, WaveMember
 from soa.selectors import mailbox_search
+from soa.services.undo import undoable_event_ids
 from writeback.models import DriftFinding, WritebackTask
 
 MAILBOX = "soa.mailbox"
@@ -60,6 +61,15 @@ def mailbox_events(*, user, text: str) -> tuple[Q, int]:
     return match, len(ids)
 
 
+def wave_events(wave_id: int) -> Q:
+    """The filter of the events of wave ``wave_id``: those recorded on the wave itself and on each of its members
+    (added, flipped, retried, swept), by the member rows' ids, so a mailbox's events from other waves stay out."""
+    members = _as_text(WaveMember.objects.filter(wave_id=wave_id))
+    return Q(object_type=PilotWave._meta.label_lower, object_id=str(wave_id)) | Q(
+        object_type="soa.wavemember", object_id__in=members
+    )
+
+
 def _as_text(rows: QuerySet) -> QuerySet:
     return rows.annotate(text_id=Cast("pk", CharField())).values("text_id")
 
@@ -90,3 +100,8 @@ def _shown(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def undoable(user, events) -> set[int]:
+    """The ids among ``events`` of the applied edits ``user`` may undo (each row's undo link)."""
+    return undoable_event_ids(user, list(events))
