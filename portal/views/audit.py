@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 PAGE_SIZE = 50
 # The list counts matches up to this many and says "more than" beyond: a count of every event of a million-event log
 # on each page would cost more than the page itself.
-COUNT_CAP = 10_000
+COUNT_CAP = 1_000
 QUEUEING_GRACE = dt.timedelta(minutes=1)
 _JOB_ID = re.compile(re.escape(VERIFY_JOB_PREFIX) + r"[0-9a-f]{32}")
 EXPORT_FIELDS = [

@@ -9,8 +9,7 @@ is looked up when the page is shown, for the events of that page, one query per 
 import json
 from typing import Any
 
-from django.db.models import CharField, Q, QuerySet
-from django.db.models.functions import Cast
+from django.db.models import Q
 
 from soa.models import ChangeRequest, Mailbox, PilotWave, WaveMember
 from soa.selectors import mailbox_search
@@ -55,23 +54,32 @@ def mailbox_events(*, user, text: str) -> tuple[Q, int]:
     ids = list(
         mailbox_search(user=user, query=text).order_by("pk").values_list("pk", flat=True)[: MAILBOX_SEARCH_LIMIT + 1]
     )
-    match = Q(object_type=MAILBOX, object_id__in=[str(pk) for pk in ids])
+    return mailbox_ids_events(ids), len(ids)
+
+
+def mailbox_ids_events(ids: list[int]) -> Q:
+    """The filter of the events of mailboxes ``ids``: on the mailboxes, and on their edits, wave memberships,
+    writeback tasks and drift findings.
+
+    The objects' ids are read first and written into the filter as lists: a subquery there hides them from the
+    planner, which then walks the whole log in time order instead of looking each object up in its index (50 ms
+    against under 1 at 100,000 events on PostgreSQL, bench/bench_audit_list.py)."""
+    match = _objects(MAILBOX, ids)
     for object_type, model in BELONGS_TO_MAILBOX.items():
-        match |= Q(object_type=object_type, object_id__in=_as_text(model.objects.filter(mailbox_id__in=ids)))
-    return match, len(ids)
+        match |= _objects(object_type, model.objects.filter(mailbox_id__in=ids).values_list("pk", flat=True))
+    return match
 
 
 def wave_events(wave_id: int) -> Q:
     """The filter of the events of wave ``wave_id``: those recorded on the wave itself and on each of its members
     (added, flipped, retried, swept), by the member rows' ids, so a mailbox's events from other waves stay out."""
-    members = _as_text(WaveMember.objects.filter(wave_id=wave_id))
-    return Q(object_type=PilotWave._meta.label_lower, object_id=str(wave_id)) | Q(
-        object_type="soa.wavemember", object_id__in=members
-    )
+    members = WaveMember.objects.filter(wave_id=wave_id).values_list("pk", flat=True)
+    return Q(object_type=PilotWave._meta.label_lower, object_id=str(wave_id)) | _objects("soa.wavemember", members)
 
 
-def _as_text(rows: QuerySet) -> QuerySet:
-    return rows.annotate(text_id=Cast("pk", CharField())).values("text_id")
+def _objects(object_type: str, pks) -> Q:
+    texts = [str(pk) for pk in pks]
+    return Q(object_type=object_type, object_id__in=texts) if texts else Q(pk__in=[])
 
 
 def changed_keys(before: Any, after: Any) -> list[dict[str, Any]]:

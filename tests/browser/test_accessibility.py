@@ -11,6 +11,7 @@ import pytest
 
 from portal.roles import Role
 from tests.browser.conftest import ARTIFACTS, serious_violations
+from tests.soa.test_undo import applied_edit
 from tests.soa.test_wave_support import FINANCE, make_mailbox, submitted_wave
 
 pytestmark = pytest.mark.browser
@@ -18,11 +19,17 @@ pytestmark = pytest.mark.browser
 WIDTHS = (1280, 390)
 # Beyond each role's navigation: the pages reached from it, and the error pages a role meets.
 EXTRA_PAGES = {
-    Role.HELPDESK: ["/mailboxes/{ann}/", "/mailboxes/{finn}/", "/roles/"],
+    Role.HELPDESK: ["/mailboxes/{ann}/", "/mailboxes/{finn}/", "/roles/", "/audit/events/{edit}/undo/"],
     Role.WAVE_OPERATOR: ["/waves/{wave}/", "/waves/new/", "/mailboxes/{ann}/"],
     Role.APPROVER: ["/waves/{wave}/"],
     Role.AUDITOR: ["/mailboxes/{ann}/", "/waves/{wave}/"],
-    Role.ADMIN: ["/mailboxes/{ann}/", "/settings/sign-in-locks/", "/no/such/page/"],
+    Role.ADMIN: [
+        "/mailboxes/{ann}/",
+        "/settings/sign-in-locks/",
+        "/no/such/page/",
+        "/audit/events/{edit}/undo/",
+        "/audit/correlations/{correlation}/undo/",
+    ],
 }
 LISTEN = """
 window.__violations = [];
@@ -38,7 +45,8 @@ def tenant(make_user):
     finn = make_mailbox("Finn Fisher", FINANCE)
     operator = make_user("olga", Role.WAVE_OPERATOR)
     wave = submitted_wave(operator, ann, abe)
-    return {"ann": ann.pk, "finn": finn.pk, "wave": wave.pk}
+    edit = applied_edit(make_user("edna", Role.HELPDESK), ann)
+    return {"ann": ann.pk, "finn": finn.pk, "wave": wave.pk, "edit": edit.pk, "correlation": edit.correlation_id}
 
 
 @pytest.mark.parametrize("role", list(Role))

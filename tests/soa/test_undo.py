@@ -17,7 +17,7 @@ from soa.choices import Authority, ChangeState
 from soa.models import ChangeRequest, Mailbox
 from soa.services import SoaError
 from soa.services.accepted_domains import accepted_domains_replace
-from soa.services.change_apply import EXCHANGE, change_request_claim, change_request_finish
+from soa.services.change_apply import DIRECTORY, EXCHANGE, change_request_claim, change_request_finish
 from soa.services.changes import ChangeConflict, change_request_approve, change_request_create
 from soa.services.undo import UndoDenied, restoring_operations, undo_plans, undo_request_create
 from tests.soa.test_wave_support import DOMAIN, FINANCE, SALES, make_mailbox
@@ -52,6 +52,11 @@ def _key() -> str:
     return uuid.uuid4().hex
 
 
+def applied_edit(actor, mailbox) -> AuditEvent:
+    """An edit of CustomAttribute3 by ``actor``, applied to the mailbox's authoritative side (for other modules)."""
+    return _edit(actor, mailbox, [_set("CustomAttribute3", "to undo")])
+
+
 def _edit(actor, mailbox, operations, *, approver=None) -> AuditEvent:
     """Ask for an edit and apply it as the apply job does; the event ``soa.change.applied`` it leaves."""
     mailbox.refresh_from_db()
@@ -61,7 +66,8 @@ def _edit(actor, mailbox, operations, *, approver=None) -> AuditEvent:
         change_request_approve(actor=approver, request_id=request.pk, reason="ok")
     with correlation_scope(request.correlation_id):  # as the apply job runs (writeback.jobs.lifecycle)
         change_request_claim(request_id=request.pk)
-        change_request_finish(request_id=request.pk, route=request.route, results={}, side=EXCHANGE,
+        side = EXCHANGE if mailbox.authority == Authority.CLOUD else DIRECTORY
+        change_request_finish(request_id=request.pk, route=request.route, results={}, side=side,
                               values=ChangeRequest.objects.get(pk=request.pk).desired)  # fmt: skip
     return AuditEvent.objects.filter(action="soa.change.applied", object_id=str(request.pk)).get()
 
