@@ -128,3 +128,19 @@ def test_the_time_order_index_exists(db):
     with connection.cursor() as cursor:
         indexes = connection.introspection.get_constraints(cursor, AuditEvent._meta.db_table)
     assert any(spec["columns"] == ["occurred_at", "id"] and spec["index"] for spec in indexes.values())
+
+
+def test_the_actor_filter_finds_people_by_name_and_the_system_by_its_recorded_name(client, make_user):
+    alice = make_user("alice")
+    alice.first_name, alice.last_name = "Alice", "Smith"
+    alice.save()
+    with transaction.atomic():
+        hers = audit_record(actor=alice, action="test.hers")
+        system = audit_record(actor=None, action="test.system")
+    client = _auditor(client, make_user)
+    for typed in ("alic", "SMITH", "alice (Alice Smith)"):
+        shown = set(_ids(client.get("/audit/", {"actor": typed})))
+        assert hers.pk in shown and system.pk not in shown, typed
+    shown = set(_ids(client.get("/audit/", {"actor": "syst"})))
+    assert system.pk in shown and hers.pk not in shown
+    assert _ids(client.get("/audit/", {"actor": "nobody at all"})) == []
