@@ -4,9 +4,11 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils.cache import patch_cache_control, patch_vary_headers
 
+from portal.audit import audit_record
 from portal.correlation import correlation_scope, sanitize
 from portal.roles import Role, user_roles
 
@@ -79,6 +81,7 @@ class HtmxVaryMiddleware:
 # read-only job; its request is recorded). The admin site is not an auditor's (no auditor is staff).
 AUDITOR_POSTS = frozenset({"login", "logout", "audit_verify"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+DENIED_ACTION = "portal.request.denied"
 AUDITOR_REASON = (
     "The auditor role reads everything and changes nothing: this action is refused for it, whatever the page. "
     "Ask someone holding the role that makes this change."
@@ -106,5 +109,12 @@ class ReadOnlyAuditorMiddleware:
         if match is not None and match.url_name in AUDITOR_POSTS:
             return None
         if Role.AUDITOR.value in user_roles(request.user):
+            # A crafted request is what the log must keep: recorded in a transaction of its own, then refused.
+            with transaction.atomic():
+                audit_record(
+                    actor=request.user, action=DENIED_ACTION, object_type="url", object_id=request.path[:255],
+                    reason=AUDITOR_REASON,
+                    after={"method": request.method, "url_name": match.view_name if match is not None else None},
+                )  # fmt: skip
             raise PermissionDenied(AUDITOR_REASON)
         return None
