@@ -14,7 +14,10 @@ events of one mailbox's objects, one keyset page). The export is a CSV of a mont
 Baseline, measured in the same run: the bare primary-key query of the newest 51 events. Target (issue 10):
 p95 <= 100 ms for each filter and the timeline at 1,000,000 events on PostgreSQL.
 
-    .venv/bin/python bench/bench_audit_list.py [--events 1000000] [--repeats 20] [--database postgres]
+    .venv/bin/python bench/bench_audit_list.py [--events 100000] [--repeats 20] [--database postgres]
+
+At 1,000,000 events on PostgreSQL 15 (2 shared cores, load 3-4), 2026-11-30: every filter's p95 between 12 and 43 ms,
+the first page 74 ms, the mailbox timeline 7 ms; the export streams about 32,000 rows/s.
 """
 
 from __future__ import annotations
@@ -163,7 +166,7 @@ def seed(n: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=100_000)  # 1,000,000 for the target: about 6 minutes
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     args = parser.parse_args()
