@@ -9,8 +9,10 @@ is looked up when the page is shown, for the events of that page, one query per 
 import json
 from typing import Any
 
+from django.db import connection
 from django.db.models import Q
 
+from portal.models import AuditEvent
 from soa.models import ChangeRequest, Mailbox, PilotWave, WaveMember
 from soa.selectors import mailbox_search
 from soa.services.undo import undoable_event_ids
@@ -24,6 +26,8 @@ BELONGS_TO_MAILBOX = {
     "writeback.writebacktask": WritebackTask,
     "writeback.driftfinding": DriftFinding,
 }
+# Events that name the mailboxes they concern in their values (soa.services.wave_members).
+MEMBERSHIP_ACTIONS = ("soa.wave.members_added", "soa.wave.members_removed")
 # Mailboxes a search may name before it is too broad to list their events.
 MAILBOX_SEARCH_LIMIT = 200
 
@@ -67,7 +71,28 @@ def mailbox_ids_events(ids: list[int]) -> Q:
     match = _objects(MAILBOX, ids)
     for object_type, model in BELONGS_TO_MAILBOX.items():
         match |= _objects(object_type, model.objects.filter(mailbox_id__in=ids).values_list("pk", flat=True))
-    return match
+    return match | _membership_mentions(ids)
+
+
+def _membership_mentions(ids: list[int]) -> Q:
+    """The events that name a mailbox only inside their values: a wave's members added or removed, recorded on the
+    wave with the mailboxes' ids in a list (a removed member has no row left to find them by)."""
+    if not ids:
+        return Q(pk__in=[])
+    events = AuditEvent.objects.filter(object_type=PilotWave._meta.label_lower, action__in=MEMBERSHIP_ACTIONS)
+    if connection.vendor == "postgresql":
+        # jsonb containment, checked only on the membership events the action index finds.
+        mentions = Q(pk__in=[])
+        for pk in ids:
+            mentions |= Q(after__added_mailbox_ids__contains=[pk]) | Q(after__removed_mailbox_ids__contains=[pk])
+        return Q(action__in=MEMBERSHIP_ACTIONS, object_type=PilotWave._meta.label_lower) & mentions
+    # Elsewhere (SQLite: small deployments and tests) the membership events are read and their lists checked here.
+    wanted, found = set(ids), []
+    for pk, after in events.values_list("pk", "after").iterator(chunk_size=500):
+        listed = [*(after or {}).get("added_mailbox_ids", []), *(after or {}).get("removed_mailbox_ids", [])]
+        if wanted.intersection(listed):
+            found.append(pk)
+    return Q(pk__in=found)
 
 
 def wave_events(wave_id: int) -> Q:

@@ -144,3 +144,20 @@ def test_the_actor_filter_finds_people_by_name_and_the_system_by_its_recorded_na
     shown = set(_ids(client.get("/audit/", {"actor": "syst"})))
     assert system.pk in shown and hers.pk not in shown
     assert _ids(client.get("/audit/", {"actor": "nobody at all"})) == []
+
+
+def test_the_mailbox_filter_finds_the_wave_events_that_name_it_only_in_their_values(client, make_user):
+    from soa.services.wave_members import wave_remove_members
+
+    builder = make_user("wilma", Role.WAVE_OPERATOR)
+    ann, bob = make_mailbox("Ann Archer"), make_mailbox("Bob Baker")
+    wave = new_wave(builder, ann, bob)
+    wave_remove_members(actor=builder, wave_id=wave.pk, mailbox_ids=[ann.pk])
+    added = AuditEvent.objects.get(action="soa.wave.members_added")
+    removed = AuditEvent.objects.get(action="soa.wave.members_removed")
+    client = _auditor(client, make_user)
+    shown = set(_ids(client.get("/audit/", {"mailbox": "ann.archer@"})))
+    assert {added.pk, removed.pk} <= shown
+    # Bob was added in the same event and never removed.
+    bobs = set(_ids(client.get("/audit/", {"mailbox": "bob.baker@"})))
+    assert added.pk in bobs and removed.pk not in bobs
