@@ -30,6 +30,7 @@ class AuditFilterForm(forms.Form):
     object = forms.CharField(required=False, max_length=255, label="Object id or text")
     correlation_id = forms.CharField(required=False, max_length=64, label="Correlation id")
     mailbox = forms.CharField(required=False, max_length=320, label="Mailbox (name, UPN or address)")
+    wave = forms.IntegerField(required=False, min_value=1, max_value=2**31 - 1, label="Wave number")
     since = forms.DateTimeField(
         required=False, label="From (UTC)", widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
     )

@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, Group
 from django.db import models
+from django.db.models import Q
 
 
 class User(AbstractUser):
@@ -110,7 +111,13 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["object_type", "object_id"], name="portal_audit_object_idx")]
+        indexes = [
+            models.Index(fields=["object_type", "object_id"], name="portal_audit_object_idx"),
+            # The list's order, newest first, and its keyset cursor: any page of any time range starts at an index.
+            models.Index(fields=["occurred_at", "id"], name="portal_audit_time_idx"),
+            # The few names recorded for the system and jobs, read by a loose index scan (portal.selectors).
+            models.Index(fields=["actor_name"], name="portal_audit_unnamed_actor_idx", condition=Q(actor__isnull=True)),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.action} by {self.actor_name}"

@@ -8,6 +8,7 @@ from portal.decorators import action_required, job_dashboard_policy, read_only
 from portal.roles import Action
 from portal.views import (
     audit,
+    audit_undo,
     connections,
     dashboard,
     drift,
@@ -40,6 +41,12 @@ urlpatterns = [
     path("audit/export.<str:fmt>", audit.audit_export, name="audit_export"),
     path("audit/verify/", audit.audit_verify_view, name="audit_verify"),
     path("audit/verify/<str:job_id>/", audit.audit_verification, name="audit_verification"),
+    path("audit/events/<int:event_id>/undo/", audit_undo.audit_undo, name="audit_undo"),
+    path(
+        "audit/correlations/<str:correlation_id>/undo/",
+        audit_undo.audit_undo_correlation,
+        name="audit_undo_correlation",
+    ),
     path("mailboxes/", include("soa.urls")),
     path("waves/", include("soa.urls_waves")),
     path("bulk-edits/", include("soa.urls_bulk")),

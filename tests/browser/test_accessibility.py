@@ -12,6 +12,7 @@ import pytest
 from portal.group_roles import group_mapping_save
 from portal.roles import Role
 from tests.browser.conftest import ARTIFACTS, serious_violations
+from tests.soa.test_undo import applied_edit
 from tests.soa.test_wave_support import FINANCE, make_mailbox, submitted_wave
 
 pytestmark = pytest.mark.browser
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.browser
 WIDTHS = (1280, 390)
 # Beyond each role's navigation: the pages reached from it, and the error pages a role meets.
 EXTRA_PAGES = {
-    Role.HELPDESK: ["/mailboxes/{ann}/", "/mailboxes/{finn}/", "/roles/"],
+    Role.HELPDESK: ["/mailboxes/{ann}/", "/mailboxes/{finn}/", "/roles/", "/audit/events/{edit}/undo/"],
     Role.WAVE_OPERATOR: ["/waves/{wave}/", "/waves/new/", "/mailboxes/{ann}/"],
     Role.APPROVER: ["/waves/{wave}/"],
     Role.AUDITOR: ["/mailboxes/{ann}/", "/waves/{wave}/"],
@@ -30,6 +31,8 @@ EXTRA_PAGES = {
         "/roles/groups/{mapping}/edit/",
         "/roles/groups/{mapping}/remove/",
         "/no/such/page/",
+        "/audit/events/{edit}/undo/",
+        "/audit/correlations/{correlation}/undo/",
     ],
 }
 LISTEN = """
@@ -48,7 +51,15 @@ def tenant(make_user):
     wave = submitted_wave(operator, ann, abe)
     mapping = group_mapping_save(actor=None, group_id="6f1c1f8e-3a1b-4b8e-9a41-0c2d3e4f5a6b", display_name="Sales desk",
                                  role=Role.HELPDESK, scopes=["OU=Sales,OU=Corp,DC=corp,DC=example,DC=com"])  # fmt: skip
-    return {"ann": ann.pk, "finn": finn.pk, "wave": wave.pk, "mapping": mapping.pk}
+    edit = applied_edit(make_user("edna", Role.HELPDESK), ann)
+    return {
+        "ann": ann.pk,
+        "finn": finn.pk,
+        "wave": wave.pk,
+        "mapping": mapping.pk,
+        "edit": edit.pk,
+        "correlation": edit.correlation_id,
+    }
 
 
 @pytest.mark.parametrize("role", list(Role))

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
+from portal.correlation import correlation_scope
 from portal.group_roles import group_mapping_save
 from portal.models import AuditEvent, GroupRoleMapping, RoleAssignment, SignInThrottle, User
 from portal.roles import Role
@@ -27,6 +28,7 @@ from soa.choices import Authority, MemberState, WaveState
 from soa.models import Mailbox, PilotWave, WaveMember
 from soa.services.accepted_domains import accepted_domains_replace
 from soa.services.approvals import wave_approve
+from soa.services.change_apply import EXCHANGE, change_request_claim, change_request_finish
 from soa.services.change_batches import change_batch_create, change_batch_pause
 from soa.services.changes import change_request_create
 from soa.services.wave_run import wave_pause, wave_start
@@ -119,6 +121,21 @@ def _pending_change(p: People):
         actor=p.help, mailbox_id=mailbox.pk, operations=[{"op": "make_primary", "address": alias}], reason="ticket",
         base_version=mailbox.version, idempotency_key=f"pending-{uuid.uuid4().hex}",
     )  # fmt: skip
+
+
+def _applied_edit(p: People) -> AuditEvent:
+    """A help-desk edit applied as the apply job does (claim, then finish with the values read back): the event
+    ``soa.change.applied`` an undo starts from."""
+    (mailbox,) = _mailboxes(1, authority=Authority.CLOUD)
+    request = change_request_create(
+        actor=p.help, mailbox_id=mailbox.pk, operations=[{"op": "set_custom_attribute", "attribute": "CustomAttribute3",
+        "value": "to undo"}], reason="ticket", base_version=mailbox.version, idempotency_key=f"e-{uuid.uuid4().hex}",
+    )  # fmt: skip
+    with correlation_scope(request.correlation_id):
+        change_request_claim(request_id=request.pk)
+        change_request_finish(request_id=request.pk, route=request.route, results={}, side=EXCHANGE,
+                              values=request.desired)  # fmt: skip
+    return AuditEvent.objects.get(action="soa.change.applied", object_id=str(request.pk))
 
 
 def _batch(p: People, *, paused: bool = False):
@@ -227,6 +244,23 @@ def _bulk_control(name: str, paused: bool):
     def build(p: People) -> Form:
         batch = _batch(p, paused=paused)
         return Form(reverse(name, args=[batch.pk]), {"reason": "sent twice"}, p.help, p.admin)
+
+    return build
+
+
+def _undo(by_correlation: bool):
+    def build(p: People) -> Form:
+        event = _applied_edit(p)
+        mailbox = Mailbox.objects.get(pk=event.after["mailbox"])
+        data = {"reason": "undo the ticket", "idempotency_key": f"undo-{uuid.uuid4().hex}",
+                f"version-{mailbox.pk}": str(mailbox.version)}  # fmt: skip
+        url = (
+            reverse("audit_undo_correlation", args=[event.correlation_id])
+            if by_correlation
+            else reverse("audit_undo", args=[event.pk])
+        )
+        # Another help desk's undo meets the first one's open request on the mailbox, and is refused.
+        return Form(url, data, p.help, p.help2, fields=["reason", "idempotency_key", "acknowledge_conflicts"])
 
     return build
 
@@ -356,6 +390,8 @@ FORMS: dict[str, Callable[[People], Form]] = {
     "group_mapping_edit": _group_mapping_edit,
     "group_mapping_remove": _group_mapping_remove,
     "audit_verify": _simple("audit_verify", "auditor", "auditor2", htmx=True),
+    "audit_undo": _undo(by_correlation=False),
+    "audit_undo_correlation": _undo(by_correlation=True),
     "connection_test": _simple("connection_test", "admin", "admin2", htmx=True),
     "logout": _simple("logout", "help", None),
 }
