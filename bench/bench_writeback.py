@@ -1,9 +1,10 @@
 """Writeback throughput with 1, 2 and 4 real worker processes, and one task's latency from request to read-back.
 
 Everything is real: tasks are requested through the service (writeback.tasks.writeback_task_request), their jobs go
-through a private Redis to ``manage.py rqworker writeback`` processes (rq's forking worker, or its SimpleWorker), each
-job claims a batch of tasks, reads their AD users by objectGUID, sends the minimal modifies, reads back and records the
-results with their audit events in the configured database. Each task changes one attribute of one user
+through a private Redis to ``manage.py rqworker writeback`` processes (the portal's worker by default, which runs
+writeback jobs in its own process; or rq's forking Worker, or its SimpleWorker, to compare), each job claims a batch
+of tasks, reads their AD users by objectGUID, sends the minimal modifies, reads back and records the results with their
+audit events in the configured database. Each task changes one attribute of one user
 (extensionAttribute3), so each costs a modify and its share of two searches on the wire.
 
 Baseline, measured first in the same run on the same slapd (as bench_writeback_modify.py does it): raw ldap3 on one
@@ -116,10 +117,11 @@ def _request(mailbox_id: int, value: str, *, enqueue: bool) -> int:
     return writeback_task_request(mailbox_id=mailbox_id, desired=desired, source="bench", enqueue=enqueue).pk
 
 
-# "fork" is the portal's worker as production runs it (writeback.worker.Worker: rq's forking worker, which also reads
-# the directory's schema before forking); "simple" is rq's SimpleWorker, which runs jobs in the worker process.
-WORKER_CLASS = {"fork": "writeback.worker.Worker", "simple": "rq.worker.SimpleWorker"}
-_worker_class = "fork"
+# "portal" is the worker as production runs it (writeback.worker.Worker: writeback jobs in its own process, other jobs
+# in forked work horses); "fork" is rq's own Worker, which forks a horse for every job (the portal's worker did so
+# for writeback jobs too until it was measured here); "simple" is rq's SimpleWorker.
+WORKER_CLASS = {"portal": "writeback.worker.Worker", "fork": "rq.worker.Worker", "simple": "rq.worker.SimpleWorker"}
+_worker_class = "portal"
 
 
 def _worker(env: dict[str, str], *extra: str) -> subprocess.Popen:
@@ -247,10 +249,10 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=200, help="latency samples (default 200)")
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument(
-        "--worker-class", choices=tuple(WORKER_CLASS), default="fork",
-        help="fork: the portal's worker, as in production (a work horse forked per job, so a new LDAP bind and "
-        "database connection per job); "
-        "simple: rq's SimpleWorker (jobs in the worker process, which keeps both)",
+        "--worker-class", choices=tuple(WORKER_CLASS), default="portal",
+        help="portal: the portal's worker, as in production (writeback jobs in the worker process, which keeps its "
+        "LDAP bind and database connection); fork: rq's Worker (a work horse forked per job, so a new bind and "
+        "connection per job); simple: rq's SimpleWorker",
     )  # fmt: skip
     args = parser.parse_args()
     global _worker_class, _slapd_pid

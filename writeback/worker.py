@@ -17,6 +17,15 @@ also keeps the periodic jobs alive and outlives a Redis outage.
   or this one's horse was killed) and queues their waves. A worker that starts runs it at once, so a machine that
   restarts its one worker after a crash picks the wave up again by itself.
 
+- Writeback jobs run in the worker's own process; every other job in a forked work horse, as rq does it. A writeback
+  job is a batch of AD writes that takes about a second: forking a horse for it, with its own database connection and
+  LDAP bind, cost a task more CPU than the rest of its database work (bench/bench_writeback.py), and a person's edit
+  waited for the fork. The worker keeps its directory, Exchange and database connections between those jobs; before
+  forking a horse for any other job it closes its database connections (a horse must not share them; the directory and
+  Exchange clients open their own in a forked process: writeback.jobs.clients). A database connection that broke in
+  one job is replaced before the next. A crash of an in-process job ends the worker, as a killed horse ends its job:
+  the task's heartbeat stops and the sweep gives it back (writeback.jobs.writeback.writeback_sweep).
+
 A burst worker, or one given --max-jobs or --max-idle-time, ends as rq's does: those are meant to end.
 """
 
@@ -33,13 +42,16 @@ from redis.exceptions import RedisError
 from rq import worker_registration
 from rq.utils import now
 from rq.worker import Worker as RqWorker
+from rq.worker import WorkerStatus
 
-from soa.jobs import REDIS_UNREACHABLE
+from soa.jobs import REDIS_UNREACHABLE, WRITEBACK_QUEUE
 from writeback.exchange import ExchangeOnlineError
 from writeback.jobs.clients import directory_schema_read
 from writeback.jobs.waves import wave_watch
 from writeback.periodic import periodic_arm
 
+# Queues whose jobs run in the worker's process instead of a forked work horse.
+IN_PROCESS_QUEUES = frozenset({WRITEBACK_QUEUE})
 # Waiting for Redis to come back: the first wait, and the longest.
 RECONNECT_FIRST = 1.0
 RECONNECT_MAX = 30.0
@@ -64,6 +76,25 @@ class Worker(RqWorker):
         super().__init__(*args, **kwargs)
         # While its horse runs, the worker wakes this often (rq: every 30 s) to beat, and to watch the waves.
         self.job_monitoring_interval = max(1, min(self.job_monitoring_interval, int(_wave_watch_seconds())))
+
+    # -- running a job: in this process, or in a forked work horse ------------------------------------------------
+
+    def execute_job(self, job, queue) -> None:
+        if queue.name not in IN_PROCESS_QUEUES:
+            connections.close_all()  # the horse is forked from this process: it must not share its connections
+            super().execute_job(job, queue)
+            return
+        # As rq's SimpleWorker runs a job; the job's timeout is kept by the same death penalty, in this process.
+        execution = self.prepare_execution(job)
+        _replace_broken_connections()
+        self.perform_job(job, queue, execution)
+        self.set_state(WorkerStatus.IDLE)
+
+    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+        if job.origin in IN_PROCESS_QUEUES:
+            # Nothing beats while the job runs in this process: the worker's key must outlive the job's timeout.
+            return int(job.timeout or self.queue_class.DEFAULT_TIMEOUT) + 60
+        return super().get_heartbeat_ttl(job, working_time)
 
     # -- the loop, started again after an outage ---------------------------------------------------------------------
 
@@ -196,3 +227,14 @@ class Worker(RqWorker):
                 worker_registration.register(self, pipeline)
                 pipeline.expire(self.key, self.worker_ttl + 60)
                 pipeline.execute()
+
+
+def _replace_broken_connections() -> None:
+    """Close each database connection that an earlier job left broken (the server restarted, the network dropped it),
+    so the next query opens a new one instead of failing on the old. Django does this between requests; rq does not do
+    it between jobs."""
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is not None and connection.errors_occurred:
+            if not connection.is_usable():
+                connection.close()
+            connection.errors_occurred = False

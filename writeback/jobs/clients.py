@@ -1,8 +1,11 @@
 """The worker process's clients, kept between jobs: one bound directory connection and one Exchange Online client
 (its token and HTTP connections reused). Every job takes them from here, so a worker holds one of each whatever
-kinds of work it runs; a changed configuration (a test, the connections page) replaces them."""
+kinds of work it runs; a changed configuration (a test, the connections page) replaces them. A work horse forked from
+a worker that used them opens connections of its own: two processes writing to one TLS connection would corrupt it
+(the directory client checks this itself; the Exchange client's pool is emptied here)."""
 
 import logging
+import os
 import threading
 
 import ldap3
@@ -14,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 _directory: DirectoryClient | None = None
 _exchange: ExchangeOnlineClient | None = None
+_exchange_pid = 0
 _lock = threading.Lock()
 
 
@@ -31,11 +35,16 @@ def directory_client() -> DirectoryClient:
 
 def exchange_client() -> ExchangeOnlineClient:
     """The worker's Exchange Online client (change requests, drift repairs' reads of the cloud)."""
-    global _exchange
+    global _exchange, _exchange_pid
     config = ExchangeConfig.from_settings()
     with _lock:
         if _exchange is None or _exchange.config != config:
             _exchange = ExchangeOnlineClient(config)
+        elif _exchange_pid != os.getpid():
+            # Forked from a process that used it: keep its token, drop the pooled connections (closing this process's
+            # copies of their sockets sends nothing on them; the parent keeps its own), so this process opens its own.
+            _exchange.session.close()
+        _exchange_pid = os.getpid()
         return _exchange
 
 
