@@ -1,0 +1,184 @@
+"""A mailbox's history pages: its timeline (every event that touched it, grouped into chains by correlation id), its
+values as of a past moment, and what changed between two moments (the rules: soa.mailbox_history).
+
+The timeline's events are found by the object they name, through the (object_type, object_id) index: the mailbox
+itself and the change requests, wave members, writeback tasks and drift findings that belong to it, each found by
+its own mailbox index; the drift scans and inventory runs whose events name the mailbox inside their content add a
+few more (scans by the mailbox's findings, imports by the action index).
+"""
+
+import datetime as dt
+
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+
+from portal.decorators import action_required
+from portal.models import AuditEvent
+from portal.roles import Action, OutsideScope, may
+from portal.views.audit_objects import BELONGS_TO_MAILBOX, MAILBOX, changed_keys
+from soa import mailbox_history as history
+from soa.forms_history import CompareForm, MomentForm
+from soa.models import Mailbox, PilotWave, WaveMember
+from soa.selectors import mailbox_get
+from writeback.models import DriftFinding
+
+PAGE_SIZE = 100
+# An import's page records the mailboxes it created in one event at the end of the page's transaction.
+CREATION_WINDOW = dt.timedelta(minutes=10)
+INVENTORY_CHANGED = "writeback.inventory.changed"
+SCAN_ACTIONS = ("writeback.drift.found", "writeback.drift.cleared")
+# What the point-in-time page reads: the actions soa.mailbox_history draws values from.
+VALUE_ACTIONS = (
+    "soa.change.requested", "soa.change.applied", "writeback.task.completed", "writeback.drift.found",
+    "writeback.drift.resolved", "soa.wave.member_done", INVENTORY_CHANGED,
+)  # fmt: skip
+
+
+def _visible_mailbox(request: HttpRequest, pk: int, action: Action = Action.MAILBOX_VIEW) -> Mailbox:
+    mailbox = mailbox_get(user=request.user, pk=pk)
+    if mailbox is None or not may(request.user, action, mailbox.dn):
+        raise OutsideScope("mailbox", action)
+    return mailbox
+
+
+def mailbox_events_q(mailbox: Mailbox) -> Q:
+    """The events that touched ``mailbox``, each part served by an index."""
+    match = Q(object_type=MAILBOX, object_id=str(mailbox.pk))
+    for object_type, model in BELONGS_TO_MAILBOX.items():
+        ids = [str(pk) for pk in model.objects.filter(mailbox_id=mailbox.pk).values_list("pk", flat=True)]
+        if ids:
+            match |= Q(object_type=object_type, object_id__in=ids)
+    scans = DriftFinding.objects.filter(mailbox_id=mailbox.pk, scan_id__isnull=False).values_list("scan_id", flat=True)
+    scan_ids = [str(pk) for pk in set(scans)]
+    if scan_ids:
+        match |= Q(object_type="writeback.driftscan", object_id__in=scan_ids, action__in=SCAN_ACTIONS)
+    # An import names the mailboxes of a page inside one event; none before the mailbox existed can name it.
+    # An import names the mailboxes of a page inside one event: those whose authority or presence it changed by key
+    # (has_key works on every backend), the one that created it in the minutes after its row was made (checked in
+    # _describe, since a JSON list's containment is not portable).
+    created = (mailbox.created_at, mailbox.created_at + CREATION_WINDOW)
+    match |= Q(action=INVENTORY_CHANGED, occurred_at__gte=mailbox.created_at, after__changed__has_key=str(mailbox.pk))
+    match |= Q(action=INVENTORY_CHANGED, occurred_at__range=created)
+    return match
+
+
+def _family_names(user, mailbox: Mailbox) -> tuple[list[str], list[str]]:
+    """The families of events the user sees on this mailbox's timeline, and those hidden from them."""
+    shown, hidden = [], []
+    for _prefix, name, needs in (*history.FAMILIES, ("", *history.DEFAULT_FAMILY)):
+        (shown if may(user, Action(needs), mailbox.dn) else hidden).append(history.FAMILY_LABELS[name])
+    return shown, hidden
+
+
+def _hidden_families(user, mailbox: Mailbox) -> Q:
+    """The events of the families the user's roles do not show on this mailbox's timeline (a Q to exclude)."""
+    hidden = Q(pk__in=[])
+    known = Q(pk__in=[])
+    for prefix, _name, needs in history.FAMILIES:
+        known |= Q(action__startswith=prefix)
+        if not may(user, Action(needs), mailbox.dn):
+            hidden |= Q(action__startswith=prefix)
+    if not may(user, Action(history.DEFAULT_FAMILY[1]), mailbox.dn):
+        hidden |= ~known
+    return hidden
+
+
+def _names(event, mailbox: Mailbox) -> bool:
+    """Whether an import's event names the mailbox (the creation window also finds pages of other mailboxes)."""
+    if event.action != INVENTORY_CHANGED or not isinstance(event.after, dict):
+        return True
+    return mailbox.pk in (event.after.get("created") or []) or str(mailbox.pk) in (event.after.get("changed") or {})
+
+
+def _describe(event, mailbox: Mailbox) -> None:
+    event.family = history.family(event.action)[0]
+    before, after = event.before, event.after
+    if event.object_type == "writeback.driftscan" and isinstance(after, dict):
+        after = {"findings": [f for f in after.get("findings") or [] if f.get("mailbox_id") == mailbox.pk]}
+    if event.action == INVENTORY_CHANGED and isinstance(after, dict):
+        after = {"side": after.get("side"), "created": mailbox.pk in (after.get("created") or []),
+                 "changed": (after.get("changed") or {}).get(str(mailbox.pk))}  # fmt: skip
+    event.shown_after = after
+    event.changes = changed_keys(before, after)
+    # The as-of link takes whole seconds: the next one, so the page shows the event's effect (never the future).
+    event.just_after = min(event.occurred_at.replace(microsecond=0) + dt.timedelta(seconds=1), timezone.now())
+
+
+@action_required(Action.MAILBOX_VIEW)
+def mailbox_timeline_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """Every event that touched the mailbox, newest first, in chains by correlation id; the user's roles decide
+    which families of events are shown."""
+    mailbox = _visible_mailbox(request, pk)
+    events = AuditEvent.objects.filter(mailbox_events_q(mailbox)).exclude(_hidden_families(request.user, mailbox))
+    older_than = request.GET.get("before", "")
+    if older_than.isdigit():
+        events = events.filter(pk__lt=int(older_than))
+    page = list(events.order_by("-id")[: PAGE_SIZE + 1])
+    more, page = len(page) > PAGE_SIZE, page[:PAGE_SIZE]
+    rows = [event for event in page if _names(event, mailbox)]
+    for event in rows:
+        _describe(event, mailbox)
+    context = {
+        "mailbox": mailbox, "chains": history.chains(rows), "more": more, "oldest_id": page[-1].pk if page else None,
+        "may_audit": may(request.user, Action.AUDIT_VIEW),
+    }  # fmt: skip
+    context["shown"], context["hidden"] = _family_names(request.user, mailbox)
+    template = "soa/mailbox_history.html#timeline" if request.htmx else "soa/mailbox_history.html"
+    return render(request, template, context)
+
+
+def _observations(mailbox: Mailbox) -> list[history.Observation]:
+    """Everything the history shows of the mailbox's values: its value events, its waves' snapshots at submission,
+    and the current record (as of its last change)."""
+    events = list(
+        AuditEvent.objects.filter(mailbox_events_q(mailbox), action__in=VALUE_ACTIONS)
+        .only("id", "occurred_at", "action", "object_type", "object_id", "before", "after")
+        .order_by("id")
+    )
+    members = list(WaveMember.objects.filter(mailbox_id=mailbox.pk).exclude(snapshot={}).select_related("wave"))
+    directions = dict(PilotWave.objects.filter(members__mailbox_id=mailbox.pk).values_list("pk", "direction"))
+    found = [
+        obs
+        for event in events
+        if _names(event, mailbox)
+        for obs in history.observations(event, mailbox_id=mailbox.pk, wave_directions=directions)
+    ]
+    for member in members:
+        taken = member.wave.submitted_at
+        if taken is not None and "authority" in member.snapshot:
+            found += history.snapshot_observations(
+                member.snapshot, taken, f"wave #{member.wave_id} “{member.wave.name}”: snapshot at submission"
+            )
+    current = {"authority": mailbox.authority, "exo": mailbox.exo_values, "ad": mailbox.ad_values}
+    found += history.snapshot_observations(current, mailbox.updated_at, "the portal's current record")
+    return found
+
+
+@action_required(Action.AUDIT_VIEW)
+def mailbox_as_of_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """The mailbox's Exchange attributes on both sides and its authority at a chosen moment."""
+    mailbox = _visible_mailbox(request, pk, Action.AUDIT_VIEW)
+    form = MomentForm(request.GET or None)
+    moment = None
+    if form.is_bound and form.is_valid():
+        moment = history.values_at(form.cleaned_data["at"], _observations(mailbox))
+    context = {"mailbox": mailbox, "form": form, "moment": moment, "sides": history.SIDES, "may_audit": True}
+    return render(request, "soa/mailbox_as_of.html", context)
+
+
+@action_required(Action.AUDIT_VIEW)
+def mailbox_compare_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """What changed in the mailbox's values and authority between two moments."""
+    mailbox = _visible_mailbox(request, pk, Action.AUDIT_VIEW)
+    form = CompareForm(request.GET or None)
+    earlier = later = changes = None
+    if form.is_bound and form.is_valid():
+        found = _observations(mailbox)
+        earlier = history.values_at(form.cleaned_data["earlier"], found)
+        later = history.values_at(form.cleaned_data["later"], found)
+        changes = history.compare(earlier, later)
+    context = {"mailbox": mailbox, "form": form, "earlier": earlier, "later": later, "changes": changes,
+               "may_audit": True}  # fmt: skip
+    return render(request, "soa/mailbox_compare.html", context)
