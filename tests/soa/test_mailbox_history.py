@@ -79,7 +79,8 @@ def moment() -> dt.datetime:
 
 def unused() -> Mailbox:
     mailbox = (
-        Mailbox.objects.filter(authority=Authority.ON_PREM, in_exo=True, in_ad=True, recipient_type_details="UserMailbox")
+        Mailbox.objects.filter(authority=Authority.ON_PREM, in_exo=True, in_ad=True)
+        .filter(recipient_type_details="UserMailbox")
         .exclude(upn__in=_USED)
         .order_by("upn")
         .first()
@@ -201,7 +202,8 @@ def test_values_as_of_each_moment_follow_the_edits_the_flip_and_the_revert(stack
         assert steps.index("soa.change.applied") < steps.index("writeback.task.completed"), steps
     assert b"writeback.task.completed" in page.content and b"event-diff" in page.content
 
-    shown = client.get(f"/mailboxes/{mailbox.pk}/history/as-of/", {"at": moments["added"].strftime("%Y-%m-%dT%H:%M:%S")})
+    when = moments["added"].strftime("%Y-%m-%dT%H:%M:%S")
+    shown = client.get(f"/mailboxes/{mailbox.pk}/history/as-of/", {"at": when})
     assert shown.status_code == 200 and alias.encode() in shown.content
     early = client.get(f"/mailboxes/{mailbox.pk}/history/as-of/", {"at": "2020-01-01T00:00"})
     assert b"before-history" in early.content and b"does not show" in early.content
@@ -217,7 +219,8 @@ def test_each_role_sees_what_it_may_and_bad_moments_are_refused(stack, people, c
     mailbox = unused()
     run_wave(people, new_wave(people["op"], mailbox, name=f"Roles {mailbox.pk}", batch_size=4, max_rate=50.0))
     mailbox.refresh_from_db()
-    edit(people, mailbox, {"op": "add_alias", "address": f"r-{uuid.uuid4().hex[:6]}@{mailbox.primary_smtp.split('@')[1]}"})
+    domain = mailbox.primary_smtp.partition("@")[2]
+    edit(people, mailbox, {"op": "add_alias", "address": f"r-{uuid.uuid4().hex[:6]}@{domain}"})
     url = f"/mailboxes/{mailbox.pk}/history/"
 
     def actions(user) -> set[str]:
