@@ -8,6 +8,7 @@ few more (scans by the mailbox's findings, imports by the action index).
 """
 
 import datetime as dt
+import re
 
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
@@ -113,7 +114,7 @@ def mailbox_timeline_view(request: HttpRequest, pk: int) -> HttpResponse:
     mailbox = _visible_mailbox(request, pk)
     events = AuditEvent.objects.filter(mailbox_events_q(mailbox)).exclude(_hidden_families(request.user, mailbox))
     older_than = request.GET.get("before", "")
-    if older_than.isdigit():
+    if re.fullmatch(r"[0-9]{1,18}", older_than):  # an id; anything else (or beyond a bigint) is the newest page
         events = events.filter(pk__lt=int(older_than))
     page = list(events.order_by("-id")[: PAGE_SIZE + 1])
     more, page = len(page) > PAGE_SIZE, page[:PAGE_SIZE]

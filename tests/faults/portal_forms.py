@@ -350,7 +350,8 @@ NO_FORM = {
     "bulk_upload": "the upload page (its form posts to bulk_preview)",
     "bulk_detail": "a page", "mailbox_writeback": "a card the page polls", "drift": "a page", "inventory": "a page",
     "connections": "a page (its form posts to connection_test)", "role_list": "a page",
-    "signin_locks": "a page",
+    "signin_locks": "a page", "mailbox_timeline": "a page", "mailbox_as_of": "a page (its form is a GET)",
+    "mailbox_compare": "a page (its form is a GET)",
 }  # fmt: skip
 
 
