@@ -185,12 +185,8 @@ def snapshot_observations(snapshot: Mapping[str, Any], at: dt.datetime, source: 
     found = [Observation(at, AUTHORITY, AUTHORITY, snapshot["authority"], source, event_id)]
     for side in (EXO, AD):
         values = _mapping(snapshot.get(side))
-        if values:
-            found += [
-                Observation(at, side, a.exo, values.get(a.exo), source, event_id)
-                for a in EXCHANGE_ATTRIBUTES
-                if a.exo in values
-            ]
+        if values:  # a side's picture is whole: an attribute it lacks was empty then
+            found += [Observation(at, side, a.exo, values.get(a.exo), source, event_id) for a in EXCHANGE_ATTRIBUTES]
     return found
 
 

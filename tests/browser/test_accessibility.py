@@ -8,6 +8,7 @@ govern, so the pages keep their policy (no bypass_csp) and the test still fails 
 """
 
 import pytest
+from django.utils import timezone
 
 from portal.roles import Role
 from tests.browser.conftest import ARTIFACTS, serious_violations
@@ -18,10 +19,17 @@ pytestmark = pytest.mark.browser
 WIDTHS = (1280, 390)
 # Beyond each role's navigation: the pages reached from it, and the error pages a role meets.
 EXTRA_PAGES = {
-    Role.HELPDESK: ["/mailboxes/{ann}/", "/mailboxes/{finn}/", "/roles/"],
+    Role.HELPDESK: ["/mailboxes/{ann}/", "/mailboxes/{finn}/", "/roles/", "/mailboxes/{ann}/history/"],
     Role.WAVE_OPERATOR: ["/waves/{wave}/", "/waves/new/", "/mailboxes/{ann}/"],
     Role.APPROVER: ["/waves/{wave}/"],
-    Role.AUDITOR: ["/mailboxes/{ann}/", "/waves/{wave}/"],
+    Role.AUDITOR: [
+        "/mailboxes/{ann}/",
+        "/waves/{wave}/",
+        "/mailboxes/{ann}/history/",
+        "/mailboxes/{ann}/history/as-of/?at={now}",
+        "/mailboxes/{ann}/history/as-of/?at=2999-01-01",
+        "/mailboxes/{ann}/history/compare/?earlier=2020-01-01&later={now}",
+    ],
     Role.ADMIN: ["/mailboxes/{ann}/", "/settings/sign-in-locks/", "/no/such/page/"],
 }
 LISTEN = """
@@ -38,7 +46,7 @@ def tenant(make_user):
     finn = make_mailbox("Finn Fisher", FINANCE)
     operator = make_user("olga", Role.WAVE_OPERATOR)
     wave = submitted_wave(operator, ann, abe)
-    return {"ann": ann.pk, "finn": finn.pk, "wave": wave.pk}
+    return {"ann": ann.pk, "finn": finn.pk, "wave": wave.pk, "now": timezone.now().strftime("%Y-%m-%dT%H:%M:%S")}
 
 
 @pytest.mark.parametrize("role", list(Role))
