@@ -10,7 +10,7 @@ few more (scans by the mailbox's findings, imports by the action index).
 import datetime as dt
 import re
 
-from django.db.models import Q
+from django.db.models import F, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -44,25 +44,45 @@ def _visible_mailbox(request: HttpRequest, pk: int, action: Action = Action.MAIL
     return mailbox
 
 
-def mailbox_events_q(mailbox: Mailbox) -> Q:
-    """The events that touched ``mailbox``, each part served by an index."""
-    match = Q(object_type=MAILBOX, object_id=str(mailbox.pk))
+def mailbox_event_parts(mailbox: Mailbox, *, imports: bool = True) -> list[Q]:
+    """The events that touched ``mailbox`` as filters each served by one index, read one by one (an OR of them made
+    PostgreSQL walk the whole table backwards by id): the mailbox's own objects by (object_type, object_id); the import
+    page that created it by action and time; with ``imports``, every later import page that changed its authority or
+    presence, by action and then by the page's JSON (has_key works on every backend), which reads each import page."""
+    objects = Q(object_type=MAILBOX, object_id=str(mailbox.pk))
     for object_type, model in BELONGS_TO_MAILBOX.items():
         ids = [str(pk) for pk in model.objects.filter(mailbox_id=mailbox.pk).values_list("pk", flat=True)]
         if ids:
-            match |= Q(object_type=object_type, object_id__in=ids)
+            objects |= Q(object_type=object_type, object_id__in=ids)
     scans = DriftFinding.objects.filter(mailbox_id=mailbox.pk, scan_id__isnull=False).values_list("scan_id", flat=True)
     scan_ids = [str(pk) for pk in set(scans)]
     if scan_ids:
-        match |= Q(object_type="writeback.driftscan", object_id__in=scan_ids, action__in=SCAN_ACTIONS)
-    # An import names the mailboxes of a page inside one event; none before the mailbox existed can name it.
-    # An import names the mailboxes of a page inside one event: those whose authority or presence it changed by key
-    # (has_key works on every backend), the one that created it in the minutes after its row was made (checked in
-    # _describe, since a JSON list's containment is not portable).
+        objects |= Q(object_type="writeback.driftscan", object_id__in=scan_ids, action__in=SCAN_ACTIONS)
+    # An import records the mailboxes a page created in one event at the end of the page (its list is checked in
+    # _names, since a JSON list's containment is not portable); no import before the mailbox existed names it.
     created = (mailbox.created_at, mailbox.created_at + CREATION_WINDOW)
-    match |= Q(action=INVENTORY_CHANGED, occurred_at__gte=mailbox.created_at, after__changed__has_key=str(mailbox.pk))
-    match |= Q(action=INVENTORY_CHANGED, occurred_at__range=created)
-    return match
+    parts = [objects, Q(action=INVENTORY_CHANGED, occurred_at__range=created)]
+    if imports:
+        parts.append(Q(action=INVENTORY_CHANGED, occurred_at__gt=created[1], after__changed__has_key=str(mailbox.pk)))
+    return parts
+
+
+# Newest first without the primary key's index: ordered by the key itself, PostgreSQL prefers walking that index
+# backwards and filtering every event of the table; by an expression it reads the few rows the filter's index finds.
+NEWEST_FIRST = (F("id") + 0).desc()
+
+
+def newest_events(parts: list[Q], *, exclude: Q | None = None, before: int | None = None, limit: int) -> list:
+    """The newest ``limit`` events matching any of ``parts`` (older than event ``before``), newest first."""
+    found = {}
+    for part in parts:
+        events = AuditEvent.objects.filter(part)
+        if exclude is not None:
+            events = events.exclude(exclude)
+        if before is not None:
+            events = events.filter(pk__lt=before)
+        found.update((event.pk, event) for event in events.order_by(NEWEST_FIRST)[:limit])
+    return sorted(found.values(), key=lambda event: -event.pk)[:limit]
 
 
 def _family_names(user, mailbox: Mailbox) -> tuple[list[str], list[str]]:
@@ -112,11 +132,11 @@ def mailbox_timeline_view(request: HttpRequest, pk: int) -> HttpResponse:
     """Every event that touched the mailbox, newest first, in chains by correlation id; the user's roles decide
     which families of events are shown."""
     mailbox = _visible_mailbox(request, pk)
-    events = AuditEvent.objects.filter(mailbox_events_q(mailbox)).exclude(_hidden_families(request.user, mailbox))
     older_than = request.GET.get("before", "")
-    if re.fullmatch(r"[0-9]{1,18}", older_than):  # an id; anything else (or beyond a bigint) is the newest page
-        events = events.filter(pk__lt=int(older_than))
-    page = list(events.order_by("-id")[: PAGE_SIZE + 1])
+    # An id; anything else (or beyond a bigint) is the newest page.
+    before = int(older_than) if re.fullmatch(r"[0-9]{1,18}", older_than) else None
+    parts = mailbox_event_parts(mailbox)
+    page = newest_events(parts, exclude=_hidden_families(request.user, mailbox), before=before, limit=PAGE_SIZE + 1)
     more, page = len(page) > PAGE_SIZE, page[:PAGE_SIZE]
     rows = [event for event in page if _names(event, mailbox)]
     for event in rows:
@@ -133,11 +153,12 @@ def mailbox_timeline_view(request: HttpRequest, pk: int) -> HttpResponse:
 def _observations(mailbox: Mailbox) -> list[history.Observation]:
     """Everything the history shows of the mailbox's values: its value events, its waves' snapshots at submission,
     and the current record (as of its last change)."""
-    events = list(
-        AuditEvent.objects.filter(mailbox_events_q(mailbox), action__in=VALUE_ACTIONS)
-        .only("id", "occurred_at", "action", "object_type", "object_id", "before", "after")
-        .order_by("id")
-    )
+    fields = ("id", "occurred_at", "action", "object_type", "object_id", "before", "after")
+    events = [
+        event
+        for part in mailbox_event_parts(mailbox)
+        for event in AuditEvent.objects.filter(part, action__in=VALUE_ACTIONS).only(*fields).order_by(NEWEST_FIRST)
+    ]
     members = list(WaveMember.objects.filter(mailbox_id=mailbox.pk).exclude(snapshot={}).select_related("wave"))
     directions = dict(PilotWave.objects.filter(members__mailbox_id=mailbox.pk).values_list("pk", "direction"))
     found = [
