@@ -55,7 +55,8 @@ def main() -> None:
     print(f"database: {engine}; options: {vars(args)}")
     mailbox = Mailbox.objects.create(upn="target@corp.example.com", dn="CN=Target,OU=Corp,DC=corp,DC=example,DC=com",
                                      dn_norm="cn=target,ou=corp,dc=corp,dc=example,dc=com")  # fmt: skip
-    Mailbox.objects.filter(pk=mailbox.pk).update(created_at=timezone.now() - timezone.timedelta(days=400))
+    # Created just before the import's pages: the timeline looks for the page that created it among all of them.
+    Mailbox.objects.filter(pk=mailbox.pk).update(created_at=timezone.now() - timezone.timedelta(days=200, seconds=5))
     mailbox.refresh_from_db()
     started = time.perf_counter()
     others = args.events - IMPORT_PAGES

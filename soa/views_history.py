@@ -26,8 +26,6 @@ from soa.selectors import mailbox_get
 from writeback.models import DriftFinding
 
 PAGE_SIZE = 100
-# An import's page records the mailboxes it created in one event at the end of the page's transaction.
-CREATION_WINDOW = dt.timedelta(minutes=10)
 INVENTORY_CHANGED = "writeback.inventory.changed"
 SCAN_ACTIONS = ("writeback.drift.found", "writeback.drift.cleared")
 # What the point-in-time page reads: the actions soa.mailbox_history draws values from.
@@ -47,7 +45,7 @@ def _visible_mailbox(request: HttpRequest, pk: int, action: Action = Action.MAIL
 def mailbox_event_parts(mailbox: Mailbox, *, imports: bool = True) -> list[Q]:
     """The events that touched ``mailbox`` as filters each served by one index, read one by one (an OR of them made
     PostgreSQL walk the whole table backwards by id): the mailbox's own objects by (object_type, object_id); the import
-    page that created it by action and time; with ``imports``, every later import page that changed its authority or
+    page that created it by action and time; with ``imports``, every import page since that changed its authority or
     presence, by action and then by the page's JSON (has_key works on every backend), which reads each import page."""
     objects = Q(object_type=MAILBOX, object_id=str(mailbox.pk))
     for object_type, model in BELONGS_TO_MAILBOX.items():
@@ -58,12 +56,21 @@ def mailbox_event_parts(mailbox: Mailbox, *, imports: bool = True) -> list[Q]:
     scan_ids = [str(pk) for pk in set(scans)]
     if scan_ids:
         objects |= Q(object_type="writeback.driftscan", object_id__in=scan_ids, action__in=SCAN_ACTIONS)
-    # An import records the mailboxes a page created in one event at the end of the page (its list is checked in
-    # _names, since a JSON list's containment is not portable); no import before the mailbox existed names it.
-    created = (mailbox.created_at, mailbox.created_at + CREATION_WINDOW)
-    parts = [objects, Q(action=INVENTORY_CHANGED, occurred_at__range=created)]
+    parts = [objects]
+    # The import page that created the mailbox wrote its event at the end of the transaction that inserted the row,
+    # and an import's pages run one after another: it is the first import event from the row's creation on (its list
+    # of created ids is checked in _names, since a JSON list's containment is not portable).
+    creation = (
+        AuditEvent.objects.filter(action=INVENTORY_CHANGED, occurred_at__gte=mailbox.created_at)
+        .order_by(F("id") + 0)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if creation is not None:
+        parts.append(Q(pk=creation))
     if imports:
-        parts.append(Q(action=INVENTORY_CHANGED, occurred_at__gt=created[1], after__changed__has_key=str(mailbox.pk)))
+        changed = Q(after__changed__has_key=str(mailbox.pk))
+        parts.append(Q(action=INVENTORY_CHANGED, occurred_at__gte=mailbox.created_at) & changed)
     return parts
 
 

@@ -195,6 +195,8 @@ def test_values_as_of_each_moment_follow_the_edits_the_flip_and_the_revert(stack
     chains = page.context["chains"]
     actions = [event.action for chain in chains for event in reversed(chain.events)]
     assert actions[0] in ("soa.wave.member_done", "soa.wave.completed")  # newest first: the revert
+    assert actions[-1] == "writeback.inventory.changed"  # oldest: the import page that created the mailbox
+    assert mailbox.pk in chains[-1].events[0].after["created"]
     edit_chains = [c for c in chains if c.oldest.action == "soa.change.requested"]
     assert len(edit_chains) == 3
     for chain in edit_chains:  # request → Exchange → AD, one correlation id
@@ -233,7 +235,8 @@ def test_each_role_sees_what_it_may_and_bad_moments_are_refused(stack, people, c
     assert "soa.wave.member_done" in admin and "soa.change.applied" in admin
     help_desk = actions(people["help"])  # help desk has no wave_view: edits and writebacks, not the flips
     assert "soa.change.applied" in help_desk and "writeback.task.completed" in help_desk
-    assert not any(action.startswith("soa.wave.") for action in help_desk)
+    assert not any(action.startswith(("soa.wave.", "writeback.inventory.")) for action in help_desk)
+    assert "writeback.inventory.changed" in admin
     assert client.get(f"{url}as-of/").status_code == 403  # values at a moment are for auditors and admins
     assert client.get(f"{url}compare/").status_code == 403
 
