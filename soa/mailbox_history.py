@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from soa.attributes import BY_AD, BY_EXO, EXCHANGE_ATTRIBUTES, MappedAttribute
-from soa.choices import TARGET_AUTHORITY, Authority, ChangeRoute
+from soa.choices import TARGET_AUTHORITY, Authority, ChangeOperation, ChangeRoute
 from soa.values import ad_values
 
 EXO, AD, AUTHORITY = "exo", "ad", "authority"
@@ -301,7 +301,12 @@ def compare(earlier: Moment, later: Moment) -> list[dict[str, Any]]:
         for side, side_label in SIDES.items():
             a, b = old[side], new[side]
             if (a.known, _comparable(a.value)) != (b.known, _comparable(b.value)):
-                changed.append({"label": old["attribute"].label, "side": side_label, "earlier": a, "later": b})
+                item = {"label": old["attribute"].label, "side": side_label, "earlier": a, "later": b}
+                if a.known and b.known and isinstance(a.value, list) and isinstance(b.value, list):
+                    # Exact text: a primary address that became secondary shows as SMTP: removed, smtp: added.
+                    item["added"] = [value for value in b.value if value not in a.value]
+                    item["removed"] = [value for value in a.value if value not in b.value]
+                changed.append(item)
     return changed
 
 
@@ -328,6 +333,21 @@ class Chain:
     @property
     def oldest(self):
         return self.events[0]
+
+    @property
+    def summary(self) -> str:
+        """What the chain's request asked for, when it began with a change request ("" otherwise)."""
+        first = self.oldest
+        after = first.after if isinstance(first.after, dict) else {}
+        if first.action != "soa.change.requested" or not isinstance(after.get("operations"), list):
+            return ""
+        labels = dict(ChangeOperation.choices)
+        asked = []
+        for operation in after["operations"]:
+            if isinstance(operation, dict):
+                detail = " ".join(str(operation[k]) for k in ("attribute", "address", "value") if operation.get(k))
+                asked.append(f"{labels.get(operation.get('op'), operation.get('op'))} {detail}".strip())
+        return f"Change request #{first.object_id}: {'; '.join(asked)}"
 
 
 def chains(events_newest_first: Iterable) -> list[Chain]:

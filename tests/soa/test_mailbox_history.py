@@ -186,6 +186,9 @@ def test_values_as_of_each_moment_follow_the_edits_the_flip_and_the_revert(stack
     changed = {(item["label"], item["side"]) for item in changes}
     assert ("Email addresses", "Exchange Online") in changed and ("Primary email (mail)", "Active Directory") in changed
     assert ("Authority", "") not in changed
+    exo_addresses = next(i for i in changes if (i["label"], i["side"]) == ("Email addresses", "Exchange Online"))
+    assert f"SMTP:{alias}".lower() in addresses(exo_addresses["added"])
+    assert f"SMTP:{old}".lower() in addresses(exo_addresses["removed"])  # the old primary, now secondary
     assert ("Authority", "") in {(i["label"], i["side"]) for i in history.compare(flipped, reverted)}
 
     # The pages, as the auditor sees them.
@@ -199,6 +202,7 @@ def test_values_as_of_each_moment_follow_the_edits_the_flip_and_the_revert(stack
     assert mailbox.pk in chains[-1].events[0].after["created"]
     edit_chains = [c for c in chains if c.oldest.action == "soa.change.requested"]
     assert len(edit_chains) == 3
+    assert "Remove an address smtp:" in edit_chains[0].summary  # newest first: the removal
     for chain in edit_chains:  # request → Exchange → AD, one correlation id
         steps = [event.action for event in chain.events]
         assert steps.index("soa.change.applied") < steps.index("writeback.task.completed"), steps
