@@ -286,3 +286,44 @@ def test_an_ldap_delta_without_a_known_value_stays_unknown():
     merged = history.values_at(start, [base, add])
     assert row(merged, "EmailAddresses")["ad"].value == ["SMTP:a@x.com", "smtp:b@x.com"]
     assert row(merged, "EmailAddresses")["ad"].source.event_id == 7
+
+
+def _event(action, object_type, after, seconds=0, event_id=1, before=None):
+    when = timezone.now() - dt.timedelta(minutes=10) + dt.timedelta(seconds=seconds)
+    return history.Event(event_id, when, action, object_type, "9", before=before, after=after)
+
+
+def test_what_each_kind_of_event_shows_of_the_values():
+    read_back = {"extensionAttribute3": ["desk 12"], "proxyAddresses": ["SMTP:a@x.com", "smtp:b@x.com"]}
+    results = {"directory": {"read_back": read_back}}
+    directory_edit = _event("soa.change.applied", "soa.changerequest", {"route": "AD_ONLY", "results": results})
+    found = {(o.side, o.attribute): o.value for o in history.observations(directory_edit, mailbox_id=9,
+                                                                           wave_directions={})}  # fmt: skip
+    assert found == {("ad", "CustomAttribute3"): "desk 12", ("ad", "EmailAddresses"): ["SMTP:a@x.com", "smtp:b@x.com"]}
+
+    finding = {"mailbox_id": 9, "attribute": "CustomAttribute1", "ad_value": "edited in AD", "cloud_value": "staff"}
+    scan = _event("writeback.drift.found", "writeback.driftscan",
+                  {"findings": [finding, {**finding, "mailbox_id": 10, "ad_value": "other"}]})  # fmt: skip
+    found = [(o.side, o.value) for o in history.observations(scan, mailbox_id=9, wave_directions={})]
+    assert found == [("ad", "edited in AD"), ("exo", "staff")]  # the other mailbox's finding is not this one's
+    repaired = _event("writeback.drift.resolved", "writeback.driftfinding",
+                      {**finding, "resolution": "OVERWRITTEN"}, seconds=5, event_id=2)  # fmt: skip
+    found = [(o.side, o.value) for o in history.observations(repaired, mailbox_id=9, wave_directions={})]
+    assert found == [("ad", "staff")]
+
+    flip = _event("soa.wave.member_done", "soa.wavemember", {"wave": 4, "state": "DONE"}, seconds=9, event_id=3)
+    (authority,) = history.observations(flip, mailbox_id=9, wave_directions={4: "TO_CLOUD"})
+    assert authority.value == Authority.CLOUD and authority.side == history.AUTHORITY
+    imported = _event("writeback.inventory.changed", "writeback.inventoryrun",
+                      {"side": "exo", "created": [], "changed": {"9": {"authority": ["CLOUD", "ON_PREM"]}}},
+                      seconds=12, event_id=4)  # fmt: skip
+    (seen,) = history.observations(imported, mailbox_id=9, wave_directions={})
+    assert seen.value == Authority.ON_PREM
+
+    events = [scan, repaired, flip, imported]
+    found = [o for e in events for o in history.observations(e, mailbox_id=9, wave_directions={4: "TO_CLOUD"})]
+    after_repair = history.values_at(repaired.occurred_at, found)
+    assert row(after_repair, "CustomAttribute1")["ad"].value == "staff"
+    assert row(after_repair, "CustomAttribute1")["ad"].source.event_id == 2
+    assert not after_repair.authority.known  # nothing showed the authority before the flip
+    assert history.values_at(timezone.now(), found).authority.value == Authority.ON_PREM
