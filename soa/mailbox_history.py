@@ -29,6 +29,8 @@ AUTHORITY_LABELS = dict(Authority.choices)
 # sees the edits, writebacks and drift of mailboxes in its scope; flips need wave_view; imports and refusals, which
 # name other people's attempts and the tenant's import runs, need audit_view.
 FAMILIES: tuple[tuple[str, str, str], ...] = (
+    ("soa.change.denied", "other", "audit_view"),
+    ("writeback.drift.denied", "other", "audit_view"),
     ("soa.change.", "edit", "mailbox_view"),
     ("writeback.task.", "writeback", "mailbox_view"),
     ("writeback.drift", "drift", "mailbox_view"),

@@ -327,3 +327,11 @@ def test_what_each_kind_of_event_shows_of_the_values():
     assert row(after_repair, "CustomAttribute1")["ad"].source.event_id == 2
     assert not after_repair.authority.known  # nothing showed the authority before the flip
     assert history.values_at(timezone.now(), found).authority.value == Authority.ON_PREM
+
+
+def test_refusals_belong_to_the_auditors_family_not_to_the_edits():
+    assert history.family("soa.change.denied") == ("other", "audit_view")
+    assert history.family("writeback.drift.denied") == ("other", "audit_view")
+    assert history.family("soa.change.applied") == ("edit", "mailbox_view")
+    assert history.family("soa.wave.member_done") == ("wave", "wave_view")
+    assert history.family("portal.something") == history.DEFAULT_FAMILY
