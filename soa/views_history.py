@@ -94,10 +94,11 @@ def newest_events(parts: list[Q], *, exclude: Q | None = None, before: int | Non
 
 def _family_names(user, mailbox: Mailbox) -> tuple[list[str], list[str]]:
     """The families of events the user sees on this mailbox's timeline, and those hidden from them."""
-    shown, hidden = {}, {}
-    for _prefix, name, needs in (*history.FAMILIES, ("", *history.DEFAULT_FAMILY)):
-        (shown if may(user, Action(needs), mailbox.dn) else hidden)[history.FAMILY_LABELS[name]] = True
-    return list(shown), list(hidden)
+    needs = {name: action for _prefix, name, action in (*history.FAMILIES, ("", *history.DEFAULT_FAMILY))}
+    shown, hidden = [], []
+    for name, label in history.FAMILY_LABELS.items():
+        (shown if may(user, Action(needs[name]), mailbox.dn) else hidden).append(label)
+    return shown, hidden
 
 
 def _hidden_families(user, mailbox: Mailbox) -> Q:

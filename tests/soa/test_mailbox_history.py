@@ -241,6 +241,8 @@ def test_each_role_sees_what_it_may_and_bad_moments_are_refused(stack, people, c
     assert "soa.change.applied" in help_desk and "writeback.task.completed" in help_desk
     assert not any(action.startswith(("soa.wave.", "writeback.inventory.")) for action in help_desk)
     assert "writeback.inventory.changed" in admin
+    labels = client.get(url).context
+    assert "wave flips and reverts" in labels["hidden"] and "help-desk edits" in labels["shown"]
     assert client.get(f"{url}as-of/").status_code == 403  # values at a moment are for auditors and admins
     assert client.get(f"{url}compare/").status_code == 403
 
