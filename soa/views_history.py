@@ -115,7 +115,8 @@ def _hidden_families(user, mailbox: Mailbox) -> Q:
 
 
 def _names(event, mailbox: Mailbox) -> bool:
-    """Whether an import's event names the mailbox (the creation window also finds pages of other mailboxes)."""
+    """Whether an import's event names the mailbox (the first import event after the row's creation may be another
+    page's, when the mailbox was not made by an import)."""
     if event.action != INVENTORY_CHANGED or not isinstance(event.after, dict):
         return True
     return mailbox.pk in (event.after.get("created") or []) or str(mailbox.pk) in (event.after.get("changed") or {})
@@ -129,7 +130,6 @@ def _describe(event, mailbox: Mailbox) -> None:
     if event.action == INVENTORY_CHANGED and isinstance(after, dict):
         after = {"side": after.get("side"), "created": mailbox.pk in (after.get("created") or []),
                  "changed": (after.get("changed") or {}).get(str(mailbox.pk))}  # fmt: skip
-    event.shown_after = after
     event.changes = changed_keys(before, after)
     # The as-of link takes whole seconds: the next one, so the page shows the event's effect (never the future).
     event.just_after = min(event.occurred_at.replace(microsecond=0) + dt.timedelta(seconds=1), timezone.now())
