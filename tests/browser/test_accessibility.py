@@ -20,7 +20,7 @@ WIDTHS = (1280, 390)
 # Beyond each role's navigation: the pages reached from it, and the error pages a role meets.
 EXTRA_PAGES = {
     Role.HELPDESK: ["/mailboxes/{ann}/", "/mailboxes/{finn}/", "/roles/", "/mailboxes/{ann}/history/"],
-    Role.WAVE_OPERATOR: ["/waves/{wave}/", "/waves/new/", "/mailboxes/{ann}/"],
+    Role.WAVE_OPERATOR: ["/waves/{wave}/", "/waves/new/", "/mailboxes/{ann}/", "/mailboxes/{ann}/history/"],
     Role.APPROVER: ["/waves/{wave}/"],
     Role.AUDITOR: [
         "/mailboxes/{ann}/",
@@ -30,7 +30,7 @@ EXTRA_PAGES = {
         "/mailboxes/{ann}/history/as-of/?at=2999-01-01",
         "/mailboxes/{ann}/history/compare/?earlier=2020-01-01&later={now}",
     ],
-    Role.ADMIN: ["/mailboxes/{ann}/", "/settings/sign-in-locks/", "/no/such/page/"],
+    Role.ADMIN: ["/mailboxes/{ann}/", "/settings/sign-in-locks/", "/no/such/page/", "/mailboxes/{ann}/history/"],
 }
 LISTEN = """
 window.__violations = [];
