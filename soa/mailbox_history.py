@@ -140,6 +140,10 @@ def observations(event: Event, *, mailbox_id: int, wave_directions: Mapping[int,
             )
         if directory.get("read_back"):
             found += _from_values(event, AD, directory["read_back"], f"change #{event.object_id} read back from AD")
+        if not found and isinstance(after.get("desired"), dict):
+            # No read-back recorded: the request's desired values, on the side its route wrote.
+            side = AD if after.get("route") == ChangeRoute.AD_ONLY else EXO
+            found += _from_values(event, side, after["desired"], f"change #{event.object_id} applied as asked")
         return found
     if action == "writeback.task.completed":
         return _ldap_ops(event, _mapping(after.get("applied")), f"writeback #{event.object_id} wrote AD")

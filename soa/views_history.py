@@ -14,6 +14,7 @@ from django.db.models import F, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from portal.decorators import action_required
 from portal.models import AuditEvent
@@ -28,6 +29,10 @@ from writeback.models import DriftFinding
 PAGE_SIZE = 100
 INVENTORY_CHANGED = "writeback.inventory.changed"
 SCAN_ACTIONS = ("writeback.drift.found", "writeback.drift.cleared")
+WAVE_ACTIONS = (
+    "soa.wave.submitted", "soa.wave.approved", "soa.wave.rejected", "soa.wave.started", "soa.wave.paused",
+    "soa.wave.resumed", "soa.wave.cancelled", "soa.wave.completed",
+)  # fmt: skip
 # What the point-in-time page reads: the actions soa.mailbox_history draws values from.
 VALUE_ACTIONS = (
     "soa.change.requested", "soa.change.applied", "writeback.task.completed", "writeback.drift.found",
@@ -56,6 +61,11 @@ def mailbox_event_parts(mailbox: Mailbox, *, imports: bool = True) -> list[Q]:
     scan_ids = [str(pk) for pk in set(scans)]
     if scan_ids:
         objects |= Q(object_type="writeback.driftscan", object_id__in=scan_ids, action__in=SCAN_ACTIONS)
+    # The lifecycle of the waves that hold the mailbox (who submitted, approved and started its flip); their batch
+    # events name many members each and are left out.
+    waves = [str(pk) for pk in WaveMember.objects.filter(mailbox_id=mailbox.pk).values_list("wave_id", flat=True)]
+    if waves:
+        objects |= Q(object_type="soa.pilotwave", object_id__in=waves, action__in=WAVE_ACTIONS)
     parts = [objects]
     # The import page that created the mailbox wrote its event at the end of the transaction that inserted the row,
     # and an import's pages run one after another: it is the first import event from the row's creation on (its list
@@ -175,12 +185,20 @@ def _observations(mailbox: Mailbox) -> list[history.Observation]:
         if _names(event, mailbox)
         for obs in history.observations(event, mailbox_id=mailbox.pk, wave_directions=directions)
     ]
+    submissions = AuditEvent.objects.filter(
+        object_type="soa.pilotwave", object_id__in=[str(m.wave_id) for m in members], action="soa.wave.submitted"
+    ).values_list("object_id", "occurred_at", "pk")
     for member in members:
-        taken = member.wave.submitted_at
-        if taken is not None and "authority" in member.snapshot:
-            found += history.snapshot_observations(
-                member.snapshot, taken, f"wave #{member.wave_id} “{member.wave.name}”: snapshot at submission"
-            )
+        taken = parse_datetime(str(member.snapshot.get("taken_at") or "")) or member.wave.submitted_at
+        if taken is None or "authority" not in member.snapshot:
+            continue
+        # The submission's event is written just after the snapshot, in the same transaction.
+        event_id = min(
+            ((at, pk) for wave, at, pk in submissions if wave == str(member.wave_id) and at >= taken),
+            default=(None, None),
+        )[1]
+        where = f"wave #{member.wave_id} “{member.wave.name}”: snapshot at submission"
+        found += history.snapshot_observations(member.snapshot, taken, where, event_id)
     current = {"authority": mailbox.authority, "exo": mailbox.exo_values, "ad": mailbox.ad_values}
     found += history.snapshot_observations(current, mailbox.updated_at, "the portal's current record")
     return found

@@ -158,6 +158,8 @@ def test_values_as_of_each_moment_follow_the_edits_the_flip_and_the_revert(stack
     emails = row(flipped, "EmailAddresses")
     assert f"smtp:{old}" in addresses(emails["exo"].value) and f"smtp:{alias}" not in addresses(emails["exo"].value)
     assert emails["ad"].known and f"smtp:{alias}" not in addresses(emails["ad"].value)
+    submitted = AuditEvent.objects.get(pk=emails["exo"].source.event_id)  # the wave's snapshot, by its submission
+    assert submitted.action == "soa.wave.submitted" and "snapshot at submission" in emails["exo"].source.source
 
     added = at(mailbox, moments["added"])
     emails = row(added, "EmailAddresses")
@@ -199,6 +201,8 @@ def test_values_as_of_each_moment_follow_the_edits_the_flip_and_the_revert(stack
     actions = [event.action for chain in chains for event in reversed(chain.events)]
     assert actions[0] in ("soa.wave.member_done", "soa.wave.completed")  # newest first: the revert
     assert actions[-1] == "writeback.inventory.changed"  # oldest: the import page that created the mailbox
+    assert {"soa.wave.submitted", "soa.wave.approved", "soa.wave.started"} <= set(actions)  # who let it flip
+    assert "soa.wave.batch_claimed" not in actions  # a batch names many members
     assert mailbox.pk in chains[-1].events[0].after["created"]
     edit_chains = [c for c in chains if c.oldest.action == "soa.change.requested"]
     assert len(edit_chains) == 3
