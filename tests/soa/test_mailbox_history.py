@@ -5,6 +5,7 @@ rollback wave that copies the cloud's values into AD and flips the mailbox back.
 """
 
 import datetime as dt
+import re
 import time
 import uuid
 
@@ -15,7 +16,7 @@ from rq import SimpleWorker
 
 from portal.models import AuditEvent
 from portal.roles import Role
-from soa import jobs
+from soa import jobs, views_history
 from soa import mailbox_history as history
 from soa.choices import Authority, WaveState
 from soa.models import Mailbox
@@ -225,7 +226,7 @@ def test_values_as_of_each_moment_follow_the_edits_the_flip_and_the_revert(stack
 
 
 @pytest.mark.django_db(transaction=True)
-def test_each_role_sees_what_it_may_and_bad_moments_are_refused(stack, people, client, make_user):
+def test_each_role_sees_what_it_may_and_bad_moments_are_refused(stack, people, client, make_user, monkeypatch):
     mailbox = unused()
     run_wave(people, new_wave(people["op"], mailbox, name=f"Roles {mailbox.pk}", batch_size=4, max_rate=50.0))
     mailbox.refresh_from_db()
@@ -249,6 +250,16 @@ def test_each_role_sees_what_it_may_and_bad_moments_are_refused(stack, people, c
     assert "wave flips and reverts" in labels["hidden"] and "help-desk edits" in labels["shown"]
     assert client.get(f"{url}as-of/").status_code == 403  # values at a moment are for auditors and admins
     assert client.get(f"{url}compare/").status_code == 403
+
+    monkeypatch.setattr(views_history, "PAGE_SIZE", 3)  # pages of three events: the older ones on the next
+    first = client.get(url)
+    newest = [event.pk for chain in first.context["chains"] for event in chain.events]
+    assert first.context["more"] and len(newest) == 3
+    older = client.get(url, {"before": first.context["oldest_id"]}, HTTP_HX_REQUEST="true")
+    assert b"<html" not in older.content and b'id="timeline"' in older.content  # the timeline partial, for htmx
+    shown = [int(pk) for pk in re.findall(r"Event #(\d+)", older.content.decode())]
+    assert shown and all(pk < min(newest) for pk in shown)
+    monkeypatch.undo()
 
     outsider = make_user("otto", Role.HELPDESK, scopes=("OU=Elsewhere,DC=corp,DC=example,DC=com",))
     client.force_login(outsider)
