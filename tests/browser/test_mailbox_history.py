@@ -78,6 +78,7 @@ def test_auditor_reads_the_timeline_a_past_moment_and_a_comparison(
     screenshot("before-history")
 
     page.get_by_role("link", name="Compare two moments").click()
+    page.wait_for_url("**/history/compare/")
     page.fill("#id_earlier", _seconds(middle))
     page.fill("#id_later", _seconds(timezone.now()))
     page.get_by_role("button", name="Show").click()

@@ -216,6 +216,8 @@ def test_values_as_of_each_moment_follow_the_edits_the_flip_and_the_revert(stack
     when = moments["added"].strftime("%Y-%m-%dT%H:%M:%S")
     shown = client.get(f"/mailboxes/{mailbox.pk}/history/as-of/", {"at": when})
     assert shown.status_code == 200 and alias.encode() in shown.content
+    source = row(at(mailbox, moments["added"]), "EmailAddresses")["ad"].source.event_id
+    assert f"?before={source + 1}#event-{source}".encode() in shown.content  # each value links to its event
     early = client.get(f"/mailboxes/{mailbox.pk}/history/as-of/", {"at": "2020-01-01T00:00"})
     assert b"before-history" in early.content and b"does not show" in early.content
     compared = client.get(
