@@ -31,6 +31,9 @@ _SECRET_KEY = re.compile(
     r"pass(word|wd|phrase)?|secret|token|api[-_]?key|private[-_]?key|credential|authorization|cookie|session[-_]?id",
     re.IGNORECASE,
 )
+# A word each alternative of _SECRET_KEY contains: text holding none of them holds no secret-looking key. (Searching a
+# serialised event with _SECRET_KEY itself took five times as long as masking it.)
+_SECRET_STEMS = ("pass", "secret", "token", "key", "credential", "authorization", "cookie", "session")
 # Serialised lock for appends on PostgreSQL (two concurrent appenders would otherwise fork the chain).
 # SQLite needs none: the portal opens its transactions IMMEDIATE, which already serialises writers.
 _PG_CHAIN_LOCK_KEY = 0x50A_A0D17
@@ -62,6 +65,19 @@ def _plain_json(value: Any) -> Any:
     # Round-trip through JSON so the hash covers exactly what the database will hand back later
     # (tuples become lists, dates become strings, keys become strings).
     return None if value is None else json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+
+
+def _stored_json(value: Any) -> Any:
+    """``value`` as the event stores it: secrets masked, then as plain JSON. Masking walks every key in Python, so it is
+    skipped when the serialised value holds none of _SECRET_STEMS anywhere (no key can then be secret-looking: the
+    stems are ASCII letters, which JSON never escapes)."""
+    if value is None:
+        return None
+    text = json.dumps(value, cls=DjangoJSONEncoder)
+    lowered = text.lower()
+    if not any(stem in lowered for stem in _SECRET_STEMS):
+        return json.loads(text)
+    return _plain_json(mask_secrets(value))
 
 
 def _lock_chain_head() -> None:
@@ -105,8 +121,27 @@ def audit_record_many(events: list[dict[str, Any]]) -> list[AuditEvent]:
     if not built:
         return []
     _append(built)
-    AuditEvent.objects.bulk_create(built)
+    if connection.vendor == "postgresql":
+        _copy_in(built)
+    else:
+        AuditEvent.objects.bulk_create(built)
     return built
+
+
+def _copy_in(events: list[AuditEvent]) -> None:
+    """Insert ``events`` with one COPY. Django's bulk_create sends PostgreSQL one array per column, which the driver
+    quotes element by element in Python: for the writeback batches' events that was 134 us an event against 45 us
+    for COPY (measured on 200 completion events). COPY fires the same INSERT triggers as an INSERT."""
+    fields = AuditEvent._meta.concrete_fields
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    table = connection.ops.quote_name(AuditEvent._meta.db_table)
+    rows = [[field.get_db_prep_save(getattr(event, field.attname), connection) for field in fields] for event in events]
+    # The driver's own cursor sends COPY; wrap_database_errors raises its errors as Django's (IntegrityError,
+    # OperationalError), which callers catch, as for any other statement.
+    statement = f"COPY {table} ({columns}) FROM STDIN"
+    with connection.cursor() as cursor, connection.wrap_database_errors, cursor.cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 def _build(
@@ -141,8 +176,8 @@ def _build(
         object_type=object_type,
         object_id=str(object_id),
         object_repr=str(object_repr)[:500],
-        before=_plain_json(mask_secrets(before)),
-        after=_plain_json(mask_secrets(after)),
+        before=_stored_json(before),
+        after=_stored_json(after),
         reason=reason,
         correlation_id=correlation_id if correlation_id is not None else get_correlation_id(),
     )

@@ -1,6 +1,7 @@
 """Forms of the portal shell."""
 
 from django import forms
+from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm
@@ -9,9 +10,11 @@ from django.forms.forms import NON_FIELD_ERRORS
 from portal.limits import REASON_MAX_LENGTH, SCOPES_MAX_LENGTH
 from portal.roles import Role
 from portal.signin import (
+    LOCAL_DISABLED_MESSAGE,
     LOCKED_MESSAGE,
     Attempt,
     client_address,
+    local_signin_refused,
     signin_failed,
     signin_locked,
     signin_refused_here,
@@ -27,6 +30,7 @@ class AuditFilterForm(forms.Form):
     object = forms.CharField(required=False, max_length=255, label="Object id or text")
     correlation_id = forms.CharField(required=False, max_length=64, label="Correlation id")
     mailbox = forms.CharField(required=False, max_length=320, label="Mailbox (name, UPN or address)")
+    wave = forms.IntegerField(required=False, min_value=1, max_value=2**31 - 1, label="Wave number")
     since = forms.DateTimeField(
         required=False, label="From (UTC)", widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
     )
@@ -76,6 +80,9 @@ class ThrottledLoginMixin:
         if username is None or not password:
             return super().clean()
         attempt = Attempt(username=username, address=client_address(self.request))
+        if not settings.LOCAL_SIGNIN_ENABLED:
+            local_signin_refused(attempt)
+            raise forms.ValidationError(LOCAL_DISABLED_MESSAGE, code="local_disabled")
         if signin_locked(attempt):
             signin_failed(attempt, refused_while_locked=True)
             raise forms.ValidationError(LOCKED_MESSAGE, code="locked")
@@ -93,7 +100,7 @@ class ThrottledLoginMixin:
 
     @property
     def locked(self) -> bool:
-        return self.has_error(NON_FIELD_ERRORS, "locked")
+        return self.has_error(NON_FIELD_ERRORS, "locked") or self.has_error(NON_FIELD_ERRORS, "local_disabled")
 
 
 class ThrottledAuthenticationForm(ThrottledLoginMixin, AuthenticationForm):
@@ -102,3 +109,26 @@ class ThrottledAuthenticationForm(ThrottledLoginMixin, AuthenticationForm):
 
 class ThrottledAdminAuthenticationForm(ThrottledLoginMixin, AdminAuthenticationForm):
     """The sign-in form of /django-admin/ (which django-rq's dashboard is part of)."""
+
+
+class GroupMappingForm(forms.Form):
+    """Map an Entra ID group (by object id) to a portal role, tenant-wide or limited to OU subtrees."""
+
+    group_id = forms.CharField(
+        max_length=64,
+        label="Group object id",
+        widget=forms.TextInput(attrs={"placeholder": "0f8fad5b-d9cb-469f-a165-70867728950e"}),
+    )
+    display_name = forms.CharField(max_length=256, label="Group display name")
+    role = forms.ChoiceField(choices=[(role.value, role.value) for role in Role])
+    tenant_wide = forms.BooleanField(required=False, label="Tenant-wide (every OU)")
+    scopes = forms.CharField(
+        required=False,
+        max_length=SCOPES_MAX_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "OU=Sales,OU=Corp,DC=corp,DC=example,DC=com"}),
+        label="OU scopes, one DN per line",
+    )
+    reason = forms.CharField(max_length=REASON_MAX_LENGTH, label="Reason")
+
+    def clean_scopes(self) -> list[str]:
+        return [line.strip() for line in self.cleaned_data["scopes"].splitlines() if line.strip()]

@@ -3,10 +3,14 @@
 from collections.abc import Callable
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils.cache import patch_cache_control, patch_vary_headers
 
+from portal.audit import audit_record
 from portal.correlation import correlation_scope, sanitize
+from portal.roles import Role, user_roles
 
 REQUEST_ID_HEADER = "X-Request-ID"
 
@@ -71,3 +75,46 @@ class HtmxVaryMiddleware:
         response = self.get_response(request)
         patch_vary_headers(response, ("HX-Request",))
         return response
+
+
+# The POSTs an auditor sends as an auditor: signing in and out, and asking for a verification of the chain (a
+# read-only job; its request is recorded). The admin site is not an auditor's (no auditor is staff).
+AUDITOR_POSTS = frozenset({"login", "logout", "audit_verify"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+DENIED_ACTION = "portal.request.denied"
+AUDITOR_REASON = (
+    "The auditor role reads everything and changes nothing: this action is refused for it, whatever the page. "
+    "Ask someone holding the role that makes this change."
+)
+
+
+class ReadOnlyAuditorMiddleware:
+    """Refuse with 403 every state-changing request an auditor sends, except AUDITOR_POSTS.
+
+    Each view checks its own role too; this answers the same everywhere, before any view runs, so a form added
+    tomorrow whose view forgets a check (or answers a refusal as a 200 card, a redirect or a 404) still cannot be
+    used by an auditor. An auditor holds no other role (portal.roles.INCOMPATIBLE_ROLES), so nothing is lost.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs) -> None:
+        if request.method in SAFE_METHODS or not request.user.is_authenticated:
+            return None
+        match = request.resolver_match
+        if match is not None and match.url_name in AUDITOR_POSTS:
+            return None
+        if Role.AUDITOR.value in user_roles(request.user):
+            # A crafted request is what the log must keep: recorded in a transaction of its own, then refused.
+            with transaction.atomic():
+                audit_record(
+                    actor=request.user, action=DENIED_ACTION, object_type="url", object_id=request.path[:255],
+                    reason=AUDITOR_REASON,
+                    after={"method": request.method, "url_name": match.view_name if match is not None else None},
+                )  # fmt: skip
+            raise PermissionDenied(AUDITOR_REASON)
+        return None

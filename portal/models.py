@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, Group
 from django.db import models
+from django.db.models import Q
 
 
 class User(AbstractUser):
@@ -56,6 +57,9 @@ class RoleAssignment(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
+    # Held because of the user's Entra ID groups (portal.group_roles): made, changed and taken away at each Entra
+    # sign-in to match the group mappings. An administrator's own grant (False) is left alone by sign-in.
+    from_groups = models.BooleanField(default=False)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "role"], name="portal_roleassignment_unique_role")]
@@ -107,7 +111,13 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["object_type", "object_id"], name="portal_audit_object_idx")]
+        indexes = [
+            models.Index(fields=["object_type", "object_id"], name="portal_audit_object_idx"),
+            # The list's order, newest first, and its keyset cursor: any page of any time range starts at an index.
+            models.Index(fields=["occurred_at", "id"], name="portal_audit_time_idx"),
+            # The few names recorded for the system and jobs, read by a loose index scan (portal.selectors).
+            models.Index(fields=["actor_name"], name="portal_audit_unnamed_actor_idx", condition=Q(actor__isnull=True)),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.action} by {self.actor_name}"
@@ -136,3 +146,44 @@ class SignInThrottle(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.key}"
+
+
+class EntraAccount(models.Model):
+    """The Entra ID identity behind a portal user who signs in through Entra (portal.entra_signin).
+
+    Users are matched on the immutable object id, never on the name, so a renamed person stays the same user and
+    a local account that happens to carry the same name is never taken over. ``groups`` are the group object ids
+    read at the last sign-in (so an administrator cannot change the mapping of a group they belong to).
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="entra_account")
+    object_id = models.CharField(max_length=64, unique=True)
+    tenant_id = models.CharField(max_length=64)
+    groups = models.JSONField(default=list, blank=True)
+    last_signin_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.object_id})"
+
+
+class GroupRoleMapping(models.Model):
+    """An Entra ID group whose members get a portal role at sign-in, tenant-wide or limited to OU subtrees.
+
+    ``scopes`` is the list of OU DNs as the administrator wrote them (normalised when a sign-in applies them).
+    Several groups may carry the same role: a member of more than one gets the union of their scopes.
+    """
+
+    group_id = models.CharField(max_length=64)
+    display_name = models.CharField(max_length=256)
+    role = models.ForeignKey(Group, on_delete=models.PROTECT, related_name="group_mappings")
+    tenant_wide = models.BooleanField(default=False)
+    scopes = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["group_id", "role"], name="portal_grouprolemapping_unique")]
+        ordering = ["display_name", "group_id"]
+
+    def __str__(self) -> str:
+        return f"{self.display_name} as {self.role.name}"

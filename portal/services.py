@@ -37,12 +37,15 @@ def _clean_reason(reason: str) -> str:
 
 
 def _snapshot(assignment: RoleAssignment) -> dict:
-    return {
+    snapshot = {
         "user": assignment.user.get_username(),
         "role": assignment.role.name,
         "tenant_wide": assignment.tenant_wide,
         "scopes": sorted(assignment.scopes.values_list("base_dn", flat=True)),
     }
+    if assignment.from_groups:
+        snapshot["from_groups"] = True  # held through Entra ID groups (portal.group_roles)
+    return snapshot
 
 
 def _sync_user_flags(user: User) -> None:
@@ -94,9 +97,14 @@ def role_assign(
     assignment, created = RoleAssignment.objects.select_for_update().get_or_create(
         user=user, role=group, defaults={"tenant_wide": tenant_wide, "created_by": actor}
     )
-    if not created and _resent(assignment, tenant_wide=tenant_wide, scopes=set(normalised), reason=reason):
-        return assignment
     before = None if created else _snapshot(assignment)
+    if not created and assignment.from_groups:
+        # An administrator's grant of a role the user held through Entra groups: from now on it is the
+        # administrator's, which a sign-in leaves alone.
+        assignment.from_groups = False
+        assignment.save(update_fields=["from_groups"])
+    elif not created and _resent(assignment, tenant_wide=tenant_wide, scopes=set(normalised), reason=reason):
+        return assignment
     assignment.tenant_wide = tenant_wide
     assignment.save(update_fields=["tenant_wide"])
     assignment.scopes.all().delete()
@@ -140,6 +148,18 @@ def _resent(assignment: RoleAssignment, *, tenant_wide: bool, scopes: set[str], 
     )
 
 
+LAST_ADMIN_MESSAGE = (
+    "{user} is the portal's last administrator: give the admin role to another active account first, so the portal "
+    "is never left without anyone who can manage roles."
+)
+
+
+def is_last_admin(user: User) -> bool:
+    """Does ``user`` hold the only admin assignment of an active account (assignments are locked by the caller)?"""
+    admins = RoleAssignment.objects.filter(role__name=Role.ADMIN, tenant_wide=True, user__is_active=True)
+    return admins.filter(user=user).exists() and not admins.exclude(user=user).exists()
+
+
 @transaction.atomic
 def role_revoke(*, actor: User | None, user: User, role: Role, reason: str = "") -> None:
     """Take ``role`` away from ``user``. Revoking a role the user does not hold is an error, not a no-op."""
@@ -149,6 +169,11 @@ def role_revoke(*, actor: User | None, user: User, role: Role, reason: str = "")
     assignment = RoleAssignment.objects.select_for_update().filter(user=user, role__name=role).first()
     if assignment is None:
         raise PortalError(f"{user.get_username()} does not hold the {role} role.")
+    if role is Role.ADMIN:
+        # Two administrators revoking each other at once must not both pass the check (PostgreSQL): lock them all.
+        list(RoleAssignment.objects.select_for_update().filter(role__name=Role.ADMIN).values_list("pk", flat=True))
+    if role is Role.ADMIN and is_last_admin(user):
+        raise PortalError(LAST_ADMIN_MESSAGE.format(user=user.get_username()))
     before = _snapshot(assignment)
     assignment.delete()
     user.groups.remove(assignment.role)

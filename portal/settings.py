@@ -60,6 +60,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "portal.middleware.ReadOnlyAuditorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "portal.middleware.SecurityHeadersMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -232,6 +233,11 @@ ENTRA_CERTIFICATE_KEY_FILE = env.str("ENTRA_CERTIFICATE_KEY_FILE", default="")
 ENTRA_CERTIFICATE_THUMBPRINT = env.str("ENTRA_CERTIFICATE_THUMBPRINT", default="")
 ENTRA_CERTIFICATE_FILE = env.str("ENTRA_CERTIFICATE_FILE", default="")
 EXO_CA_FILE = env.str("EXO_CA_FILE", default="")  # empty: the system's trust store
+# Signing in (portal.entra_signin): people sign in with Entra ID through the same app registration (authorization code
+# with PKCE; the sign-in page offers it once ENTRA_CLIENT_ID and a credential are set); their groups give their roles
+# (group mappings, kept in the database). Local accounts stay for break-glass use unless LOCAL_SIGNIN_ENABLED is off.
+ENTRA_SIGNIN_ENABLED = env.bool("ENTRA_SIGNIN_ENABLED", default=True)
+LOCAL_SIGNIN_ENABLED = env.bool("LOCAL_SIGNIN_ENABLED", default=True)
 # The anchor header's required form for app-only calls is not documented (exchange-facts §4.2): configurable.
 EXO_ANCHOR_MAILBOX = env.str("EXO_ANCHOR_MAILBOX", default="")
 EXO_TIMEOUT_SECONDS = env.float("EXO_TIMEOUT_SECONDS", default=120.0)

@@ -156,6 +156,15 @@ def signin_succeeded(*, user: User, attempt: Attempt) -> None:
     _audit_attempt("portal.signin.succeeded", attempt, actor=user)
 
 
+LOCAL_DISABLED_MESSAGE = "Signing in with a local account is switched off on this portal; sign in with Entra ID."
+
+
+@transaction.atomic
+def local_signin_refused(attempt: Attempt) -> None:
+    """A local sign-in while LOCAL_SIGNIN_ENABLED is off: refused before any password is checked, and audited."""
+    _audit_attempt("portal.signin.failed", attempt, outcome="refused: local sign-in is switched off")
+
+
 @transaction.atomic
 def signin_refused_here(*, user: User, attempt: Attempt, message: str) -> None:
     """The password was right but the account may not sign in on this page (the admin site wants staff)."""

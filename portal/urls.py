@@ -6,7 +6,20 @@ from django_rq.urls import get_admin_urlpatterns, get_api_urlpatterns
 
 from portal.decorators import action_required, job_dashboard_policy, read_only
 from portal.roles import Action
-from portal.views import audit, connections, dashboard, drift, health, inventory, roles, signin, writeback
+from portal.views import (
+    audit,
+    audit_undo,
+    connections,
+    dashboard,
+    drift,
+    entra_signin,
+    group_roles,
+    health,
+    inventory,
+    roles,
+    signin,
+    writeback,
+)
 
 # django-rq's dashboard, wrapped so only the admin role reaches it (its own views also require is_staff).
 # Its stats JSON is wrapped too: the portal does not use django-rq's API tokens.
@@ -21,11 +34,19 @@ urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),
     path("login/", signin.login_view, name="login"),
     path("logout/", signin.SignOutView.as_view(), name="logout"),
+    path("login/entra/", entra_signin.entra_signin_start, name="entra_signin_start"),
+    path("login/entra/callback/", entra_signin.entra_signin_callback, name="entra_signin_callback"),
     path("healthz", health.healthz, name="healthz"),
     path("audit/", audit.audit_list, name="audit_list"),
     path("audit/export.<str:fmt>", audit.audit_export, name="audit_export"),
     path("audit/verify/", audit.audit_verify_view, name="audit_verify"),
     path("audit/verify/<str:job_id>/", audit.audit_verification, name="audit_verification"),
+    path("audit/events/<int:event_id>/undo/", audit_undo.audit_undo, name="audit_undo"),
+    path(
+        "audit/correlations/<str:correlation_id>/undo/",
+        audit_undo.audit_undo_correlation,
+        name="audit_undo_correlation",
+    ),
     path("mailboxes/", include("soa.urls")),
     path("waves/", include("soa.urls_waves")),
     path("bulk-edits/", include("soa.urls_bulk")),
@@ -42,6 +63,10 @@ urlpatterns = [
     path("roles/", roles.role_list, name="role_list"),
     path("roles/assign/", roles.role_assign_view, name="role_assign"),
     path("roles/<int:assignment_id>/revoke/", roles.role_revoke_view, name="role_revoke"),
+    path("roles/groups/", group_roles.group_mapping_list_view, name="group_mapping_list"),
+    path("roles/groups/add/", group_roles.group_mapping_add_view, name="group_mapping_add"),
+    path("roles/groups/<int:mapping_id>/edit/", group_roles.group_mapping_edit_view, name="group_mapping_edit"),
+    path("roles/groups/<int:mapping_id>/remove/", group_roles.group_mapping_remove_view, name="group_mapping_remove"),
     path("settings/sign-in-locks/", signin.signin_locks_view, name="signin_locks"),
     path(
         "settings/sign-in-locks/<int:throttle_id>/release/",

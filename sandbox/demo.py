@@ -21,6 +21,7 @@ from pathlib import Path
 
 from sandbox.directory import SandboxDirectory
 from sandbox.exchange_online import ExchangeOnlineEmulator
+from sandbox.exchange_online.config import group_id
 from sandbox.process import child_dies_with_parent
 from sandbox.redis_server import RedisServer
 from sandbox.seed import seed_tenant
@@ -82,6 +83,30 @@ def _portal_env(
         }
     )
     return env
+
+
+# Which of the emulator's demo groups (sandbox.exchange_online.config.default_identities) gives which portal role; the
+# help desk's is limited to the Sales OU like the local helpdesk account's, and "All Staff" is left unmapped so the
+# demo shows the no-access page too.
+DEMO_GROUP_ROLES = (
+    ("SOA Admins", "admin"),
+    ("SOA Help Desk", "helpdesk"),
+    ("SOA Wave Operators", "wave_operator"),
+    ("SOA Approvers", "approver"),
+    ("SOA Auditors", "auditor"),
+)
+
+
+def _map_demo_groups(env: dict[str, str], helpdesk_scope: str, var_dir: Path) -> None:
+    mappings = [
+        {"group_id": group_id(name), "name": name, "role": role, "tenant_wide": role != "helpdesk",
+         "scopes": [helpdesk_scope] if role == "helpdesk" else []}
+        for name, role in DEMO_GROUP_ROLES
+    ]  # fmt: skip
+    path = var_dir / "demo-group-mappings.json"
+    path.write_text(json.dumps(mappings, indent=2))
+    print("Entra ID groups mapped to roles (sign in with Entra ID and pick a person; Vera Visitor has no access):")
+    _manage(env, "entra_group_map", "--file", str(path), "--reason", "demo group mapping")
 
 
 def _manage(env: dict[str, str], *args: str) -> None:
@@ -160,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         print("Demo accounts (username, password, role):")
         helpdesk_scope = f"OU=Sales,{directory.users_dn}"
         _manage(env, "demo_accounts", "--logins-file", str(logins_file), "--helpdesk-scope", helpdesk_scope)
+        _map_demo_groups(env, helpdesk_scope, args.var_dir)
         _manage(env, "inventory_import")
         # The demo's pilot waves (first run only). The tenant was created moments ago, so even the demo's short
         # quiet period (_portal_env) would refuse every member now; the waves are built as if it had passed, and
@@ -188,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Directory: {directory.url} ({args.users} users under {directory.users_dn}, {kept})  Redis: {redis_url}")
         print(f"Exchange Online emulator: {exchange.base_url} (tenant {exchange.tenant_domain})")
         print(f"Helpdesk is limited to {helpdesk_scope}. Logins are kept in {logins_file}.")
+        print("Sign in with Entra ID (the emulator's page lists the demo people), or with a local account above.")
         print("Press Ctrl-C to stop everything.")
         while not stop_requested and not args.exit_when_ready:
             for process in started:

@@ -5,9 +5,9 @@ import json
 import logging
 import re
 import uuid
+from dataclasses import dataclass
 
 import django_rq
-from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
@@ -18,12 +18,20 @@ from redis.exceptions import RedisError
 
 from portal.audit import audit_record
 from portal.csv_stream import csv_lines
+from portal.cursors import BadCursor, decode_cursor, encode_cursor
 from portal.decorators import action_required
 from portal.forms import AuditFilterForm
 from portal.models import AuditEvent
 from portal.roles import Action
 from portal.selectors import audit_event_list
-from portal.views.audit_objects import MAILBOX_SEARCH_LIMIT, changed_keys, mailbox_events, name_mailboxes
+from portal.views.audit_objects import (
+    MAILBOX_SEARCH_LIMIT,
+    changed_keys,
+    mailbox_events,
+    name_mailboxes,
+    undoable,
+    wave_events,
+)
 from writeback.jobs.audit import (
     JOB_TIMEOUT,
     PROGRESS_KEY,
@@ -35,6 +43,9 @@ from writeback.jobs.audit import (
 
 logger = logging.getLogger(__name__)
 PAGE_SIZE = 50
+# The list counts matches up to this many and says "more than" beyond: a count of every event of a million-event log
+# on each page would cost more than the page itself.
+COUNT_CAP = 1_000
 QUEUEING_GRACE = dt.timedelta(minutes=1)
 _JOB_ID = re.compile(re.escape(VERIFY_JOB_PREFIX) + r"[0-9a-f]{32}")
 EXPORT_FIELDS = [
@@ -44,8 +55,8 @@ EXPORT_FIELDS = [
 
 
 def _filters(request: HttpRequest) -> tuple[AuditFilterForm, dict, Q | None]:
-    """The form, its cleaned filters, and the filter on the objects of the mailboxes its mailbox field names (an
-    error on the form when that names none, or too many to list)."""
+    """The form, its cleaned filters, and the filter on the objects of the mailboxes its mailbox field names and of
+    the wave it names (an error on the form when the mailbox field names none, or too many to list)."""
     form = AuditFilterForm(request.GET or None)
     if not (form.is_bound and form.is_valid()):
         return form, {}, None
@@ -56,7 +67,58 @@ def _filters(request: HttpRequest) -> tuple[AuditFilterForm, dict, Q | None]:
             form.add_error("mailbox", "No mailbox has this name, UPN or address (or it is outside your scope).")
         elif found > MAILBOX_SEARCH_LIMIT:
             form.add_error("mailbox", f"More than {MAILBOX_SEARCH_LIMIT} mailboxes match; type more of the name.")
+    if filters.get("wave"):
+        # Both given: the events of those mailboxes within that wave.
+        objects = wave_events(filters["wave"]) if objects is None else objects & wave_events(filters["wave"])
     return form, filters, objects
+
+
+@dataclass
+class AuditPage:
+    """One page of the list: its events, newest first, and the cursors of the newer and older pages (None at ends)."""
+
+    rows: list[AuditEvent]
+    newer: str | None
+    older: str | None
+
+    @property
+    def object_list(self) -> list[AuditEvent]:
+        return self.rows
+
+
+def keyset_page(events, *, after: str = "", before: str = "", size: int = PAGE_SIZE) -> AuditPage:
+    """One page of ``events``, newest first by (occurred_at, id), from a cursor of a previous page: the rows, and the
+    cursors of the newer and older pages (None at either end). Never counts or skips rows, so the thousandth page
+    costs what the first does. Raises BadCursor for a cursor the page did not write."""
+    backwards = bool(before) and not after
+    cursor = decode_cursor(after or before, (dt.datetime, int)) if (after or before) else None
+    if cursor is not None:
+        at, pk = cursor
+        if timezone.is_naive(at):
+            raise BadCursor("not a time")
+        if backwards:
+            # The leading inclusive bound lets the (occurred_at, id) index start at the cursor; the OR alone would not.
+            events = events.filter(Q(occurred_at__gte=at), Q(occurred_at__gt=at) | Q(id__gt=pk))
+        else:
+            events = events.filter(Q(occurred_at__lte=at), Q(occurred_at__lt=at) | Q(id__lt=pk))
+    order = ["occurred_at", "id"] if backwards else ["-occurred_at", "-id"]
+    rows = list(events.order_by(*order)[: size + 1])
+    more, rows = len(rows) > size, rows[:size]
+    if backwards:
+        rows.reverse()
+    has_older = more if not backwards else bool(rows)
+    has_newer = (more if backwards else cursor is not None) and bool(rows)
+    return AuditPage(
+        rows=rows,
+        newer=encode_cursor(rows[0].occurred_at, rows[0].pk) if has_newer else None,
+        older=encode_cursor(rows[-1].occurred_at, rows[-1].pk) if has_older else None,
+    )
+
+
+def capped_count(events, cap: int = COUNT_CAP) -> tuple[int, bool]:
+    """How many ``events`` there are, counting at most ``cap`` + 1: (the count, whether it passed ``cap``)."""
+    counted = events.order_by()[: cap + 1].count()
+    return (cap, True) if counted > cap else (counted, False)
 
 
 @action_required(Action.AUDIT_VIEW)
@@ -66,15 +128,23 @@ def audit_list(request: HttpRequest) -> HttpResponse:
     if form.errors:
         # Listing everything under a filter the user believes applied would mislead: show the error instead.
         events = events.none()
-    page = Paginator(events, PAGE_SIZE).get_page(request.GET.get("page"))
-    page.object_list = list(page.object_list)  # the events are given their mailbox and changes below
-    name_mailboxes(page.object_list)
-    for event in page.object_list:
+    try:
+        page = keyset_page(events, after=request.GET.get("after", ""), before=request.GET.get("before", ""))
+    except BadCursor as exc:
+        return HttpResponseBadRequest(str(exc), content_type="text/plain")
+    name_mailboxes(page.rows)
+    may_undo = undoable(request.user, page.rows)
+    for event in page.rows:
         event.changes = changed_keys(event.before, event.after)
+        event.undoable = event.pk in may_undo
+    count, more = capped_count(events)
     query = request.GET.copy()
-    query.pop("page", None)
+    for key in ("after", "before"):
+        query.pop(key, None)
     template = "portal/audit_list.html#audit-results" if request.htmx else "portal/audit_list.html"
-    return render(request, template, {"form": form, "page": page, "query": query.urlencode()})
+    context = {"form": form, "page": page, "count": count, "more": more, "query": query.urlencode(),
+               "correlation_undo": bool(filters.get("correlation_id")) and bool(may_undo)}  # fmt: skip
+    return render(request, template, context)
 
 
 def _row(event) -> dict:

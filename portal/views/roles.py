@@ -9,13 +9,15 @@ from portal.decorators import action_required
 from portal.forms import ReasonForm, RoleAssignForm
 from portal.models import RoleAssignment
 from portal.roles import ROLE_ACTIONS, Action, Role
-from portal.selectors import role_assignment_list
+from portal.selectors import TENANT_WIDE, role_assignment_list, roles_by_scope
 from portal.services import PortalError, role_assign, role_revoke
 
 
 def _page(request: HttpRequest, form: RoleAssignForm, status: int = 200) -> HttpResponse:
     context = {
         "assignments": role_assignment_list(user=request.user),
+        "by_scope": roles_by_scope(user=request.user),
+        "tenant_wide": TENANT_WIDE,
         "form": form,
         "role_actions": {role.value: sorted(a.label for a in actions) for role, actions in ROLE_ACTIONS.items()},
     }

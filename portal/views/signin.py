@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from portal.decorators import action_required
+from portal.entra_signin import entra_signin_available
 from portal.forms import ReasonForm, ThrottledAuthenticationForm
 from portal.roles import Action
 from portal.signin import (
@@ -23,9 +24,21 @@ from portal.signin import (
     signin_lock_release,
 )
 
-login_view = auth_views.LoginView.as_view(
-    authentication_form=ThrottledAuthenticationForm, redirect_authenticated_user=True
-)
+
+class SignInView(auth_views.LoginView):
+    """Django's sign-in page, offering Entra ID when it is set up and the local form unless it is switched off."""
+
+    authentication_form = ThrottledAuthenticationForm
+    redirect_authenticated_user = True
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["entra_available"] = entra_signin_available()
+        context["local_signin_enabled"] = settings.LOCAL_SIGNIN_ENABLED
+        return context
+
+
+login_view = SignInView.as_view()
 
 
 class SignOutView(auth_views.LogoutView):

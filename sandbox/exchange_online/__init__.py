@@ -87,6 +87,10 @@ GUESSES = (
     "Graph: $select names match case-insensitively; a bad $top or skip token is 400 Request_BadRequest; "
     "$filter, $search, $orderby, $count, $expand and $skip are refused (400 Request_UnsupportedQuery) because the "
     "emulator does not implement them; Graph is neither throttled nor subject to the faults.",
+    "ID tokens carry every group of the identity up to groups_overage_limit (200, the documented JWT limit); past it "
+    "the overage claims name Azure AD Graph's getMemberObjects URL. Graph's getMemberObjects answers a demo "
+    "identity's groups whatever securityEnabledOnly says (the demo's groups are all security groups); the wording of "
+    "its 400 for a missing securityEnabledOnly is made up.",
 )
 
 __all__ = ["GUESSES", "ExchangeOnlineEmulator", "ExchangeOnlineEmulatorError", "trusting_session"]

@@ -65,6 +65,10 @@ class Settings:
     # A full-list EmailAddresses write that leaves out the MOERA or a .mail.onmicrosoft.com address: "keep" puts
     # them back (guess), "refuse" fails the call with a 400, "off" drops them as asked.
     protected_addresses: str = "keep"
+    # Most group ids an ID token carries in its groups claim: past it the token holds the overage indication
+    # (_claim_names/_claim_sources) instead and the client reads the groups from Graph. Entra's limit for JWTs is
+    # 200 (Learn, "How to get the signed-in user group list when a group overage claim is displayed").
+    groups_overage_limit: int = 200
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply ``changes`` (validated by type) or raise ValueError naming the bad key."""
@@ -180,17 +184,18 @@ def group_id(name: str) -> str:
     return str(uuid.uuid5(_GROUP_NAMESPACE, name))
 
 
-DEMO_GROUPS = ("SOA Admins", "SOA Help Desk", "SOA Wave Operators", "SOA Approvers", "SOA Auditors")
+DEMO_GROUPS = ("SOA Admins", "SOA Help Desk", "SOA Wave Operators", "SOA Approvers", "SOA Auditors", "All Staff")
 
 
 def default_identities(mail_domain: str) -> list[dict[str, Any]]:
-    """Demo people for the sign-in page, one per portal role."""
+    """Demo people for the sign-in page, one per portal role, and one whose only group gives no role."""
     people = (
         ("admin", "Alex Admin", "SOA Admins"),
         ("helpdesk", "Hana Helpdesk", "SOA Help Desk"),
         ("operator", "Omar Operator", "SOA Wave Operators"),
         ("approver", "Anna Approver", "SOA Approvers"),
         ("auditor", "Aude Auditor", "SOA Auditors"),
+        ("visitor", "Vera Visitor", "All Staff"),
     )
     return [
         {

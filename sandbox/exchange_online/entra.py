@@ -35,6 +35,7 @@ from .config import (
     Tenant,
 )
 from .errors import OAuthError
+from .faults import Faults
 from .materials import ClientRegistration, Materials, b64url, constant_time_equal
 from .signin import DELEGATED_EXCHANGE_SCOPE, OIDC_SCOPES, Grant, SignIn
 from .web import Request, Response, json_response
@@ -59,8 +60,10 @@ class Entra(SignIn):
         settings: Settings,
         identities: list[dict[str, Any]],
         base_url: str,
+        faults: Faults | None = None,
     ) -> None:
         self.materials, self.tenant, self.settings, self.identities = materials, tenant, settings, identities
+        self.faults = faults
         self.base_url = base_url
         self.tenant_id = materials.tenant_id
         self.authority = f"{base_url}/{self.tenant_id}"

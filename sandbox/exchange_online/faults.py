@@ -1,4 +1,4 @@
-"""Faults a test can switch on at run time, for the Exchange API only (the Entra side stays healthy).
+"""Faults a test can switch on at run time, for the Exchange API (and one for Entra's ID tokens).
 
 - ``latency_ms``: added before every InvokeCommand request is carried out (and so answered); with
   ``latency_cmdlet`` set, only before that cmdlet's. A client that dies during the wait leaves the request to
@@ -36,6 +36,10 @@ class FaultConfig:
     error_after_apply: int = 0
     replication_lag: float = 0.0
     replication_lag_after_write: bool = True
+    id_token: str = ""
+
+
+ID_TOKEN_FAULTS = ("", "signature", "expired", "audience", "issuer")
 
 
 class Faults:
@@ -65,7 +69,10 @@ class Faults:
                 error_after_apply=int(merged["error_after_apply"]),
                 replication_lag=float(merged["replication_lag"]),
                 replication_lag_after_write=bool(merged["replication_lag_after_write"]),
+                id_token=str(merged["id_token"] or ""),
             )
+            if config.id_token not in ID_TOKEN_FAULTS:
+                raise ValueError(f"id_token must be one of {', '.join(repr(f) for f in ID_TOKEN_FAULTS)}")
             if not 0.0 <= config.error_rate <= 1.0:
                 raise ValueError("error_rate must be between 0 and 1")
             for status in (config.error_status, config.fail_status):

@@ -1,4 +1,4 @@
-"""Microsoft Graph, as much as pairing needs: ``GET /v1.0/users`` on the emulator's HTTPS server.
+"""Microsoft Graph, as much as pairing and sign-in need, on the emulator's HTTPS server: users and their groups.
 
 Follows Microsoft's documentation of the v1.0 API:
 
@@ -14,6 +14,12 @@ Follows Microsoft's documentation of the v1.0 API:
 - ``$top``: 1 to 999, default page 100 (Learn "Paging Microsoft Graph data"; "Invalid page size specified: '1000'.
   Must be between 1 and 999 inclusive."). More items give an absolute ``@odata.nextLink`` carrying the query and a
   ``$skiptoken``; ``@odata.context`` names the entity set and the selection.
+- ``POST /v1.0/users/{id}/getMemberObjects`` with ``{"securityEnabledOnly": bool}``: the ids of the groups the
+  user is a member of, ``{"@odata.context": ".../$metadata#Collection(Edm.String)", "value": [...]}``, for a
+  signed-in person (the demo identities: all their groups are security groups) or a synced user (none). Learn "user:
+  getMemberObjects": application permission User.ReadBasic.All with GroupMember.Read.All, or User.Read.All and the
+  broader ones; a missing securityEnabledOnly is a 400, an unknown id a 404 Request_ResourceNotFound. This is where
+  a client reads the groups of a token with the groups overage indication.
 - Errors: ``{"error": {"code", "message", "innerError": {"date", "request-id", "client-request-id"}}}``.
 
 The listing holds the Entra users Entra Connect made from AD (entra_users.py), then the cloud-only users behind the
@@ -98,13 +104,19 @@ class GraphApi:
         client_request_id = request.headers.get("client-request-id") or request_id
         headers = {"request-id": request_id, "client-request-id": client_request_id}
         try:
-            self._authenticate(request)
-            if [p.lower() for p in parts] != ["users"]:
+            claims = self._authenticate(request)
+            lowered = [p.lower() for p in parts]
+            if len(parts) == 3 and lowered[0] == "users" and lowered[2] == "getmemberobjects":
+                if request.method != "POST":
+                    raise GraphError(405, "Request_BadRequest", f"The HTTP method '{request.method}' is not allowed.")
+                payload = self._member_objects(request, parts[1], claims)
+            elif lowered != ["users"]:
                 segment = parts[0] if parts else ""
                 raise GraphError(400, "BadRequest", f"Resource not found for the segment '{segment}'.")
-            if request.method != "GET":
+            elif request.method != "GET":
                 raise GraphError(405, "Request_BadRequest", f"The HTTP method '{request.method}' is not allowed.")
-            payload = self._list_users(request)
+            else:
+                payload = self._list_users(request)
         except GraphError as exc:
             body = {
                 "error": {
@@ -137,6 +149,29 @@ class GraphApi:
         if not READ_USERS & set(claims.get("roles") or []) and "User.Read.All" not in claims.get("scp", "").split():
             raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
         return claims
+
+    def _member_objects(self, request: Request, object_id: str, claims: dict[str, Any]) -> dict[str, Any]:
+        granted = set(claims.get("roles") or []) | set(claims.get("scp", "").split())
+        if not (READ_USERS & granted or {"User.ReadBasic.All", "GroupMember.Read.All"} <= granted):
+            raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
+        try:
+            body = request.json() if request.body else {}
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("securityEnabledOnly"), bool):
+            raise GraphError(
+                400, "Request_BadRequest", "The request body must hold the Boolean parameter 'securityEnabledOnly'."
+            )
+        person = next((p for p in self.entra.identities if p["oid"].lower() == object_id.lower()), None)
+        if person is None and self.users.get(object_id) is None:
+            raise GraphError(
+                404,
+                "Request_ResourceNotFound",
+                f"Resource '{object_id}' does not exist or one of its queried reference-property objects are not "
+                "present.",
+            )
+        groups = list(person.get("groups", [])) if person else []
+        return {"@odata.context": f"{self.base_url}/v1.0/$metadata#Collection(Edm.String)", "value": groups}
 
     def _list_users(self, request: Request) -> dict[str, Any]:
         query = request.query

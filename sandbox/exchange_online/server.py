@@ -73,6 +73,7 @@ class Emulator:
             settings=self.settings,
             identities=self.identities,
             base_url=base_url,
+            faults=self.faults,
         )
         self.cmdlets = Cmdlets(
             state=self.state, tenant=self.tenant, settings=self.settings, faults=self.faults, base_url=base_url

@@ -20,8 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from .config import EXCHANGE_RESOURCE, GRAPH_RESOURCE, Settings, Tenant
 from .errors import OAuthError
+from .faults import Faults
 from .materials import ClientRegistration, Materials, b64url
 from .web import Request, Response, html_response, is_loopback_url, redirect
 
@@ -60,12 +64,14 @@ class SignIn:
     tenant_id: str
     issuer_v1: str
     issuer_v2: str
+    base_url: str
     _lock: threading.Lock
     _codes: dict[str, Grant]
     _redeemed: set[str]
     _refresh: dict[str, Grant]
     _audience: Callable[[str], str]
     sign: Callable[[dict[str, Any]], str]
+    faults: Faults | None
 
     def authorize_page(self, request: Request) -> Response:
         params = request.query if request.method == "GET" else request.form()
@@ -266,24 +272,51 @@ class SignIn:
 
     def id_token(self, client_id: str, person: dict[str, Any], *, nonce: str | None) -> str:
         now = int(time.time())
-        claims = {
-            "aud": client_id,
-            "iss": self.issuer_v2,
-            "iat": now,
-            "nbf": now,
-            "exp": now + 3600,
+        fault = self.faults.config.id_token if self.faults is not None else ""
+        groups = list(person.get("groups", []))
+        claims: dict[str, Any] = {
+            "aud": "00000000-0000-0000-0000-00000000dead" if fault == "audience" else client_id,
+            "iss": f"{self.base_url}/{uuid.uuid4()}/v2.0" if fault == "issuer" else self.issuer_v2,
+            "iat": now - 7200 if fault == "expired" else now,
+            "nbf": now - 7200 if fault == "expired" else now,
+            "exp": now - 3600 if fault == "expired" else now + 3600,
             "name": person["name"],
             "oid": person["oid"],
             "preferred_username": person["preferred_username"],
             "email": person.get("email", person["preferred_username"]),
-            "groups": list(person.get("groups", [])),
             "sub": b64url(hashlib.sha256(f"{client_id}:{person['oid']}".encode()).digest()[:24]),
             "tid": self.tenant_id,
             "ver": "2.0",
         }
+        if len(groups) > self.settings.groups_overage_limit:
+            # The overage indication of Learn's access-token claims reference ("groups:src1"): no groups claim, a
+            # pointer to where the memberships can be read instead. The endpoint named is Azure AD Graph's, as in
+            # Entra's tokens; clients are told to call Microsoft Graph's getMemberObjects for the user instead.
+            claims["_claim_names"] = {"groups": "src1"}
+            claims["_claim_sources"] = {
+                "src1": {
+                    "endpoint": f"https://graph.windows.net/{self.tenant_id}/users/{person['oid']}/getMemberObjects"
+                }
+            }
+        else:
+            claims["groups"] = groups
         if nonce:
             claims["nonce"] = nonce
+        if fault == "signature":
+            return jwt.encode(
+                claims, _stranger_key(), algorithm="RS256", headers={"typ": "JWT", "kid": self.materials.kid}
+            )
         return self.sign(claims)
+
+
+_STRANGER: list[Any] = []
+
+
+def _stranger_key() -> Any:
+    """An RSA key the tenant's JWKS does not publish, made once: what a forged ID token would be signed with."""
+    if not _STRANGER:
+        _STRANGER.append(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    return _STRANGER[0]
 
 
 def _replace_scopes(grant: Grant, scopes: list[str]) -> Grant:

@@ -276,6 +276,7 @@ def change_request_create(
     base_version: int,
     idempotency_key: str,
     batch_id: int | None = None,
+    undoes: list[int] | None = None,
 ) -> ChangeRequest:
     """Ask for an edit of one mailbox. Refuses, writing nothing: an actor without ``mailbox_edit`` on the mailbox's
     OU (``bulk_edit`` for a bulk edit's line; audited as denied); a page older than the mailbox's values
@@ -284,14 +285,18 @@ def change_request_create(
     returns the first request.
 
     The request waits for approval when it holds an operation of CHANGE_APPROVAL_OPERATIONS; otherwise it is ready
-    to apply and its job is queued after commit. ``batch_id`` names the bulk edit a request is made for, in its event.
+    to apply and its job is queued after commit. ``batch_id`` names the bulk edit a request is made for, in its event;
+    ``undoes`` the audit events of the edits it undoes (soa.services.undo), which an administrator may ask for too.
     """
     key = _clean_key(idempotency_key)
     mailbox = Mailbox.objects.filter(pk=mailbox_id).first()
     if mailbox is None:
         raise SoaError(f"There is no mailbox #{mailbox_id} you may edit.")
     # A bulk edit's line is the uploader's request under bulk_edit (operators hold it without mailbox_edit).
-    if not _in_scope(actor, Action.BULK_EDIT if batch_id is not None else Action.MAILBOX_EDIT, mailbox):
+    allowed = _in_scope(actor, Action.BULK_EDIT if batch_id is not None else Action.MAILBOX_EDIT, mailbox) or (
+        undoes is not None and may(actor, Action.PORTAL_CONFIGURE)
+    )
+    if not allowed:
         # The same words as for a missing mailbox: a crafted request learns nothing about what exists.
         _deny(actor=actor, attempted="create", obj=mailbox, mailbox=mailbox, detail=_plain(operations),
               message=f"There is no mailbox #{mailbox_id} you may edit.")  # fmt: skip
@@ -329,6 +334,8 @@ def change_request_create(
         # request, its Exchange write and its AD write share one id in the audit log.
         with correlation_scope(request.correlation_id):
             after = request.audit_snapshot() if batch_id is None else {**request.audit_snapshot(), "batch": batch_id}
+            if undoes is not None:
+                after["undoes"] = list(undoes)
             audit_record(actor=actor, action="soa.change.requested", obj=request, after=after, reason=reason)
         _enqueue_after_commit(request)
     return request

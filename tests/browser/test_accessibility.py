@@ -10,8 +10,10 @@ govern, so the pages keep their policy (no bypass_csp) and the test still fails 
 import pytest
 from django.utils import timezone
 
+from portal.group_roles import group_mapping_save
 from portal.roles import Role
 from tests.browser.conftest import ARTIFACTS, serious_violations
+from tests.soa.test_undo import applied_edit
 from tests.soa.test_wave_support import FINANCE, make_mailbox, submitted_wave
 
 pytestmark = pytest.mark.browser
@@ -19,7 +21,13 @@ pytestmark = pytest.mark.browser
 WIDTHS = (1280, 390)
 # Beyond each role's navigation: the pages reached from it, and the error pages a role meets.
 EXTRA_PAGES = {
-    Role.HELPDESK: ["/mailboxes/{ann}/", "/mailboxes/{finn}/", "/roles/", "/mailboxes/{ann}/history/"],
+    Role.HELPDESK: [
+        "/mailboxes/{ann}/",
+        "/mailboxes/{finn}/",
+        "/roles/",
+        "/audit/events/{edit}/undo/",
+        "/mailboxes/{ann}/history/",
+    ],
     Role.WAVE_OPERATOR: ["/waves/{wave}/", "/waves/new/", "/mailboxes/{ann}/", "/mailboxes/{ann}/history/"],
     Role.APPROVER: ["/waves/{wave}/"],
     Role.AUDITOR: [
@@ -30,7 +38,17 @@ EXTRA_PAGES = {
         "/mailboxes/{ann}/history/as-of/?at=2999-01-01",
         "/mailboxes/{ann}/history/compare/?earlier=2020-01-01&later={now}",
     ],
-    Role.ADMIN: ["/mailboxes/{ann}/", "/settings/sign-in-locks/", "/no/such/page/", "/mailboxes/{ann}/history/"],
+    Role.ADMIN: [
+        "/mailboxes/{ann}/",
+        "/settings/sign-in-locks/",
+        "/roles/groups/",
+        "/roles/groups/{mapping}/edit/",
+        "/roles/groups/{mapping}/remove/",
+        "/no/such/page/",
+        "/audit/events/{edit}/undo/",
+        "/audit/correlations/{correlation}/undo/",
+        "/mailboxes/{ann}/history/",
+    ],
 }
 LISTEN = """
 window.__violations = [];
@@ -46,7 +64,18 @@ def tenant(make_user):
     finn = make_mailbox("Finn Fisher", FINANCE)
     operator = make_user("olga", Role.WAVE_OPERATOR)
     wave = submitted_wave(operator, ann, abe)
-    return {"ann": ann.pk, "finn": finn.pk, "wave": wave.pk, "now": timezone.now().strftime("%Y-%m-%dT%H:%M:%S")}
+    mapping = group_mapping_save(actor=None, group_id="6f1c1f8e-3a1b-4b8e-9a41-0c2d3e4f5a6b", display_name="Sales desk",
+                                 role=Role.HELPDESK, scopes=["OU=Sales,OU=Corp,DC=corp,DC=example,DC=com"])  # fmt: skip
+    edit = applied_edit(make_user("edna", Role.HELPDESK), ann)
+    return {
+        "ann": ann.pk,
+        "finn": finn.pk,
+        "wave": wave.pk,
+        "mapping": mapping.pk,
+        "edit": edit.pk,
+        "correlation": edit.correlation_id,
+        "now": timezone.now().strftime("%Y-%m-%dT%H:%M:%S"),
+    }
 
 
 @pytest.mark.parametrize("role", list(Role))

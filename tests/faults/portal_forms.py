@@ -19,13 +19,16 @@ from django.db import transaction
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
-from portal.models import AuditEvent, RoleAssignment, SignInThrottle, User
+from portal.correlation import correlation_scope
+from portal.group_roles import group_mapping_save
+from portal.models import AuditEvent, GroupRoleMapping, RoleAssignment, SignInThrottle, User
 from portal.roles import Role
 from soa import jobs
 from soa.choices import Authority, MemberState, WaveState
 from soa.models import Mailbox, PilotWave, WaveMember
 from soa.services.accepted_domains import accepted_domains_replace
 from soa.services.approvals import wave_approve
+from soa.services.change_apply import EXCHANGE, change_request_claim, change_request_finish
 from soa.services.change_batches import change_batch_create, change_batch_pause
 from soa.services.changes import change_request_create
 from soa.services.wave_run import wave_pause, wave_start
@@ -118,6 +121,21 @@ def _pending_change(p: People):
         actor=p.help, mailbox_id=mailbox.pk, operations=[{"op": "make_primary", "address": alias}], reason="ticket",
         base_version=mailbox.version, idempotency_key=f"pending-{uuid.uuid4().hex}",
     )  # fmt: skip
+
+
+def _applied_edit(p: People) -> AuditEvent:
+    """A help-desk edit applied as the apply job does (claim, then finish with the values read back): the event
+    ``soa.change.applied`` an undo starts from."""
+    (mailbox,) = _mailboxes(1, authority=Authority.CLOUD)
+    request = change_request_create(
+        actor=p.help, mailbox_id=mailbox.pk, operations=[{"op": "set_custom_attribute", "attribute": "CustomAttribute3",
+        "value": "to undo"}], reason="ticket", base_version=mailbox.version, idempotency_key=f"e-{uuid.uuid4().hex}",
+    )  # fmt: skip
+    with correlation_scope(request.correlation_id):
+        change_request_claim(request_id=request.pk)
+        change_request_finish(request_id=request.pk, route=request.route, results={}, side=EXCHANGE,
+                              values=request.desired)  # fmt: skip
+    return AuditEvent.objects.get(action="soa.change.applied", object_id=str(request.pk))
 
 
 def _batch(p: People, *, paused: bool = False):
@@ -230,6 +248,23 @@ def _bulk_control(name: str, paused: bool):
     return build
 
 
+def _undo(by_correlation: bool):
+    def build(p: People) -> Form:
+        event = _applied_edit(p)
+        mailbox = Mailbox.objects.get(pk=event.after["mailbox"])
+        data = {"reason": "undo the ticket", "idempotency_key": f"undo-{uuid.uuid4().hex}",
+                f"version-{mailbox.pk}": str(mailbox.version)}  # fmt: skip
+        url = (
+            reverse("audit_undo_correlation", args=[event.correlation_id])
+            if by_correlation
+            else reverse("audit_undo", args=[event.pk])
+        )
+        # Another help desk's undo meets the first one's open request on the mailbox, and is refused.
+        return Form(url, data, p.help, p.help2, fields=["reason", "idempotency_key", "acknowledge_conflicts"])
+
+    return build
+
+
 def _writeback_retry(p: People) -> Form:
     (mailbox,) = _mailboxes(1, authority=Authority.CLOUD, ad_guid=uuid.uuid4())
     task = WritebackTask.objects.create(
@@ -266,6 +301,30 @@ def _signin_lock_release(p: People) -> Form:
         last_failure_at=now, locked_until=now + dt.timedelta(minutes=15),
     )  # fmt: skip
     return Form(reverse("signin_lock_release", args=[lock.pk]), {"reason": "the user called"}, p.admin, p.admin2)
+
+
+def _mapping(p: People) -> GroupRoleMapping:
+    return group_mapping_save(actor=None, group_id=str(uuid.uuid4()), display_name=f"Group {uuid.uuid4().hex[:6]}",
+                              role=Role.HELPDESK, scopes=["OU=Sales,OU=Corp,DC=corp,DC=example,DC=com"])  # fmt: skip
+
+
+def _group_mapping_add(p: People) -> Form:
+    data = {"group_id": str(uuid.uuid4()), "display_name": "Wave operators", "role": Role.WAVE_OPERATOR.value,
+            "tenant_wide": "on", "reason": "new team"}  # fmt: skip
+    return Form(reverse("group_mapping_add"), data, p.admin, p.admin2)
+
+
+def _group_mapping_edit(p: People) -> Form:
+    mapping = _mapping(p)
+    data = {"group_id": mapping.group_id, "display_name": "Sales help desk", "role": Role.HELPDESK.value,
+            "scopes": "OU=Sales,OU=Corp,DC=corp,DC=example,DC=com\nOU=Finance,OU=Corp,DC=corp,DC=example,DC=com",
+            "reason": "Finance joins"}  # fmt: skip
+    return Form(reverse("group_mapping_edit", args=[mapping.pk]), data, p.admin, p.admin2)
+
+
+def _group_mapping_remove(p: People) -> Form:
+    mapping = _mapping(p)
+    return Form(reverse("group_mapping_remove", args=[mapping.pk]), {"reason": "group retired"}, p.admin, p.admin2)
 
 
 def _simple(name: str, user: str, second: str | None, data: dict | None = None, htmx: bool = False):
@@ -327,7 +386,12 @@ FORMS: dict[str, Callable[[People], Form]] = {
     "role_assign": _role_assign,
     "role_revoke": _role_revoke,
     "signin_lock_release": _signin_lock_release,
+    "group_mapping_add": _group_mapping_add,
+    "group_mapping_edit": _group_mapping_edit,
+    "group_mapping_remove": _group_mapping_remove,
     "audit_verify": _simple("audit_verify", "auditor", "auditor2", htmx=True),
+    "audit_undo": _undo(by_correlation=False),
+    "audit_undo_correlation": _undo(by_correlation=True),
     "connection_test": _simple("connection_test", "admin", "admin2", htmx=True),
     "logout": _simple("logout", "help", None),
 }
@@ -350,7 +414,12 @@ NO_FORM = {
     "bulk_upload": "the upload page (its form posts to bulk_preview)",
     "bulk_detail": "a page", "mailbox_writeback": "a card the page polls", "drift": "a page", "inventory": "a page",
     "connections": "a page (its form posts to connection_test)", "role_list": "a page",
-    "signin_locks": "a page", "mailbox_timeline": "a page", "mailbox_as_of": "a page (its form is a GET)",
+    "signin_locks": "a page",
+    "entra_signin_start": "sends the browser to Entra ID's sign-in (tests/portal/test_entra_signin.py)",
+    "entra_signin_callback": "Entra ID's redirect back, checked by msal and portal.entra_signin "
+    "(tests/portal/test_entra_signin.py)",
+    "group_mapping_list": "a page (its form posts to group_mapping_add)",
+    "mailbox_timeline": "a page", "mailbox_as_of": "a page (its form is a GET)",
     "mailbox_compare": "a page (its form is a GET)",
 }  # fmt: skip
 

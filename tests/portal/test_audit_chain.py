@@ -9,9 +9,11 @@ import threading
 import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, IntegrityError, connection, connections, transaction
+from django.utils import timezone
 
+from portal import audit as audit_module
 from portal.audit import AuditError, audit_record, audit_record_many
-from portal.audit_chain import GENESIS_HASH, compute_hash, verify_chain
+from portal.audit_chain import GENESIS_HASH, chain_key, compute_hash, verify_chain
 from portal.audit_head import HeadError, publish_head, publish_verified_head, read_heads
 from portal.models import AuditEvent
 from tests.portal.test_audit import _record, _tamper
@@ -337,6 +339,35 @@ def test_audit_record_many_appends_in_order_and_chains_with_single_appends():
     assert stored.after == {"password": "********", "n": 1} and stored.hash == batch[0].hash
     assert AuditEvent.objects.get(pk=batch[2].pk).object_id == str(first.pk)
     assert verify_chain()[:2] == (5, None)
+
+
+def test_audit_record_many_stores_what_it_hashed_through_each_database_writer():
+    """On PostgreSQL the batch goes in with COPY: the rows read back are the events as hashed, field for field, and
+    a second batch cannot reuse the first's ids (the key holds for COPY as for INSERT)."""
+    when = timezone.now()
+    with transaction.atomic():
+        batch = audit_record_many([
+            {"actor": None, "action": "test.copy", "object_type": "t", "object_id": str(n), "object_repr": "tab\there",
+             "before": {"quote": "it's \"x\"", "n": n, "when": when}, "after": {"list": [1, None, "\\back"]},
+             "reason": "line\nbreak", "correlation_id": f"c-{n}"}
+            for n in range(3)
+        ])  # fmt: skip
+    stored = {event.pk: event for event in AuditEvent.objects.filter(action="test.copy")}
+    for event in batch:
+        row = stored[event.pk]
+        assert (row.before, row.after, row.reason, row.object_repr, row.correlation_id, row.hash) == (
+            event.before,
+            event.after,
+            event.reason,
+            event.object_repr,
+            event.correlation_id,
+            event.hash,
+        )
+        assert compute_hash(row, chain_key()) == row.hash
+    insert_again = audit_module._copy_in if connection.vendor == "postgresql" else AuditEvent.objects.bulk_create
+    with pytest.raises(IntegrityError), transaction.atomic():
+        insert_again(batch[:1])
+    assert verify_chain()[:2] == (3, None)
 
 
 def test_audit_record_many_records_nothing_when_one_event_is_refused():

@@ -67,11 +67,24 @@ LIST_PAGES = {
     "mailbox_export": ["q", "authority", "recipient_type", "ou", "department", "drift", "sort"],
     "wave_list": ["state", "mine"],
     "wave_detail": ["q", "authority", "recipient_type", "ou", "drift", "sort"],
-    "audit_list": ["actor", "action", "object", "correlation_id", "mailbox", "hide_audit", "since", "until", "page"],
-    "audit_export": ["actor", "action", "object", "correlation_id", "mailbox", "hide_audit", "since", "until"],
+    "audit_list": [
+        "actor",
+        "action",
+        "object",
+        "correlation_id",
+        "mailbox",
+        "wave",
+        "hide_audit",
+        "since",
+        "until",
+        "after",
+        "before",
+    ],
+    "audit_export": ["actor", "action", "object", "correlation_id", "mailbox", "wave", "hide_audit", "since", "until"],
     "drift": ["ou", "attribute", "age", "after"],
     "inventory": [],
     "role_list": [],
+    "group_mapping_list": [],
     "bulk_upload": [],
     "mailbox_timeline": ["before"],
     "mailbox_as_of": ["at"],
@@ -80,8 +93,8 @@ LIST_PAGES = {
 # The parameters read as a cursor, a page or a number, each sent every crafted value below as it is.
 NUMERIC_PARAMS = [
     ("mailbox_list", "after"), ("mailbox_list", "before"), ("drift", "after"), ("drift", "age"),
-    ("audit_list", "page"), ("audit_list", "since"), ("mailbox_timeline", "before"), ("mailbox_as_of", "at"),
-    ("mailbox_compare", "earlier"),
+    ("audit_list", "after"), ("audit_list", "before"), ("audit_list", "wave"), ("audit_list", "since"),
+    ("mailbox_timeline", "before"), ("mailbox_as_of", "at"), ("mailbox_compare", "earlier"),
 ]  # fmt: skip
 
 ROLES = [Role.HELPDESK, Role.WAVE_OPERATOR, Role.APPROVER, Role.AUDITOR, Role.ADMIN]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -42,6 +43,23 @@ def _login(base: str, username: str, password: str) -> requests.Session:
     )
     assert response.status_code == 200 and response.url == base, f"{username} could not sign in"
     return session
+
+
+def _entra_login(base: str, var_dir: Path, login: str) -> requests.Response:
+    """Sign in as one of the emulator's demo people, as a browser does: the portal's button, the emulator's page."""
+    ready = json.loads((var_dir / "exchange-online" / "ready.json").read_text())
+    person = next(p for p in ready["identities"] if p["preferred_username"].startswith(f"{login}@"))
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = ready["ca_file"]
+    start = session.get(base + "login/entra/", allow_redirects=False, timeout=10)
+    assert start.status_code == 302 and start.headers["Location"].startswith(ready["authority"])
+    authorize = urlsplit(start.headers["Location"])
+    params = {key: values[0] for key, values in parse_qs(authorize.query).items()}
+    picked = session.post(authorize._replace(query="").geturl(), data={**params, "identity": person["oid"]},
+                          allow_redirects=False, timeout=10)  # fmt: skip
+    assert picked.status_code == 302, picked.text[:300]
+    return session.get(picked.headers["Location"], timeout=10)
 
 
 @pytest.fixture
@@ -92,6 +110,11 @@ def test_demo_serves_every_role_and_stops_everything_on_ctrl_c(demo):
         dashboard = session.get(base, timeout=10)
         assert "<h1>Dashboard</h1>" in dashboard.text
         assert ("Background jobs" in dashboard.text) is (username == "admin")
+    # Entra ID through the emulator by default: the help desk group gives its scoped role, "All Staff" gives none.
+    signed_in = _entra_login(base, var_dir, "helpdesk")
+    assert signed_in.url == base and "<h1>Dashboard</h1>" in signed_in.text and "helpdesk@" in signed_in.text
+    refused = _entra_login(base, var_dir, "visitor")
+    assert refused.status_code == 403 and "No access to the SOA Portal" in refused.text
     # Debug is off, as users see the portal: its own 404 page, its collected stylesheet, cookies usable over http.
     missing = session.get(base + "no/such/page/", timeout=10)
     assert missing.status_code == 404 and 'id="error-title"' in missing.text and "URLconf" not in missing.text

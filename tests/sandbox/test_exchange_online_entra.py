@@ -487,3 +487,66 @@ def test_sign_in_page_never_redirects_off_this_machine(exchange_online):
     response = exchange_online.session().get(flow["auth_uri"], allow_redirects=False, timeout=10)
     assert response.status_code == 400
     assert "AADSTS50011" in response.text
+
+
+# -- groups past the token's limit, and ID tokens broken on purpose -----------------------------------------------
+
+
+def _signed_in_claims(emulator, login_index: int = 0) -> dict:
+    app = emulator.msal_app("secret")
+    flow, auth_response = sign_in(emulator, app, emulator.identities[login_index], response_mode="query")
+    result = app.acquire_token_by_auth_code_flow(flow, auth_response)
+    return jwt.decode(result["id_token"], options={"verify_signature": False})
+
+
+@pytest.mark.filterwarnings("ignore:response_mode='form_post' is recommended")
+def test_past_the_group_limit_the_id_token_carries_the_overage_claims_and_graph_lists_the_groups(exo_clean):
+    """Learn, "How to get the signed-in user group list when a group overage claim is displayed in access tokens":
+    a JWT holds at most 200 groups; past that it carries no ``groups`` but ``_claim_names`` {"groups": "src1"} and
+    ``_claim_sources`` {"src1": {"endpoint": ...getMemberObjects}} (also the ID and access token claims references,
+    "groups:src1"). Learn "user: getMemberObjects": ``POST /users/{id}/getMemberObjects`` with
+    ``securityEnabledOnly`` answers the ids as a ``Collection(Edm.String)``; application permission User.Read.All
+    is enough, an app without a Graph permission gets 403 Authorization_RequestDenied."""
+    person = exo_clean.identities[0]
+    assert _signed_in_claims(exo_clean)["groups"] == person["groups"]  # under the limit: in the token
+    exo_clean.set_settings(groups_overage_limit=0)
+    claims = _signed_in_claims(exo_clean)
+    assert "groups" not in claims and claims["_claim_names"] == {"groups": "src1"}
+    endpoint = claims["_claim_sources"]["src1"]["endpoint"]
+    assert endpoint.endswith(f"/users/{person['oid']}/getMemberObjects")
+
+    session = exo_clean.session()
+    url = f"{exo_clean.graph_url}/v1.0/users/{person['oid']}/getMemberObjects"
+
+    def post(kind: str = "secret", body=None, target: str = url) -> requests.Response:
+        token = exo_clean.msal_app(kind).acquire_token_for_client([exo_clean.graph_scope])["access_token"]
+        return session.post(target, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+    answer = post(body={"securityEnabledOnly": True})
+    assert answer.status_code == 200
+    assert answer.json() == {"@odata.context": f"{exo_clean.base_url}/v1.0/$metadata#Collection(Edm.String)",
+                             "value": person["groups"]}  # fmt: skip
+    assert post("no_permission", {"securityEnabledOnly": True}).json()["error"]["code"] == "Authorization_RequestDenied"
+    assert post(body={}).status_code == 400
+    unknown = post(body={"securityEnabledOnly": False}, target=url.replace(person["oid"], str(uuid.uuid4())))
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "Request_ResourceNotFound")
+
+
+@pytest.mark.filterwarnings("ignore:response_mode='form_post' is recommended")
+@pytest.mark.parametrize("fault", ["signature", "expired", "audience", "issuer"])
+def test_the_id_token_fault_breaks_the_id_token_as_named(exo_clean, fault):
+    exo_clean.set_faults(id_token=fault)
+    app = exo_clean.msal_app("secret")
+    flow, auth_response = sign_in(exo_clean, app, exo_clean.identities[1], response_mode="query")
+    token = app.acquire_token_by_auth_code_flow(flow, auth_response)["id_token"]
+    expected = {
+        "signature": jwt.InvalidSignatureError,
+        "expired": jwt.ExpiredSignatureError,
+        "audience": jwt.InvalidAudienceError,
+        "issuer": jwt.InvalidIssuerError,
+    }[fault]
+    with pytest.raises(expected):
+        jwt.decode(token, jwks_key(exo_clean, token), algorithms=["RS256"], audience=exo_clean.client_id("secret"),
+                   issuer=f"{exo_clean.authority}/v2.0")  # fmt: skip
+    exo_clean.clear_faults()
+    assert exo_clean.set_faults()["id_token"] == ""

@@ -41,6 +41,7 @@ from writeback.directory import (
     ping,
     plan_modify,
 )
+from writeback.directory.batch import read_many
 from writeback.directory.errors import error_for_result
 
 # ldap3 2.9.1 checks the certificate's host name with ssl.match_hostname, deprecated since Python 3.7 (it falls
@@ -202,6 +203,32 @@ def test_guid_bytes_that_read_as_an_escape_sequence_are_found(client, raw, scrat
     assert normalize_dn(client.find_by_guid(guid)["dn"]) == normalize_dn(dn)
     assert normalize_dn(client.find_by_consistency_guid(guid)["dn"]) == normalize_dn(dn)
     assert client.read_exchange_attributes(guid) is not None
+
+
+def test_a_batch_read_finds_users_whose_guid_bytes_are_valid_text(client, raw, scratch):
+    """The batch read asks ldap3 not to format values by the schema: a GUID whose 16 bytes happen to decode as UTF-8
+    would then come back as text in ``attributes``; the read takes the GUID from the raw bytes, so it is found."""
+    texty = uuid.UUID(bytes_le=b"ABCDEFGHIJKLMNOP")
+    binary = uuid.UUID(bytes_le=b"\xff\xfe" + bytes(range(14)))
+    dn_texty, _ = add_user(raw, scratch, "texty guid", guid=texty, extensionAttribute4="four")
+    dn_binary, _ = add_user(raw, scratch, "binary guid", guid=binary)
+    found = read_many(client, [texty, binary, uuid.uuid4()])
+    assert set(found) == {texty, binary}
+    assert normalize_dn(found[texty][0]) == normalize_dn(dn_texty)
+    assert normalize_dn(found[binary][0]) == normalize_dn(dn_binary)
+    assert found[texty][1]["extensionAttribute4"] == "four"
+
+
+def test_an_unchecked_modify_still_meets_the_directorys_own_refusal(client, raw, scratch):
+    """Without ldap3's schema check the directory is what refuses a name it does not know, with a permanent error
+    naming the entry; a known name is written as with the check."""
+    dn, _ = add_user(raw, scratch, "unchecked")
+    client.modify(dn, {"extensionAttribute5": [(MODIFY_REPLACE, ["five"])]}, checked=False)
+    assert read_back(raw, dn, "extensionAttribute5")["extensionAttribute5"] == ["five"]
+    with pytest.raises(DirectoryPermanent) as caught:
+        client.modify(dn, {"noSuchAttributeAnywhere": [(MODIFY_REPLACE, ["x"])]}, checked=False)
+    assert caught.value.target == dn
+    assert client._connection is None or client._connection.check_names  # the check is back for the next request
 
 
 def test_consistency_guid_lookup_by_guid_or_raw_bytes(client, raw, scratch):

@@ -53,8 +53,8 @@ def read_many(
     for start in range(0, len(guids), GUIDS_PER_SEARCH):
         chunk = guids[start : start + GUIDS_PER_SEARCH]
         search_filter = "(|" + "".join(equality_filter("objectGUID", guid.bytes_le) for guid in chunk) + ")"
-        for entry in client.search(client.config.base_dn, search_filter, wanted):
-            raw = entry["attributes"].get("objectGUID")
+        for entry in client.search(client.config.base_dn, search_filter, wanted, raw_only=True):
+            raw = entry["attributes"].get("objectGUID")  # the 16 bytes, from raw_attributes (client._entry)
             if raw:
                 found[uuid.UUID(bytes_le=bytes(raw))] = (entry["dn"], normalise_entry(entry["raw_attributes"]))
     return found
@@ -107,7 +107,7 @@ def _modify(client: DirectoryClient, item: Item, dn: str, observed: dict[str, An
     if not changes:
         return Written(dn, observed, {}, observed)
     try:
-        client.modify(dn, changes)
+        client.modify(dn, changes, checked=False)  # the DN as the search returned it, names from the attribute map
     except DirectoryConflict:
         # Edited since the read (or a resent modify had landed): the single-user path re-reads and re-plans.
         return _again(client, item, dn, observed)
