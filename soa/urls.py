@@ -1,11 +1,14 @@
 from django.urls import path
 
-from soa import views, views_changes
+from soa import views, views_changes, views_history
 
 urlpatterns = [
     path("", views.mailbox_list_view, name="mailbox_list"),
     path("export.csv", views.mailbox_export_view, name="mailbox_export"),
     path("<int:pk>/", views.mailbox_detail_view, name="mailbox_detail"),
+    path("<int:pk>/history/", views_history.mailbox_timeline_view, name="mailbox_timeline"),
+    path("<int:pk>/history/as-of/", views_history.mailbox_as_of_view, name="mailbox_as_of"),
+    path("<int:pk>/history/compare/", views_history.mailbox_compare_view, name="mailbox_compare"),
     path("<int:pk>/edit/<str:op>/", views_changes.change_edit_view, name="change_edit"),
     path("<int:pk>/edit/<str:op>/preview/", views_changes.change_preview_view, name="change_preview"),
     path("<int:pk>/edit/<str:op>/confirm/", views_changes.change_confirm_view, name="change_confirm"),

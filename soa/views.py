@@ -9,7 +9,7 @@ from portal.audit import audit_record
 from portal.csv_stream import csv_lines
 from portal.cursors import BadCursor
 from portal.decorators import action_required
-from portal.roles import Action, OutsideScope
+from portal.roles import Action, OutsideScope, may
 from soa.forms import MailboxFilterForm
 from soa.selectors import SORTS, capped_count, mailbox_get, mailbox_search, ou_tree, paginate
 from soa.views_changes import page_context
@@ -100,4 +100,5 @@ def mailbox_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         # Outside the user's scope looks exactly like absent: a 403 would confirm the mailbox exists.
         raise OutsideScope("mailbox", Action.MAILBOX_VIEW)
     template = "soa/mailbox_detail.html#exchange-attributes" if request.htmx else "soa/mailbox_detail.html"
-    return render(request, template, page_context(request, mailbox))
+    context = page_context(request, mailbox, may_audit_history=may(request.user, Action.AUDIT_VIEW))
+    return render(request, template, context)

@@ -8,6 +8,7 @@ govern, so the pages keep their policy (no bypass_csp) and the test still fails 
 """
 
 import pytest
+from django.utils import timezone
 
 from portal.group_roles import group_mapping_save
 from portal.roles import Role
@@ -20,10 +21,23 @@ pytestmark = pytest.mark.browser
 WIDTHS = (1280, 390)
 # Beyond each role's navigation: the pages reached from it, and the error pages a role meets.
 EXTRA_PAGES = {
-    Role.HELPDESK: ["/mailboxes/{ann}/", "/mailboxes/{finn}/", "/roles/", "/audit/events/{edit}/undo/"],
-    Role.WAVE_OPERATOR: ["/waves/{wave}/", "/waves/new/", "/mailboxes/{ann}/"],
+    Role.HELPDESK: [
+        "/mailboxes/{ann}/",
+        "/mailboxes/{finn}/",
+        "/roles/",
+        "/audit/events/{edit}/undo/",
+        "/mailboxes/{ann}/history/",
+    ],
+    Role.WAVE_OPERATOR: ["/waves/{wave}/", "/waves/new/", "/mailboxes/{ann}/", "/mailboxes/{ann}/history/"],
     Role.APPROVER: ["/waves/{wave}/"],
-    Role.AUDITOR: ["/mailboxes/{ann}/", "/waves/{wave}/"],
+    Role.AUDITOR: [
+        "/mailboxes/{ann}/",
+        "/waves/{wave}/",
+        "/mailboxes/{ann}/history/",
+        "/mailboxes/{ann}/history/as-of/?at={now}",
+        "/mailboxes/{ann}/history/as-of/?at=2999-01-01",
+        "/mailboxes/{ann}/history/compare/?earlier=2020-01-01&later={now}",
+    ],
     Role.ADMIN: [
         "/mailboxes/{ann}/",
         "/settings/sign-in-locks/",
@@ -33,6 +47,7 @@ EXTRA_PAGES = {
         "/no/such/page/",
         "/audit/events/{edit}/undo/",
         "/audit/correlations/{correlation}/undo/",
+        "/mailboxes/{ann}/history/",
     ],
 }
 LISTEN = """
@@ -59,6 +74,7 @@ def tenant(make_user):
         "mapping": mapping.pk,
         "edit": edit.pk,
         "correlation": edit.correlation_id,
+        "now": timezone.now().strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
 

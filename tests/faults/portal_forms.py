@@ -419,6 +419,8 @@ NO_FORM = {
     "entra_signin_callback": "Entra ID's redirect back, checked by msal and portal.entra_signin "
     "(tests/portal/test_entra_signin.py)",
     "group_mapping_list": "a page (its form posts to group_mapping_add)",
+    "mailbox_timeline": "a page", "mailbox_as_of": "a page (its form is a GET)",
+    "mailbox_compare": "a page (its form is a GET)",
 }  # fmt: skip
 
 

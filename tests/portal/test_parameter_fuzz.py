@@ -86,11 +86,15 @@ LIST_PAGES = {
     "role_list": [],
     "group_mapping_list": [],
     "bulk_upload": [],
+    "mailbox_timeline": ["before"],
+    "mailbox_as_of": ["at"],
+    "mailbox_compare": ["earlier", "later"],
 }
 # The parameters read as a cursor, a page or a number, each sent every crafted value below as it is.
 NUMERIC_PARAMS = [
     ("mailbox_list", "after"), ("mailbox_list", "before"), ("drift", "after"), ("drift", "age"),
     ("audit_list", "after"), ("audit_list", "before"), ("audit_list", "wave"), ("audit_list", "since"),
+    ("mailbox_timeline", "before"), ("mailbox_as_of", "at"), ("mailbox_compare", "earlier"),
 ]  # fmt: skip
 
 ROLES = [Role.HELPDESK, Role.WAVE_OPERATOR, Role.APPROVER, Role.AUDITOR, Role.ADMIN]
@@ -110,6 +114,8 @@ def _url(name: str, wave: PilotWave) -> str:
         return reverse(name, args=[wave.pk])
     if name == "audit_export":
         return reverse(name, args=["csv"])
+    if name in ("mailbox_timeline", "mailbox_as_of", "mailbox_compare"):
+        return reverse(name, args=[wave.members.first().mailbox_id])
     return reverse(name)
 
 
