@@ -240,3 +240,16 @@ def test_the_audit_list_links_undoable_edits_for_an_admin_and_never_for_an_audit
     assert client.post(f"/audit/events/{edit.pk}/undo/", {"reason": "x", "idempotency_key": "k"}).status_code == 403
     client.force_login(people["finance_help"])
     assert client.get(f"/audit/events/{edit.pk}/undo/").status_code == 403
+
+
+def test_the_timeline_links_an_edit_to_its_undo_for_whoever_may_undo_it(people, client):
+    """Help desk has no audit list: the mailbox's timeline is where it finds the undo of an edit in its scope. An
+    approver sees the same event without the link."""
+    mailbox = _cloud("Tess Timeline")
+    event = applied_edit(people["help"], mailbox)
+    undo = f'href="/audit/events/{event.pk}/undo/"'
+    for person, links in ((people["help2"], True), (people["admin"], True), (people["approver"], False)):
+        client.force_login(person)
+        page = client.get(f"/mailboxes/{mailbox.pk}/history/")
+        assert page.status_code == 200
+        assert (undo in page.content.decode()) is links, person.username
