@@ -1,10 +1,13 @@
 from django.urls import path
 
-from soa import views, views_changes
+from soa import views, views_changes, views_readiness
 
 urlpatterns = [
     path("", views.mailbox_list_view, name="mailbox_list"),
     path("export.csv", views.mailbox_export_view, name="mailbox_export"),
+    path("readiness/", views_readiness.readiness_view, name="readiness"),
+    path("readiness/report/", views_readiness.readiness_report_view, name="readiness_report"),
+    path("readiness/export.csv", views_readiness.readiness_export_view, name="readiness_export"),
     path("<int:pk>/", views.mailbox_detail_view, name="mailbox_detail"),
     path("<int:pk>/edit/<str:op>/", views_changes.change_edit_view, name="change_edit"),
     path("<int:pk>/edit/<str:op>/preview/", views_changes.change_preview_view, name="change_preview"),
