@@ -22,7 +22,7 @@ EXTRA_PAGES = {
     Role.HELPDESK: ["/mailboxes/{ann}/", "/mailboxes/{finn}/", "/roles/"],
     Role.WAVE_OPERATOR: ["/waves/{wave}/", "/waves/new/", "/mailboxes/{ann}/"],
     Role.APPROVER: ["/waves/{wave}/"],
-    Role.AUDITOR: ["/mailboxes/{ann}/", "/waves/{wave}/"],
+    Role.AUDITOR: ["/mailboxes/{ann}/", "/waves/{wave}/", "/mailboxes/readiness/report/"],
     Role.ADMIN: [
         "/mailboxes/{ann}/",
         "/settings/sign-in-locks/",

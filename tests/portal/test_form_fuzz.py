@@ -115,6 +115,9 @@ def _page_targets(make_user) -> dict[str, tuple[str, list[str]]]:
         "entra_signin_callback": (reverse("entra_signin_callback"), ["code", "state", "error", "error_description",
                                                                       "session_state", "client_info"]),
         "group_mapping_list": (reverse("group_mapping_list"), []),
+        "readiness": (reverse("readiness"), LIST_PAGES["readiness"]),
+        "readiness_report": (reverse("readiness_report"), []),
+        "readiness_export": (reverse("readiness_export"), []),
     }  # fmt: skip
 
 
@@ -127,7 +130,7 @@ _PAGE_NAMES = [
     "mailbox_export", "mailbox_detail", "change_edit", "mailbox_changes", "wave_list", "wave_detail", "wave_preflight",
     "wave_progress", "wave_results_export", "wave_members", "bulk_upload", "bulk_detail", "mailbox_writeback",
     "drift", "inventory", "connections", "role_list", "signin_locks", "entra_signin_start", "entra_signin_callback",
-    "group_mapping_list",
+    "group_mapping_list", "readiness", "readiness_report", "readiness_export",
 ]  # fmt: skip
 
 

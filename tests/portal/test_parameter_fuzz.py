@@ -74,6 +74,7 @@ LIST_PAGES = {
     "role_list": [],
     "group_mapping_list": [],
     "bulk_upload": [],
+    "readiness": [],  # reads no parameter: the figures cover the user's scope
 }
 # The parameters read as a cursor, a page or a number, each sent every crafted value below as it is.
 NUMERIC_PARAMS = [
