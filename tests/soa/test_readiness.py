@@ -266,3 +266,13 @@ def test_dashboard_counts_link_to_the_page(client, people, seeded):
     assert f'href="{reverse("readiness")}"' in text
     client.force_login(people["helpdesk"])
     assert reverse("readiness") not in client.get(reverse("dashboard")).content.decode()
+
+
+def test_the_demo_seeds_five_weeks_of_history_once(client, people, seeded):
+    from sandbox.demo_readiness import DAYS, demo_readiness_seed
+
+    assert demo_readiness_seed(say=lambda _line: None) == DAYS
+    assert demo_readiness_seed(say=lambda _line: None) == 0  # a restarted demo keeps its history
+    assert ReadinessSnapshot.objects.count() == DAYS + 1
+    _figures_, response = _figures(client, people["auditor"])
+    assert len(response.context["cloud_chart"].dots) == DAYS + 1
