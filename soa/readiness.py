@@ -16,7 +16,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
 
 from soa.choices import CHANGE_OPEN_STATES, WAVE_CLAIMING_STATES, Authority
 from soa.models import ChangeRequest, Mailbox, ReadinessSnapshot, WaveMember
@@ -45,10 +46,11 @@ def advice_for(recipient_type: str) -> str:
 
 # The pre-flight reasons counted for a mailbox still in AD, each with its condition (in SQL) and its label.
 def _blocker_conditions(now: dt.datetime, quiet_period: dt.timedelta) -> dict[str, Q]:
-    in_other_wave = Exists(
-        WaveMember.objects.filter(mailbox=OuterRef("pk"), wave__state__in=WAVE_CLAIMING_STATES, excluded=False)
+    # IN (SELECT ...) rather than EXISTS: PostgreSQL hashes the small subquery once instead of probing it per row.
+    in_other_wave = Q(
+        pk__in=WaveMember.objects.filter(wave__state__in=WAVE_CLAIMING_STATES, excluded=False).values("mailbox_id")
     )
-    open_change = Exists(ChangeRequest.objects.filter(mailbox=OuterRef("pk"), state__in=CHANGE_OPEN_STATES))
+    open_change = Q(pk__in=ChangeRequest.objects.filter(state__in=CHANGE_OPEN_STATES).values("mailbox_id"))
     return {
         Code.NOT_DIR_SYNCED: Q(is_dir_synced=False),
         Code.UNSUPPORTED_RECIPIENT_TYPE: ~Q(recipient_type_details__in=SUPPORTED_RECIPIENT_TYPES),
@@ -216,16 +218,25 @@ MANUAL_CONDITIONS = (
 
 
 def snapshot_take(figures: dict[str, Any], *, day: dt.date) -> ReadinessSnapshot:
-    """Record ``figures`` as the snapshot of ``day`` (a second snapshot the same day replaces the first)."""
+    """Record ``figures`` as the snapshot of ``day``: a later one the same day replaces it (the day keeps its last)."""
     snapshot, _ = ReadinessSnapshot.objects.update_or_create(
         day=day,
         defaults={
+            "taken_at": timezone.now(),
             "total": figures["total"], "cloud": figures["cloud"], "on_prem": figures["on_prem"],
             "drifted": figures["drifted"], "open_drift": figures["open_drift"],
             "failed_writebacks": figures["failed_writebacks"], "figures": figures,
         },
     )  # fmt: skip
     return snapshot
+
+
+def latest_snapshot(*, max_age: dt.timedelta, now: dt.datetime | None = None) -> ReadinessSnapshot | None:
+    """The newest snapshot, when it was taken within ``max_age`` (a zero age: never)."""
+    if max_age <= dt.timedelta(0):
+        return None
+    since = (now or timezone.now()) - max_age
+    return ReadinessSnapshot.objects.filter(taken_at__gte=since).order_by("-taken_at").first()
 
 
 def trend(*, today: dt.date, days: int = TREND_DAYS) -> list[ReadinessSnapshot]:

@@ -276,3 +276,20 @@ def test_the_demo_seeds_five_weeks_of_history_once(client, people, seeded):
     assert ReadinessSnapshot.objects.count() == DAYS + 1
     _figures_, response = _figures(client, people["auditor"])
     assert len(response.context["cloud_chart"].dots) == DAYS + 1
+
+
+def test_tenant_wide_users_see_the_recent_snapshot_and_scoped_users_a_fresh_measurement(client, people, settings):
+    make_mailbox("Ann Archer")
+    readiness_snapshot_take()
+    make_mailbox("Bob Baker")  # after the snapshot
+    figures, _ = _figures(client, people["admin"])
+    assert figures["total"] == 1  # the snapshot, pre-aggregated: no scan of the mailboxes
+    figures, _ = _figures(client, people["sales_op"])
+    assert figures["total"] == 2  # a scope of its own is measured now
+    ReadinessSnapshot.objects.update(taken_at=timezone.now() - dt.timedelta(minutes=61))
+    figures, _ = _figures(client, people["admin"])
+    assert figures["total"] == 2  # too old: measured now
+    settings.READINESS_SNAPSHOT_MAX_AGE_MINUTES = 0
+    readiness_snapshot_take()
+    make_mailbox("Cid Cole")
+    assert _figures(client, people["admin"])[0]["total"] == 3

@@ -1,9 +1,10 @@
-"""The daily readiness snapshot: the tenant-wide decommission readiness figures (soa.readiness) recorded once a day,
-which the readiness page's trend draws.
+"""The readiness snapshot: the tenant-wide decommission readiness figures (soa.readiness), measured in the background
+so the page need not scan a million mailboxes per view, and kept one per day for the page's trend.
 
-One self-renewing chain (writeback.jobs.chain), a tick every READINESS_SNAPSHOT_INTERVAL_MINUTES (1440: daily; 0:
-off), started by ``manage.py readiness_snapshot_schedule`` and armed by every worker (writeback.periodic). A tick
-on a day that already has a snapshot replaces it, so a restarted chain never leaves two for one day.
+One self-renewing chain (writeback.jobs.chain), a tick every READINESS_SNAPSHOT_INTERVAL_MINUTES (15; 0: off),
+started by ``manage.py readiness_snapshot_schedule`` and armed by every worker (writeback.periodic). Each tick
+replaces the day's snapshot, so the trend holds each day's last measurement and a restarted chain never leaves two
+for one day.
 """
 
 from __future__ import annotations

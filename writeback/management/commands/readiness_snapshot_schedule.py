@@ -1,4 +1,4 @@
-"""manage.py readiness_snapshot_schedule: make sure the daily readiness snapshot is scheduled (idempotent)."""
+"""manage.py readiness_snapshot_schedule: make sure the periodic readiness snapshot is scheduled (idempotent)."""
 
 from django.core.management.base import BaseCommand
 
