@@ -129,7 +129,12 @@ def main() -> None:
     )
     today = timezone.now().date()
     ReadinessSnapshot.objects.bulk_create(
-        ReadinessSnapshot(day=today - dt.timedelta(days=back), total=args.mailboxes, cloud=args.mailboxes // (back + 1))
+        ReadinessSnapshot(
+            day=today - dt.timedelta(days=back),
+            taken_at=timezone.now() - dt.timedelta(days=back),
+            total=args.mailboxes,
+            cloud=args.mailboxes // (back + 1),
+        )
         for back in range(1, 36)
     )
     if connection.vendor == "postgresql":

@@ -33,8 +33,8 @@ def demo_readiness_seed(*, say=print) -> int:
         cloud = int(today_snapshot.cloud * share * share)  # slow pilots first, then whole OUs
         drift = max(0, int(today_snapshot.open_drift + 6 * share * (1 - share) * 4 + (back % 5 == 0) * 3))
         history.append(ReadinessSnapshot(
-            day=today - dt.timedelta(days=back), taken_at=timezone.now(), total=total, cloud=cloud,
-            on_prem=total - cloud, drifted=drift, open_drift=drift, failed_writebacks=0,
+            day=today - dt.timedelta(days=back), taken_at=timezone.now() - dt.timedelta(days=back), total=total,
+            cloud=cloud, on_prem=total - cloud, drifted=drift, open_drift=drift, failed_writebacks=0,
         ))  # fmt: skip
     ReadinessSnapshot.objects.bulk_create(history)
     say(f"Readiness trend: {len(history)} earlier daily snapshots seeded before today's ({today_snapshot.cloud} of "

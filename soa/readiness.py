@@ -236,7 +236,8 @@ def latest_snapshot(*, max_age: dt.timedelta, now: dt.datetime | None = None) ->
     if max_age <= dt.timedelta(0):
         return None
     since = (now or timezone.now()) - max_age
-    return ReadinessSnapshot.objects.filter(taken_at__gte=since).order_by("-taken_at").first()
+    # A snapshot without its figures (one made by hand, or a demo's invented history) only feeds the trend.
+    return ReadinessSnapshot.objects.filter(taken_at__gte=since).exclude(figures={}).order_by("-taken_at").first()
 
 
 def trend(*, today: dt.date, days: int = TREND_DAYS) -> list[ReadinessSnapshot]:
