@@ -81,43 +81,50 @@ def measure(
     ``writeback`` holds ``open_drift`` (open drift findings) and ``failed_writebacks`` (tasks in FAILED), counted
     by the caller over the same scope.
     """
-    remaining = Q(authority=Authority.ON_PREM)
     conditions = _blocker_conditions(now, quiet_period)
-    aggregates = {
-        "total": Count("id"),
-        "cloud": Count("id", filter=Q(authority=Authority.CLOUD)),
-        "on_prem": Count("id", filter=remaining),
+    # One scan: every count per (OU, type, authority) group, summed here into the totals, the type table and the OU
+    # table. A group's authority and type are fixed, so the blocker counts of cloud groups are simply not added.
+    counts = {
+        "n": Count("id"),
         "drifted": Count("id", filter=Q(has_drift=True)),
-        # §7.3's inventory: dir-synced mailboxes of the types the flag covers that are not cloud-managed yet.
-        "synced_not_moved": Count(
-            "id", filter=remaining & Q(is_dir_synced=True, recipient_type_details__in=SUPPORTED_RECIPIENT_TYPES)
-        ),
+        "synced": Count("id", filter=Q(is_dir_synced=True)),
         "not_in_exo": Count("id", filter=Q(in_exo=False, in_ad=True)),
-        "unsupported": Count("id", filter=conditions[Code.UNSUPPORTED_RECIPIENT_TYPE]),
-        "ready": Count("id", filter=remaining & ~_any(conditions.values())),
+        "ready": Count("id", filter=~_any(conditions.values())),
+        **{f"blocked_{code}": Count("id", filter=condition) for code, condition in conditions.items()},
     }
-    for code, condition in conditions.items():
-        aggregates[f"blocked_{code}"] = Count("id", filter=remaining & condition)
-    totals = mailboxes.aggregate(**aggregates)
-    blockers = [
-        {"code": str(code), "label": BLOCKER_LABELS[code], "count": totals.pop(f"blocked_{code}")}
-        for code in conditions
-    ]
+    groups = mailboxes.order_by().values("ou_norm", "recipient_type_details", "authority").annotate(**counts)
+    totals = dict.fromkeys(
+        ("total", "cloud", "on_prem", "drifted", "synced_not_moved", "not_in_exo", "unsupported", "ready"), 0
+    )
+    blocked = dict.fromkeys(conditions, 0)
+    types: dict[str, dict[str, int]] = {}
+    ous: dict[str, dict[str, int]] = {}
+    for group in groups:
+        n, kind, cloud = group["n"], group["recipient_type_details"] or "", group["authority"] == Authority.CLOUD
+        supported = kind in SUPPORTED_RECIPIENT_TYPES
+        totals["total"] += n
+        totals["drifted"] += group["drifted"]
+        totals["not_in_exo"] += group["not_in_exo"]
+        totals["unsupported"] += 0 if supported else n
+        if cloud:
+            totals["cloud"] += n
+        else:
+            totals["on_prem"] += n
+            totals["ready"] += group["ready"]
+            # §7.3's inventory: dir-synced mailboxes of the types the flag covers that are not cloud-managed yet.
+            totals["synced_not_moved"] += group["synced"] if supported else 0
+            for code in conditions:
+                blocked[code] += group[f"blocked_{code}"]
+        for table, key in ((types, kind), (ous, group["ou_norm"])):
+            row = table.setdefault(key, {"cloud": 0, "on_prem": 0, "total": 0})
+            row["cloud" if cloud else "on_prem"] += n
+            row["total"] += n
+    blockers = [{"code": str(code), "label": BLOCKER_LABELS[code], "count": blocked[code]} for code in conditions]
     by_type = [
-        {"recipient_type": row["recipient_type_details"] or "", "cloud": row["cloud"], "on_prem": row["on_prem"],
-         "total": row["total"], "supported": row["recipient_type_details"] in SUPPORTED_RECIPIENT_TYPES}
-        for row in mailboxes.order_by().values("recipient_type_details").annotate(
-            total=Count("id"), cloud=Count("id", filter=Q(authority=Authority.CLOUD)),
-            on_prem=Count("id", filter=remaining),
-        ).order_by("recipient_type_details")
-    ]  # fmt: skip
-    by_ou = [
-        {"ou": row["ou_norm"], "cloud": row["cloud"], "on_prem": row["on_prem"], "total": row["total"]}
-        for row in mailboxes.order_by().values("ou_norm").annotate(
-            total=Count("id"), cloud=Count("id", filter=Q(authority=Authority.CLOUD)),
-            on_prem=Count("id", filter=remaining),
-        ).order_by("-on_prem", "ou_norm")
-    ]  # fmt: skip
+        {"recipient_type": kind, **row, "supported": kind in SUPPORTED_RECIPIENT_TYPES}
+        for kind, row in sorted(types.items())
+    ]
+    by_ou = [{"ou": ou, **row} for ou, row in sorted(ous.items(), key=lambda item: (-item[1]["on_prem"], item[0]))]
     unsupported = [
         {"recipient_type": row["recipient_type"] or "unknown", "count": row["total"],
          "advice": advice_for(row["recipient_type"])}
