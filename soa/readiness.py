@@ -195,7 +195,8 @@ def checklist(figures: dict[str, Any]) -> list[ChecklistItem]:
             "§7.3, §1.1",
             unsupported == 0,
             f"{unsupported:,} recipients of types the portal cannot move are in the inventory; their SOA must be "
-            "moved and checked outside the portal.",
+            "moved and checked outside the portal. The inventory reads mailboxes and AD users only: confirm groups "
+            "and contacts in Microsoft Graph.",
             "readiness",
             "#unsupported",
         ),
