@@ -293,3 +293,18 @@ def test_tenant_wide_users_see_the_recent_snapshot_and_scoped_users_a_fresh_meas
     readiness_snapshot_take()
     make_mailbox("Cid Cole")
     assert _figures(client, people["admin"])[0]["total"] == 3
+
+
+def test_the_snapshot_command_takes_one_now_or_schedules_the_chain(settings):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    make_mailbox("Ann Archer")
+    out = StringIO()
+    call_command("readiness_snapshot_schedule", "--now", stdout=out)
+    assert "Took the readiness snapshot" in out.getvalue()
+    assert ReadinessSnapshot.objects.get().figures["total"] == 1
+    settings.READINESS_SNAPSHOT_INTERVAL_MINUTES = 0
+    call_command("readiness_snapshot_schedule", stdout=out)
+    assert "nothing was scheduled" in out.getvalue()
