@@ -11,6 +11,7 @@ NAVIGATION: list[tuple[str, str, Action | tuple[Action, ...] | None]] = [
     ("Dashboard", "dashboard", None),
     ("Mailboxes", "mailbox_list", Action.MAILBOX_VIEW),
     ("Waves", "wave_list", Action.WAVE_VIEW),
+    ("Readiness", "readiness", Action.WAVE_VIEW),
     # Help desk and operators make bulk edits; administrators see and control everyone's (soa.services.change_batches).
     ("Bulk edits", "bulk_upload", (Action.BULK_EDIT, Action.PORTAL_CONFIGURE)),
     ("Audit log", "audit_list", Action.AUDIT_VIEW),

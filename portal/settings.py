@@ -265,6 +265,14 @@ DRIFT_SCAN_INTERVAL_MINUTES = env.int("DRIFT_SCAN_INTERVAL_MINUTES", default=60)
 DRIFT_FULL_SCAN_INTERVAL_HOURS = env.int("DRIFT_FULL_SCAN_INTERVAL_HOURS", default=24)
 DRIFT_AUTO_REPAIR = env.bool("DRIFT_AUTO_REPAIR", default=False)
 
+# Decommission readiness (soa/views_readiness.py, writeback/jobs/readiness.py). The tenant is measured every
+# READINESS_SNAPSHOT_INTERVAL_MINUTES (0: off) into the day's snapshot (the trend keeps each day's last); tenant-wide
+# users are shown it while younger than READINESS_SNAPSHOT_MAX_AGE_MINUTES (0: never), everyone else a measurement
+# of their scope, reused for READINESS_CACHE_SECONDS (0: measured at every view).
+READINESS_CACHE_SECONDS = env.int("READINESS_CACHE_SECONDS", default=300)
+READINESS_SNAPSHOT_INTERVAL_MINUTES = env.int("READINESS_SNAPSHOT_INTERVAL_MINUTES", default=15)
+READINESS_SNAPSHOT_MAX_AGE_MINUTES = env.int("READINESS_SNAPSHOT_MAX_AGE_MINUTES", default=60)
+
 # Pilot waves. The quiet period is one 30-minute sync cycle plus 24 hours (Microsoft's advice before a flip);
 # the ceiling is Microsoft's writeback limit at GA on 2026-08-03 (exchange-facts §1.10: 600,000; 200,000 in preview).
 WAVE_APPROVAL_DAYS = env.int("WAVE_APPROVAL_DAYS", default=7)

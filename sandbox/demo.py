@@ -3,7 +3,8 @@
 Starts the sandbox directory with generated users, the Exchange Online + Entra ID emulator synced from it, a
 private Redis (unless REDIS_URL is given), migrates the SQLite database, creates one account per role, imports
 the inventory (and with it the accepted domains), builds the demo's pilot waves (sandbox.demo_waves: one completed,
-one awaiting approval, one draft), schedules the periodic wave sweep, inventory imports and accepted domains refresh,
+one awaiting approval, one draft) and five weeks of readiness snapshots (sandbox.demo_readiness), schedules the
+periodic wave sweep, inventory imports and accepted domains refresh,
 then runs an RQ worker (with its scheduler) and the web server (gunicorn) as children and prints the URL and logins.
 """
 
@@ -194,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
             [sys.executable, "-m", "sandbox.demo_waves"], env={**env, "WAVE_QUIET_PERIOD_HOURS": "0"}, cwd=ROOT,
             check=True,
         )  # fmt: skip
+        # Five weeks of readiness snapshots before today's measured one, so the readiness page draws a trend.
+        subprocess.run([sys.executable, "-m", "sandbox.demo_readiness"], env=env, cwd=ROOT, check=True)
+        _manage(env, "readiness_snapshot_schedule")  # today's and every later day's snapshot
         _manage(env, "wave_sweep_schedule")  # the worker's scheduler runs it every WAVE_SWEEP_INTERVAL seconds
         _manage(env, "inventory_schedule")  # incremental imports hourly and a weekly full one, as in production
         # The import above read the accepted domains (editing needs them); this keeps them fresh.

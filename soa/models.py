@@ -515,3 +515,26 @@ class ChangeBatchLine(models.Model):
 
     def __str__(self) -> str:
         return f"line {self.number} of bulk edit #{self.batch_id}"
+
+
+class ReadinessSnapshot(models.Model):
+    """The decommission readiness figures of one day (soa.readiness), tenant-wide: what the page's trend draws.
+
+    The counts the trend needs are columns; ``figures`` keeps the whole measurement as the page showed it.
+    """
+
+    day = models.DateField(unique=True)
+    taken_at = models.DateTimeField(default=timezone.now)
+    total = models.PositiveIntegerField(default=0)
+    cloud = models.PositiveIntegerField(default=0, help_text="cloud-managed mailboxes")
+    on_prem = models.PositiveIntegerField(default=0, help_text="mailboxes still mastered in AD")
+    drifted = models.PositiveIntegerField(default=0, help_text="mailboxes whose two sides differed at the inventory")
+    open_drift = models.PositiveIntegerField(default=0, help_text="open drift findings")
+    failed_writebacks = models.PositiveIntegerField(default=0)
+    figures = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-day"]
+
+    def __str__(self) -> str:
+        return f"Readiness on {self.day}"

@@ -1,10 +1,13 @@
 from django.urls import path
 
-from soa import views, views_changes, views_history
+from soa import views, views_changes, views_history, views_readiness
 
 urlpatterns = [
     path("", views.mailbox_list_view, name="mailbox_list"),
     path("export.csv", views.mailbox_export_view, name="mailbox_export"),
+    path("readiness/", views_readiness.readiness_view, name="readiness"),
+    path("readiness/report/", views_readiness.readiness_report_view, name="readiness_report"),
+    path("readiness/export.csv", views_readiness.readiness_export_view, name="readiness_export"),
     path("<int:pk>/", views.mailbox_detail_view, name="mailbox_detail"),
     path("<int:pk>/history/", views_history.mailbox_timeline_view, name="mailbox_timeline"),
     path("<int:pk>/history/as-of/", views_history.mailbox_as_of_view, name="mailbox_as_of"),

@@ -24,6 +24,8 @@ from writeback.jobs.audit import interval_seconds as audit_head_seconds
 from writeback.jobs.chain import Chain
 from writeback.jobs.drift import CHAIN as DRIFT_CHAIN
 from writeback.jobs.drift import interval_seconds as drift_seconds
+from writeback.jobs.readiness import CHAIN as READINESS_CHAIN
+from writeback.jobs.readiness import interval_seconds as readiness_seconds
 from writeback.wave_schedule import CHAIN as SWEEP_CHAIN
 from writeback.wave_schedule import sweep_seconds
 
@@ -52,6 +54,7 @@ PERIODIC: tuple[Periodic, ...] = (
     Periodic(ACCEPTED_DOMAINS_CHAIN, accepted_domains_seconds, "accepted_domains_schedule"),
     Periodic(DRIFT_CHAIN, drift_seconds, "drift_scan_schedule"),
     Periodic(AUDIT_HEAD_CHAIN, audit_head_seconds, "audit_head_schedule"),
+    Periodic(READINESS_CHAIN, readiness_seconds, "readiness_snapshot_schedule"),
 )
 
 

@@ -2,9 +2,11 @@
 
 from collections.abc import Iterable
 
+from django.db.models import Exists, OuterRef, QuerySet
+
 from soa.models import Mailbox
 from soa.selectors import mailbox_list
-from writeback.models import WritebackTask
+from writeback.models import DriftFinding, WritebackTask
 
 
 def writeback_tasks_of(*, user, mailbox: Mailbox, task_ids: Iterable[int]) -> dict[int, WritebackTask]:
@@ -15,3 +17,17 @@ def writeback_tasks_of(*, user, mailbox: Mailbox, task_ids: Iterable[int]) -> di
         return {}
     tasks = WritebackTask.objects.filter(pk__in=ids, mailbox_id=mailbox.pk, mailbox__in=mailbox_list(user=user))
     return {task.pk: task for task in tasks}
+
+
+def readiness_writeback_counts(mailboxes: QuerySet[Mailbox]) -> dict[str, int]:
+    """What the readiness page (soa.readiness.measure) needs of the writeback, over ``mailboxes``: open drift
+    findings, and failed writebacks that no later writeback of the same mailbox made good."""
+    findings = DriftFinding.objects.filter(resolved_at__isnull=True)
+    failed = WritebackTask.objects.filter(state=WritebackTask.State.FAILED).exclude(
+        Exists(WritebackTask.objects.filter(mailbox=OuterRef("mailbox"), state=WritebackTask.State.DONE,
+                                            id__gt=OuterRef("id")))
+    )  # fmt: skip
+    if mailboxes.query.where:  # a scoped user: a tenant-wide one needs no join with a million mailboxes
+        findings = findings.filter(mailbox__in=mailboxes.values("pk"))
+        failed = failed.filter(mailbox__in=mailboxes.values("pk"))
+    return {"open_drift": findings.count(), "failed_writebacks": failed.count()}

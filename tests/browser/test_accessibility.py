@@ -37,6 +37,7 @@ EXTRA_PAGES = {
         "/mailboxes/{ann}/history/as-of/?at={now}",
         "/mailboxes/{ann}/history/as-of/?at=2999-01-01",
         "/mailboxes/{ann}/history/compare/?earlier=2020-01-01&later={now}",
+        "/mailboxes/readiness/report/",
     ],
     Role.ADMIN: [
         "/mailboxes/{ann}/",

@@ -11,13 +11,14 @@ pytestmark = pytest.mark.browser
 
 EXPECTED_NAV = {
     Role.HELPDESK: ["Dashboard", "Mailboxes", "Bulk edits", "Drift"],
-    Role.WAVE_OPERATOR: ["Dashboard", "Mailboxes", "Waves", "Bulk edits"],
-    Role.APPROVER: ["Dashboard", "Mailboxes", "Waves"],
-    Role.AUDITOR: ["Dashboard", "Mailboxes", "Waves", "Audit log", "Drift"],
+    Role.WAVE_OPERATOR: ["Dashboard", "Mailboxes", "Waves", "Readiness", "Bulk edits"],
+    Role.APPROVER: ["Dashboard", "Mailboxes", "Waves", "Readiness"],
+    Role.AUDITOR: ["Dashboard", "Mailboxes", "Waves", "Readiness", "Audit log", "Drift"],
     Role.ADMIN: [
         "Dashboard",
         "Mailboxes",
         "Waves",
+        "Readiness",
         "Bulk edits",
         "Audit log",
         "Drift",

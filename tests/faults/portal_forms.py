@@ -407,6 +407,7 @@ NO_FORM = {
     "dashboard": "a page", "login": "the sign-in form: each sign-in is its own, throttled and audited "
     "(tests/portal/test_signin.py)", "healthz": "a probe", "audit_list": "a page", "audit_export": "a download",
     "mailbox_export": "a download", "wave_results_export": "a download",
+    "readiness": "a page", "readiness_report": "a page laid out for printing", "readiness_export": "a download",
     "audit_verification": "polls a verification's result", "mailbox_list": "a page", "mailbox_detail": "a page",
     "change_edit": "opens an editor", "mailbox_changes": "a card the page polls", "wave_list": "a page",
     "wave_detail": "a page", "wave_preflight": "reads only: runs pre-flight and shows it",

@@ -118,6 +118,9 @@ def _page_targets(make_user) -> dict[str, tuple[str, list[str]]]:
         "mailbox_timeline": (reverse("mailbox_timeline", args=[mailbox.pk]), ["before"]),
         "mailbox_as_of": (reverse("mailbox_as_of", args=[mailbox.pk]), ["at"]),
         "mailbox_compare": (reverse("mailbox_compare", args=[mailbox.pk]), ["earlier", "later"]),
+        "readiness": (reverse("readiness"), LIST_PAGES["readiness"]),
+        "readiness_report": (reverse("readiness_report"), []),
+        "readiness_export": (reverse("readiness_export"), []),
     }  # fmt: skip
 
 
@@ -130,7 +133,8 @@ _PAGE_NAMES = [
     "mailbox_export", "mailbox_detail", "change_edit", "mailbox_changes", "wave_list", "wave_detail", "wave_preflight",
     "wave_progress", "wave_results_export", "wave_members", "bulk_upload", "bulk_detail", "mailbox_writeback",
     "drift", "inventory", "connections", "role_list", "signin_locks", "entra_signin_start", "entra_signin_callback",
-    "group_mapping_list", "mailbox_timeline", "mailbox_as_of", "mailbox_compare",
+    "group_mapping_list", "mailbox_timeline", "mailbox_as_of", "mailbox_compare", "readiness", "readiness_report",
+    "readiness_export",
 ]  # fmt: skip
 
 

@@ -89,6 +89,7 @@ LIST_PAGES = {
     "mailbox_timeline": ["before"],
     "mailbox_as_of": ["at"],
     "mailbox_compare": ["earlier", "later"],
+    "readiness": [],  # reads no parameter: the figures cover the user's scope
 }
 # The parameters read as a cursor, a page or a number, each sent every crafted value below as it is.
 NUMERIC_PARAMS = [

@@ -34,13 +34,14 @@ NON_ADMIN_ROLES = [role for role in Role if role is not Role.ADMIN]
 # role table that changes what people see makes this test fail and get looked at.
 NAVIGATION = {
     Role.HELPDESK: ["Dashboard", "Mailboxes", "Bulk edits", "Drift"],
-    Role.WAVE_OPERATOR: ["Dashboard", "Mailboxes", "Waves", "Bulk edits"],
-    Role.APPROVER: ["Dashboard", "Mailboxes", "Waves"],
-    Role.AUDITOR: ["Dashboard", "Mailboxes", "Waves", "Audit log", "Drift"],
+    Role.WAVE_OPERATOR: ["Dashboard", "Mailboxes", "Waves", "Readiness", "Bulk edits"],
+    Role.APPROVER: ["Dashboard", "Mailboxes", "Waves", "Readiness"],
+    Role.AUDITOR: ["Dashboard", "Mailboxes", "Waves", "Readiness", "Audit log", "Drift"],
     Role.ADMIN: [
         "Dashboard",
         "Mailboxes",
         "Waves",
+        "Readiness",
         "Bulk edits",
         "Audit log",
         "Drift",

@@ -110,6 +110,10 @@ def test_demo_serves_every_role_and_stops_everything_on_ctrl_c(demo):
         dashboard = session.get(base, timeout=10)
         assert "<h1>Dashboard</h1>" in dashboard.text
         assert ("Background jobs" in dashboard.text) is (username == "admin")
+    # The readiness page draws a trend from the seeded weeks of snapshots and today's measured one.
+    readiness = _login(base, "admin", logins["admin"]).get(base + "mailboxes/readiness/", timeout=10)
+    assert readiness.status_code == 200 and 'data-testid="rd-chart-cloud"' in readiness.text
+    assert readiness.text.count('<th scope="row">20') >= 30  # a row per snapshot day in the trend's table
     # Entra ID through the emulator by default: the help desk group gives its scoped role, "All Staff" gives none.
     signed_in = _entra_login(base, var_dir, "helpdesk")
     assert signed_in.url == base and "<h1>Dashboard</h1>" in signed_in.text and "helpdesk@" in signed_in.text
