@@ -9,13 +9,17 @@ values it was checked against), then the inventory reading a new value that an a
 import time
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from portal.roles import Role
+from soa.choices import Authority
 from soa.models import Mailbox
+from soa.services.accepted_domains import accepted_domains_replace
 from soa.services.changes import change_request_create
 from tests.browser.conftest import serious_violations
-from tests.soa.test_wave_support import make_mailbox, submitted_wave
+from tests.soa.test_undo import applied_edit
+from tests.soa.test_wave_support import DOMAIN, make_mailbox, submitted_wave
 
 pytestmark = pytest.mark.browser
 
@@ -88,3 +92,28 @@ def test_auditor_reads_the_timeline_a_past_moment_and_a_comparison(
     assert "Custom attribute 1" in text and "staff" in text and "contractor" in text
     screenshot("compare")
     assert serious_violations(page, axe_source) == []
+
+
+def test_help_desk_finds_the_undo_of_its_edit_on_the_timeline(
+    live_server, page, screenshot, make_user, sign_in, axe_source
+):
+    """Help desk has no audit list: the timeline's link is its way to undo an edit, at both widths."""
+    with transaction.atomic():
+        accepted_domains_replace(domains=[{"DomainName": DOMAIN, "DomainType": "Authoritative", "Default": True}],
+                                 fetched_at=timezone.now())  # fmt: skip
+    tess = make_mailbox("Tess Timeline", authority=Authority.CLOUD)
+    event = applied_edit(make_user("hugo", Role.HELPDESK), tess)
+    sign_in("hugo")
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 800})
+        page.goto(f"{live_server.url}/mailboxes/{tess.pk}/history/")
+        row = page.locator(f"#event-{event.pk}")
+        row.locator("summary").click()
+        link = row.get_by_test_id("event-undo")
+        link.wait_for()
+        screenshot(f"timeline-{width}")
+        assert serious_violations(page, axe_source) == []
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+    link.click()
+    page.wait_for_url(f"{live_server.url}/audit/events/{event.pk}/undo/")
+    screenshot("undo-page-390")
