@@ -16,10 +16,10 @@ from django.db import transaction
 
 from portal.audit import audit_record
 from portal.dn import InvalidDn, normalize_dn
-from portal.limits import SCOPES_MAX_LENGTH, too_long
+from portal.limits import too_long
 from portal.models import GroupRoleMapping, RoleAssignment, RoleScope, User
-from portal.roles import INCOMPATIBLE_ROLES, TENANT_WIDE_ROLES, Action, Role, may
-from portal.services import PortalError, _clean_reason, _snapshot, _sync_user_flags, is_last_admin
+from portal.roles import INCOMPATIBLE_ROLES, Action, Role, may
+from portal.services import PortalError, _clean_reason, _snapshot, _sync_user_flags, clean_scopes, is_last_admin
 
 DISPLAY_NAME_MAX_LENGTH = 256
 
@@ -59,22 +59,8 @@ def clean_group_id(value: str) -> str:
 
 
 def _clean_scopes(role: Role, tenant_wide: bool, scopes: Iterable[str]) -> list[str]:
-    scopes = list(dict.fromkeys(dn.strip() for dn in scopes if dn.strip()))
-    problem = too_long("\n".join(scopes), SCOPES_MAX_LENGTH, "The list of OU scopes")
-    if problem:
-        raise PortalError(problem)
-    if role in TENANT_WIDE_ROLES and not tenant_wide:
-        raise PortalError(f"The {role} role acts on the whole tenant; it cannot be limited to OUs.")
-    if tenant_wide and scopes:
-        raise PortalError("A tenant-wide mapping cannot also list OU scopes; choose one or the other.")
-    if not tenant_wide and not scopes:
-        raise PortalError("Give at least one OU scope, or make the mapping tenant-wide.")
-    for dn in scopes:
-        try:
-            normalize_dn(dn)
-        except InvalidDn as exc:
-            raise PortalError(f"OU scope rejected: {exc}") from None
-    return scopes
+    """The mapping's OU scopes, checked as a person's assignment's are; one spelling for each OU."""
+    return list(clean_scopes(role, tenant_wide, scopes, what="mapping").values())
 
 
 @transaction.atomic

@@ -56,6 +56,28 @@ def _sync_user_flags(user: User) -> None:
         user.save(update_fields=["is_staff"])
 
 
+def clean_scopes(role: Role, tenant_wide: bool, scopes: Iterable[str], *, what: str) -> dict[str, str]:
+    """The OU scopes of a role's ``what`` (an assignment, a group mapping) checked against the role, by normal form
+    (the first spelling of each kept); PortalError names the problem."""
+    scopes = [dn.strip() for dn in scopes if dn.strip()]
+    problem = too_long("\n".join(scopes), SCOPES_MAX_LENGTH, "The list of OU scopes")
+    if problem:
+        raise PortalError(problem)
+    if role in TENANT_WIDE_ROLES and not tenant_wide:
+        raise PortalError(f"The {role} role acts on the whole tenant; it cannot be limited to OUs.")
+    if tenant_wide and scopes:
+        raise PortalError(f"A tenant-wide {what} cannot also list OU scopes; choose one or the other.")
+    if not tenant_wide and not scopes:
+        raise PortalError(f"Give at least one OU scope, or make the {what} tenant-wide.")
+    normalised: dict[str, str] = {}
+    for dn in scopes:
+        try:
+            normalised.setdefault(normalize_dn(dn), dn)
+        except InvalidDn as exc:
+            raise PortalError(f"OU scope rejected: {exc}") from None
+    return normalised
+
+
 @transaction.atomic
 def role_assign(
     *,
@@ -70,22 +92,7 @@ def role_assign(
     _require_configure(actor, user)
     role = Role(role)
     reason = _clean_reason(reason)
-    scopes = [dn.strip() for dn in scopes if dn.strip()]
-    problem = too_long("\n".join(scopes), SCOPES_MAX_LENGTH, "The list of OU scopes")
-    if problem:
-        raise PortalError(problem)
-    if role in TENANT_WIDE_ROLES and not tenant_wide:
-        raise PortalError(f"The {role} role acts on the whole tenant; it cannot be limited to OUs.")
-    if tenant_wide and scopes:
-        raise PortalError("A tenant-wide assignment cannot also list OU scopes; choose one or the other.")
-    if not tenant_wide and not scopes:
-        raise PortalError("Give at least one OU scope, or make the assignment tenant-wide.")
-    normalised: dict[str, str] = {}
-    for dn in scopes:
-        try:
-            normalised.setdefault(normalize_dn(dn), dn)
-        except InvalidDn as exc:
-            raise PortalError(f"OU scope rejected: {exc}") from None
+    normalised = clean_scopes(role, tenant_wide, scopes, what="assignment")
     held = set(user.role_assignments.exclude(role__name=role).values_list("role__name", flat=True))
     for other in held:
         if frozenset({role, Role(other)}) in INCOMPATIBLE_ROLES:
