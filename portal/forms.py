@@ -47,10 +47,10 @@ class AuditFilterForm(forms.Form):
         return cleaned
 
 
-class RoleAssignForm(forms.Form):
-    """Grant a role to a user, tenant-wide or limited to OU subtrees (one DN per line)."""
+class RoleScopeFields(forms.Form):
+    """A role, where it applies (tenant-wide or OU subtrees, one DN per line) and why: what a person's assignment
+    and a group's mapping both ask for, after the fields naming who gets it."""
 
-    user = forms.ModelChoiceField(queryset=get_user_model().objects.filter(is_active=True).order_by("username"))
     role = forms.ChoiceField(choices=[(role.value, role.value) for role in Role])
     tenant_wide = forms.BooleanField(required=False, label="Tenant-wide (every OU)")
     scopes = forms.CharField(
@@ -63,6 +63,13 @@ class RoleAssignForm(forms.Form):
 
     def clean_scopes(self) -> list[str]:
         return [line.strip() for line in self.cleaned_data["scopes"].splitlines() if line.strip()]
+
+
+class RoleAssignForm(RoleScopeFields):
+    """Grant a role to a user, tenant-wide or limited to OU subtrees (one DN per line)."""
+
+    field_order = ["user"]
+    user = forms.ModelChoiceField(queryset=get_user_model().objects.filter(is_active=True).order_by("username"))
 
 
 class ReasonForm(forms.Form):
@@ -111,24 +118,13 @@ class ThrottledAdminAuthenticationForm(ThrottledLoginMixin, AdminAuthenticationF
     """The sign-in form of /django-admin/ (which django-rq's dashboard is part of)."""
 
 
-class GroupMappingForm(forms.Form):
+class GroupMappingForm(RoleScopeFields):
     """Map an Entra ID group (by object id) to a portal role, tenant-wide or limited to OU subtrees."""
 
+    field_order = ["group_id", "display_name"]
     group_id = forms.CharField(
         max_length=64,
         label="Group object id",
         widget=forms.TextInput(attrs={"placeholder": "0f8fad5b-d9cb-469f-a165-70867728950e"}),
     )
     display_name = forms.CharField(max_length=256, label="Group display name")
-    role = forms.ChoiceField(choices=[(role.value, role.value) for role in Role])
-    tenant_wide = forms.BooleanField(required=False, label="Tenant-wide (every OU)")
-    scopes = forms.CharField(
-        required=False,
-        max_length=SCOPES_MAX_LENGTH,
-        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "OU=Sales,OU=Corp,DC=corp,DC=example,DC=com"}),
-        label="OU scopes, one DN per line",
-    )
-    reason = forms.CharField(max_length=REASON_MAX_LENGTH, label="Reason")
-
-    def clean_scopes(self) -> list[str]:
-        return [line.strip() for line in self.cleaned_data["scopes"].splitlines() if line.strip()]
