@@ -81,9 +81,10 @@ STALE_AFTER = dt.timedelta(minutes=5)
 # How many of the mailbox's earlier writebacks count as "written by the portal" when AD holds their values.
 HISTORY = 5
 # Tasks one job claims and writes together: a modify each, and two searches per GUIDS_PER_SEARCH, on the wire; their
-# rows ended one by one. What a job costs once (the forked work horse, its database connection and LDAP bind, each
-# step's statements) is shared by the batch: with the forking worker a task cost 3.70 ms of CPU in all at 50 and 2.83 ms
-# at 200 (bench/bench_writeback.py, 2 workers). A batch of 200 is written in about half a second.
+# rows ended one by one. What a job costs once (rq's bookkeeping, each step's statements, and with a forking worker the
+# horse, its database connection and LDAP bind) is shared by the batch: with 2 forking workers a task cost 3.70 ms of
+# CPU in all at 50 and 2.83 ms at 200, in runs minutes apart on a busy machine (bench/bench_writeback.py). A batch of
+# 200 is written in under half a second.
 BATCH = 200
 # A batch says it is alive at least this often while it writes (STALE_AFTER is far longer).
 HEARTBEAT_EVERY = 10.0
