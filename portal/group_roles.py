@@ -18,7 +18,7 @@ from portal.audit import audit_record
 from portal.dn import InvalidDn, normalize_dn
 from portal.limits import too_long
 from portal.models import GroupRoleMapping, RoleAssignment, RoleScope, User
-from portal.roles import INCOMPATIBLE_ROLES, Action, Role, may
+from portal.roles import INCOMPATIBLE_ROLES, Action, Role, clashing_role, may
 from portal.services import PortalError, _clean_reason, _snapshot, _sync_user_flags, clean_scopes, is_last_admin
 
 DISPLAY_NAME_MAX_LENGTH = 256
@@ -58,11 +58,6 @@ def clean_group_id(value: str) -> str:
         ) from None
 
 
-def _clean_scopes(role: Role, tenant_wide: bool, scopes: Iterable[str]) -> list[str]:
-    """The mapping's OU scopes, checked as a person's assignment's are; one spelling for each OU."""
-    return list(clean_scopes(role, tenant_wide, scopes, what="mapping").values())
-
-
 @transaction.atomic
 def group_mapping_save(
     *,
@@ -89,16 +84,16 @@ def group_mapping_save(
     problem = too_long(display_name, DISPLAY_NAME_MAX_LENGTH, "The display name")
     if problem:
         raise PortalError(problem)
-    scopes = _clean_scopes(role, tenant_wide, scopes)
+    scopes = list(clean_scopes(role, tenant_wide, scopes, what="mapping").values())  # one spelling an OU
     others = GroupRoleMapping.objects.filter(group_id=group_id).exclude(pk=mapping.pk if mapping else None)
     if others.filter(role__name=role).exists():
         raise PortalError(f"The group {display_name} is already mapped to the {role} role; change that mapping.")
-    for other in others.values_list("role__name", flat=True):
-        if frozenset({role, Role(other)}) in INCOMPATIBLE_ROLES:
-            raise PortalError(
-                f"The group {display_name} is already mapped to the {other} role, which cannot be combined with "
-                f"{role}: an auditor must not also be able to change what they audit."
-            )
+    other = clashing_role(role, others.values_list("role__name", flat=True))
+    if other is not None:
+        raise PortalError(
+            f"The group {display_name} is already mapped to the {other} role, which cannot be combined with "
+            f"{role}: an auditor must not also be able to change what they audit."
+        )
     before = _mapping_snapshot(mapping) if mapping else None
     target = mapping or GroupRoleMapping()
     target.group_id, target.display_name, target.role = group_id, display_name, Group.objects.get(name=role)

@@ -12,6 +12,7 @@ Django superusers get no implicit power here: portal rights come from role assig
 administrator cannot step around separation of duties by being a superuser.
 """
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 from django.db.models import Q
@@ -83,6 +84,11 @@ TENANT_WIDE_ROLES: frozenset[Role] = frozenset({Role.AUDITOR, Role.ADMIN})
 INCOMPATIBLE_ROLES: frozenset[frozenset[Role]] = frozenset(
     frozenset({Role.AUDITOR, other}) for other in Role if other is not Role.AUDITOR
 )
+
+
+def clashing_role(role: Role, held: Iterable[str]) -> Role | None:
+    """A role among ``held`` that cannot be combined with ``role`` (INCOMPATIBLE_ROLES), or None."""
+    return next((Role(other) for other in held if frozenset({role, Role(other)}) in INCOMPATIBLE_ROLES), None)
 
 
 def sync_role_groups(**kwargs) -> None:

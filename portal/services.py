@@ -11,7 +11,7 @@ from portal.audit import audit_record
 from portal.dn import InvalidDn, normalize_dn
 from portal.limits import REASON_MAX_LENGTH, SCOPES_MAX_LENGTH, too_long
 from portal.models import AuditEvent, RoleAssignment, RoleScope, User
-from portal.roles import INCOMPATIBLE_ROLES, TENANT_WIDE_ROLES, Action, Role, may
+from portal.roles import TENANT_WIDE_ROLES, Action, Role, clashing_role, may
 
 
 class PortalError(Exception):
@@ -93,13 +93,12 @@ def role_assign(
     role = Role(role)
     reason = _clean_reason(reason)
     normalised = clean_scopes(role, tenant_wide, scopes, what="assignment")
-    held = set(user.role_assignments.exclude(role__name=role).values_list("role__name", flat=True))
-    for other in held:
-        if frozenset({role, Role(other)}) in INCOMPATIBLE_ROLES:
-            raise PortalError(
-                f"{user.get_username()} already holds the {other} role, which cannot be combined with {role}: "
-                "an auditor must not also be able to change what they audit."
-            )
+    other = clashing_role(role, user.role_assignments.exclude(role__name=role).values_list("role__name", flat=True))
+    if other is not None:
+        raise PortalError(
+            f"{user.get_username()} already holds the {other} role, which cannot be combined with {role}: "
+            "an auditor must not also be able to change what they audit."
+        )
     group = Group.objects.get(name=role)
     assignment, created = RoleAssignment.objects.select_for_update().get_or_create(
         user=user, role=group, defaults={"tenant_wide": tenant_wide, "created_by": actor}
