@@ -166,14 +166,28 @@ def _refused_token(reason: str) -> SignInRefused:
     )
 
 
+_DISCOVERY: dict[str, tuple[float, dict]] = {}
+
+
+def _discovery(http: requests.Session) -> dict:
+    """The authority's OpenID configuration (its issuer and keys' address), kept as long as its keys are: it is the
+    same document for every sign-in, and reading it each time added a round trip to Entra to every one."""
+    url = f"{settings.ENTRA_AUTHORITY.rstrip('/')}/v2.0/.well-known/openid-configuration"
+    with _JWKS_LOCK:
+        cached = _DISCOVERY.get(url)
+    if cached is None or time.time() - cached[0] > JWKS_MAX_AGE_SECONDS:
+        response = http.get(url, timeout=10)
+        response.raise_for_status()
+        cached = (time.time(), response.json())
+        with _JWKS_LOCK:
+            _DISCOVERY[url] = cached
+    return cached[1]
+
+
 def validate_id_token(http: requests.Session, id_token: str, *, nonce: str) -> dict:
     """The claims of ``id_token`` once its signature (tenant JWKS), issuer, audience, expiry and nonce check out."""
     try:
-        discovery = http.get(
-            f"{settings.ENTRA_AUTHORITY.rstrip('/')}/v2.0/.well-known/openid-configuration", timeout=10
-        )
-        discovery.raise_for_status()
-        metadata = discovery.json()
+        metadata = _discovery(http)
         header = jwt.get_unverified_header(id_token)
         key = _signing_key(http, metadata["jwks_uri"], header.get("kid", ""))
     except (requests.RequestException, ValueError, KeyError) as exc:
