@@ -15,6 +15,7 @@ from sandbox.directory import SandboxDirectory
 from sandbox.exchange_online import ExchangeOnlineEmulator
 from sandbox.seed import seed_tenant
 from soa.models import Mailbox
+from tests.exchange_fixtures import portal_points_at
 from writeback.inventory import inventory_run_request
 from writeback.jobs.inventory import claim, execute
 from writeback.models import InventoryRun
@@ -57,24 +58,13 @@ class Tenant:
 def _settings_for(tenant: Tenant) -> Iterator[None]:
     from django.conf import settings
 
-    d, exchange = tenant.directory, tenant.exchange
-    client = exchange.clients["secret"]
-    values = {
-        "LDAP_URL": d.url, "LDAP_BIND_DN": d.bind_dn, "LDAP_PASSWORD_FILE": str(d.password_file),
-        "LDAP_BASE_DN": d.base_dn, "EXO_BASE_URL": exchange.base_url, "EXO_TENANT": exchange.tenant_id,
-        "ENTRA_AUTHORITY": exchange.authority, "ENTRA_CLIENT_ID": client["client_id"],
-        "ENTRA_CLIENT_SECRET_FILE": client["client_secret_file"], "EXO_CA_FILE": str(exchange.ca_file),
-        # These tests are about the AD read; pairing through Graph is tested with the inventory.
-        "INVENTORY_GRAPH_PAIRING": False,
-    }  # fmt: skip
-    saved = {name: getattr(settings, name) for name in values}
-    for name, value in values.items():
-        setattr(settings, name, value)
+    # These tests are about the AD read; pairing through Graph is tested with the inventory.
+    saved, settings.INVENTORY_GRAPH_PAIRING = settings.INVENTORY_GRAPH_PAIRING, False
     try:
-        yield
+        with portal_points_at(tenant.directory, tenant.exchange):
+            yield
     finally:
-        for name, value in saved.items():
-            setattr(settings, name, value)
+        settings.INVENTORY_GRAPH_PAIRING = saved
 
 
 @pytest.fixture(scope="module")
