@@ -12,6 +12,7 @@ from portal.group_roles import group_mapping_save
 from portal.models import AuditEvent, User
 from portal.roles import Action, Role, may
 from tests.browser.conftest import ARTIFACTS, serious_violations
+from tests.portal.test_entra_signin import person, signin_points_at
 
 pytestmark = pytest.mark.browser
 
@@ -20,14 +21,8 @@ SALES = "OU=Sales,OU=People,DC=corp,DC=example,DC=com"
 
 @pytest.fixture
 def entra(exo_clean, settings):
-    client = exo_clean.clients["secret"]
-    settings.ENTRA_SIGNIN_ENABLED = True
-    settings.ENTRA_AUTHORITY = exo_clean.authority
-    settings.ENTRA_CLIENT_ID = client["client_id"]
-    settings.ENTRA_CLIENT_SECRET_FILE = client["client_secret_file"]
-    settings.ENTRA_CERTIFICATE_KEY_FILE = ""
-    settings.EXO_CA_FILE = str(exo_clean.ca_file)
-    settings.GRAPH_BASE_URL = exo_clean.base_url
+    """The portal's sign-in pointed at the emulator (as in the portal's tests), with two groups mapped."""
+    signin_points_at(exo_clean, settings)
     for login, role, scopes in (("helpdesk", Role.HELPDESK, [SALES]), ("admin", Role.ADMIN, [])):
         group_mapping_save(actor=None, group_id=person(exo_clean, login)["groups"][0], display_name=f"{login} group",
                            role=role, tenant_wide=not scopes, scopes=scopes)  # fmt: skip
@@ -39,10 +34,6 @@ def tab(chromium):
     context = chromium.new_context(viewport={"width": 1280, "height": 800}, ignore_https_errors=True)
     yield context.new_page()
     context.close()
-
-
-def person(emulator, login: str) -> dict:
-    return next(p for p in emulator.identities if p["preferred_username"].startswith(f"{login}@"))
 
 
 def to_the_emulator(tab, live_server, emulator) -> None:

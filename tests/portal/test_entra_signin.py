@@ -21,17 +21,22 @@ IN_SALES = f"CN=Someone,{SALES}"
 ELSEWHERE = "CN=Other,OU=Finance,OU=People,DC=corp,DC=example,DC=com"
 
 
-@pytest.fixture
-def entra(exo_clean, settings):
-    """The portal's sign-in pointed at the emulator's secret client (faults and settings reset around the test)."""
-    client = exo_clean.clients["secret"]
+def signin_points_at(emulator, settings) -> None:
+    """Point the portal's sign-in at the emulator's secret client (``settings``: pytest-django's, reset after)."""
+    client = emulator.clients["secret"]
     settings.ENTRA_SIGNIN_ENABLED = True
-    settings.ENTRA_AUTHORITY = exo_clean.authority
+    settings.ENTRA_AUTHORITY = emulator.authority
     settings.ENTRA_CLIENT_ID = client["client_id"]
     settings.ENTRA_CLIENT_SECRET_FILE = client["client_secret_file"]
     settings.ENTRA_CERTIFICATE_KEY_FILE = ""
-    settings.EXO_CA_FILE = str(exo_clean.ca_file)
-    settings.GRAPH_BASE_URL = exo_clean.base_url
+    settings.EXO_CA_FILE = str(emulator.ca_file)
+    settings.GRAPH_BASE_URL = emulator.base_url
+
+
+@pytest.fixture
+def entra(exo_clean, settings):
+    """The portal's sign-in pointed at the emulator (faults and settings reset around the test)."""
+    signin_points_at(exo_clean, settings)
     return exo_clean
 
 
