@@ -1,12 +1,13 @@
 """Writing the Exchange attributes of many users with few round trips: what a writeback batch sends.
 
-``DirectoryClient.write`` costs three requests a user (search, modify, search). ``write_many`` reads every user of a
-batch in one search (an OR of their objectGUIDs), sends one modify for each user whose values differ, and reads the
-modified users' written attributes back in one search: n + 2 requests for n users. A user whose modify conflicts with
-the entry as it now is (edited since the read), or whose read-back still differs, is handed to
+``DirectoryClient.write`` costs three requests a user (search, modify, search), each waiting for its answer.
+``write_many`` reads every user of a batch in one search (an OR of their objectGUIDs), sends one modify for each user
+whose values differ, all without waiting for each answer (``DirectoryClient.modify_many``), and reads the modified
+users' written attributes back in one search: n + 2 requests for n users, and about two round trips. A user whose
+modify conflicts with the entry as it now is (edited since the read), or whose read-back still differs, is handed to
 ``DirectoryClient.write``, which re-reads and re-plans as it always has. Each user's outcome is its own: a refused
-modify fails that user only; a retryable error (the directory unreachable or busy) stops the batch and is every
-unfinished user's outcome, since the next request would meet the same directory.
+modify fails that user only; a retryable error (the directory unreachable or busy) is the outcome of every user it
+left unfinished, and the next attempt reads first, so nothing is written twice.
 
 AD accepts an OR of equality terms on objectGUID (an indexed attribute) and answers an unpaged search with up to
 MaxPageSize (1,000) entries; a search here asks for at most GUIDS_PER_SEARCH.
@@ -78,40 +79,55 @@ def write_many(client: DirectoryClient, items: Sequence[Item]) -> list[Outcome]:
         for outcome in outcomes:
             outcome.error = error
         return outcomes
-    modified: list[tuple[int, str, dict[str, Any], Changes]] = []  # index, DN, values as read, changes sent
+    planned: list[tuple[int, str, dict[str, Any], Changes]] = []  # index, DN, values as read, changes to send
     for index, item in enumerate(items):
         if item.guid not in first:
             outcomes[index].error = _not_found(client, item.guid)
             continue
         dn, observed = first[item.guid]
         try:
-            changes = _modify(client, item, dn, observed)
-        except DirectoryRetryable as error:
-            for outcome in outcomes[index:]:
-                outcome.error = error
-            break
+            changes = _plan(dn, observed, item.desired(observed))
         except Exception as error:  # noqa: BLE001 - the item's own outcome; the caller decides what it means
             outcomes[index].error = error
             continue
-        if isinstance(changes, Written):
-            outcomes[index].written = changes
+        if changes:
+            planned.append((index, dn, observed, changes))
         else:
-            modified.append((index, dn, observed, changes))
+            outcomes[index].written = Written(dn, observed, {}, observed)
+    modified = _modify_all(client, items, outcomes, planned)
     _read_back(client, items, outcomes, modified)
     return outcomes
 
 
-def _modify(client: DirectoryClient, item: Item, dn: str, observed: dict[str, Any]) -> Changes | Written:
-    """The changes sent for one user, or its Written when nothing had to be sent or the single-user path took over."""
-    changes = _plan(dn, observed, item.desired(observed))
-    if not changes:
-        return Written(dn, observed, {}, observed)
-    try:
-        client.modify(dn, changes, checked=False)  # the DN as the search returned it, names from the attribute map
-    except DirectoryConflict:
-        # Edited since the read (or a resent modify had landed): the single-user path re-reads and re-plans.
-        return _again(client, item, dn, observed)
-    return changes
+def _modify_all(
+    client: DirectoryClient,
+    items: Sequence[Item],
+    outcomes: list[Outcome],
+    planned: list[tuple[int, str, dict[str, Any], Changes]],
+) -> list[tuple[int, str, dict[str, Any], Changes]]:
+    """Send every planned modify at once (``DirectoryClient.modify_many``); the ones applied, for the read-back. A
+    modify that conflicts with the entry as it now is (edited since the read, or a resent modify had landed) goes
+    to the single-user path, which re-reads and re-plans; a retryable error there stops the others' turn, since
+    the next request would meet the same directory."""
+    modified, conflicts = [], []
+    errors = client.modify_many([(dn, changes) for _index, dn, _observed, changes in planned])
+    for write, error in zip(planned, errors, strict=True):
+        if error is None:
+            modified.append(write)
+        elif isinstance(error, DirectoryConflict):
+            conflicts.append(write)
+        else:
+            outcomes[write[0]].error = error
+    for position, (index, dn, observed, _changes) in enumerate(conflicts):
+        try:
+            outcomes[index].written = _again(client, items[index], dn, observed)
+        except DirectoryRetryable as error:
+            for later, *_ in conflicts[position:]:
+                outcomes[later].error = error
+            break
+        except Exception as error:  # noqa: BLE001 - as above
+            outcomes[index].error = error
+    return modified
 
 
 def _read_back(

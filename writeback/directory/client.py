@@ -42,6 +42,7 @@ from writeback.directory.modify import (
     normalise_entry,
     plan_modify,
 )
+from writeback.directory.pipeline import send_modifies
 
 logger = logging.getLogger(__name__)
 
@@ -451,6 +452,60 @@ class DirectoryClient:
                 connection.modify(dn, encoded)
 
         self._call("modify", dn, request)
+
+    def modify_many(self, writes: Sequence[tuple[str, Changes]]) -> list[DirectoryError | None]:
+        """``modify`` for each (DN, changes), sent without waiting for each answer (writeback.directory.pipeline);
+        one entry per write, in order: None when applied (or nothing to send), else the directory's error for it.
+
+        Like ``modify``, unchecked against ldap3's schema (DNs as the directory returned them, names from the
+        attribute map), each write atomic on its own, and a broken connection reconnected once: the writes left
+        unanswered are sent again, and one that had been applied after all answers as ``modify`` would (a
+        conflict, or a harmless replace). When the second connection breaks too, every write still unanswered
+        gets the retryable error.
+        """
+        results: list[DirectoryError | None] = [None] * len(writes)
+        pending = [index for index, (_dn, changes) in enumerate(writes) if changes]
+        with self._lock:
+            for attempt in (1, 2):
+                if not pending:
+                    break
+                try:
+                    connection = self._open()
+                except DirectoryError as error:  # unreachable, or the bind refused: every write still to send
+                    for index in pending:
+                        results[index] = error
+                    break
+                requests = [(writes[index][0], encode_changes(writes[index][1])) for index in pending]
+                answers: dict[int, dict[str, Any]] = {}
+                self.requests["modify"] += len(requests)
+                try:
+                    self._busy = True
+                    send_modifies(connection, requests, answers)
+                except LDAPException as exc:
+                    self._drop()
+                    failed = exc
+                else:
+                    failed = None
+                finally:
+                    self._busy = False
+                for position, answer in answers.items():
+                    index = pending[position]
+                    if answer.get("result") != 0:
+                        results[index] = error_for_result(answer, operation="modify", target=writes[index][0])
+                pending = [index for position, index in enumerate(pending) if position not in answers]
+                if failed is None:
+                    break
+                if attempt == 1 and is_connection_error(failed):
+                    logger.warning("Directory connection to %s broke (%s); reconnecting.", self.config.url, failed)
+                    continue
+                for index in pending:
+                    results[index] = error_for_exception(
+                        failed, operation="modify", target=writes[index][0], url=self.config.url
+                    )
+                break
+            if any(isinstance(error, DirectoryRetryable) for error in results):
+                self._drop()  # a busy or departing server: the next request may land on a healthier one
+        return results
 
     def apply_desired(
         self, guid: uuid.UUID, desired: Mapping[str, Any], *, verify: bool = True

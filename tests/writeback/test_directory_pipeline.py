@@ -1,0 +1,233 @@
+"""Modifies sent without waiting for each answer (writeback.directory.pipeline, DirectoryClient.modify_many): the
+bytes are the ModifyRequest ldap3 itself would send, each answer reaches its own write whatever order it comes in,
+and a connection that breaks midway costs no write and doubles none. Against a real slapd, read back over a separate
+ldap3 connection; the out-of-order case, which slapd does not produce on demand, with a fake connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import ldap3
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ldap3 import MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE
+from ldap3.operation.modify import modify_operation
+from ldap3.protocol.rfc4511 import LDAPMessage, MessageID, ProtocolOp
+from ldap3.strategy.base import BaseStrategy
+from pyasn1.codec.ber import encoder
+
+from sandbox.directory import SandboxDirectory
+from tests.writeback.test_directory import add_user, config_for, raw_connection, read_back
+from writeback.directory import DirectoryClient, DirectoryConflict, DirectoryNotFound, DirectoryRetryable, pipeline
+from writeback.directory.pipeline import encode_modify, send_modifies
+
+# --- the encoding --------------------------------------------------------------------------------------------------
+
+
+def ldap3_bytes(message_id: int, dn: str, changes: dict) -> bytes:
+    """What ldap3 2.9 puts on the wire for the same modify (Connection.modify -> BaseStrategy.send), through pyasn1."""
+    request = modify_operation(dn, changes, True, None, None, check_names=False)
+    message = LDAPMessage()
+    message["messageID"] = MessageID(message_id)
+    message["protocolOp"] = ProtocolOp().setComponentByName("modifyRequest", request)
+    return encoder.encode(message)
+
+
+texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=300)
+values = st.one_of(texts, st.binary(max_size=300))
+changes = st.dictionaries(
+    st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,30}", fullmatch=True),
+    st.lists(
+        st.tuples(st.sampled_from([MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE]), st.lists(values, max_size=5)),
+        min_size=1,
+        max_size=2,
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(message_id=st.integers(1, 2**31 - 1), dn=texts, changes=changes)
+def test_a_modify_is_encoded_byte_for_byte_as_ldap3_encodes_it(message_id, dn, changes):
+    assert encode_modify(message_id, dn, changes) == ldap3_bytes(message_id, dn, changes)
+
+
+@pytest.mark.parametrize("size", [127, 128, 255, 256, 65_535, 65_536, 1_123 * 40])
+def test_lengths_on_each_side_of_the_short_and_long_forms(size):
+    # BER (X.690 8.1.3): one length octet up to 127, then 0x81, 0x82, 0x83 and the octets of the length.
+    changes = {"proxyAddresses": [(MODIFY_ADD, ["x" * size])]}
+    assert encode_modify(7, "CN=a,DC=corp", changes) == ldap3_bytes(7, "CN=a,DC=corp", changes)
+
+
+# --- against slapd -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ad() -> Iterator[SandboxDirectory]:
+    with SandboxDirectory.start(users=10) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def raw(ad: SandboxDirectory) -> Iterator[ldap3.Connection]:
+    connection = raw_connection(ad)
+    yield connection
+    connection.unbind()
+
+
+_ous = iter(range(1, 10_000))
+
+
+def users(raw: ldap3.Connection, base_dn: str, count: int, **attributes) -> list[str]:
+    ou = f"OU=pipeline-{next(_ous)},{base_dn}"
+    assert raw.add(ou, ["top", "organizationalUnit"]), raw.result
+    return [add_user(raw, ou, f"User {n}", **attributes)[0] for n in range(count)]
+
+
+def test_more_writes_than_the_window_all_land_and_each_refusal_is_its_own(ad, raw):
+    dns = users(raw, ad.base_dn, pipeline.WINDOW * 2 + 5, proxyAddresses=["smtp:kept@corp.example.com"])
+    writes = [(dn, {"extensionAttribute3": [(MODIFY_REPLACE, [f"value {n}"])]}) for n, dn in enumerate(dns)]
+    writes[10] = (f"CN=Nobody,{ad.base_dn}", writes[10][1])  # no such entry
+    writes[20] = (dns[20], {"proxyAddresses": [(MODIFY_ADD, ["smtp:kept@corp.example.com"])]})  # already there
+    writes[30] = (dns[30], {})  # nothing to send
+    with DirectoryClient(config_for(ad)) as client:
+        results = client.modify_many(writes)
+        assert client.requests["modify"] == len(writes) - 1 and client.requests["bind"] == 1
+    assert isinstance(results[10], DirectoryNotFound) and "CN=Nobody" in str(results[10])
+    assert isinstance(results[20], DirectoryConflict)
+    assert [n for n, error in enumerate(results) if error is not None] == [10, 20]
+    for n, dn in enumerate(dns):
+        expected = [] if n in (10, 20, 30) else [f"value {n}"]
+        assert read_back(raw, dn, "extensionAttribute3")["extensionAttribute3"] == expected
+
+
+def test_nothing_to_write_sends_nothing(ad):
+    with DirectoryClient(config_for(ad)) as client:
+        assert client.modify_many([(f"CN=x,{ad.base_dn}", {})]) == [None]
+        assert client.requests["modify"] == 0 and client.requests["bind"] == 0
+
+
+@pytest.fixture
+def restartable(tmp_path: Path) -> Iterator[tuple[SandboxDirectory, Path]]:
+    workdir = tmp_path / "slapd"
+    instance = SandboxDirectory.start(users=5, workdir=workdir)
+    yield instance, workdir
+    instance.stop()
+
+
+def test_a_dropped_connection_is_reopened_and_every_write_lands_once(restartable):
+    first, workdir = restartable
+    client = DirectoryClient(config_for(first))
+    (missing,) = client.modify_many(
+        [(f"CN=nobody,{first.base_dn}", {"extensionAttribute3": [(MODIFY_REPLACE, ["x"])]})]
+    )
+    assert isinstance(missing, DirectoryNotFound)  # answered: the connection is open
+    first.stop()
+    second = SandboxDirectory.start(users=5, workdir=workdir, port=first.port)
+    try:
+        raw_second = raw_connection(second)
+        dns = users(raw_second, second.base_dn, 100)
+        # The old socket is dead: the first send or the first answer says so, and the writes go again on a new one.
+        adds = [(dn, {"proxyAddresses": [(MODIFY_ADD, [f"smtp:u{n}@corp.example.com"])]}) for n, dn in enumerate(dns)]
+        assert client.modify_many(adds) == [None] * len(dns)
+        assert client.requests["bind"] == 2
+        for n, dn in enumerate(dns):
+            assert read_back(raw_second, dn, "proxyAddresses")["proxyAddresses"] == [f"smtp:u{n}@corp.example.com"]
+        raw_second.unbind()
+    finally:
+        second.stop()
+        client.close()
+
+
+def test_a_stopped_directory_leaves_every_write_retryable(restartable):
+    directory, _ = restartable
+    raw_conn = raw_connection(directory)
+    dns = users(raw_conn, directory.base_dn, 3)
+    raw_conn.unbind()
+    client = DirectoryClient(config_for(directory))
+    directory.stop()
+    results = client.modify_many([(dn, {"extensionAttribute3": [(MODIFY_REPLACE, ["x"])]}) for dn in dns])
+    assert all(isinstance(error, DirectoryRetryable) for error in results), results
+    assert directory.url in str(results[0])
+
+
+# --- answers out of order (a fake connection: slapd's thread pool reorders them only by chance) ---------------------
+
+
+def modify_response(message_id: int, code: int, diagnostic: str = "") -> bytes:
+    """An LDAPMessage carrying a ModifyResponse (RFC 4511 §4.6: [APPLICATION 7] LDAPResult), encoded by hand."""
+
+    def tlv(tag: int, content: bytes) -> bytes:
+        assert len(content) < 128
+        return bytes((tag, len(content))) + content
+
+    result = tlv(0x0A, bytes((code,))) + tlv(0x04, b"") + tlv(0x04, diagnostic.encode())
+    return tlv(0x30, tlv(0x02, message_id.to_bytes(4, "big").lstrip(b"\0") or b"\0") + tlv(0x67, result))
+
+
+def read_tlv(data: bytes) -> tuple[bytes, bytes]:
+    """One BER element's content, and what follows it."""
+    size, start = data[1], 2
+    if size & 0x80:
+        count = size & 0x7F
+        size, start = int.from_bytes(data[2 : 2 + count], "big"), 2 + count
+    return data[start : start + size], data[start + size :]
+
+
+class ReversingConnection:
+    """Takes requests and answers all of those waiting at once, newest first: code 32 (noSuchObject) for a DN
+    starting CN=missing, success otherwise."""
+
+    def __init__(self):
+        self.ids = iter(range(1, 1000))
+        self.waiting: list[bytes] = []
+        self.sent: list[int] = []
+        self.server = self
+        self.socket = self
+        self.strategy = self
+
+    def next_message_id(self) -> int:
+        return next(self.ids)
+
+    def sendall(self, data: bytes) -> None:
+        message, _ = read_tlv(data)
+        number, rest = read_tlv(message)
+        request, _ = read_tlv(rest)
+        dn, _ = read_tlv(request)
+        message_id, dn = int.from_bytes(number, "big"), dn.decode()
+        self.sent.append(message_id)
+        self.waiting.append(modify_response(message_id, 32 if dn.startswith("CN=missing") else 0, dn))
+
+    def receiving(self) -> list[bytes]:
+        answers, self.waiting = self.waiting[::-1], []
+        return answers
+
+    decode_response_fast = BaseStrategy.decode_response_fast
+
+    def close(self) -> None:
+        raise AssertionError("the connection was closed")
+
+
+def test_answers_in_any_order_reach_their_own_requests(monkeypatch):
+    monkeypatch.setattr(pipeline, "WINDOW", 4)
+    connection = ReversingConnection()
+    dns = [f"CN={'missing' if n % 3 == 0 else 'user'} {n},DC=corp" for n in range(10)]
+    answers: dict[int, dict] = {}
+    send_modifies(connection, [(dn, {"extensionAttribute3": [(MODIFY_REPLACE, ["v"])]}) for dn in dns], answers)
+    assert sorted(answers) == list(range(10)) and connection.sent == list(range(1, 11))
+    for n, dn in enumerate(dns):
+        assert answers[n]["result"] == (32 if n % 3 == 0 else 0) and answers[n]["message"] == dn
+
+
+def test_an_answer_to_a_request_never_sent_breaks_the_connection():
+    connection = ReversingConnection()
+    connection.receiving = lambda: [modify_response(99, 0)]
+    closed = []
+    connection.close = lambda: closed.append(True)
+    with pytest.raises(ldap3.core.exceptions.LDAPSocketReceiveError, match="99"):
+        send_modifies(connection, [("CN=u,DC=corp", {"extensionAttribute3": [(MODIFY_REPLACE, ["v"])]})], {})
+    assert closed == [True]
