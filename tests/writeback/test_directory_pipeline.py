@@ -6,6 +6,7 @@ ldap3 connection; the out-of-order case, which slapd does not produce on demand,
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,16 +14,19 @@ import ldap3
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ldap3 import MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE
+from ldap3 import DEREF_ALWAYS, MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, SUBTREE
 from ldap3.operation.modify import modify_operation
+from ldap3.operation.search import search_operation
 from ldap3.protocol.rfc4511 import LDAPMessage, MessageID, ProtocolOp
 from ldap3.strategy.base import BaseStrategy
+from ldap3.utils.conv import escape_bytes
 from pyasn1.codec.ber import encoder
 
+from portal.dn import normalize_dn
 from sandbox.directory import SandboxDirectory
 from tests.writeback.test_directory import add_user, config_for, raw_connection, read_back
 from writeback.directory import DirectoryClient, DirectoryConflict, DirectoryNotFound, DirectoryRetryable, pipeline
-from writeback.directory.pipeline import encode_modify, send_modifies
+from writeback.directory.pipeline import encode_modify, encode_search, or_of_equalities, send_modifies
 
 # --- the encoding --------------------------------------------------------------------------------------------------
 
@@ -61,6 +65,29 @@ def test_lengths_on_each_side_of_the_short_and_long_forms(size):
     # BER (X.690 8.1.3): one length octet up to 127, then 0x81, 0x82, 0x83 and the octets of the length.
     changes = {"proxyAddresses": [(MODIFY_ADD, ["x" * size])]}
     assert encode_modify(7, "CN=a,DC=corp", changes) == ldap3_bytes(7, "CN=a,DC=corp", changes)
+
+
+def ldap3_search_bytes(message_id: int, base: str, guids: list[bytes], attributes: list[str]) -> bytes:
+    """What ldap3 2.9's Connection.search sends for the same OR of objectGUIDs (escaped filter text, parsed)."""
+    text = "(|" + "".join(f"(objectGUID={escape_bytes(guid)})" for guid in guids) + ")"
+    request = search_operation(base, text, SUBTREE, DEREF_ALWAYS, attributes, 0, 0, False, True, True, None)
+    message = LDAPMessage()
+    message["messageID"] = MessageID(message_id)
+    message["protocolOp"] = ProtocolOp().setComponentByName("searchRequest", request)
+    return encoder.encode(message)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    message_id=st.integers(1, 2**31 - 1),
+    base=texts,
+    guids=st.lists(st.binary(min_size=16, max_size=16), min_size=1, max_size=120),
+    attributes=st.lists(st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,30}", fullmatch=True), min_size=1, max_size=8),
+)
+def test_a_search_by_guids_is_encoded_byte_for_byte_as_ldap3_encodes_it(message_id, base, guids, attributes):
+    # GUID bytes include "(", "*", "\\" and NUL: sent as they are, with no escaping to get wrong.
+    expected = ldap3_search_bytes(message_id, base, guids, attributes)
+    assert encode_search(message_id, base, or_of_equalities("objectGUID", guids), attributes) == expected
 
 
 # --- against slapd -------------------------------------------------------------------------------------------------
@@ -109,6 +136,31 @@ def test_nothing_to_write_sends_nothing(ad):
     with DirectoryClient(config_for(ad)) as client:
         assert client.modify_many([(f"CN=x,{ad.base_dn}", {})]) == [None]
         assert client.requests["modify"] == 0 and client.requests["bind"] == 0
+
+
+def test_a_raw_search_reads_each_entrys_values_as_bytes(ad, raw):
+    ou = f"OU=pipeline-{next(_ous)},{ad.base_dn}"
+    assert raw.add(ou, ["top", "organizationalUnit"]), raw.result
+    guids = [uuid.UUID(bytes=bytes([0x28, 0x2A, 0x5C, 0x00, 0x29]) + bytes(11)), uuid.uuid4(), uuid.uuid4()]
+    for n, guid in enumerate(guids[:2]):
+        add_user(
+            raw, ou, f"Raw {n}", guid=guid, proxyAddresses=[f"SMTP:r{n}@corp.example.com", "smtp:é@corp.example.com"]
+        )
+    with DirectoryClient(config_for(ad)) as client:
+        found = client.search_raw(
+            ou, or_of_equalities("objectGUID", [guid.bytes_le for guid in guids]), ["proxyAddresses", "objectGUID"]
+        )
+        assert client.requests["search"] == 1
+    by_guid = {uuid.UUID(bytes_le=values["objectGUID"][0]): (dn, values) for dn, values in found}
+    assert set(by_guid) == set(guids[:2])  # the third is in no entry
+    dn, values = by_guid[guids[0]]
+    assert normalize_dn(dn) == normalize_dn(f"CN=Raw 0,{ou}")
+    assert sorted(values["proxyAddresses"]) == sorted([b"SMTP:r0@corp.example.com", "smtp:é@corp.example.com".encode()])
+
+
+def test_a_raw_search_under_a_missing_base_is_not_found(ad):
+    with DirectoryClient(config_for(ad)) as client, pytest.raises(DirectoryNotFound):
+        client.search_raw(f"OU=nowhere,{ad.base_dn}", or_of_equalities("objectGUID", [bytes(16)]), ["cn"])
 
 
 @pytest.fixture

@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from writeback.directory.client import DirectoryClient, Written, _plan, equality_filter
+from writeback.directory.client import DirectoryClient, Written, _plan
 from writeback.directory.errors import DirectoryConflict, DirectoryError, DirectoryNotFound, DirectoryRetryable
 from writeback.directory.modify import EXCHANGE_LDAP_ATTRIBUTES, Changes, normalise_entry, syntax
+from writeback.directory.pipeline import or_of_equalities
 
 GUIDS_PER_SEARCH = 100
 
@@ -52,12 +53,12 @@ def read_many(
     found: dict[uuid.UUID, tuple[str, dict[str, Any]]] = {}
     wanted = [*attributes, "objectGUID"]
     for start in range(0, len(guids), GUIDS_PER_SEARCH):
-        chunk = guids[start : start + GUIDS_PER_SEARCH]
-        search_filter = "(|" + "".join(equality_filter("objectGUID", guid.bytes_le) for guid in chunk) + ")"
-        for entry in client.search(client.config.base_dn, search_filter, wanted, raw_only=True):
-            raw = entry["attributes"].get("objectGUID")  # the 16 bytes, from raw_attributes (client._entry)
-            if raw:
-                found[uuid.UUID(bytes_le=bytes(raw))] = (entry["dn"], normalise_entry(entry["raw_attributes"]))
+        chunk = [guid.bytes_le for guid in guids[start : start + GUIDS_PER_SEARCH]]
+        for dn, raw in client.search_raw(client.config.base_dn, or_of_equalities("objectGUID", chunk), wanted):
+            by_lower = {name.lower(): values for name, values in raw.items()}
+            guid = by_lower.get("objectguid")
+            if guid:
+                found[uuid.UUID(bytes_le=guid[0])] = (dn, normalise_entry(by_lower))
     return found
 
 

@@ -42,7 +42,7 @@ from writeback.directory.modify import (
     normalise_entry,
     plan_modify,
 )
-from writeback.directory.pipeline import send_modifies
+from writeback.directory.pipeline import search_raw, send_modifies
 
 logger = logging.getLogger(__name__)
 
@@ -303,6 +303,20 @@ class DirectoryClient:
 
         _, response = self._call("search", base, request)
         return [_entry(item) for item in response if item.get("type") == "searchResEntry"]
+
+    def search_raw(
+        self, base: str, search_filter: bytes, attributes: Sequence[str]
+    ) -> list[tuple[str, dict[str, list[bytes]]]]:
+        """``search`` for a filter already in BER (writeback.directory.pipeline.or_of_equalities), each entry as its
+        DN and the raw values of each attribute the server sent (names in its letter case): for the writeback
+        batch's reads, which need nothing else and pay for nothing else. Unchecked and unpaged, like
+        ``search(raw_only=True)``."""
+
+        def request(connection: ldap3.Connection) -> None:
+            connection.response, connection.result = search_raw(connection, base, search_filter, attributes)
+
+        _, response = self._call("search", base, request)
+        return response
 
     def _find_one(self, search_filter: str, what: str, attributes: Iterable[str] | None) -> dict[str, Any] | None:
         wanted = list(attributes) if attributes is not None else [*IDENTITY_LDAP_ATTRIBUTES, *EXCHANGE_LDAP_ATTRIBUTES]

@@ -1,4 +1,5 @@
-"""Many modifies on one connection without waiting for each answer: what a writeback batch sends between its reads.
+"""What a writeback batch puts on the wire: many modifies without waiting for each answer, and searches by objectGUID
+whose entries are read as raw bytes.
 
 RFC 4511 §4.1.1.1 lets a client send further requests before the earlier ones are answered, and the server may
 answer them in any order; responses are matched to requests by message ID. ldap3's synchronous strategy waits for
@@ -6,11 +7,14 @@ each answer and refuses one that belongs to another request, so a batch of modif
 leaves the worker idle while the directory works. Here the requests go out WINDOW at a time and their answers are
 collected by message ID as they come.
 
-The requests are encoded here (RFC 4511 §4.6 ModifyRequest in BER, definite lengths) rather than through ldap3's
-pyasn1 objects, which cost about half a modify's client CPU; tests/writeback/test_directory_pipeline.py checks the
-bytes against ldap3's own encoding. The socket, its TLS, its timeouts and the reading of whole messages stay
-ldap3's (``strategy.receiving``, ``decode_message_fast``); message IDs come from ldap3's counter, so they never
-collide with the connection's other requests.
+The requests are encoded here (RFC 4511 §4.5.1 SearchRequest and §4.6 ModifyRequest in BER, definite lengths)
+rather than through ldap3's filter parser and pyasn1 objects, which cost about half a modify's client CPU and more
+than a tenth of a second for a search naming a hundred GUIDs; tests/writeback/test_directory_pipeline.py checks the
+bytes against ldap3's own encoding. A search's entries are kept as the DN and each attribute's raw values: ldap3's
+own conversion (case-insensitive dicts, text decoding, a configuration lookup per value) cost the batch more than
+the rest of its reading. The socket, its TLS, its timeouts and the reading of whole messages stay ldap3's
+(``strategy.receiving``, ``decode_message_fast``); message IDs come from ldap3's counter, so they never collide with
+the connection's other requests.
 """
 
 from collections.abc import Iterable, Sequence
@@ -24,8 +28,12 @@ from ldap3.utils.asn1 import decode_message_fast
 # next requests are sent.
 WINDOW = 64
 
-_SEQUENCE, _SET, _OCTETS, _INTEGER, _ENUMERATED = 0x30, 0x31, 0x04, 0x02, 0x0A
+_SEQUENCE, _SET, _OCTETS, _INTEGER, _ENUMERATED, _BOOLEAN = 0x30, 0x31, 0x04, 0x02, 0x0A, 0x01
 _MODIFY_REQUEST = 0x66  # [APPLICATION 6], constructed
+_SEARCH_REQUEST = 0x63  # [APPLICATION 3], constructed
+_OR, _EQUALITY = 0xA1, 0xA3  # Filter choices or [1] and equalityMatch [3], constructed
+_ENTRY, _DONE, _REFERENCE = 4, 5, 19  # searchResEntry, searchResDone, searchResRef (application tag numbers)
+_WHOLE_SUBTREE, _DEREF_ALWAYS = 2, 3  # as ldap3's Connection.search sends them by default
 _OPERATIONS = {ldap3.MODIFY_ADD: 0, ldap3.MODIFY_DELETE: 1, ldap3.MODIFY_REPLACE: 2, ldap3.MODIFY_INCREMENT: 3}
 _NOTICE_OF_DISCONNECTION = "1.3.6.1.4.1.1466.20036"  # RFC 4511 §4.4.1, sent with message ID 0
 
@@ -95,11 +103,75 @@ def _receive(connection: ldap3.Connection, waiting: dict[int, int], answers: dic
     for message in messages:
         decoded = decode_message_fast(message)
         message_id = int(decoded["messageID"])
-        answer = strategy.decode_response_fast(decoded)
-        if message_id == 0 and answer.get("responseName") == _NOTICE_OF_DISCONNECTION:
-            strategy.close()
-            raise LDAPSocketReceiveError(f"the directory ended the session: {answer.get('message', '')}".strip())
         if message_id not in waiting:
+            _unexpected(strategy, decoded)
+        answers[waiting.pop(message_id)] = strategy.decode_response_fast(decoded)
+
+
+# -- searches -----------------------------------------------------------------------------------------------------
+
+
+def or_of_equalities(attribute: str, values: Sequence[bytes]) -> bytes:
+    """The Filter ``(|(attribute=value)...)`` in BER, values as raw bytes (no escaping: nothing is parsed)."""
+    return _tlv(_OR, b"".join(_tlv(_EQUALITY, _octets(attribute) + _octets(value)) for value in values))
+
+
+def encode_search(message_id: int, base: str, search_filter: bytes, attributes: Sequence[str]) -> bytes:
+    """The LDAPMessage carrying a SearchRequest for ``attributes`` of the subtree under ``base`` that match
+    ``search_filter`` (BER, as ``or_of_equalities`` builds it); no size or time limit beyond the server's."""
+    request = (
+        _octets(base)
+        + _integer(_ENUMERATED, _WHOLE_SUBTREE)
+        + _integer(_ENUMERATED, _DEREF_ALWAYS)
+        + _integer(_INTEGER, 0)
+        + _integer(_INTEGER, 0)
+        + _tlv(_BOOLEAN, b"\x00")
+        + search_filter
+        + _tlv(_SEQUENCE, b"".join(_octets(name) for name in attributes))
+    )
+    return _tlv(_SEQUENCE, _integer(_INTEGER, message_id) + _tlv(_SEARCH_REQUEST, request))
+
+
+def search_raw(
+    connection: ldap3.Connection, base: str, search_filter: bytes, attributes: Sequence[str]
+) -> tuple[list[tuple[str, dict[str, list[bytes]]]], dict[str, Any]]:
+    """Send one search and read its answer: each entry's DN and raw values by attribute name (in the letter case the
+    server sent), references left out, and the searchResDone's result (ldap3's dict: result, description,
+    message, ...). Raises ldap3's communication errors as ``send_modifies`` does."""
+    strategy = connection.strategy
+    message_id = connection.server.next_message_id()
+    try:
+        connection.socket.sendall(encode_search(message_id, base, search_filter, attributes))
+    except OSError as error:
+        strategy.close()
+        raise LDAPSocketSendError(f"error sending data: {error}") from None
+    entries: list[tuple[str, dict[str, list[bytes]]]] = []
+    while True:
+        messages = strategy.receiving()
+        if not messages:
             strategy.close()
-            raise LDAPSocketReceiveError(f"the directory answered message {message_id}, which was not sent here")
-        answers[waiting.pop(message_id)] = answer
+            raise LDAPSocketReceiveError("the directory closed the connection")
+        for message in messages:
+            decoded = decode_message_fast(message)
+            if int(decoded["messageID"]) != message_id:
+                _unexpected(strategy, decoded)
+            operation, payload = decoded["protocolOp"], decoded["payload"]
+            if operation == _ENTRY:
+                values = {bytes(item[3][0][3]).decode("utf-8"): [bytes(value[3]) for value in item[3][1][3]]
+                          for item in payload[1][3]}  # fmt: skip
+                entries.append((bytes(payload[0][3]).decode("utf-8"), values))
+            elif operation == _DONE:
+                return entries, strategy.decode_response_fast(decoded)
+            elif operation != _REFERENCE:
+                strategy.close()
+                raise LDAPSocketReceiveError(f"the directory answered a search with operation {operation}")
+
+
+def _unexpected(strategy, decoded: dict) -> None:
+    """An answer to no request of ours: the server ending the session, or a stream out of step. Either way the
+    connection is closed and the caller reconnects."""
+    strategy.close()
+    answer = strategy.decode_response_fast(decoded) if decoded["protocolOp"] == 24 else {}
+    if answer.get("responseName") == _NOTICE_OF_DISCONNECTION:
+        raise LDAPSocketReceiveError(f"the directory ended the session: {answer.get('message', '')}".strip())
+    raise LDAPSocketReceiveError(f"the directory answered message {decoded['messageID']}, which was not sent here")
