@@ -37,7 +37,8 @@ class Organization:
         self.sync_enabled = None
 
     def update(self, body: dict[str, Any]) -> None:
-        """The admin endpoint's override: ``onPremisesLastSyncDateTime`` (ISO 8601 or null), ``onPremisesSyncEnabled``."""
+        """The admin endpoint's override of ``onPremisesLastSyncDateTime`` (ISO 8601 or null) and
+        ``onPremisesSyncEnabled``."""
         unknown = set(body) - {"onPremisesLastSyncDateTime", "onPremisesSyncEnabled"}
         if unknown:
             raise ValueError(f"unknown organization properties: {', '.join(sorted(unknown))}")

@@ -34,8 +34,8 @@ from .errors import OAuthError
 from .faults import Faults
 from .graph import GraphApi
 from .mailboxes import from_properties
-from .organization import Organization
 from .materials import Materials, prepare, write_atomic
+from .organization import Organization
 from .state import Persister, TenantState
 from .sync import DirectorySync
 from .throttle import Throttle
@@ -93,7 +93,11 @@ class Emulator:
         )
         self.organization = Organization(self.tenant, self.sync)
         self.graph = GraphApi(
-            entra=self.entra, users=self.entra_users, state=self.state, base_url=base_url, organization=self.organization
+            entra=self.entra,
+            users=self.entra_users,
+            state=self.state,
+            base_url=base_url,
+            organization=self.organization,
         )
         self.admin = AdminApi(self)
         self._tick_lock = threading.Lock()
