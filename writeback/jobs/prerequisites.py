@@ -44,7 +44,8 @@ logger = logging.getLogger(__name__)
 
 # The attributes Microsoft's Cloud Sync writes back (exchange-facts §2.2), whatever this installation writes itself.
 CLOUD_SYNC_ATTRIBUTES = tuple(a for a in EXCHANGE_ATTRIBUTES if a.microsoft_writeback and a.exo not in AD_ONLY)
-CHANGE_TIME_ATTRIBUTES = ("whenChanged", "modifyTimestamp")  # AD, OpenLDAP (AD also answers the second)
+# When an entry last changed: AD's whenChanged; OpenLDAP (the sandbox) refuses that name and keeps modifyTimestamp.
+AD_CHANGE_TIME, OPENLDAP_CHANGE_TIME = "whenChanged", "modifyTimestamp"
 
 
 def connect_sync_check(*, now: dt.datetime | None = None) -> PrerequisiteCheck:
@@ -140,7 +141,9 @@ def writeback_check(*, now: dt.datetime | None = None) -> PrerequisiteCheck:
     try:
         client = directory_client()
         source = f"AD at {client.config.url}, compared with the inventory's Exchange Online values"
-        wanted = [*(a.ad for a in CLOUD_SYNC_ATTRIBUTES), *CHANGE_TIME_ATTRIBUTES, "objectGUID"]
+        is_ad = client.change_mark_name() == "highestCommittedUSN"
+        change_time = AD_CHANGE_TIME if is_ad else OPENLDAP_CHANGE_TIME
+        wanted = [*(a.ad for a in CLOUD_SYNC_ATTRIBUTES), change_time, "objectGUID"]
         entries: dict[Any, dict[str, Any]] = {}
         for start in range(0, len(mailboxes), GUIDS_PER_SEARCH):
             chunk = mailboxes[start : start + GUIDS_PER_SEARCH]
@@ -157,8 +160,7 @@ def writeback_check(*, now: dt.datetime | None = None) -> PrerequisiteCheck:
         if raw is None:
             continue  # gone from AD since the inventory: the inventory will notice
         ad = ad_values(normalise_entry(raw))
-        changed = next((_change_time(raw.get(name.lower())) for name in CHANGE_TIME_ATTRIBUTES
-                        if raw.get(name.lower())), "")  # fmt: skip
+        changed = _change_time(raw.get(change_time.lower()))
         samples.append({
             "upn": mailbox.upn,
             "exo_when_changed": _iso(mailbox.exo_when_changed),
