@@ -21,6 +21,7 @@ the jobs are queued by dotted name.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -31,11 +32,15 @@ from django.utils import timezone
 
 from portal.audit import audit_record
 from portal.roles import Action, may
-from soa.jobs import enqueue
+from soa.jobs import QUEUE, REDIS_UNREACHABLE, job_pending
 from soa.models import Mailbox, PrerequisiteCheck, PrerequisiteInput
 
+logger = logging.getLogger(__name__)
 Status = PrerequisiteCheck.Status
 CHECK_JOB = "writeback.jobs.prerequisites.prerequisites_check_job"
+# One requested run at a time: while it waits or runs, asking again queues nothing more (a double click, a second
+# administrator); the run reads the canary when it starts, so a canary picked meanwhile is still checked.
+CHECK_JOB_ID = "prerequisites-check"
 VERSION_PATTERN = re.compile(r"^\d{1,5}(\.\d{1,5}){1,3}$")
 
 
@@ -223,6 +228,9 @@ def connect_version_record(*, actor, version: str, seen_where: str) -> Prerequis
         raise PrerequisiteError(f"{version!r} is not a version number such as 2.5.76.0.")
     if not seen_where:
         raise PrerequisiteError("Say where the version was read (server and command, or admin center page).")
+    current = latest_input(PrerequisiteInput.Kind.CONNECT_VERSION)
+    if current is not None and (current.value, current.seen_where) == (version, seen_where):
+        return current  # recorded already (a double click, or a second administrator saying the same)
     with transaction.atomic():
         record = PrerequisiteInput.objects.create(
             kind=PrerequisiteInput.Kind.CONNECT_VERSION, value=version, seen_where=seen_where, recorded_by=actor
@@ -248,38 +256,60 @@ def canary_find(identity: str) -> Mailbox:
     return mailbox
 
 
-def canary_check_request(*, actor, identity: str, confirmed: bool) -> PrerequisiteInput:
+def check_pending() -> bool:
+    """Whether a requested run of the checks is still queued or running."""
+    try:
+        return job_pending(CHECK_JOB_ID)
+    except REDIS_UNREACHABLE:
+        return False
+
+
+def _enqueue_check() -> None:
+    """Queue the requested run (after commit). Redis down: logged, and the next periodic run checks anyway."""
+    import django_rq
+
+    try:
+        django_rq.get_queue(QUEUE).enqueue(CHECK_JOB, True, job_id=CHECK_JOB_ID, job_timeout=1800)
+    except REDIS_UNREACHABLE as error:
+        logger.error("Could not queue the prerequisite checks: Redis is unreachable (%s).", error)
+
+
+def canary_check_request(*, actor, identity: str, confirmed: bool) -> PrerequisiteInput | None:
     """Make ``identity`` the canary and queue the checks: the job sets the canary's IsExchangeCloudManaged to the value
-    it already has and reads it back (audited here as requested, by the job as carried out)."""
+    it already has and reads it back (audited here as requested, by the job as carried out). Returns None when that
+    canary's check is already on its way (nothing recorded or queued again)."""
     _require_admin(actor)
     if not confirmed:
         raise PrerequisiteError("Confirm that the portal may run the no-op Set-Mailbox on this mailbox.")
     mailbox = canary_find(identity)
+    pending = check_pending()
+    current = latest_input(PrerequisiteInput.Kind.CANARY)
+    if pending and current is not None and current.mailbox_id == mailbox.pk:
+        return None
     with transaction.atomic():
         record = PrerequisiteInput.objects.create(kind=PrerequisiteInput.Kind.CANARY, mailbox=mailbox,
                                                   recorded_by=actor)  # fmt: skip
-        audit_record(
-            actor=actor,
-            action="soa.prerequisites.canary_requested",
-            obj=mailbox,
-            after={
-                "canary": mailbox.upn,
-                "authority": mailbox.authority,
-                "operation": "Set-Mailbox -IsExchangeCloudManaged <current value>, then Get-Mailbox",
-            },
-        )
-        transaction.on_commit(lambda: enqueue(CHECK_JOB, True))
+        audit_record(actor=actor, action="soa.prerequisites.canary_requested", obj=mailbox,
+                     after={"canary": mailbox.upn, "authority": mailbox.authority, "queued": not pending,
+                            "operation": "Set-Mailbox -IsExchangeCloudManaged <current value>, then Get-Mailbox"},
+                     )  # fmt: skip
+        if not pending:  # a run on its way reads the new canary when it starts
+            transaction.on_commit(_enqueue_check)
     return record
 
 
-def check_request(*, actor) -> None:
-    """Queue every check now (the canary's flip too, when a canary is recorded); audited."""
+def check_request(*, actor) -> bool:
+    """Queue every check now (the canary's flip too, when a canary is recorded); audited. False when a run is already
+    on its way (nothing recorded or queued again)."""
     _require_admin(actor)
+    if check_pending():
+        return False
     canary = latest_input(PrerequisiteInput.Kind.CANARY)
     with transaction.atomic():
         audit_record(actor=actor, action="soa.prerequisites.check_requested", object_type="prerequisites",
                      after={"canary": canary.mailbox.upn if canary and canary.mailbox else None})  # fmt: skip
-        transaction.on_commit(lambda: enqueue(CHECK_JOB, True))
+        transaction.on_commit(_enqueue_check)
+    return True
 
 
 # -- the page ---------------------------------------------------------------------------------------------------------

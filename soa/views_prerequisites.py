@@ -81,8 +81,11 @@ def canary_check_view(request: HttpRequest) -> HttpResponse:
     except PrerequisiteError as error:
         form.add_error("identity", str(error))
         return _page_with(request, canary_form=form)
-    messages.success(request, f"The Exchange role check on {record.mailbox.upn} is queued with the other checks; "
-                     "reload the page in a minute for its result.")  # fmt: skip
+    if record is None:
+        messages.info(request, "The check of this canary is already queued; reload the page in a minute.")
+    else:
+        messages.success(request, f"{record.mailbox.upn} is the canary; its Exchange role check runs with the other "
+                         "checks. Reload the page in a minute for the result.")  # fmt: skip
     return _back()
 
 
@@ -90,9 +93,12 @@ def canary_check_view(request: HttpRequest) -> HttpResponse:
 @action_required(Action.PORTAL_CONFIGURE)
 def check_now_view(request: HttpRequest) -> HttpResponse:
     try:
-        check_request(actor=request.user)
+        queued = check_request(actor=request.user)
     except PrerequisiteError as error:
         messages.error(request, str(error))
         return _back()
-    messages.success(request, "The prerequisite checks are queued; reload the page in a minute for their results.")
+    if queued:
+        messages.success(request, "The prerequisite checks are queued; reload the page in a minute for their results.")
+    else:
+        messages.info(request, "The prerequisite checks are already queued; reload the page in a minute.")
     return _back()

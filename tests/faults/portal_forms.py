@@ -327,6 +327,11 @@ def _group_mapping_remove(p: People) -> Form:
     return Form(reverse("group_mapping_remove", args=[mapping.pk]), {"reason": "group retired"}, p.admin, p.admin2)
 
 
+def _prerequisite_canary(p: People) -> Form:
+    mailbox = _mailboxes(1)[0]
+    return Form(reverse("prerequisite_canary"), {"identity": mailbox.upn, "confirm": "on"}, p.admin, p.admin2)
+
+
 def _simple(name: str, user: str, second: str | None, data: dict | None = None, htmx: bool = False):
     def build(p: People) -> Form:
         return Form(reverse(name), dict(data or {}), getattr(p, user), second and getattr(p, second), htmx)
@@ -393,6 +398,14 @@ FORMS: dict[str, Callable[[People], Form]] = {
     "audit_undo": _undo(by_correlation=False),
     "audit_undo_correlation": _undo(by_correlation=True),
     "connection_test": _simple("connection_test", "admin", "admin2", htmx=True),
+    "prerequisite_check": _simple("prerequisite_check", "admin", "admin2"),
+    "prerequisite_version": _simple(
+        "prerequisite_version",
+        "admin",
+        "admin2",
+        {"version": "2.5.190.0", "seen_where": "SYNC01: Get-ADSyncGlobalSettings"},
+    ),
+    "prerequisite_canary": _prerequisite_canary,
     "logout": _simple("logout", "help", None),
 }
 
