@@ -328,6 +328,12 @@ def prerequisite_rows() -> list[dict[str, Any]]:
             if record is not None:
                 who = record.recorded_by.get_username() if record.recorded_by else "someone"
                 row.update(when=record.recorded_at, source=f"recorded by {who}: {record.seen_where}")
+        elif (
+            check.key == "exchange_role"
+            and check.key not in stored
+            and latest_input(PrerequisiteInput.Kind.CANARY) is None
+        ):
+            row["measured"] = "No canary mailbox picked yet: an administrator picks one to run this check."
         elif check.key in stored:
             result = stored[check.key]
             row.update(status=result.status, measured=result.measured, when=result.checked_at, source=result.source,

@@ -18,6 +18,7 @@ from soa.models import PrerequisiteInput
 from soa.prerequisites import (
     PrerequisiteError,
     canary_check_request,
+    check_pending,
     check_request,
     connect_version_record,
     latest_input,
@@ -35,6 +36,7 @@ def prerequisites_context(user, *, version_form=None, canary_form=None) -> dict:
         "rows": rows,
         "met": sum(1 for row in rows if row["status"] == "met"),
         "may_manage": may(user, Action.PORTAL_CONFIGURE),
+        "pending": check_pending(),
         "canary": canary.mailbox if canary else None,
         "version_form": version_form or ConnectVersionForm(),
         "canary_form": canary_form or CanaryForm(initial={"identity": canary.mailbox.upn} if canary and canary.mailbox
