@@ -199,3 +199,21 @@ def test_check_now_queues_the_job_which_runs_every_check_against_the_emulator(st
     page = client.get(reverse("readiness"))
     assert page.status_code == 200
     assert b'data-testid="rd-prereq-connect_sync" data-status="met"' in page.content
+
+
+def test_the_periodic_readiness_tick_runs_the_checks_and_repeats_the_flip_only_when_due(stack, settings):
+    from writeback.jobs.readiness import _take
+
+    settings.PREREQUISITE_ROLE_CHECK_HOURS = 24
+    _canary(cloud_mailbox())
+    assert "prerequisites" in _take()
+    assert set(PrerequisiteCheck.objects.values_list("key", flat=True)) == {
+        "connect_sync",
+        "exchange_role",
+        "writeback",
+    }
+    _take()  # the flip ran less than 24 hours ago: not again
+    assert AuditEvent.objects.filter(action="soa.prerequisites.canary_checked").count() == 1
+    PrerequisiteCheck.objects.filter(key="exchange_role").update(checked_at=timezone.now() - dt.timedelta(hours=25))
+    _take()
+    assert AuditEvent.objects.filter(action="soa.prerequisites.canary_checked").count() == 2
