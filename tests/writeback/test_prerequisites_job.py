@@ -217,3 +217,17 @@ def test_the_periodic_readiness_tick_runs_the_checks_and_repeats_the_flip_only_w
     PrerequisiteCheck.objects.filter(key="exchange_role").update(checked_at=timezone.now() - dt.timedelta(hours=25))
     _take()
     assert AuditEvent.objects.filter(action="soa.prerequisites.canary_checked").count() == 2
+
+
+def test_exchange_failing_otherwise_than_refusing_leaves_the_role_check_unknown_with_the_error(stack):
+    """A canary Exchange no longer knows: 404 (exchange-facts §4.4), which says nothing of the app's role."""
+    _directory, exchange = stack
+    mailbox = Mailbox.objects.filter(authority=Authority.ON_PREM, in_exo=True).order_by("-upn").first()
+    _canary(mailbox)
+    exchange.delete_mailbox(mailbox.upn)
+    try:
+        row = exchange_role_check()
+    finally:
+        exchange.sync()  # Entra Connect brings the mailbox back from AD
+    assert row.status == Status.UNKNOWN and "couldn't be found" in row.error
+    assert row.evidence == {"canary": mailbox.upn}

@@ -64,21 +64,37 @@ def _role_judgement(identity: str) -> tuple[Judgement, str]:
     client = exchange_client()
     evidence: dict[str, Any] = {"canary": identity}
     try:
-        before = client.get_mailbox(identity).get("IsExchangeCloudManaged")
+        before = _flag(client.get_mailbox(identity).get("IsExchangeCloudManaged"))
         evidence["before"] = before
-        result = client.set_mailbox(identity, verify=True, IsExchangeCloudManaged=bool(before))
-    except ExoAuthError as error:
+        if before is None:  # writing a guess could flip the mailbox's authority: write nothing
+            return Judgement(
+                Status.UNKNOWN,
+                "Get-Mailbox did not show the canary's IsExchangeCloudManaged, so nothing was written.",
+                evidence,
+            ), "IsExchangeCloudManaged missing from Get-Mailbox"
+        result = client.set_mailbox(identity, verify=True, IsExchangeCloudManaged=before)
+    except ExchangeOnlineError as error:
+        # 401/403: the token or the app's role does not allow it (a cmdlet outside the app's role comes back as a
+        # 403 whose body cannot be read, exchange-facts §4.4); a token Entra would not issue has no status.
         if error.status in (401, 403):
             evidence["exchange_error"] = error.message
             return Judgement(Status.NOT_MET, f"Exchange Online refused the app ({error.status}): {error.message}",
                              evidence), ""  # fmt: skip
-        return Judgement(Status.UNKNOWN, "No token for Exchange Online.", evidence), str(error)
-    except ExchangeOnlineError as error:
-        return Judgement(Status.UNKNOWN, "The canary's flip could not be carried out.", evidence), str(error)
-    read_back = (result.mailbox or {}).get("IsExchangeCloudManaged")
+        what = "No token for Exchange Online." if isinstance(error, ExoAuthError) else "The flip could not be made."
+        return Judgement(Status.UNKNOWN, what, evidence), str(error)
+    read_back = _flag((result.mailbox or {}).get("IsExchangeCloudManaged"))
     evidence.update(read_back=read_back, warnings=result.warnings, changed=result.changed)
-    return Judgement(Status.MET, f"Set-Mailbox -IsExchangeCloudManaged ${str(bool(before)).lower()} on {identity} "
+    return Judgement(Status.MET, f"Set-Mailbox -IsExchangeCloudManaged ${str(before).lower()} on {identity} "
                      f"was accepted; read back: {read_back}.", evidence), ""  # fmt: skip
+
+
+def _flag(value: Any) -> bool | None:
+    """Exchange's Boolean as JSON gives it (true/false, or "True"/"False" as text), else None."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
 
 
 def exchange_role_check() -> PrerequisiteCheck | None:
