@@ -272,6 +272,17 @@ DRIFT_AUTO_REPAIR = env.bool("DRIFT_AUTO_REPAIR", default=False)
 READINESS_CACHE_SECONDS = env.int("READINESS_CACHE_SECONDS", default=300)
 READINESS_SNAPSHOT_INTERVAL_MINUTES = env.int("READINESS_SNAPSHOT_INTERVAL_MINUTES", default=15)
 READINESS_SNAPSHOT_MAX_AGE_MINUTES = env.int("READINESS_SNAPSHOT_MAX_AGE_MINUTES", default=60)
+# The readiness page's prerequisites (soa/prerequisites.py, writeback/jobs/prerequisites.py, docs/readiness.md).
+# Entra Connect's baseline build (exchange-facts §1.3: 2.5.76.0 at preview; 2026 sources cite 2.5.190.0, unconfirmed);
+# how old Graph's onPremisesLastSyncDateTime may be (Connect's default cycle is 30 minutes, §6); how often the periodic
+# job repeats the canary's no-op flip (0: only when an administrator asks); how many cloud-managed mailboxes the
+# writeback check reads in AD, and how long after a cloud change it expects Cloud Sync (every 20 minutes, §2.4) to
+# have written it.
+ENTRA_CONNECT_MIN_VERSION = env.str("ENTRA_CONNECT_MIN_VERSION", default="2.5.76.0")
+ENTRA_CONNECT_SYNC_MAX_AGE_HOURS = env.float("ENTRA_CONNECT_SYNC_MAX_AGE_HOURS", default=3.0)
+PREREQUISITE_ROLE_CHECK_HOURS = env.int("PREREQUISITE_ROLE_CHECK_HOURS", default=24)
+PREREQUISITE_WRITEBACK_SAMPLE = env.int("PREREQUISITE_WRITEBACK_SAMPLE", default=200)
+PREREQUISITE_WRITEBACK_SETTLE_MINUTES = env.int("PREREQUISITE_WRITEBACK_SETTLE_MINUTES", default=60)
 
 # Pilot waves. The quiet period is one 30-minute sync cycle plus 24 hours (Microsoft's advice before a flip);
 # the ceiling is Microsoft's writeback limit at GA on 2026-08-03 (exchange-facts §1.10: 600,000; 200,000 in preview).

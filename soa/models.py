@@ -538,3 +538,50 @@ class ReadinessSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"Readiness on {self.day}"
+
+
+class PrerequisiteCheck(models.Model):
+    """The latest result of one prerequisite check of the readiness page (soa.prerequisites), one row per check, so
+    the page shows them without calling Graph, Exchange or AD. ``measured`` says in a sentence what was found,
+    ``evidence`` keeps the values behind it, ``source`` where they came from; ``error`` why a source gave nothing."""
+
+    class Status(models.TextChoices):
+        MET = "met", "met"
+        NOT_MET = "not_met", "not met"
+        UNKNOWN = "unknown", "unknown"
+
+    key = models.CharField(max_length=32, unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.UNKNOWN)
+    measured = models.TextField(blank=True)
+    evidence = models.JSONField(default=dict, blank=True)
+    source = models.CharField(max_length=300, blank=True)
+    error = models.TextField(blank=True)
+    checked_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"Prerequisite {self.key}: {self.get_status_display()}"
+
+
+class PrerequisiteInput(models.Model):
+    """What an administrator recorded for a prerequisite the portal cannot read itself: Entra Connect's version and
+    where it was seen (no Microsoft API reports it), or the canary mailbox of the Exchange role check. The newest row
+    of a kind is the one in force; older rows stay as the history."""
+
+    class Kind(models.TextChoices):
+        CONNECT_VERSION = "connect_version", "Entra Connect version"
+        CANARY = "canary", "Canary mailbox"
+
+    kind = models.CharField(max_length=32, choices=Kind.choices, db_index=True)
+    value = models.CharField(max_length=64, blank=True, help_text="the version, for connect_version")
+    seen_where = models.CharField(max_length=300, blank=True, help_text="where the administrator read it")
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-recorded_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} recorded {self.recorded_at:%Y-%m-%d %H:%M}"

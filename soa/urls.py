@@ -1,6 +1,6 @@
 from django.urls import path
 
-from soa import views, views_changes, views_history, views_readiness
+from soa import views, views_changes, views_history, views_prerequisites, views_readiness
 
 urlpatterns = [
     path("", views.mailbox_list_view, name="mailbox_list"),
@@ -8,6 +8,9 @@ urlpatterns = [
     path("readiness/", views_readiness.readiness_view, name="readiness"),
     path("readiness/report/", views_readiness.readiness_report_view, name="readiness_report"),
     path("readiness/export.csv", views_readiness.readiness_export_view, name="readiness_export"),
+    path("readiness/prerequisites/version/", views_prerequisites.connect_version_view, name="prerequisite_version"),
+    path("readiness/prerequisites/canary/", views_prerequisites.canary_check_view, name="prerequisite_canary"),
+    path("readiness/prerequisites/check/", views_prerequisites.check_now_view, name="prerequisite_check"),
     path("<int:pk>/", views.mailbox_detail_view, name="mailbox_detail"),
     path("<int:pk>/history/", views_history.mailbox_timeline_view, name="mailbox_timeline"),
     path("<int:pk>/history/as-of/", views_history.mailbox_as_of_view, name="mailbox_as_of"),

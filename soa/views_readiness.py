@@ -28,6 +28,7 @@ from portal.roles import Action, scope_filter
 from soa.forms import RECIPIENT_TYPES
 from soa.readiness import MANUAL_CONDITIONS, OU_ROWS, chart, checklist, latest_snapshot, measure, trend
 from soa.selectors import mailbox_list
+from soa.views_prerequisites import prerequisites_context
 from writeback.selectors import readiness_writeback_counts
 
 CSV_HEADER = ["section", "item", "cloud", "on_prem", "total", "count", "status", "note"]
@@ -91,6 +92,7 @@ def _context(request: HttpRequest) -> dict:
         "drifted_chart": chart(snapshots, "drifted"),
         "cache_seconds": settings.READINESS_CACHE_SECONDS,
         "drift_url": reverse("drift"),
+        "prerequisites": prerequisites_context(request.user),
     }
 
 

@@ -16,7 +16,8 @@ What it plays (facts from shared/reference/exchange-facts.md; every guess is lis
   throttling (429 + Retry-After + Rate-Limit-*), and faults switched on at run time.
 - Microsoft Graph: ``GET /v1.0/users`` (app-only, User.Read.All) listing the Entra users Connect made from AD,
   with ``$select``, ``$top`` and ``@odata.nextLink`` paging; ``id`` is Exchange's ExternalDirectoryObjectId and
-  ``onPremisesImmutableId`` the sourceAnchor.
+  ``onPremisesImmutableId`` the sourceAnchor; ``GET /v1.0/organization`` (Organization.Read.All) with the tenant's
+  ``onPremisesSyncEnabled`` and ``onPremisesLastSyncDateTime`` (the last sync tick).
 - Entra Connect: a sync tick reads the sandbox directory's people (sAMAccountType 805306368, never computers)
   over LDAP, joins them to cloud objects on the sourceAnchor (setting ``source_anchor``), keeps the Entra users
   and writes AD's values into the mailboxes whose Exchange attributes AD still masters (IsExchangeCloudManaged
@@ -91,6 +92,11 @@ GUESSES = (
     "the overage claims name Azure AD Graph's getMemberObjects URL. Graph's getMemberObjects answers a demo "
     "identity's groups whatever securityEnabledOnly says (the demo's groups are all security groups); the wording of "
     "its 400 for a missing securityEnabledOnly is made up.",
+    "An app-only caller whose app holds no Entra role (setting app_directory_roles empty) is refused every cmdlet "
+    "with 403; one holding roles but none of Exchange, Hybrid Identity or Global Administrator is refused "
+    "Set-Mailbox -IsExchangeCloudManaged only (403); the wording of both errors is made up.",
+    "Graph's organization: onPremisesLastSyncDateTime is the end of the last sync tick; onPremisesSyncEnabled is "
+    "true once a tick has run; displayName, tenantType, countryLetterCode and createdDateTime are placeholders.",
 )
 
 __all__ = ["GUESSES", "ExchangeOnlineEmulator", "ExchangeOnlineEmulatorError", "trusting_session"]

@@ -11,6 +11,8 @@ GET/PUT     /_emulator/faults                read / merge fault settings (see fa
 GET/PUT     /_emulator/throttle              ``{"rate": r, "burst": b}``; rate null or 0 turns it off
 GET/PUT     /_emulator/settings              behaviour switches (see config.Settings)
 GET         /_emulator/counters              requests served, 429s sent, by status and cmdlet
+GET/PUT     /_emulator/organization          Graph's organization; PUT ``onPremisesLastSyncDateTime`` (ISO 8601
+                                             or null) / ``onPremisesSyncEnabled`` (true, false, null: derived)
 GET/POST    /_emulator/mailboxes             every raw record / create one (cloud-only by default)
 GET/PATCH   /_emulator/mailboxes/{identity}  one raw record / overwrite properties, bypassing all rules
 DELETE      /_emulator/mailboxes/{identity}  remove a mailbox
@@ -93,6 +95,10 @@ class AdminApi:
             if method in ("PUT", "POST", "PATCH"):
                 emulator.settings.update(body)
             return json_response(200, emulator.settings.as_dict())
+        if route == "organization":
+            if method in ("PUT", "POST", "PATCH"):
+                emulator.organization.update(body)
+            return json_response(200, emulator.organization.record())
         if route == "counters" and method == "GET":
             return json_response(200, emulator.counters_snapshot())
         if route == "mailboxes":

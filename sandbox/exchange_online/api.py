@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from .app_roles import check_app_role
 from .cmdlets import Cmdlets, Invocation, Result
 from .config import Tenant
 from .entra import DELEGATED_EXCHANGE_SCOPE, Entra, TokenRejected
@@ -111,6 +112,8 @@ class ExchangeApi:
                 )  # fmt: skip
             call = self._invocation(request, tenant_in_path)
             cmdlet = call.cmdlet
+            if MANAGE_AS_APP in (claims.get("roles") or []):  # app-only: the app's Entra role decides too
+                check_app_role(self.cmdlets.settings.app_directory_roles, cmdlet, call.params, claims.get("appid", ""))
             latency = self.faults.latency_for(cmdlet)
             if latency > 0:
                 time.sleep(latency)

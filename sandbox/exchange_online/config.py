@@ -69,6 +69,9 @@ class Settings:
     # (_claim_names/_claim_sources) instead and the client reads the groups from Graph. Entra's limit for JWTs is
     # 200 (Learn, "How to get the signed-in user group list when a group overage claim is displayed").
     groups_overage_limit: int = 200
+    # The Entra roles of the product's app registrations (app_roles.py): empty, every cmdlet is refused with 403;
+    # without Exchange Administrator (or Hybrid Identity / Global Administrator) Set-Mailbox -IsExchangeCloudManaged is.
+    app_directory_roles: list[str] = field(default_factory=lambda: ["Exchange Administrator"])
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply ``changes`` (validated by type) or raise ValueError naming the bad key."""
@@ -85,6 +88,10 @@ class Settings:
                 raise ValueError(f"source_anchor must be one of {', '.join(SOURCE_ANCHORS)}")
             elif key == "protected_addresses" and value not in PROTECTED_ADDRESS_MODES:
                 raise ValueError(f"protected_addresses must be one of {', '.join(PROTECTED_ADDRESS_MODES)}")
+            elif key == "app_directory_roles":
+                if not isinstance(value, list) or not all(isinstance(role, str) for role in value):
+                    raise ValueError("app_directory_roles must be a list of role names")
+                value = list(value)
             elif isinstance(current, bool):
                 if not isinstance(value, bool):
                     raise ValueError(f"{key} must be true or false")

@@ -1,4 +1,5 @@
-"""Microsoft Graph, as much as pairing and sign-in need, on the emulator's HTTPS server: users and their groups.
+"""Microsoft Graph, as much as the portal needs, on the emulator's HTTPS server: users, their groups, and the
+organization (organization.py: the tenant's on-premises sync properties).
 
 Follows Microsoft's documentation of the v1.0 API:
 
@@ -39,6 +40,7 @@ from urllib.parse import urlencode
 from .config import GRAPH_AUDIENCE, GRAPH_RESOURCE
 from .entra import Entra, TokenRejected
 from .entra_users import EntraUsers
+from .organization import READ_ORGANIZATION, Organization
 from .state import TenantState, format_date
 from .web import Request, Response, json_response
 
@@ -96,16 +98,31 @@ def cloud_only_user(record: dict[str, Any]) -> dict[str, Any]:
 class GraphApi:
     """``/v1.0/...`` of one tenant."""
 
-    def __init__(self, *, entra: Entra, users: EntraUsers, state: TenantState, base_url: str) -> None:
+    def __init__(
+        self,
+        *,
+        entra: Entra,
+        users: EntraUsers,
+        state: TenantState,
+        base_url: str,
+        organization: Organization | None = None,
+    ) -> None:
         self.entra, self.users, self.state, self.base_url = entra, users, state, base_url
+        self.organization = organization
 
     def handle(self, request: Request, parts: list[str]) -> Response:
         request_id = str(uuid.uuid4())
         client_request_id = request.headers.get("client-request-id") or request_id
         headers = {"request-id": request_id, "client-request-id": client_request_id}
         try:
-            claims = self._authenticate(request)
             lowered = [p.lower() for p in parts]
+            if lowered == ["organization"]:
+                self._authenticate(request, allowed=READ_ORGANIZATION)
+                payload = self._organization(request)
+                return json_response(
+                    200, payload, headers=headers, content_type="application/json;odata.metadata=minimal;charset=utf-8"
+                )
+            claims = self._authenticate(request)
             if len(parts) == 3 and lowered[0] == "users" and lowered[2] == "getmemberobjects":
                 if request.method != "POST":
                     raise GraphError(405, "Request_BadRequest", f"The HTTP method '{request.method}' is not allowed.")
@@ -134,7 +151,23 @@ class GraphApi:
             200, payload, headers=headers, content_type="application/json;odata.metadata=minimal;charset=utf-8"
         )
 
-    def _authenticate(self, request: Request) -> dict[str, Any]:
+    def _organization(self, request: Request) -> dict[str, Any]:
+        if request.method != "GET":
+            raise GraphError(405, "Request_BadRequest", f"The HTTP method '{request.method}' is not allowed.")
+        if self.organization is None:
+            raise GraphError(400, "BadRequest", "Resource not found for the segment 'organization'.")
+        try:
+            select = self.organization.select(request.query.get("$select"))
+        except ValueError as exc:
+            raise GraphError(
+                400,
+                "BadRequest",
+                f"Parsing OData Select and Expand failed: Could not find a property named '{exc}' on type "
+                "'microsoft.graph.organization'.",
+            ) from None
+        return self.organization.listing(self.base_url, select)
+
+    def _authenticate(self, request: Request, *, allowed: frozenset[str] = READ_USERS) -> dict[str, Any]:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         challenge = {
             "WWW-Authenticate": f'Bearer realm="", authorization_uri="{self.entra.authority}/oauth2/authorize", '
@@ -146,7 +179,7 @@ class GraphApi:
             claims = self.entra.verify_access_token(token.strip(), audience=GRAPH_AUDIENCE)
         except TokenRejected as exc:
             raise GraphError(401, "InvalidAuthenticationToken", str(exc), challenge) from None
-        if not READ_USERS & set(claims.get("roles") or []) and "User.Read.All" not in claims.get("scp", "").split():
+        if not allowed & (set(claims.get("roles") or []) | set(claims.get("scp", "").split())):
             raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
         return claims
 

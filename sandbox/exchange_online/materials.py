@@ -27,6 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 MANAGE_AS_APP = "Exchange.ManageAsApp"
 # Graph's least-privileged application permission to list users (Learn: "List users", permissions table).
 USER_READ_ALL = "User.Read.All"
+ORGANIZATION_READ_ALL = "Organization.Read.All"  # Graph's organization (the readiness page's last sync time)
 TENANT_FILE = "tenant.json"
 
 # Client registrations every emulator has: the two ways the product authenticates (granted Exchange.ManageAsApp on
@@ -275,7 +276,7 @@ def prepare(workdir: Path) -> Materials:
             object_id=ids["object_id"],
             display_name=names.get(kind, "Unconsented app"),
             roles=roles,
-            graph_roles=[] if kind == "no_permission" else [USER_READ_ALL],
+            graph_roles=[] if kind == "no_permission" else [USER_READ_ALL, ORGANIZATION_READ_ALL],
         )
         if kind == "certificate":
             key_path, cert_path = workdir / "client.key", workdir / "client.crt"

@@ -265,6 +265,11 @@ class ExchangeOnlineEmulator:
     def counters(self) -> dict[str, Any]:
         return self._admin("GET", "counters")
 
+    def set_organization(self, **properties: Any) -> dict[str, Any]:
+        """Set Graph's organization sync properties: ``onPremisesLastSyncDateTime`` (ISO 8601 or None),
+        ``onPremisesSyncEnabled`` (True, False, None: derived from the ticks). The next sync tick moves the time on."""
+        return self._admin("PUT", "organization", properties)
+
     def create_mailbox(self, **props: Any) -> dict[str, Any]:
         """Create a mailbox directly (cloud-only unless IsDirSynced=True); returns its raw record."""
         return self._admin("POST", "mailboxes", props)

@@ -35,6 +35,7 @@ from .faults import Faults
 from .graph import GraphApi
 from .mailboxes import from_properties
 from .materials import Materials, prepare, write_atomic
+from .organization import Organization
 from .state import Persister, TenantState
 from .sync import DirectorySync
 from .throttle import Throttle
@@ -87,9 +88,16 @@ class Emulator:
             counters=self.counters,
         )
         self.entra_users = EntraUsers()
-        self.graph = GraphApi(entra=self.entra, users=self.entra_users, state=self.state, base_url=base_url)
         self.sync = DirectorySync(
             state=self.state, tenant=self.tenant, settings=self.settings, source=ldap, entra_users=self.entra_users
+        )
+        self.organization = Organization(self.tenant, self.sync)
+        self.graph = GraphApi(
+            entra=self.entra,
+            users=self.entra_users,
+            state=self.state,
+            base_url=base_url,
+            organization=self.organization,
         )
         self.admin = AdminApi(self)
         self._tick_lock = threading.Lock()
@@ -126,6 +134,7 @@ class Emulator:
         """Back to how the emulator started: faults off, start throttle and settings, fresh state, zero counters."""
         self.faults.reset()
         self.entra.clear_revocations()
+        self.organization.clear()
         self.throttle.configure(self.options.rate, self.options.burst)
         self.settings.update(self.options.settings.as_dict())
         with self._tick_lock, self.state.lock:

@@ -167,6 +167,7 @@ class DirectorySync:
         self.state, self.tenant, self.settings, self.source = state, tenant, settings, source
         self.entra_users = entra_users if entra_users is not None else EntraUsers()
         self.ticks = 0
+        self.last_tick_at: dt.datetime | None = None  # the end of the last completed tick (UTC)
 
     def tick(self, *, initial: bool = False) -> dict[str, Any]:
         """Read AD and apply it; returns what changed. Raises if the directory cannot be read.
@@ -186,6 +187,7 @@ class DirectorySync:
         finally:
             conn.unbind()
         stats["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        self.last_tick_at = dt.datetime.now(dt.UTC)  # Graph's organization shows it as onPremisesLastSyncDateTime
         return stats
 
     def apply(self, users: list[dict[str, Any]], *, created: float | None = None) -> dict[str, Any]:

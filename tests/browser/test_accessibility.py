@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from portal.group_roles import group_mapping_save
 from portal.roles import Role
+from soa.models import PrerequisiteCheck
 from tests.browser.conftest import ARTIFACTS, serious_violations
 from tests.soa.test_undo import applied_edit
 from tests.soa.test_wave_support import FINANCE, make_mailbox, submitted_wave
@@ -68,6 +69,17 @@ def tenant(make_user):
     mapping = group_mapping_save(actor=None, group_id="6f1c1f8e-3a1b-4b8e-9a41-0c2d3e4f5a6b", display_name="Sales desk",
                                  role=Role.HELPDESK, scopes=["OU=Sales,OU=Corp,DC=corp,DC=example,DC=com"])  # fmt: skip
     edit = applied_edit(make_user("edna", Role.HELPDESK), ann)
+    # The readiness page's prerequisites in each state they can show (met, not met with its fix, unknown with an error).
+    PrerequisiteCheck.objects.create(key="connect_sync", status="met", measured="Last synced 10 minutes ago.",
+                                     source="Microsoft Graph GET /v1.0/organization")  # fmt: skip
+    PrerequisiteCheck.objects.create(
+        key="exchange_role",
+        status="not_met",
+        measured="Exchange Online refused the app.",
+        evidence={"canary": "ann.archer@corp.example.com", "exchange_error": "denied"},
+    )
+    PrerequisiteCheck.objects.create(key="writeback", status="unknown", measured="The source could not be read.",
+                                     error="search failed: the directory did not answer")  # fmt: skip
     return {
         "ann": ann.pk,
         "finn": finn.pk,

@@ -327,6 +327,29 @@ def _group_mapping_remove(p: People) -> Form:
     return Form(reverse("group_mapping_remove", args=[mapping.pk]), {"reason": "group retired"}, p.admin, p.admin2)
 
 
+def _no_prerequisite_run_waiting() -> None:
+    """The state both prerequisite forms act on: no requested run of the checks still queued (one run at a time)."""
+    from rq.job import Job
+
+    from soa.prerequisites import CHECK_JOB_ID
+
+    queue = django_rq.get_queue(jobs.QUEUE)
+    queue.remove(CHECK_JOB_ID)
+    if Job.exists(CHECK_JOB_ID, connection=queue.connection):
+        Job.fetch(CHECK_JOB_ID, connection=queue.connection).delete()
+
+
+def _prerequisite_canary(p: People) -> Form:
+    _no_prerequisite_run_waiting()
+    mailbox = _mailboxes(1)[0]
+    return Form(reverse("prerequisite_canary"), {"identity": mailbox.upn, "confirm": "on"}, p.admin, p.admin2)
+
+
+def _prerequisite_check(p: People) -> Form:
+    _no_prerequisite_run_waiting()
+    return Form(reverse("prerequisite_check"), {}, p.admin, p.admin2)
+
+
 def _simple(name: str, user: str, second: str | None, data: dict | None = None, htmx: bool = False):
     def build(p: People) -> Form:
         return Form(reverse(name), dict(data or {}), getattr(p, user), second and getattr(p, second), htmx)
@@ -393,6 +416,14 @@ FORMS: dict[str, Callable[[People], Form]] = {
     "audit_undo": _undo(by_correlation=False),
     "audit_undo_correlation": _undo(by_correlation=True),
     "connection_test": _simple("connection_test", "admin", "admin2", htmx=True),
+    "prerequisite_check": _prerequisite_check,
+    "prerequisite_version": _simple(
+        "prerequisite_version",
+        "admin",
+        "admin2",
+        {"version": "2.5.190.0", "seen_where": "SYNC01: Get-ADSyncGlobalSettings"},
+    ),
+    "prerequisite_canary": _prerequisite_canary,
     "logout": _simple("logout", "help", None),
 }
 

@@ -96,10 +96,11 @@ def person(directory, ldap) -> Iterator:
 
 def test_msal_gets_a_graph_token_carrying_the_graph_permission(exchange_online, graph_token):
     """An app-only token for https://graph.microsoft.com/.default has Graph as audience and the app's Graph
-    application permissions as roles (User.Read.All, the least-privileged permission for List users)."""
+    application permissions as roles (User.Read.All, the least-privileged permission for List users, and
+    Organization.Read.All, the one for List organization)."""
     claims = jwt.decode(graph_token, options={"verify_signature": False})
     assert claims["aud"] == "https://graph.microsoft.com"
-    assert claims["roles"] == ["User.Read.All"]
+    assert claims["roles"] == ["User.Read.All", "Organization.Read.All"]
     assert claims["idtyp"] == "app" and claims["tid"] == exchange_online.tenant_id
 
 

@@ -300,6 +300,7 @@ class ExchangeOnlineClient:
                 error = ExchangeOnlineError(
                     f"Exchange Online refused {cmdlet} with an unreadable body: the cmdlet is unknown or not "
                     "allowed for this application.",
+                    status=403,  # the status Exchange sent; its body is what could not be read
                     cmdlet=cmdlet,
                     identity=identity,
                     request_id=request_id,

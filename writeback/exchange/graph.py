@@ -1,4 +1,5 @@
-"""Microsoft Graph, read-only and app-only: the Entra users that Entra Connect made from AD users.
+"""Microsoft Graph, read-only and app-only: the Entra users that Entra Connect made from AD users, and the
+organization's on-premises sync properties (the readiness page's prerequisites).
 
 The inventory needs one thing from Graph: which Entra object each AD user became. Graph's user carries
 ``onPremisesImmutableId`` (the sourceAnchor: base64 of the AD anchor attribute) and ``id`` (the object id that
@@ -26,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 # What pairing reads of a user (Graph returns only these with $select, which keeps a page small).
 PAIRING_SELECT = ("id", "userPrincipalName", "onPremisesImmutableId", "onPremisesDistinguishedName")
+# What the readiness page's prerequisites read of the organization (soa.prerequisites).
+ORGANIZATION_SELECT = ("id", "displayName", "onPremisesSyncEnabled", "onPremisesLastSyncDateTime")
 MAX_PAGE_SIZE = 999  # Graph's ceiling for $top on /users
 _RETRYABLE = frozenset({429, 500, 502, 503, 504})
 
@@ -38,7 +41,7 @@ class GraphError(Exception):
         self.status, self.code, self.retryable = status, code, retryable
 
 
-def _error(response: requests.Response) -> GraphError:
+def _error(response: requests.Response, permission: str = "User.Read.All") -> GraphError:
     code, message = "", response.reason or ""
     try:
         body = response.json().get("error") or {}
@@ -47,7 +50,7 @@ def _error(response: requests.Response) -> GraphError:
         pass
     hint = ""
     if response.status_code == 403:
-        hint = " The application needs Graph's User.Read.All application permission, with admin consent."
+        hint = f" The application needs Graph's {permission} application permission, with admin consent."
     return GraphError(
         f"Microsoft Graph answered {response.status_code} {code}: {message.rstrip('.')}.{hint}",
         status=response.status_code,
@@ -95,7 +98,17 @@ class GraphClient:
             if url and urlsplit(url)[:2] != self._origin:
                 raise GraphError(f"Refusing to follow a nextLink to another host: {urlsplit(url).netloc}")
 
-    def _get(self, url: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    def organization(self) -> dict[str, Any]:
+        """The tenant's organization object with its on-premises sync properties (``GET /v1.0/organization``; Learn
+        "List organization": application permission Organization.Read.All). Empty when Graph lists none."""
+        payload = self._get(
+            f"{self._base}/v1.0/organization", {"$select": ",".join(ORGANIZATION_SELECT)},
+            permission="Organization.Read.All",
+        )  # fmt: skip
+        values = payload.get("value") or []
+        return dict(values[0]) if values else {}
+
+    def _get(self, url: str, params: dict[str, Any] | None, *, permission: str = "User.Read.All") -> dict[str, Any]:
         refreshed = False
         attempt = 0
         while True:
@@ -114,7 +127,7 @@ class GraphClient:
                     },
                     timeout=(self.config.connect_timeout, self.config.timeout),
                 )
-                error = None if response.ok else _error(response)
+                error = None if response.ok else _error(response, permission)
                 status: int | str = response.status_code
             except (requests.Timeout, requests.ConnectionError) as exc:
                 error = GraphError(f"No answer from Microsoft Graph: {exc.__class__.__name__}", retryable=True)

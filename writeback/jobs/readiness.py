@@ -18,6 +18,7 @@ from rq.job import Job
 from soa.models import Mailbox, ReadinessSnapshot
 from soa.readiness import measure, snapshot_take
 from writeback.jobs.chain import Chain
+from writeback.jobs.prerequisites import prerequisites_run
 from writeback.selectors import readiness_writeback_counts
 
 QUEUE = "default"
@@ -44,7 +45,9 @@ def readiness_snapshot_take(*, now: dt.datetime | None = None) -> ReadinessSnaps
 
 def _take() -> str:
     snapshot = readiness_snapshot_take()
-    return f"readiness snapshot of {snapshot.day}: {snapshot.cloud} of {snapshot.total} mailboxes cloud-managed"
+    checks = prerequisites_run()  # the page's prerequisites too (the canary's flip only when due)
+    return (f"readiness snapshot of {snapshot.day}: {snapshot.cloud} of {snapshot.total} mailboxes cloud-managed; "
+            f"prerequisites {checks}")  # fmt: skip
 
 
 def readiness_snapshot_periodic_job() -> str:
