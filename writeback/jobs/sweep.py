@@ -3,7 +3,8 @@
 wave members are returned to PENDING and their waves queued again; inventory runs are failed, so the next import
 may run; writeback tasks are returned to QUEUED (or failed once their policy gives up) and scheduled again; change
 requests being applied are released for another attempt (or failed once CHANGE_RETRY gives up); drift scans are
-failed, so the next may run; a tenant default switch whose worker died is failed, for an administrator to retry; running bulk edits whose step was lost get their next step queued.
+failed, so the next may run; a tenant default switch whose worker died is failed, for an administrator to
+retry; running bulk edits whose step was lost get their next step queued.
 """
 
 from writeback.jobs.change_batches import change_batch_sweep
