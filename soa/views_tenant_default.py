@@ -109,7 +109,7 @@ def tenant_default_view(request: HttpRequest) -> HttpResponse:
 def tenant_default_request_view(request: HttpRequest) -> HttpResponse:
     form = RequestForm(request.POST)
     if form.is_valid():
-        read = tenant_default_read(fresh=True)
+        read = tenant_default_read()  # at most TENANT_DEFAULT_CACHE_SECONDS old; the job reads again before it calls
         try:
             if read.error:
                 raise SoaError(f"Exchange Online could not be read ({read.error}); nothing was requested.")

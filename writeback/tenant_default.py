@@ -60,7 +60,12 @@ class DefaultRead:
 def _read(client: ExchangeOnlineClient | None, property_name: str) -> DefaultRead:
     now = timezone.now()
     try:
-        client = client or ExchangeOnlineClient(replace(ExchangeConfig.from_settings(), **PAGE_PATIENCE))
+        if client is None:
+            config = ExchangeConfig.from_settings()
+            if not config.tenant or not config.client_id:
+                unset = "Exchange Online is not configured (EXO_TENANT, ENTRA_CLIENT_ID)."
+                return DefaultRead(read_at=now, property_name=property_name, error=unset)
+            client = ExchangeOnlineClient(replace(config, **PAGE_PATIENCE))
         organization = client.get_organization_config()
     except (ExchangeOnlineError, ValueError, OSError) as error:
         return DefaultRead(read_at=now, property_name=property_name, error=str(error) or type(error).__name__)

@@ -46,12 +46,15 @@ def test_the_page_shows_what_exchange_shows_and_when_it_was_read(tenant, client,
     assert "nothing to request" in html
 
 
-def test_an_unreachable_exchange_is_shown_as_an_error(client, make_user, settings):
-    cache.clear()
-    settings.EXO_BASE_URL = "https://127.0.0.1:9"
-    html = page(client, make_user("page-admin", Role.ADMIN))
+def test_an_unreachable_exchange_is_shown_as_an_error(tenant, client, make_user, settings):
+    settings.EXO_BASE_URL = "https://127.0.0.1:9"  # nothing listens there
+    admin = make_user("page-admin", Role.ADMIN)
+    html = page(client, admin)
     assert 'data-testid="td-read-error"' in html and "could not be read" in html
-    cache.clear()
+    assert client.post(f"{PAGE}request/", {"reason": "now"}).status_code == 200  # refused: the tenant is unknown
+    assert not TenantDefaultRequest.objects.exists()
+    settings.EXO_TENANT = ""
+    assert "Exchange Online is not configured" in page(client, admin, refresh="1")
 
 
 def test_the_readiness_page_loads_the_value_as_a_card(tenant, client, make_user):
