@@ -20,7 +20,7 @@ from portal.roles import Action, may
 from soa.choices import TENANT_DEFAULT_OPEN_STATES, TenantDefaultState
 from soa.models import TENANT_DEFAULT_APPROVALS, TenantDefaultRequest
 from soa.selectors import mailbox_list
-from soa.services import Refusal, SoaError
+from soa.services import SoaError
 from soa.services.tenant_default import (
     REVERT_NOTE,
     approval_refusal,
@@ -88,12 +88,9 @@ def _context(request: HttpRequest, **given) -> dict:
     }
 
 
-def _status(error: SoaError) -> int:
-    return {Refusal.ROLE: 403, Refusal.ACTOR: 403, Refusal.STATE: 409, Refusal.RULE: 409}.get(error.kind, 200)
-
-
-def _page(request: HttpRequest, status: int, **forms_given) -> HttpResponse:
-    return render(request, "soa/tenant_default.html", _context(request, **forms_given), status=status)
+def _page(request: HttpRequest, **forms_given) -> HttpResponse:
+    """The page again with a form's errors (what was typed was refused; nothing changed)."""
+    return render(request, "soa/tenant_default.html", _context(request, **forms_given))
 
 
 @action_required(Action.WAVE_VIEW)
@@ -118,13 +115,14 @@ def tenant_default_request_view(request: HttpRequest) -> HttpResponse:
                 property_name=read.property_name, enabled=read.enabled, blockers=tenant_default_blockers(),
             )  # fmt: skip
         except SoaError as error:
+            if error.kind:  # a refusal of the act, not of what was typed: said above the page
+                messages.error(request, str(error))
+                return redirect("tenant_default")
             form.add_error(None, str(error))
-            return render(
-                request, "soa/tenant_default.html", _context(request, request_form=form), status=_status(error)
-            )
+            return _page(request, request_form=form)
         messages.success(request, f"Request #{row.pk} is waiting for {TENANT_DEFAULT_APPROVALS} approvers.")
         return redirect("tenant_default")
-    return _page(request, 200, request_form=form)
+    return _page(request, request_form=form)
 
 
 @require_POST
@@ -138,16 +136,17 @@ def tenant_default_approve_view(request: HttpRequest, request_id: int) -> HttpRe
                 blockers=tenant_default_blockers(),
             )  # fmt: skip
         except SoaError as error:
-            form.add_error("typed_name" if not error.kind else None, str(error))
-            return render(
-                request, "soa/tenant_default.html", _context(request, approve_form=form), status=_status(error)
-            )
+            if error.kind:
+                messages.error(request, str(error))
+                return redirect("tenant_default")
+            form.add_error("typed_name", str(error))
+            return _page(request, approve_form=form)
         if row.state == TenantDefaultState.QUEUED:
             messages.success(request, "Both approvals are in: the switch is queued and runs in the background.")
         else:
             messages.success(request, "Your approval is recorded; one more approver is needed.")
         return redirect("tenant_default")
-    return _page(request, 200, approve_form=form)
+    return _page(request, approve_form=form)
 
 
 @require_POST
