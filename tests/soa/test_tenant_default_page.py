@@ -62,7 +62,7 @@ def test_the_readiness_page_loads_the_value_as_a_card(tenant, client, make_user)
     readiness = client.get("/mailboxes/readiness/").content.decode()
     assert 'hx-get="/mailboxes/readiness/tenant-default/"' in readiness
     card = client.get(PAGE, HTTP_HX_REQUEST="true").content.decode()
-    assert card.strip().startswith('<section class="card" id="tenant-default-state"') and "Off" in card
+    assert card.strip().startswith('<section class="card tenant-default" id="tenant-default-state"') and "Off" in card
 
 
 def test_blockers_link_to_their_evidence(tenant, client, make_user):
