@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from portal.group_roles import group_mapping_save
 from portal.roles import Role
+from soa.models import TenantDefaultRequest
 from tests.browser.conftest import ARTIFACTS, serious_violations
 from tests.soa.test_undo import applied_edit
 from tests.soa.test_wave_support import FINANCE, make_mailbox, submitted_wave
@@ -28,8 +29,14 @@ EXTRA_PAGES = {
         "/audit/events/{edit}/undo/",
         "/mailboxes/{ann}/history/",
     ],
-    Role.WAVE_OPERATOR: ["/waves/{wave}/", "/waves/new/", "/mailboxes/{ann}/", "/mailboxes/{ann}/history/"],
-    Role.APPROVER: ["/waves/{wave}/"],
+    Role.WAVE_OPERATOR: [
+        "/waves/{wave}/",
+        "/waves/new/",
+        "/mailboxes/{ann}/",
+        "/mailboxes/{ann}/history/",
+        "/mailboxes/readiness/tenant-default/",
+    ],
+    Role.APPROVER: ["/waves/{wave}/", "/mailboxes/readiness/tenant-default/"],
     Role.AUDITOR: [
         "/mailboxes/{ann}/",
         "/waves/{wave}/",
@@ -38,6 +45,7 @@ EXTRA_PAGES = {
         "/mailboxes/{ann}/history/as-of/?at=2999-01-01",
         "/mailboxes/{ann}/history/compare/?earlier=2020-01-01&later={now}",
         "/mailboxes/readiness/report/",
+        "/mailboxes/readiness/tenant-default/",
     ],
     Role.ADMIN: [
         "/mailboxes/{ann}/",
@@ -49,6 +57,7 @@ EXTRA_PAGES = {
         "/audit/events/{edit}/undo/",
         "/audit/correlations/{correlation}/undo/",
         "/mailboxes/{ann}/history/",
+        "/mailboxes/readiness/tenant-default/",
     ],
 }
 LISTEN = """
@@ -68,6 +77,10 @@ def tenant(make_user):
     mapping = group_mapping_save(actor=None, group_id="6f1c1f8e-3a1b-4b8e-9a41-0c2d3e4f5a6b", display_name="Sales desk",
                                  role=Role.HELPDESK, scopes=["OU=Sales,OU=Corp,DC=corp,DC=example,DC=com"])  # fmt: skip
     edit = applied_edit(make_user("edna", Role.HELPDESK), ann)
+    # A switch of the tenant default awaiting approval: approvers see the typed confirmation, administrators its cancel.
+    TenantDefaultRequest.objects.create(tenant_name="corp.onmicrosoft.com", reason="all moved",
+                                        property_name="BlockExchangeProvisioningFromOnPremEnabled",
+                                        requested_by=make_user("tara", Role.ADMIN))  # fmt: skip
     return {
         "ann": ann.pk,
         "finn": finn.pk,
