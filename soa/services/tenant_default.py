@@ -27,11 +27,10 @@ from portal.audit import audit_record
 from portal.models import User
 from portal.roles import Action, may, scope_bases
 from soa.choices import TENANT_DEFAULT_OPEN_STATES, TenantDefaultState
-from soa.jobs import enqueue
+from soa.jobs import TENANT_DEFAULT_JOB, enqueue
 from soa.models import TENANT_DEFAULT_APPROVALS, TenantDefaultApproval, TenantDefaultRequest
 from soa.services import Refusal, SoaError, clean_text, refuse
 
-TENANT_DEFAULT_JOB = "writeback.jobs.tenant_default.tenant_default_job"
 # What the page and every refusal say about going back (exchange-facts §1.9).
 REVERT_NOTE = (
     "Switching it off again (Set-OrganizationConfig -ExchangeAttributesServerManagedByDefault) changes the default "

@@ -10,8 +10,9 @@ from rq import SimpleWorker
 from portal.models import AuditEvent
 from portal.roles import Role
 from soa.choices import TenantDefaultState
+from soa.jobs import TENANT_DEFAULT_JOB
 from soa.models import TenantDefaultRequest
-from soa.services.tenant_default import TENANT_DEFAULT_JOB, tenant_default_approve, tenant_default_request_create
+from soa.services.tenant_default import tenant_default_approve, tenant_default_request_create
 from tests.exchange_fixtures import portal_points_at
 from tests.soa.test_wave_support import make_mailbox
 from writeback.jobs.tenant_default import tenant_default_job
