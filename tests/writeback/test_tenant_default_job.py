@@ -137,3 +137,24 @@ def approved_with_unknown_property(make_user) -> TenantDefaultRequest:
         tenant_default_approve(request_id=request.pk, actor=make_user(name, Role.APPROVER),
                                typed_name=read.tenant_name, blockers=tenant_default_blockers())  # fmt: skip
     return request
+
+
+def test_a_switch_whose_worker_died_is_failed_by_the_sweep_for_an_administrator_to_retry(make_user):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from writeback.jobs.sweep import sweep_job
+
+    request = tenant_default_request_create(
+        actor=make_user("sweep-admin", Role.ADMIN), reason="moved", tenant_name="corp.onmicrosoft.com",
+        property_name=READ_BACK, enabled=False, blockers=[],
+    )  # fmt: skip
+    long_ago = timezone.now() - dt.timedelta(hours=1)
+    TenantDefaultRequest.objects.filter(pk=request.pk).update(
+        state=TenantDefaultState.RUNNING, started_at=long_ago, heartbeat_at=long_ago
+    )
+    sweep_job()
+    row = TenantDefaultRequest.objects.get(pk=request.pk)
+    assert row.state == TenantDefaultState.FAILED and "Its worker stopped" in row.error
+    assert actions(request)[-1] == "soa.tenant_default.failed"
