@@ -140,7 +140,7 @@ def tenant_default_approve(
     """One approval, confirmed by typing the tenant's name. The last one needed queues the job (after commit)."""
     request = TenantDefaultRequest.objects.select_for_update().filter(pk=request_id).first()
     if request is None:
-        raise SoaError(f"There is no tenant default request #{request_id}.")
+        raise SoaError(f"There is no tenant default request #{request_id}.", Refusal.STATE)
     refuse(approval_refusal(actor, request))
     if not name_matches(typed_name or "", request.tenant_name):
         raise SoaError(
