@@ -154,7 +154,16 @@ def test_a_switch_whose_worker_died_is_failed_by_the_sweep_for_an_administrator_
     TenantDefaultRequest.objects.filter(pk=request.pk).update(
         state=TenantDefaultState.RUNNING, started_at=long_ago, heartbeat_at=long_ago
     )
+    # Approved while Redis was down (made directly: the services keep one request open at a time).
+    lost = TenantDefaultRequest.objects.create(
+        tenant_name="corp.onmicrosoft.com", property_name="Other", reason="moved", requested_at=long_ago,
+        requested_by=request.requested_by, state=TenantDefaultState.QUEUED,
+    )  # fmt: skip
     sweep_job()
     row = TenantDefaultRequest.objects.get(pk=request.pk)
     assert row.state == TenantDefaultState.FAILED and "Its worker stopped" in row.error
     assert actions(request)[-1] == "soa.tenant_default.failed"
+    # An approved request whose job Redis lost is queued again.
+    job_id = TenantDefaultRequest.objects.get(pk=lost.pk).job_id
+    assert job_id and django_rq.get_queue("default").fetch_job(job_id).func_name == TENANT_DEFAULT_JOB
+    assert actions(lost)[-1] == "soa.tenant_default.requeued"

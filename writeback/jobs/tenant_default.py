@@ -21,10 +21,20 @@ from django.utils import timezone
 
 from portal.audit import audit_record
 from soa.models import TenantDefaultRequest
-from soa.services.tenant_default import blockers_refusal
+from soa.services.tenant_default import blockers_refusal, tenant_default_enqueue
 from writeback.exchange import ExchangeOnlineClient, ExchangeOnlineError
 from writeback.jobs.clients import exchange_client
-from writeback.jobs.lifecycle import FAIL, RetryPolicy, Work, perform, run_claim, run_fail, run_finish, run_sweep
+from writeback.jobs.lifecycle import (
+    FAIL,
+    RetryPolicy,
+    Work,
+    perform,
+    run_claim,
+    run_fail,
+    run_finish,
+    run_requeue_lost,
+    run_sweep,
+)
 from writeback.tenant_default import (
     ENABLE_PARAMETER,
     from_organization,
@@ -37,6 +47,8 @@ logger = logging.getLogger(__name__)
 # One call and two reads, each within the client's retries: a request RUNNING this long without moving is dead.
 STALE_AFTER = dt.timedelta(minutes=20)
 RETRY = RetryPolicy(max_attempts=1, stale=FAIL)
+# An approved request whose job is not in Redis this long after it was asked for is queued again.
+REQUEUE_AFTER = dt.timedelta(minutes=5)
 
 
 class TenantDefaultRefused(Exception):
@@ -116,8 +128,11 @@ def tenant_default_job(request_id: int) -> Any:
 
 
 def tenant_default_sweep() -> None:
-    """Fail a request left RUNNING by a dead worker, so an administrator may retry it (the retry reads first)."""
+    """Fail a request left RUNNING by a dead worker, so an administrator may retry it (the retry reads first), and
+    queue again an approved one whose job Redis lost (down when the second approval committed, or restarted empty)."""
     run_sweep(TenantDefaultRequest, stale_after=STALE_AFTER, action="soa.tenant_default.failed", policy=RETRY)
+    run_requeue_lost(TenantDefaultRequest, older_than=REQUEUE_AFTER, action="soa.tenant_default.requeued",
+                     requeue=tenant_default_enqueue)  # fmt: skip
 
 
 def property_name() -> str:
