@@ -15,7 +15,6 @@ import datetime as dt
 import logging
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -133,7 +132,3 @@ def tenant_default_sweep() -> None:
     run_sweep(TenantDefaultRequest, stale_after=STALE_AFTER, action="soa.tenant_default.failed", policy=RETRY)
     run_requeue_lost(TenantDefaultRequest, older_than=REQUEUE_AFTER, action="soa.tenant_default.requeued",
                      requeue=tenant_default_enqueue)  # fmt: skip
-
-
-def property_name() -> str:
-    return settings.EXCHANGE_CLOUD_MANAGED_DEFAULT_PROPERTY
