@@ -2,14 +2,16 @@
 approvers confirm it by typing the tenant's name, one at a desktop's width, one at a phone's; a wrong name is refused
 and changes nothing. The portal reads the tenant's name and default from the HTTPS emulator."""
 
+import django_rq
 import pytest
+from rq import SimpleWorker
 
 from portal.roles import Role
 from soa.choices import TenantDefaultState
 from soa.models import TenantDefaultApproval, TenantDefaultRequest
 from tests.exchange_fixtures import portal_points_at
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 PAGE = "/mailboxes/readiness/tenant-default/"
 
@@ -69,3 +71,10 @@ def test_two_approvers_confirm_the_switch_by_typing_the_tenant_name(
     assert request.state == TenantDefaultState.QUEUED
     assert sorted(request.approvals.values_list("approver__username", flat=True)) == ["abel", "anna"]
     assert "the switch is queued" in page.locator("ul.messages").inner_text()
+
+    queue = django_rq.get_queue("default")
+    SimpleWorker([queue], connection=queue.connection).work(burst=True)  # the job calls the emulator
+    page.goto(live_server.url + PAGE)
+    assert page.get_by_test_id("td-value").get_attribute("data-enabled") == "yes"
+    assert page.get_by_test_id("td-history").locator("tbody tr").first.inner_text().count("Done") == 1
+    screenshot("after-the-job-390")
