@@ -284,6 +284,16 @@ PREREQUISITE_ROLE_CHECK_HOURS = env.int("PREREQUISITE_ROLE_CHECK_HOURS", default
 PREREQUISITE_WRITEBACK_SAMPLE = env.int("PREREQUISITE_WRITEBACK_SAMPLE", default=200)
 PREREQUISITE_WRITEBACK_SETTLE_MINUTES = env.int("PREREQUISITE_WRITEBACK_SETTLE_MINUTES", default=60)
 
+# The tenant default (exchange-facts §1.9; soa/views_tenant_default.py). Get-OrganizationConfig's property that shows
+# it: BlockExchangeProvisioningFromOnPremEnabled is reported by one third party only (§1.4), so it is a setting. The
+# read is reused for TENANT_DEFAULT_CACHE_SECONDS; a recipient created in AD within TENANT_DEFAULT_RECENT_CREATION_DAYS
+# (0: not checked) blocks switching it on, as Microsoft says not to while recipients are still created on-premises.
+EXCHANGE_CLOUD_MANAGED_DEFAULT_PROPERTY = env.str(
+    "EXCHANGE_CLOUD_MANAGED_DEFAULT_PROPERTY", default="BlockExchangeProvisioningFromOnPremEnabled"
+)
+TENANT_DEFAULT_CACHE_SECONDS = env.int("TENANT_DEFAULT_CACHE_SECONDS", default=60)
+TENANT_DEFAULT_RECENT_CREATION_DAYS = env.int("TENANT_DEFAULT_RECENT_CREATION_DAYS", default=30)
+
 # Pilot waves. The quiet period is one 30-minute sync cycle plus 24 hours (Microsoft's advice before a flip);
 # the ceiling is Microsoft's writeback limit at GA on 2026-08-03 (exchange-facts §1.10: 600,000; 200,000 in preview).
 WAVE_APPROVAL_DAYS = env.int("WAVE_APPROVAL_DAYS", default=7)

@@ -212,3 +212,30 @@ BATCH_TRANSITIONS: dict[str, frozenset[str]] = {
     BatchState.CANCELLED: frozenset(),
 }
 BATCH_OPEN_STATES: frozenset[str] = frozenset(state for state, moves in BATCH_TRANSITIONS.items() if moves)
+
+
+class TenantDefaultState(models.TextChoices):
+    """The life of a request to switch on the tenant default (exchange-facts §1.9); moves in TENANT_DEFAULT_TRANSITIONS.
+
+    PENDING waits for its approvers; QUEUED, RUNNING, DONE and FAILED are the lifecycle of the job that makes the call
+    (writeback.jobs.lifecycle), so a FAILED request can be queued again and the job reads before it writes."""
+
+    PENDING = "PENDING", "Awaiting approval"
+    QUEUED = "QUEUED", "Queued"
+    RUNNING = "RUNNING", "Running"
+    DONE = "DONE", "Done"
+    FAILED = "FAILED", "Failed"
+    CANCELLED = "CANCELLED", "Cancelled"
+
+
+TENANT_DEFAULT_TRANSITIONS: dict[str, frozenset[str]] = {
+    TenantDefaultState.PENDING: frozenset({TenantDefaultState.QUEUED, TenantDefaultState.CANCELLED}),
+    TenantDefaultState.QUEUED: frozenset({TenantDefaultState.RUNNING, TenantDefaultState.FAILED}),
+    TenantDefaultState.RUNNING: frozenset({TenantDefaultState.DONE, TenantDefaultState.FAILED}),
+    TenantDefaultState.FAILED: frozenset({TenantDefaultState.QUEUED, TenantDefaultState.CANCELLED}),
+    TenantDefaultState.DONE: frozenset(),
+    TenantDefaultState.CANCELLED: frozenset(),
+}
+TENANT_DEFAULT_OPEN_STATES = frozenset(
+    {TenantDefaultState.PENDING, TenantDefaultState.QUEUED, TenantDefaultState.RUNNING, TenantDefaultState.FAILED}
+)

@@ -39,6 +39,8 @@ WRITEBACK_TASK_JOB = "writeback.jobs.writeback.writeback_task_job"
 WRITEBACK_QUEUE = "writeback"
 # One step of a bulk edit: creates the change requests of the lines whose turn has come (soa.services.change_batches).
 CHANGE_BATCH_JOB = "writeback.jobs.change_batches.change_batch_job"
+# Switches on the tenant default once two approvers have confirmed it (soa.services.tenant_default).
+TENANT_DEFAULT_JOB = "writeback.jobs.tenant_default.tenant_default_job"
 # What an unreachable Redis raises (BusyLoadingError, a Redis still loading its data, is a ConnectionError).
 REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
 # Names jobs had before writeback.jobs; still importable for one release, for jobs queued under them.

@@ -11,6 +11,8 @@ from soa.choices import (
     BATCH_OPEN_STATES,
     CHANGE_OPEN_STATES,
     CHANGE_READY_STATES,
+    TENANT_DEFAULT_OPEN_STATES,
+    TENANT_DEFAULT_TRANSITIONS,
     WAVE_OPEN_STATES,
     WEAK_PAIRINGS,
     Authority,
@@ -20,6 +22,7 @@ from soa.choices import (
     Decision,
     MemberState,
     Pairing,
+    TenantDefaultState,
     WaveDirection,
     WaveState,
 )
@@ -61,6 +64,9 @@ class Mailbox(models.Model):
     in_ad = models.BooleanField(default=False, help_text="found in Active Directory at the last read")
     exo_when_changed = models.DateTimeField(null=True, blank=True)
     ad_change_mark = models.CharField(max_length=64, blank=True, help_text="AD change stamp (uSNChanged / entryCSN)")
+    # When the AD object was created (createTimestamp, AD's whenCreated): recipients still being created on-premises
+    # keep the tenant default (exchange-facts §1.9) from being switched on.
+    ad_when_created = models.DateTimeField(null=True, blank=True, db_index=True)
     exo_read_at = models.DateTimeField(null=True, blank=True)
     ad_read_at = models.DateTimeField(null=True, blank=True)
     # The inventory run that last saw the mailbox on each side: a full run that did not is told it disappeared.
@@ -585,3 +591,93 @@ class PrerequisiteInput(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} recorded {self.recorded_at:%Y-%m-%d %H:%M}"
+
+
+# Distinct approvers, other than the requester, that switching on the tenant default needs (four-eyes).
+TENANT_DEFAULT_APPROVALS = 2
+
+
+class TenantDefaultRequest(models.Model):
+    """A request to switch on the tenant-wide default that makes new synced users cloud-managed (exchange-facts §1.9:
+    ``Set-OrganizationConfig -ExchangeAttributesCloudManagedByDefault``), which only Microsoft Support can undo for
+    the users it has affected.
+
+    ``tenant_name`` is the tenant's name as Exchange gave it when the request was made: each approver types it.
+    ``property_name`` is the Get-OrganizationConfig property read back (not confirmed by Microsoft: a setting).
+    The row is also the run row of the job that makes the call (writeback.jobs.tenant_default): ``called`` says
+    whether Set-OrganizationConfig was sent (False when the read before it already showed the default on),
+    ``result`` what Exchange answered, ``read_back`` what Get-OrganizationConfig showed afterwards.
+    """
+
+    State = TenantDefaultState
+    TRANSITIONS = TENANT_DEFAULT_TRANSITIONS
+
+    tenant_name = models.CharField(max_length=255)
+    property_name = models.CharField(max_length=128)
+    reason = models.TextField()
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    requested_at = models.DateTimeField(default=timezone.now)
+    blockers_at_request = models.JSONField(default=list, blank=True, help_text="the blockers counted, all zero")
+    state = models.CharField(max_length=16, choices=TenantDefaultState.choices, default=TenantDefaultState.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    job_id = models.CharField(max_length=64, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    called = models.BooleanField(default=False, help_text="Set-OrganizationConfig was sent")
+    result = models.TextField(blank=True)
+    read_back = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            # One request in flight at a time: two would ask approvers to confirm the same switch twice.
+            models.UniqueConstraint(
+                fields=["property_name"], condition=models.Q(state__in=sorted(TENANT_DEFAULT_OPEN_STATES)),
+                name="soa_tenant_default_one_open",
+            ),
+        ]  # fmt: skip
+
+    def __str__(self) -> str:
+        return f"Tenant default request #{self.pk}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in TENANT_DEFAULT_OPEN_STATES
+
+    def audit_snapshot(self) -> dict:
+        return {
+            "tenant_name": self.tenant_name,
+            "property_name": self.property_name,
+            "state": self.state,
+            "requested_by": self.requested_by.get_username() if self.requested_by_id else None,
+            "approvals": sorted(self.approvals.values_list("approver__username", flat=True)) if self.pk else [],
+            "attempts": self.attempts,
+            "called": self.called,
+            "result": self.result,
+            "read_back": self.read_back,
+            "error": self.error,
+        }
+
+
+class TenantDefaultApproval(models.Model):
+    """One approver's confirmation of a TenantDefaultRequest, with the tenant name they typed."""
+
+    request = models.ForeignKey(TenantDefaultRequest, on_delete=models.CASCADE, related_name="approvals")
+    approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    typed_name = models.CharField(max_length=255)
+    approved_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["approved_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "approver"], name="soa_tenant_default_one_approval_each")
+        ]
+
+    def __str__(self) -> str:
+        return f"Approval of tenant default request {self.request_id} by {self.approver_id}"

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from soa import views, views_changes, views_history, views_prerequisites, views_readiness
+from soa import views, views_changes, views_history, views_prerequisites, views_readiness, views_tenant_default
 
 urlpatterns = [
     path("", views.mailbox_list_view, name="mailbox_list"),
@@ -11,6 +11,27 @@ urlpatterns = [
     path("readiness/prerequisites/version/", views_prerequisites.connect_version_view, name="prerequisite_version"),
     path("readiness/prerequisites/canary/", views_prerequisites.canary_check_view, name="prerequisite_canary"),
     path("readiness/prerequisites/check/", views_prerequisites.check_now_view, name="prerequisite_check"),
+    path("readiness/tenant-default/", views_tenant_default.tenant_default_view, name="tenant_default"),
+    path(
+        "readiness/tenant-default/request/",
+        views_tenant_default.tenant_default_request_view,
+        name="tenant_default_request",
+    ),
+    path(
+        "readiness/tenant-default/<int:request_id>/approve/",
+        views_tenant_default.tenant_default_approve_view,
+        name="tenant_default_approve",
+    ),
+    path(
+        "readiness/tenant-default/<int:request_id>/retry/",
+        views_tenant_default.tenant_default_retry_view,
+        name="tenant_default_retry",
+    ),
+    path(
+        "readiness/tenant-default/<int:request_id>/cancel/",
+        views_tenant_default.tenant_default_cancel_view,
+        name="tenant_default_cancel",
+    ),
     path("<int:pk>/", views.mailbox_detail_view, name="mailbox_detail"),
     path("<int:pk>/history/", views_history.mailbox_timeline_view, name="mailbox_timeline"),
     path("<int:pk>/history/as-of/", views_history.mailbox_as_of_view, name="mailbox_as_of"),

@@ -62,8 +62,10 @@ PAGE_SIZE = 500
 EXO_OVERLAP = dt.timedelta(seconds=1)
 _AD_FIELDS = [
     "ad_guid", "source_anchor", "dn", "dn_norm", "ou_norm", "upn", "display_name", "search_name", "department",
-    "ad_values",
+    "ad_values", "ad_when_created",
 ]  # fmt: skip
+# When the AD object was created: AD's constructed createTimeStamp (from whenCreated), OpenLDAP's operational one.
+CREATED_ATTRIBUTE = "createTimestamp"
 _EXO_FIELDS = ["exo_object_id", "exo_values", "authority", "primary_smtp", "recipient_type_details", "exo_when_changed"]
 
 
@@ -110,6 +112,23 @@ def _save_changed(mailboxes: list[Mailbox], fields: list[str]) -> None:
     )
 
 
+def created_at(attributes: dict[str, Any]) -> dt.datetime | None:
+    """The entry's creation time (CREATED_ATTRIBUTE, GeneralizedTime ``20261130120000Z`` or already parsed)."""
+    value = next((v for k, v in attributes.items() if k.lower() == CREATED_ATTRIBUTE.lower()), None)
+    if isinstance(value, list | tuple):
+        value = value[0] if value else None
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.strptime(value[:14], "%Y%m%d%H%M%S").replace(tzinfo=dt.UTC)
+        except ValueError:
+            return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    return None
+
+
 def _apply(mailbox: Mailbox, fields: dict[str, Any]) -> bool:
     """Set the fields that differ; True when anything did."""
     changed = False
@@ -154,6 +173,7 @@ def import_ad_page(run: InventoryRun, entries: list[dict[str, Any]]) -> None:
             "upn": (values.get("UserPrincipalName") or "").lower(), "display_name": values.get("DisplayName") or "",
             "search_name": (values.get("DisplayName") or "").lower(),
             "department": values.get("Department") or "", "ad_values": values,
+            "ad_when_created": created_at(entry["attributes"]),
         }  # fmt: skip
         ad_mail = str(values.get("WindowsEmailAddress") or "").lower()
         mailbox = by_guid.get(guid)
@@ -390,7 +410,7 @@ def run_import(
     _phase(run, "directory", expected=Mailbox.objects.count())
 
     attributes = list(dict.fromkeys(["objectGUID", CONSISTENCY_GUID, anchor_attribute(), DIRECTORY_ID_ATTRIBUTE,
-                                     *(a.ad for a in ATTRIBUTES)]))  # fmt: skip
+                                     CREATED_ATTRIBUTE, *(a.ad for a in ATTRIBUTES)]))  # fmt: skip
     # Changed users and the users of changed OUs, or everything when the mark is from another server (inventory_ad).
     ad = ad_read(
         run, directory, previous=previous, base_dn=settings.LDAP_BASE_DN, user_filter=AD_USER_FILTER,

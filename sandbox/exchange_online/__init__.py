@@ -12,7 +12,8 @@ What it plays (facts from shared/reference/exchange-facts.md; every guess is lis
 - Entra ID: OpenID discovery, JWKS, the token endpoint (client secret, certificate assertion, auth code
   with PKCE, refresh) and a sign-in page listing demo identities. Tokens are RS256 JWTs of the tenant key.
 - Exchange Online's admin API: ``POST /adminapi/beta/{tenant}/InvokeCommand`` for Get-Mailbox, Set-Mailbox,
-  Get-AcceptedDomain and Get-OrganizationConfig, with Exchange's validation rules, error bodies, paging,
+  Get-AcceptedDomain, Get-OrganizationConfig and Set-OrganizationConfig (the tenant default, organization.py),
+  with Exchange's validation rules, error bodies, paging,
   throttling (429 + Retry-After + Rate-Limit-*), and faults switched on at run time.
 - Microsoft Graph: ``GET /v1.0/users`` (app-only, User.Read.All) listing the Entra users Connect made from AD,
   with ``$select``, ``$top`` and ``@odata.nextLink`` paging; ``id`` is Exchange's ExternalDirectoryObjectId and
@@ -97,6 +98,14 @@ GUESSES = (
     "Set-Mailbox -IsExchangeCloudManaged only (403); the wording of both errors is made up.",
     "Graph's organization: onPremisesLastSyncDateTime is the end of the last sync tick; onPremisesSyncEnabled is "
     "true once a tick has run; displayName, tenantType, countryLetterCode and createdDateTime are placeholders.",
+    "Get-OrganizationConfig shows the tenant default as BlockExchangeProvisioningFromOnPremEnabled (one third-party "
+    "source, exchange-facts §1.4); Set-OrganizationConfig with the default already as asked, or with neither switch, "
+    "answers the 'no settings ... modified' warning; both switches together are a 400 parameter-set error.",
+    "Under the tenant default a user counts as newly synced when the tick meets it with neither a mailbox nor an Entra "
+    "user; its Entra user then shows no mail, proxyAddresses or mailNickname, and AD's msExchRecipientTypeDetails "
+    "makes no mailbox. A state rebuilt from AD (start, reset) marks nobody.",
+    "A licence is the admin endpoint POST /_emulator/licenses, and only users synced under the tenant default can be "
+    "licensed; the mailbox made is a UserMailbox whose primary address is the UPN (plus the MOERA).",
 )
 
 __all__ = ["GUESSES", "ExchangeOnlineEmulator", "ExchangeOnlineEmulatorError", "trusting_session"]

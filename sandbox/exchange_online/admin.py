@@ -20,6 +20,9 @@ POST        /_emulator/tokens                mint an access token: ``{"client": 
                                              "audience": aud, "claims": {...}}`` (e.g. a negative lifetime:
                                              already expired; audience https://graph.microsoft.com for Graph)
 POST        /_emulator/tokens/revoke         refuse every access token issued so far (401 on next use)
+POST        /_emulator/licenses              license a user synced under the tenant default: ``{"user": upn or
+                                             object id}``; Exchange creates its cloud-managed mailbox
+                                             (organization.py)
 ==========  ===============================  ==============================================================
 """
 
@@ -34,6 +37,7 @@ from .config import EXCHANGE_RESOURCE
 from .errors import ExchangeError
 from .mailboxes import ADMIN_FIELDS, coerce_dates, exchange_dn, from_properties
 from .materials import constant_time_equal
+from .organization import license_user
 from .state import to_json
 from .web import Request, Response, json_response
 
@@ -103,6 +107,11 @@ class AdminApi:
             return json_response(200, emulator.counters_snapshot())
         if route == "mailboxes":
             return self._mailboxes(method, parts[1] if len(parts) > 1 else None, body)
+        if route == "licenses" and method == "POST":
+            if not isinstance(body.get("user"), str) or not body["user"].strip():
+                raise ValueError('give the user to license as {"user": "<upn or object id>"}')
+            record = license_user(emulator.state, emulator.tenant, body["user"], add_moera=emulator.settings.add_moera)
+            return json_response(201, to_json(record))
         if route == "tokens" and parts[1:] == ["revoke"] and method == "POST":
             return json_response(200, {"revoked": emulator.entra.revoke_issued_tokens()})
         if route == "tokens" and method == "POST":

@@ -21,12 +21,13 @@ from .entra import DELEGATED_EXCHANGE_SCOPE, Entra, TokenRejected
 from .errors import SERVER, THROTTLED, UNAUTHORIZED, ExchangeError, empty_server_error
 from .faults import Faults
 from .materials import MANAGE_AS_APP
+from .organization import set_organization_config
 from .set_mailbox import set_mailbox
 from .throttle import Throttle
 from .web import Request, Response, json_response
 
 CONTENT_TYPE = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
-WRITE_CMDLETS = {"set-mailbox"}
+WRITE_CMDLETS = {"set-mailbox", "set-organizationconfig"}
 COLLECTION = "Collection(Exchange.GenericHashTable)"
 
 
@@ -88,6 +89,7 @@ class ExchangeApi:
             "set-mailbox": lambda call: set_mailbox(cmdlets, call),
             "get-accepteddomain": cmdlets.get_accepted_domain,
             "get-organizationconfig": cmdlets.get_organization_config,
+            "set-organizationconfig": lambda call: set_organization_config(cmdlets, call),
         }
 
     def handle(self, request: Request, tenant_in_path: str) -> Response:

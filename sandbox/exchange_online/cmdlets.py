@@ -1,4 +1,5 @@
 """The read cmdlets (Get-Mailbox, Get-AcceptedDomain, Get-OrganizationConfig), parameter binding and paging.
+Set-OrganizationConfig is in organization.py, Set-Mailbox in set_mailbox.py.
 
 Paging follows exchange-facts §4.3: the page size comes from ``Prefer: odata.maxpagesize=N``; when more
 items remain the response carries ``@odata.nextLink``, to which the client POSTs the *same body*. The
@@ -235,7 +236,8 @@ class Cmdlets:
             "IsDehydrated": False,
             "IsMailboxForcedReplicationEnabled": False,
             # Reported by one third party as the read-back of the tenant default (exchange-facts §1.4): UNCONFIRMED.
-            "BlockExchangeProvisioningFromOnPremEnabled": False,
+            # Set-OrganizationConfig switches it (organization.py).
+            "BlockExchangeProvisioningFromOnPremEnabled": self.state.cloud_managed_by_default,
         }
         return Result([_annotate_guid(organization)])
 

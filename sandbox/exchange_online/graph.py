@@ -1,5 +1,5 @@
 """Microsoft Graph, as much as the portal needs, on the emulator's HTTPS server: users, their groups, and the
-organization (organization.py: the tenant's on-premises sync properties).
+organization (graph_organization.py: the tenant's on-premises sync properties).
 
 Follows Microsoft's documentation of the v1.0 API:
 
@@ -40,7 +40,7 @@ from urllib.parse import urlencode
 from .config import GRAPH_AUDIENCE, GRAPH_RESOURCE
 from .entra import Entra, TokenRejected
 from .entra_users import EntraUsers
-from .organization import READ_ORGANIZATION, Organization
+from .graph_organization import READ_ORGANIZATION, Organization
 from .state import TenantState, format_date
 from .web import Request, Response, json_response
 

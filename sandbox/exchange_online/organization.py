@@ -1,94 +1,115 @@
-"""Graph's ``GET /v1.0/organization``: the tenant, with the on-premises sync properties Entra Connect keeps.
+"""The tenant default (exchange-facts §1.9): Set-OrganizationConfig's two switches, and what it does to users synced
+while it is on.
 
-Follows Learn "organization resource type" and "List organization" (v1.0): the answer is a collection holding the
-tenant's one organization; ``onPremisesSyncEnabled`` is true while the tenant is synced from an on-premises
-directory (false once no longer synced, null if never), ``onPremisesLastSyncDateTime`` is when the tenant was last
-synced, ISO 8601 in UTC. The application permission Organization.Read.All (least privileged; Directory.Read.All,
-Organization.ReadWrite.All and Directory.ReadWrite.All also do) is needed, else 403 Authorization_RequestDenied.
-
-Here the last sync is the end of the emulator's last Entra Connect tick (sync.py), and sync is enabled once a tick
-has run. A test moves either through ``PUT /_emulator/organization`` (the next tick moves the time on again).
+- ``Set-OrganizationConfig -ExchangeAttributesCloudManagedByDefault`` switches it on, ``-ExchangeAttributesServer
+  ManagedByDefault`` off; both are SwitchParameters (§1.4 [MS S5]). Get-OrganizationConfig shows it as
+  ``BlockExchangeProvisioningFromOnPremEnabled``, a name only one third party reports (§1.4, UNCONFIRMED).
+- While it is on, a user the sync sees for the first time arrives in Entra ID without Exchange attributes (no mail,
+  proxyAddresses or mailNickname, whatever AD holds) and gets no mailbox from AD (§1.9 [MS S1; 3P S21]: a mailbox
+  created in AD then does not reach Exchange Online). The sync remembers it (``TenantState.default_users``).
+- Once such a user is licensed (the admin endpoint ``POST /_emulator/licenses``, the emulator's stand-in for a license
+  assignment), Exchange Online creates its mailbox already cloud-managed: IsDirSynced true, IsExchangeCloudManaged
+  true (§1.9 [MS S1]), so the sync never writes AD's Exchange attributes into it.
+- Switching it off changes nothing for the users it already affected (§1.9 [3P S21, S27]).
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import base64
 from typing import Any
 
+from .cmdlets import Cmdlets, Invocation, Result, bind
 from .config import Tenant
+from .errors import PARAMETER_BINDING, ExchangeError, bad_parameter
+from .mailboxes import from_directory, with_moera
+from .state import TenantState
 
-READ_ORGANIZATION = frozenset(
-    {"Organization.Read.All", "Organization.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"}
-)
-PROPERTIES = (
-    "id", "displayName", "tenantType", "countryLetterCode", "createdDateTime", "onPremisesSyncEnabled",
-    "onPremisesLastSyncDateTime", "verifiedDomains",
-)  # fmt: skip
+ON = "ExchangeAttributesCloudManagedByDefault"
+OFF = "ExchangeAttributesServerManagedByDefault"
+READ_BACK = "BlockExchangeProvisioningFromOnPremEnabled"
+# What a user arriving under the default does not bring from AD (the Exchange attributes the sync reads).
+_EXCHANGE_SINGLE = ("mail", "mailNickname", "msExchHideFromAddressLists", "msExchRecipientTypeDetails",
+                    *(f"extensionAttribute{i}" for i in range(1, 16)))  # fmt: skip
+_EXCHANGE_MULTI = ("proxyAddresses", *(f"msExchExtensionCustomAttribute{i}" for i in range(1, 6)))
 
 
-class Organization:
-    """The tenant's organization object; its sync properties follow the sync ticks unless a test set them."""
+def _switch(value: Any) -> bool:
+    """A SwitchParameter's value over REST: present means on; ``false`` (``-Switch:$false``) means not given."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise bad_parameter(f"Cannot convert value '{value}' to type 'System.Management.Automation.SwitchParameter'.")
 
-    def __init__(self, tenant: Tenant, sync: Any) -> None:
-        self.tenant, self.sync = tenant, sync
-        self.sync_enabled: bool | None = None  # None: derived from the ticks
 
-    def clear(self) -> None:
-        self.sync_enabled = None
+def set_organization_config(cmdlets: Cmdlets, call: Invocation) -> Result:
+    params = bind(call.params, (ON, OFF, "Identity"))
+    on, off = _switch(params.get(ON, False)), _switch(params.get(OFF, False))
+    if on and off:
+        raise bad_parameter(f"Parameter set cannot be resolved using the specified named parameters ({ON}, {OFF}).",
+                            PARAMETER_BINDING)  # fmt: skip
+    if not on and not off:
+        return Result(warnings=[_unchanged(cmdlets.tenant)])
+    state = cmdlets.state
+    with state.lock:
+        if state.cloud_managed_by_default == on:
+            return Result(warnings=[_unchanged(cmdlets.tenant)])
+        state.cloud_managed_by_default = on
+        state.version += 1
+    return Result()
 
-    def update(self, body: dict[str, Any]) -> None:
-        """The admin endpoint's override of ``onPremisesLastSyncDateTime`` (ISO 8601 or null) and
-        ``onPremisesSyncEnabled``."""
-        unknown = set(body) - {"onPremisesLastSyncDateTime", "onPremisesSyncEnabled"}
-        if unknown:
-            raise ValueError(f"unknown organization properties: {', '.join(sorted(unknown))}")
-        if "onPremisesLastSyncDateTime" in body:
-            value = body["onPremisesLastSyncDateTime"]
-            when = dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
-            if when is not None and when.tzinfo is None:
-                raise ValueError("onPremisesLastSyncDateTime needs a time zone")
-            self.sync.last_tick_at = when
-        if "onPremisesSyncEnabled" in body:
-            value = body["onPremisesSyncEnabled"]
-            if value is not None and not isinstance(value, bool):
-                raise ValueError("onPremisesSyncEnabled must be true, false or null")
-            self.sync_enabled = value
 
-    def record(self) -> dict[str, Any]:
-        last = self.sync.last_tick_at
-        enabled = self.sync_enabled if self.sync_enabled is not None else (True if last is not None else None)
-        return {
-            "id": self.tenant.tenant_id,
-            "displayName": self.tenant.label.capitalize(),
-            "tenantType": "AAD",
-            "countryLetterCode": "US",
-            "createdDateTime": "2015-01-01T00:00:00Z",
-            "onPremisesSyncEnabled": enabled,
-            "onPremisesLastSyncDateTime": last.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if last else None,
-            "verifiedDomains": [
-                {"name": d["DomainName"], "type": "Managed", "isDefault": d["Default"],
-                 "isInitial": d["InitialDomain"], "capabilities": "Email"}
-                for d in self.tenant.accepted_domains()
-            ],
-        }  # fmt: skip
+def _unchanged(tenant: Tenant) -> str:
+    return f"The command completed successfully but no settings of '{tenant.initial_domain}' have been modified."
 
-    def listing(self, base_url: str, select: list[str]) -> dict[str, Any]:
-        record = self.record()
-        shown = select or list(PROPERTIES)
-        context = f"{base_url}/v1.0/$metadata#organization" + (f"({','.join(select)})" if select else "")
-        return {"@odata.context": context, "value": [{name: record.get(name) for name in shown}]}
 
-    @staticmethod
-    def select(text: str | None) -> list[str]:
-        """``$select`` names (case-insensitive), or ValueError naming the unknown one."""
-        if text is None:
-            return []
-        canonical = {name.lower(): name for name in PROPERTIES}
-        chosen = []
-        for part in text.split(","):
-            name = canonical.get(part.strip().lower())
-            if name is None:
-                raise ValueError(part.strip())
-            if name not in chosen:
-                chosen.append(name)
-        return chosen
+def stripped(user: dict[str, Any]) -> dict[str, Any]:
+    """The AD user as Entra receives it under the default: its Exchange attributes left out (JSON-safe)."""
+    kept = {key: value for key, value in user.items() if key not in ("objectGUID", "mS-DS-ConsistencyGuid")}
+    for name in _EXCHANGE_SINGLE:
+        kept[name] = None
+    for name in _EXCHANGE_MULTI:
+        kept[name] = []
+    kept["msExchHideFromAddressLists"] = False
+    kept["objectGUID"] = base64.b64encode(user["objectGUID"]).decode("ascii")
+    return kept
+
+
+def entra_shape(user: dict[str, Any]) -> dict[str, Any]:
+    """A remembered (stripped) user with its objectGUID back as bytes, as the sync's functions take it."""
+    return {**user, "objectGUID": base64.b64decode(user["objectGUID"]), "mS-DS-ConsistencyGuid": None}
+
+
+def license_user(state: TenantState, tenant: Tenant, who: str, *, add_moera: bool) -> dict[str, Any]:
+    """Give a user that arrived under the default its licence: Exchange creates its mailbox, cloud-managed. ``who`` is
+    the user's UPN or its Entra object id (ExternalDirectoryObjectId)."""
+    from .mailboxes import directory_ids
+
+    wanted = who.strip().lower()
+    with state.lock:
+        for anchor, remembered in state.default_users.items():
+            user = entra_shape(remembered)
+            ids = directory_ids(user["objectGUID"])
+            if wanted not in ((user.get("userPrincipalName") or "").lower(), ids["ExternalDirectoryObjectId"]):
+                continue
+            if state.by_anchor(anchor) is not None or state.get(ids["Guid"]) is not None:
+                raise ExchangeError(409, "", f"{who} already has a mailbox.")
+            upn = user.get("userPrincipalName") or ""
+            record = from_directory({**user, "mailNickname": upn.partition("@")[0]}, tenant, add_moera=False,
+                                    anchor=anchor)  # fmt: skip
+            addresses = [f"SMTP:{upn}"]
+            record.update(
+                EmailAddresses=with_moera(addresses, record["Alias"], tenant) if add_moera else addresses,
+                PrimarySmtpAddress=upn, WindowsEmailAddress=upn, RecipientTypeDetails="UserMailbox",
+                IsExchangeCloudManaged=True,
+            )  # fmt: skip
+            state.add(record)
+            return record
+    raise ExchangeError(
+        404, "", f"No user synced while the tenant default was on matches {who!r} (only those are modelled here)."
+    )
+
+
+def organization_values(state: TenantState) -> dict[str, Any]:
+    """What Get-OrganizationConfig shows of the default."""
+    return {READ_BACK: state.cloud_managed_by_default}

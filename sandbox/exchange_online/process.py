@@ -288,6 +288,11 @@ class ExchangeOnlineEmulator:
     def mailboxes(self) -> list[dict[str, Any]]:
         return self._admin("GET", "mailboxes")["value"]
 
+    def license_user(self, user: str) -> dict[str, Any]:
+        """License a user synced while the tenant default was on (UPN or object id): Exchange creates its mailbox,
+        cloud-managed (organization.py). Returns the raw record."""
+        return self._admin("POST", "licenses", {"user": user})
+
     def revoke_tokens(self) -> int:
         """Make Exchange refuse every access token issued so far (401 on their next use); returns how many."""
         return self._admin("POST", "tokens/revoke")["revoked"]

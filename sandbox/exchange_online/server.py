@@ -33,9 +33,9 @@ from .entra_users import EntraUsers
 from .errors import OAuthError
 from .faults import Faults
 from .graph import GraphApi
+from .graph_organization import Organization
 from .mailboxes import from_properties
 from .materials import Materials, prepare, write_atomic
-from .organization import Organization
 from .state import Persister, TenantState
 from .sync import DirectorySync
 from .throttle import Throttle

@@ -70,6 +70,10 @@ class TenantState:
         # its skip token with a binary search instead of walking the whole tenant.
         self._order: list[int] = []
         self._by_seq: dict[int, str] = {}
+        # The tenant default (exchange-facts §1.9, Set-OrganizationConfig; sandbox/exchange_online/organization.py),
+        # and the synced users that arrived while it was on, by sourceAnchor: they have no mailbox until licensed.
+        self.cloud_managed_by_default = False
+        self.default_users: dict[str, dict[str, Any]] = {}
 
     # -- reading -------------------------------------------------------------------------------------
 
@@ -196,6 +200,8 @@ class TenantState:
                     {**to_json(record), "_seq": meta.seq, "_created": meta.created} for record, meta in self.records()
                 ],
                 "released": {key: list(value) for key, value in self._released.items()},
+                "organization": {"cloud_managed_by_default": self.cloud_managed_by_default},
+                "default_users": dict(self.default_users),
             }
 
     def load(self, data: dict[str, Any]) -> None:
@@ -209,6 +215,8 @@ class TenantState:
                     item[ANCHOR] = item.get("ImmutableId", "") if item.get("IsDirSynced") else ""
                     item["ImmutableId"] = ""
                 self.add(from_json(item), created=created, seq=seq)
+            self.cloud_managed_by_default = bool(data.get("organization", {}).get("cloud_managed_by_default", False))
+            self.default_users.update(data.get("default_users", {}))
             for key, (guid, when) in data.get("released", {}).items():
                 self._released.setdefault(key, (guid, when))
 

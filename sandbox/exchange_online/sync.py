@@ -33,6 +33,7 @@ from typing import Any
 import ldap3
 from ldap3.core.exceptions import LDAPException
 
+from . import organization
 from .config import LdapSource, Settings, Tenant
 from .entra_users import EntraUsers
 from .mailboxes import (
@@ -181,7 +182,7 @@ class DirectorySync:
         conn = connect(self.source)
         try:
             users = read_directory(self.source, conn)
-            stats = self.apply(users, created=0.0 if initial else None)
+            stats = self.apply(users, created=0.0 if initial else None, initial=initial)
             if self.settings.hybrid_writeback:
                 stats.update(self.write_back(conn, users))
         finally:
@@ -190,21 +191,37 @@ class DirectorySync:
         self.last_tick_at = dt.datetime.now(dt.UTC)  # Graph's organization shows it as onPremisesLastSyncDateTime
         return stats
 
-    def apply(self, users: list[dict[str, Any]], *, created: float | None = None) -> dict[str, Any]:
-        stats: dict[str, Any] = {"enabled": True, "seen": 0, "created": 0, "updated": 0, "unchanged": 0, "deleted": 0}
+    def apply(
+        self, users: list[dict[str, Any]], *, created: float | None = None, initial: bool = False
+    ) -> dict[str, Any]:
+        """Apply one read of AD. ``initial``: the state is being rebuilt (every Entra user looks new), so the tenant
+        default marks nobody as newly arrived."""
+        stats: dict[str, Any] = {"enabled": True, "seen": 0, "created": 0, "updated": 0, "unchanged": 0, "deleted": 0,
+                                 "arrived_without_exchange": 0}  # fmt: skip
         add_moera = self.settings.add_moera
         attribute = self.settings.source_anchor
         people = []
         with self.state.lock:
             anchors: set[str] = set()
+            everyone: set[str] = set()
             for user in users:
                 anchor = source_anchor(user["objectGUID"], user["mS-DS-ConsistencyGuid"], attribute=attribute)
-                people.append(entra_user(user, anchor, self.tenant, add_moera=add_moera))
-                if RECIPIENT_TYPES.get(user["msExchRecipientTypeDetails"] or 0) is None:
-                    continue  # a user without a mailbox
+                everyone.add(anchor)
+                guid = self._joined(user, anchor)
+                if self._arrives_under_default(user, anchor, joined=guid is not None, initial=initial):
+                    # exchange-facts §1.9: synced without Exchange attributes, no mailbox until it is licensed; then
+                    # its mailbox (made cloud-managed by organization.license_user) is joined like any other.
+                    shape = organization.entra_shape(self.state.default_users[anchor])
+                    people.append(entra_user(shape, anchor, self.tenant, add_moera=False))
+                    if guid is None:
+                        stats["arrived_without_exchange"] += 1
+                        continue
+                else:
+                    people.append(entra_user(user, anchor, self.tenant, add_moera=add_moera))
+                    if RECIPIENT_TYPES.get(user["msExchRecipientTypeDetails"] or 0) is None:
+                        continue  # a user without a mailbox
                 stats["seen"] += 1
                 anchors.add(anchor)
-                guid = self._joined(user, anchor)
                 if guid is None:
                     record = from_directory(user, self.tenant, add_moera=add_moera, anchor=anchor)
                     self.state.add(record, created=created)
@@ -231,10 +248,27 @@ class DirectorySync:
             for guid in gone:
                 self.state.remove(guid)
             stats["deleted"] = len(gone)
+            for anchor in [a for a in self.state.default_users if a not in everyone]:
+                del self.state.default_users[anchor]
+                self.state.version += 1
             self.ticks += 1
         stamp = format_date(dt.datetime.now(dt.UTC))
         stats["entra_users"] = self.entra_users.apply(people, stamp=stamp)
         return stats
+
+    def _arrives_under_default(self, user: dict[str, Any], anchor: str, *, joined: bool, initial: bool) -> bool:
+        """Whether this AD user is (or was) synced while the tenant default was on: remembered from such a tick, or
+        seen for the first time now (no mailbox, no Entra user yet) with the default on."""
+        if anchor in self.state.default_users:
+            return True
+        if joined or initial or not self.state.cloud_managed_by_default:
+            return False
+        object_id = directory_ids(user["objectGUID"])["ExternalDirectoryObjectId"]
+        if self.entra_users.get(object_id) is not None:
+            return False  # synced before: the default changes nothing for it
+        self.state.default_users[anchor] = organization.stripped(user)
+        self.state.version += 1
+        return True
 
     def _joined(self, user: dict[str, Any], anchor: str) -> str | None:
         """The mailbox this AD user is joined to: by sourceAnchor, else (the anchor setting changed) by the ids

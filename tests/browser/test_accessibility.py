@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from portal.group_roles import group_mapping_save
 from portal.roles import Role
-from soa.models import PrerequisiteCheck
+from soa.models import PrerequisiteCheck, TenantDefaultRequest
 from tests.browser.conftest import ARTIFACTS, serious_violations
 from tests.soa.test_undo import applied_edit
 from tests.soa.test_wave_support import FINANCE, make_mailbox, submitted_wave
@@ -29,8 +29,14 @@ EXTRA_PAGES = {
         "/audit/events/{edit}/undo/",
         "/mailboxes/{ann}/history/",
     ],
-    Role.WAVE_OPERATOR: ["/waves/{wave}/", "/waves/new/", "/mailboxes/{ann}/", "/mailboxes/{ann}/history/"],
-    Role.APPROVER: ["/waves/{wave}/"],
+    Role.WAVE_OPERATOR: [
+        "/waves/{wave}/",
+        "/waves/new/",
+        "/mailboxes/{ann}/",
+        "/mailboxes/{ann}/history/",
+        "/mailboxes/readiness/tenant-default/",
+    ],
+    Role.APPROVER: ["/waves/{wave}/", "/mailboxes/readiness/tenant-default/"],
     Role.AUDITOR: [
         "/mailboxes/{ann}/",
         "/waves/{wave}/",
@@ -39,6 +45,7 @@ EXTRA_PAGES = {
         "/mailboxes/{ann}/history/as-of/?at=2999-01-01",
         "/mailboxes/{ann}/history/compare/?earlier=2020-01-01&later={now}",
         "/mailboxes/readiness/report/",
+        "/mailboxes/readiness/tenant-default/",
     ],
     Role.ADMIN: [
         "/mailboxes/{ann}/",
@@ -50,6 +57,7 @@ EXTRA_PAGES = {
         "/audit/events/{edit}/undo/",
         "/audit/correlations/{correlation}/undo/",
         "/mailboxes/{ann}/history/",
+        "/mailboxes/readiness/tenant-default/",
     ],
 }
 LISTEN = """
@@ -80,6 +88,10 @@ def tenant(make_user):
     )
     PrerequisiteCheck.objects.create(key="writeback", status="unknown", measured="The source could not be read.",
                                      error="search failed: the directory did not answer")  # fmt: skip
+    # A switch of the tenant default awaiting approval: approvers see the typed confirmation, administrators its cancel.
+    TenantDefaultRequest.objects.create(tenant_name="corp.onmicrosoft.com", reason="all moved",
+                                        property_name="BlockExchangeProvisioningFromOnPremEnabled",
+                                        requested_by=make_user("tara", Role.ADMIN))  # fmt: skip
     return {
         "ann": ann.pk,
         "finn": finn.pk,

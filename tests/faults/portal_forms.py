@@ -24,13 +24,14 @@ from portal.group_roles import group_mapping_save
 from portal.models import AuditEvent, GroupRoleMapping, RoleAssignment, SignInThrottle, User
 from portal.roles import Role
 from soa import jobs
-from soa.choices import Authority, MemberState, WaveState
-from soa.models import Mailbox, PilotWave, WaveMember
+from soa.choices import Authority, MemberState, TenantDefaultState, WaveState
+from soa.models import Mailbox, PilotWave, TenantDefaultRequest, WaveMember
 from soa.services.accepted_domains import accepted_domains_replace
 from soa.services.approvals import wave_approve
 from soa.services.change_apply import EXCHANGE, change_request_claim, change_request_finish
 from soa.services.change_batches import change_batch_create, change_batch_pause
 from soa.services.changes import change_request_create
+from soa.services.tenant_default import tenant_default_request_create
 from soa.services.wave_run import wave_pause, wave_start
 from soa.services.waves import wave_submit
 from tests.soa.test_wave_support import DOMAIN, make_mailbox, new_wave
@@ -350,6 +351,44 @@ def _prerequisite_check(p: People) -> Form:
     return Form(reverse("prerequisite_check"), {}, p.admin, p.admin2)
 
 
+TENANT = "corp.onmicrosoft.com"
+
+
+def _tenant_read() -> None:
+    """What the tenant default page would have read from Exchange Online, in its cache (the catalogue has no
+    emulator): the default off, the tenant named TENANT."""
+    from django.conf import settings
+    from django.core.cache import cache
+
+    from writeback.tenant_default import CACHE_KEY, DefaultRead
+
+    name = settings.EXCHANGE_CLOUD_MANAGED_DEFAULT_PROPERTY
+    read = DefaultRead(read_at=timezone.now(), property_name=name, enabled=False, tenant_name=TENANT)
+    cache.set(f"{CACHE_KEY}:{name}", read, 3600)
+
+
+def _tenant_request(p: People, state: str = TenantDefaultState.PENDING) -> TenantDefaultRequest:
+    _tenant_read()
+    request = tenant_default_request_create(actor=p.admin, reason="all moved", tenant_name=TENANT,
+                                            property_name="BlockExchangeProvisioningFromOnPremEnabled",
+                                            enabled=False, blockers=[])  # fmt: skip
+    TenantDefaultRequest.objects.filter(pk=request.pk).update(state=state, error="failed before")
+    return request
+
+
+def _tenant_default_request(p: People) -> Form:
+    _tenant_read()
+    return Form(reverse("tenant_default_request"), {"reason": "every mailbox has moved"}, p.admin, p.admin2)
+
+
+def _tenant_default_form(name: str, state: str, data: dict, user: str, second: str | None):
+    def build(p: People) -> Form:
+        request = _tenant_request(p, state)
+        return Form(reverse(name, args=[request.pk]), data, getattr(p, user), second and getattr(p, second))
+
+    return build
+
+
 def _simple(name: str, user: str, second: str | None, data: dict | None = None, htmx: bool = False):
     def build(p: People) -> Form:
         return Form(reverse(name), dict(data or {}), getattr(p, user), second and getattr(p, second), htmx)
@@ -425,6 +464,17 @@ FORMS: dict[str, Callable[[People], Form]] = {
     ),
     "prerequisite_canary": _prerequisite_canary,
     "logout": _simple("logout", "help", None),
+    "tenant_default_request": _tenant_default_request,
+    # A second approver's approval is the second of the two the switch needs, not a repeat: nobody else sends this one.
+    "tenant_default_approve": _tenant_default_form(
+        "tenant_default_approve", TenantDefaultState.PENDING, {"typed_name": TENANT}, "approver", None
+    ),
+    "tenant_default_retry": _tenant_default_form(
+        "tenant_default_retry", TenantDefaultState.FAILED, {}, "admin", "admin2"
+    ),
+    "tenant_default_cancel": _tenant_default_form(
+        "tenant_default_cancel", TenantDefaultState.PENDING, {"reason": "not now"}, "admin", "admin2"
+    ),
 }
 
 # Forms whose every submission is its own act, as the person meant it: each is recorded, nothing else changes.
@@ -453,6 +503,7 @@ NO_FORM = {
     "group_mapping_list": "a page (its form posts to group_mapping_add)",
     "mailbox_timeline": "a page", "mailbox_as_of": "a page (its form is a GET)",
     "mailbox_compare": "a page (its form is a GET)",
+    "tenant_default": "a page (its forms post to tenant_default_request, _approve, _retry and _cancel)",
 }  # fmt: skip
 
 

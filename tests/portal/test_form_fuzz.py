@@ -121,6 +121,7 @@ def _page_targets(make_user) -> dict[str, tuple[str, list[str]]]:
         "readiness": (reverse("readiness"), LIST_PAGES["readiness"]),
         "readiness_report": (reverse("readiness_report"), []),
         "readiness_export": (reverse("readiness_export"), []),
+        "tenant_default": (reverse("tenant_default"), ["refresh"]),
     }  # fmt: skip
 
 
@@ -134,7 +135,7 @@ _PAGE_NAMES = [
     "wave_progress", "wave_results_export", "wave_members", "bulk_upload", "bulk_detail", "mailbox_writeback",
     "drift", "inventory", "connections", "role_list", "signin_locks", "entra_signin_start", "entra_signin_callback",
     "group_mapping_list", "mailbox_timeline", "mailbox_as_of", "mailbox_compare", "readiness", "readiness_report",
-    "readiness_export",
+    "readiness_export", "tenant_default",
 ]  # fmt: skip
 
 

@@ -90,6 +90,7 @@ LIST_PAGES = {
     "mailbox_as_of": ["at"],
     "mailbox_compare": ["earlier", "later"],
     "readiness": [],  # reads no parameter: the figures cover the user's scope
+    "tenant_default": ["refresh"],  # "1" reads Exchange Online again instead of the cached value
 }
 # The parameters read as a cursor, a page or a number, each sent every crafted value below as it is.
 NUMERIC_PARAMS = [

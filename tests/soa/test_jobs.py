@@ -9,7 +9,7 @@ from django.utils.module_loading import import_string
 
 from soa import jobs
 from tests.soa.test_wave_support import cast, new_wave
-from writeback.jobs import changes, inventory, waves, writeback
+from writeback.jobs import changes, inventory, tenant_default, waves, writeback
 
 
 def test_each_job_name_resolves_to_the_function_a_worker_runs():
@@ -17,6 +17,7 @@ def test_each_job_name_resolves_to_the_function_a_worker_runs():
     assert import_string(jobs.INVENTORY_RUN_JOB) is inventory.inventory_run_job
     assert import_string(jobs.CHANGE_APPLY_JOB) is changes.change_request_apply_job
     assert import_string(jobs.WRITEBACK_TASK_JOB) is writeback.writeback_task_job
+    assert import_string(jobs.TENANT_DEFAULT_JOB) is tenant_default.tenant_default_job
 
 
 def test_the_names_jobs_had_before_the_move_still_resolve_to_the_same_functions():

@@ -1,10 +1,12 @@
 """Inventory import against a seeded sandbox directory and the emulator: joins, one-sided objects, drift,
 idempotent re-runs, incremental runs, failures, and the RQ path with a real worker."""
 
+import datetime as dt
 import uuid
 
 import ldap3
 import pytest
+from django.utils import timezone
 from rq import SimpleWorker
 
 from portal.models import AuditEvent
@@ -13,7 +15,7 @@ from soa.choices import Authority, Pairing
 from soa.models import Mailbox, MailboxAddress
 from tests.exchange_fixtures import private_tenant
 from writeback.exchange import ExchangeConfig, ExchangeOnlineClient
-from writeback.inventory import InventoryError, inventory_run_request
+from writeback.inventory import InventoryError, created_at, inventory_run_request
 from writeback.inventory_pairing import source_anchor
 from writeback.jobs.inventory import claim, execute
 from writeback.models import InventoryRun
@@ -76,6 +78,20 @@ def test_rerun_over_an_unchanged_tenant_changes_nothing(tenant):
     assert (again.created, again.changed) == (0, 0)
     assert again.unchanged == again.ad_read + again.exo_read - again.skipped_not_synced
     assert _snapshot() == before
+
+
+@pytest.mark.django_db
+def test_the_import_keeps_when_each_ad_object_was_created(tenant):
+    """The tenant default's recent-creation blocker (writeback.tenant_default) reads it: createTimestamp, which AD
+    constructs from whenCreated and OpenLDAP keeps itself."""
+    _import()
+    created = list(Mailbox.objects.filter(in_ad=True).values_list("ad_when_created", flat=True))
+    assert created and all(when is not None for when in created)
+    assert all(timezone.now() - dt.timedelta(days=1) < when <= timezone.now() for when in created)
+    assert created_at({"whenCreated": "x", "createTimestamp": ["20261130120000Z"]}) == dt.datetime(
+        2026, 11, 30, 12, tzinfo=dt.UTC
+    )
+    assert created_at({"createTimestamp": []}) is None and created_at({"createTimestamp": "garbage"}) is None
 
 
 @pytest.mark.django_db

@@ -142,6 +142,13 @@ class ExchangeOnlineClient:
         values = self.invoke("Get-OrganizationConfig", {}).values
         return values[0] if values else {}
 
+    def set_organization_config(self, **switches: bool) -> CmdletResult:
+        """Set-OrganizationConfig with SwitchParameters (``ExchangeAttributesCloudManagedByDefault=True``): a switch is
+        sent as true; Exchange has no way to send one as "not present" but leaving it out."""
+        if not switches or not all(value is True for value in switches.values()):
+            raise ValueError("set_organization_config takes switches, each True.")
+        return self.invoke("Set-OrganizationConfig", dict(switches))
+
     def set_mailbox(self, identity: str, *, verify: bool = False, **params: Any) -> SetResult:
         """Set Exchange attributes of one mailbox; with ``verify``, return only once a re-read shows them.
 
