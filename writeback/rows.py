@@ -2,19 +2,27 @@
 
 Django's ``bulk_update`` writes one UPDATE with a CASE WHEN per field and row; building those expressions costs
 more CPU than the statement saves once the rows carry JSON fields (measured on the writeback batches: about 20 ms
-a row on a busy machine). On PostgreSQL ``update_rows`` sends one ``UPDATE ... FROM (VALUES ...)`` for the whole
-batch, each value cast to its column's type: the server parses and plans one statement instead of one per row
-(pipelined ``executemany`` of the per-row UPDATE cost PostgreSQL about twice the CPU, bench/bench_writeback.py).
-SQLite runs the per-row UPDATE through ``executemany``, in-process. Values are prepared by each field as ``save()``
-would prepare them.
+a row on a busy machine). On PostgreSQL ``update_rows`` sends one UPDATE for the whole batch, so the server parses
+and plans one statement instead of one per row (pipelined ``executemany`` of the per-row UPDATE cost PostgreSQL
+about twice the CPU, bench/bench_writeback.py). The rows travel as one JSON parameter that ``jsonb_to_recordset``
+unpacks into typed columns: a statement with a placeholder per value (``FROM (VALUES ...)``, as before) is too long
+for the driver's cache of converted queries, and converting it cost the writeback batch a tenth of its CPU. Rows
+whose values JSON cannot carry as they are (a JSON field with its own encoder, a value of another type) take the
+VALUES statement. SQLite runs the per-row UPDATE through ``executemany``, in-process. Values are prepared by each
+field as ``save()`` would prepare them.
 """
 
+import datetime as dt
+import decimal
+import json
+import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from django.db import connection, models
 
 # Rows per statement: a batch job's rows fit in one; the bound keeps a caller's larger list within the 65,535
-# parameters a PostgreSQL statement may carry.
+# parameters a PostgreSQL statement may carry (VALUES), and a JSON document within a few megabytes.
 ROWS_PER_STATEMENT = 500
 
 
@@ -24,14 +32,22 @@ def update_rows(rows: Sequence[models.Model], fields: Sequence[str]) -> None:
         return
     meta = type(rows[0])._meta
     columns = [meta.get_field(name) for name in fields]
-    params = [
+    if connection.vendor == "postgresql":
+        try:
+            documents = _as_json(columns, rows)
+        except _NotJson:
+            _update_from_values(meta, columns, _params(columns, rows))
+        else:
+            _update_from_json(meta, columns, documents)
+    else:
+        _update_each(meta, columns, _params(columns, rows))
+
+
+def _params(columns: list[models.Field], rows: Sequence[models.Model]) -> list[list]:
+    return [
         [row.pk] + [field.get_db_prep_save(getattr(row, field.attname), connection) for field in columns]
         for row in rows
     ]
-    if connection.vendor == "postgresql":
-        _update_from_values(meta, columns, params)
-    else:
-        _update_each(meta, columns, params)
 
 
 def _update_each(meta, columns: list[models.Field], params: list[list]) -> None:
@@ -59,3 +75,53 @@ def _update_from_values(meta, columns: list[models.Field], params: list[list]) -
                 f"WHERE {quote(meta.db_table)}.{pk} = v.{quote(f'v_{meta.pk.column}')}"
             )
             cursor.execute(sql, [value for values in chunk for value in values])
+
+
+class _NotJson(Exception):
+    """A value JSON does not carry as the column's own adaptation would."""
+
+
+def _json_value(field: models.Field, value: Any) -> Any:
+    if isinstance(field, models.JSONField):
+        if field.encoder is not None:
+            raise _NotJson(field.name)
+        return field.get_prep_value(value)  # the Python value, nested in the document as the column's JSON
+    prepared = field.get_db_prep_save(value, connection)
+    if prepared is None or isinstance(prepared, str | bool | int):
+        return prepared
+    if isinstance(prepared, dt.datetime | dt.date | dt.time):
+        return prepared.isoformat()
+    if isinstance(prepared, uuid.UUID | decimal.Decimal):
+        return str(prepared)
+    raise _NotJson(field.name)
+
+
+def _as_json(columns: list[models.Field], rows: Sequence[models.Model]) -> list[str]:
+    """The rows as JSON arrays of objects ({"c0": pk, "c1": first field, ...}), ROWS_PER_STATEMENT a document."""
+    fields = [rows[0]._meta.pk, *columns]
+    objects = [
+        {f"c{index}": _json_value(field, getattr(row, field.attname)) for index, field in enumerate(fields)}
+        for row in rows
+    ]
+    try:
+        return [
+            json.dumps(objects[start : start + ROWS_PER_STATEMENT], allow_nan=False)
+            for start in range(0, len(objects), ROWS_PER_STATEMENT)
+        ]
+    except (TypeError, ValueError) as error:  # a JSON field holding what JSON cannot (as save() would refuse it)
+        raise _NotJson(str(error)) from None
+
+
+def _update_from_json(meta, columns: list[models.Field], documents: list[str]) -> None:
+    quote = connection.ops.quote_name
+    fields = [meta.pk, *columns]
+    record = ", ".join(f"c{index} {field.db_type(connection)}" for index, field in enumerate(fields))
+    assignments = ", ".join(f"{quote(field.column)} = v.c{index}" for index, field in enumerate(fields) if index)
+    table, pk = quote(meta.db_table), quote(meta.pk.column)
+    sql = (
+        f"UPDATE {table} SET {assignments} "  # noqa: S608 - names are quoted model metadata, types the fields' own
+        f"FROM jsonb_to_recordset(%s::jsonb) AS v({record}) WHERE {table}.{pk} = v.c0"
+    )
+    with connection.cursor() as cursor:
+        for document in documents:
+            cursor.execute(sql, [document])

@@ -50,3 +50,42 @@ def test_rows_beyond_one_statement_are_all_written(monkeypatch):
 def test_no_rows_is_no_statement(django_assert_num_queries):
     with django_assert_num_queries(0):
         update_rows([], ["version"])
+
+
+@pytest.mark.parametrize("path", ["json", "values"])
+def test_both_postgresql_statements_store_what_save_would(path, monkeypatch, django_assert_num_queries):
+    """The JSON document and the VALUES statement (taken when a value cannot travel as JSON) store the same: None in
+    a nullable JSON field as SQL NULL (as Model.save() does), JSON null nested inside as JSON null, times exact."""
+    from django.db import connection
+
+    from writeback.models import DriftFinding
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the two statements are PostgreSQL's (CI runs it)")
+    if path == "values":
+        monkeypatch.setattr(rows, "_as_json", lambda *args: (_ for _ in ()).throw(rows._NotJson("forced")))
+    mailbox = make_mailbox("Drift Rows")
+    findings = [
+        DriftFinding.objects.create(mailbox=mailbox, attribute=f"CustomAttribute{n}", ad_value="x", cloud_value="y")
+        for n in (1, 2)
+    ]
+    when = timezone.now().replace(microsecond=123456) - dt.timedelta(days=3)
+    findings[0].ad_value, findings[0].cloud_value, findings[0].resolved_at = None, [None, "a'b"], when
+    findings[1].ad_value, findings[1].cloud_value, findings[1].resolved_at = {"k": "ü"}, None, None
+
+    with django_assert_num_queries(1) as captured:
+        update_rows(findings, ["ad_value", "cloud_value", "resolved_at"])
+
+    assert ("jsonb_to_recordset" in captured.captured_queries[0]["sql"]) is (path == "json")
+    assert set(DriftFinding.objects.filter(ad_value__isnull=True).values_list("pk", flat=True)) == {findings[0].pk}
+    assert set(DriftFinding.objects.filter(cloud_value__isnull=True).values_list("pk", flat=True)) == {findings[1].pk}
+    stored = DriftFinding.objects.in_bulk([finding.pk for finding in findings])
+    assert stored[findings[0].pk].cloud_value == [None, "a'b"] and stored[findings[0].pk].resolved_at == when
+    assert stored[findings[1].pk].ad_value == {"k": "ü"} and stored[findings[1].pk].resolved_at is None
+
+
+def test_a_json_field_holding_what_json_cannot_fails_as_save_would():
+    mailbox = make_mailbox("Not JSON")
+    mailbox.ad_values = {"when": dt.datetime(2026, 1, 1)}
+    with pytest.raises(TypeError):
+        update_rows([mailbox], ["ad_values"])
