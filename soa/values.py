@@ -7,7 +7,7 @@ through here first, so "differs" means the same thing in the inventory, the drif
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from soa.attributes import EXCHANGE_ATTRIBUTES, IDENTITY_ATTRIBUTES, Kind, MappedAttribute
@@ -78,13 +78,12 @@ def exo_values(mailbox: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def ad_values(entry: Mapping[str, Any]) -> dict[str, Any]:
-    """The mapped attributes of an AD user entry (LDAP names, any letter case), keyed by EXO name."""
+def ad_values(entry: Mapping[str, Any], attributes: Iterable[MappedAttribute] | None = None) -> dict[str, Any]:
+    """The mapped attributes of an AD user entry (LDAP names, any letter case), keyed by EXO name; only
+    ``attributes`` when given (a writeback compares the few it wrote, not all forty)."""
     by_lower = {name.lower(): value for name, value in entry.items()}
-    values = {}
-    for attribute in (*EXCHANGE_ATTRIBUTES, *IDENTITY_ATTRIBUTES):
-        values[attribute.exo] = _normalise(attribute, by_lower.get(attribute.ad.lower()))
-    return values
+    chosen = (*EXCHANGE_ATTRIBUTES, *IDENTITY_ATTRIBUTES) if attributes is None else attributes
+    return {attribute.exo: _normalise(attribute, by_lower.get(attribute.ad.lower())) for attribute in chosen}
 
 
 def _proxy_set(addresses: list[str]) -> set[tuple[str, str]]:

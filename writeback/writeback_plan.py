@@ -71,11 +71,11 @@ def drift_findings(
     the portal recording it (a worker killed after its modify): AD holding one of them is the portal's own doing.
     Nothing is drift for an attribute the portal has never read from AD (no last known value to differ from).
     """
-    found_now = ad_values(observed)
+    attributes = [by_ad_name(name) for name in planned]
+    found_now = ad_values(observed, attributes)
     earlier = list(portal_wrote)
     findings = []
-    for name in planned:
-        attribute = by_ad_name(name)
+    for attribute in attributes:
         if attribute.exo not in last_known:
             continue
         found = found_now.get(attribute.exo)
@@ -92,10 +92,10 @@ def drift_findings(
 def not_taken(*, planned: Iterable[str], read_back: Mapping[str, Any], cloud: Mapping[str, Any]) -> list[str]:
     """Exchange names of the planned attributes (LDAP names) that AD, read back after the write, does not hold as
     the cloud does, by the drift rules (the MOERA and a MOERA ``mail`` aside, as they were not written)."""
-    back = ad_values(read_back)
+    attributes = [by_ad_name(name) for name in planned]
+    back = ad_values(read_back, attributes)
     differing = []
-    for name in planned:
-        attribute = by_ad_name(name)
+    for attribute in attributes:
         wanted = cloud.get(attribute.exo)
         if attribute.kind is not Kind.PROXY and isinstance(wanted, str) and is_moera(wanted):
             continue
@@ -106,7 +106,7 @@ def not_taken(*, planned: Iterable[str], read_back: Mapping[str, Any], cloud: Ma
 
 def ad_side(read_back: Mapping[str, Any]) -> dict[str, Any]:
     """AD's Exchange attributes as read back, keyed by Exchange name, for ``Mailbox.ad_values``."""
-    return {name: value for name, value in ad_values(read_back).items() if name in EXCHANGE_NAMES}
+    return ad_values(read_back, EXCHANGE_ATTRIBUTES)
 
 
 def _plain(value: Any) -> Any:
