@@ -41,7 +41,7 @@ from writeback.directory import (
     ping,
     plan_modify,
 )
-from writeback.directory.batch import read_many
+from writeback.directory.batch import Item, read_many, write_many
 from writeback.directory.errors import error_for_result
 
 # ldap3 2.9.1 checks the certificate's host name with ssl.match_hostname, deprecated since Python 3.7 (it falls
@@ -866,6 +866,21 @@ def test_tls_with_the_configured_ca_file(tls_ad, kind):
         assert client.find_by_guid(guid) is not None
         assert client.apply_desired(guid, {"extensionAttribute12": f"over {kind}"})[1]
     ping(tls_config(tls_ad, tls_ad[kind], tls_ad["ca_file"]))
+
+
+@pytest.mark.parametrize("kind", ["ldaps", "plain"], ids=["LDAPS", "StartTLS"])
+def test_a_batch_writes_over_tls(tls_ad, kind):
+    # write_many's search and modifies go on the socket themselves (writeback.directory.pipeline): TLS included.
+    guids = [uuid.UUID(bytes_le=user["objectGUID"]) for user in generate_users(3)]
+    items = [Item(guid, lambda _observed, n=n: {"extensionAttribute13": f"batch over {kind} {n}"})
+             for n, guid in enumerate(guids)]  # fmt: skip
+    with DirectoryClient(tls_config(tls_ad, tls_ad[kind], tls_ad["ca_file"])) as client:
+        outcomes = write_many(client, items)
+        assert [outcome.error for outcome in outcomes] == [None] * 3
+        assert [outcome.written.read_back["extensionAttribute13"] for outcome in outcomes] == [
+            f"batch over {kind} {n}" for n in range(3)
+        ]
+        assert client.requests["modify"] == 3 and client.requests["search"] == 2
 
 
 def test_the_tls_server_refuses_a_plain_bind(tls_ad):
