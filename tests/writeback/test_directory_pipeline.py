@@ -238,6 +238,7 @@ class ReversingConnection:
         self.ids = iter(range(1, 1000))
         self.waiting: list[bytes] = []
         self.sent: list[int] = []
+        self.dns: list[str] = []
         self.server = self
         self.socket = self
         self.strategy = self
@@ -252,6 +253,7 @@ class ReversingConnection:
         dn, _ = read_tlv(request)
         message_id, dn = int.from_bytes(number, "big"), dn.decode()
         self.sent.append(message_id)
+        self.dns.append(dn)
         self.waiting.append(modify_response(message_id, 32 if dn.startswith("CN=missing") else 0, dn))
 
     def receiving(self) -> list[bytes]:
@@ -283,3 +285,37 @@ def test_an_answer_to_a_request_never_sent_breaks_the_connection():
     with pytest.raises(ldap3.core.exceptions.LDAPSocketReceiveError, match="99"):
         send_modifies(connection, [("CN=u,DC=corp", {"extensionAttribute3": [(MODIFY_REPLACE, ["v"])]})], {})
     assert closed == [True]
+
+
+class BreakingConnection(ReversingConnection):
+    """Answers the first ``answered`` requests (oldest first), then the connection breaks as a dead socket does."""
+
+    def __init__(self, answered: int):
+        super().__init__()
+        self.answered = answered
+
+    def receiving(self) -> list[bytes]:
+        answers, self.waiting = self.waiting[: self.answered], self.waiting[self.answered :]
+        self.answered -= len(answers)
+        if not answers:
+            raise ldap3.core.exceptions.LDAPSocketReceiveError("error receiving data: connection reset")
+        return answers
+
+    def close(self) -> None:
+        pass
+
+    unbind = close
+
+
+def test_after_a_break_midway_only_the_unanswered_writes_are_sent_again(ad, monkeypatch):
+    first, second = BreakingConnection(answered=3), ReversingConnection()
+    second.close = second.unbind = lambda: None
+    connections = iter([first, second])
+    client = DirectoryClient(config_for(ad))
+    monkeypatch.setattr(client, "_open", lambda: next(connections))
+    writes = [(f"CN=user {n},DC=corp", {"extensionAttribute3": [(MODIFY_REPLACE, ["v"])]}) for n in range(8)]
+
+    assert client.modify_many(writes) == [None] * 8
+    # The first connection took all eight (within the window) and answered three; the second got the other five.
+    assert len(first.sent) == 8 and second.dns == [f"CN=user {n},DC=corp" for n in range(3, 8)]
+    assert client.requests["modify"] == 13
