@@ -12,7 +12,7 @@ from django.utils import timezone
 from portal.cursors import decode_cursor, encode_cursor
 from portal.dn import InvalidDn, normalize_dn, rdn_values
 from portal.models import AuditEvent
-from portal.roles import Action, may, scope_filter
+from portal.roles import Action, may, scope_filter, subtree_filter
 from soa.choices import CHANGE_OPEN_STATES, WAVE_OPEN_STATES, Authority, Decision, MemberState, WaveState
 from soa.models import (
     AcceptedDomain,
@@ -41,7 +41,7 @@ OU_TREE_SECONDS = 300
 
 def mailbox_list(*, user, action: Action = Action.MAILBOX_VIEW) -> QuerySet[Mailbox]:
     """Mailboxes the user may perform ``action`` on (their OU scopes for that action)."""
-    return Mailbox.objects.filter(scope_filter(user, action, "dn_norm"))
+    return Mailbox.objects.filter(scope_filter(user, action, "dn_norm", reversed_index=True))
 
 
 def mailbox_get(*, user, pk: int, action: Action = Action.MAILBOX_VIEW) -> Mailbox | None:
@@ -95,7 +95,7 @@ def mailbox_search(
             base = normalize_dn(ou)
         except InvalidDn:
             return mailboxes.none()
-        mailboxes = mailboxes.filter(Q(ou_norm=base) | Q(ou_norm__endswith="," + base))
+        mailboxes = mailboxes.filter(subtree_filter("ou_norm", base, reversed_index=True))
     if drift is not None:
         mailboxes = mailboxes.filter(has_drift=drift)
     if department.strip():
