@@ -166,14 +166,22 @@ def scope_filter(user, action: Action, dn_field: str, *, reversed_index: bool = 
     Matches nothing when the user has no grant; matches everything for a tenant-wide grant. ``reversed_index``:
     match the subtree on the reversed DN instead (subtree_filter), for a table indexed on it.
     """
-    grants = _grants(user, action)
-    if grants.filter(tenant_wide=True).exists():
+    bases = scope_dns(user, action)
+    if bases is None:
         return Q()
     condition = Q(pk__in=[])
-    for base in set(grants.values_list("scopes__base_dn_norm", flat=True)):
-        if base:
-            condition |= subtree_filter(dn_field, base, reversed_index=reversed_index)
+    for base in bases:
+        condition |= subtree_filter(dn_field, base, reversed_index=reversed_index)
     return condition
+
+
+def scope_dns(user, action: Action) -> list[str] | None:
+    """The normalised base DNs of the user's scopes for ``action`` (sorted; none without a grant), or None for a
+    tenant-wide grant: what scope_filter matches."""
+    grants = _grants(user, action)
+    if grants.filter(tenant_wide=True).exists():
+        return None
+    return sorted({base for base in grants.values_list("scopes__base_dn_norm", flat=True) if base})
 
 
 def subtree_filter(dn_field: str, base: str, *, reversed_index: bool = False) -> Q:

@@ -538,3 +538,22 @@ class ReadinessSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"Readiness on {self.day}"
+
+
+class ReadinessGroup(models.Model):
+    """One (OU, recipient type, authority) group of mailboxes as a readiness snapshot counted it: the row of
+    soa.readiness.group_counts with the group's open drift findings and failed writebacks, in ``counts``.
+
+    An OU-scoped view of the page sums the groups of its subtrees instead of scanning the mailboxes. Only the newest
+    snapshot keeps its groups (the trend needs none).
+    """
+
+    snapshot = models.ForeignKey(ReadinessSnapshot, on_delete=models.CASCADE, related_name="groups")
+    ou_norm = models.CharField(max_length=1024, blank=True, help_text="normalised DN of the mailboxes' parent OU")
+    counts = models.JSONField(default=dict)
+
+    class Meta:
+        indexes = [models.Index(fields=["snapshot", "ou_norm"], name="soa_readiness_group_ou_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.ou_norm or '(no OU)'} in {self.snapshot}"
