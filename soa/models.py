@@ -4,6 +4,7 @@ desk's change requests with what their validation reads (accepted domains, recen
 
 from django.conf import settings
 from django.db import models
+from django.db.models import F
 from django.db.models.functions import Lower, Upper
 from django.utils import timezone
 
@@ -77,9 +78,10 @@ class Mailbox(models.Model):
             models.Index(fields=["display_name", "id"], name="soa_mailbox_name_id_idx"),
             models.Index(fields=["upn"], name="soa_mailbox_upn_prefix_idx", opclasses=["varchar_pattern_ops"]),
             models.Index(fields=["search_name"], name="soa_mailbox_name_prefix_idx", opclasses=["varchar_pattern_ops"]),
-            # The list sorted by department (keyset pages), and its department filter (any letter case).
+            # The list sorted by department (keyset pages), and its department filter (any letter case) under any
+            # sort: sorted by department too, the filter's rows come out of this one in the page's order.
             models.Index(fields=["department", "id"], name="soa_mailbox_dept_id_idx"),
-            models.Index(Upper("department"), name="soa_mailbox_dept_upper_idx"),
+            models.Index(Upper("department"), F("department"), F("id"), name="soa_mailbox_dept_ci_idx"),
         ]
 
     def __str__(self) -> str:
