@@ -209,8 +209,8 @@ def test_every_filter_combination_has_an_index_that_serves_it(tenant, make_user)
             for plan in _plan_of_page(user, {name: _VALUES[name] for name in combo}, sort):
                 assert "Seq Scan on soa_mailbox " not in plan + " ", (combo, sort, user.username, plan)
         # The subtree filters read the reversed-DN indexes, not a scan of another index.
-        (count, page) = _plan_of_page(scoped, {"ou": EAST}, "name")
-        assert "soa_mailbox_dn_rev_idx" in count + page and "soa_mailbox_ou_rev_idx" in count + page
+        assert all("soa_mailbox_dn_rev_idx" in plan for plan in _plan_of_page(scoped, {}, "name"))
+        assert all("soa_mailbox_ou_rev_idx" in plan for plan in _plan_of_page(wide, {"ou": EAST}, "name"))
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SET enable_seqscan = on")
