@@ -12,7 +12,7 @@ from django.utils import timezone
 from portal.cursors import decode_cursor, encode_cursor
 from portal.dn import InvalidDn, normalize_dn, rdn_values
 from portal.models import AuditEvent
-from portal.roles import Action, may, scope_filter, subtree_filter
+from portal.roles import Action, may, scope_dns, scope_filter, subtree_filter
 from soa.choices import CHANGE_OPEN_STATES, WAVE_OPEN_STATES, Authority, Decision, MemberState, WaveState
 from soa.models import (
     AcceptedDomain,
@@ -70,36 +70,53 @@ def mailbox_search(
     department: str = "",
 ) -> QuerySet[Mailbox]:
     """Scoped mailboxes matching the filters and, by prefix, any word of the name, the UPN or any address."""
-    mailboxes = mailbox_list(user=user)
+    if ou:
+        try:
+            base = normalize_dn(ou)
+        except InvalidDn:
+            return Mailbox.objects.none()
+
+    bases = scope_dns(user, Action.MAILBOX_VIEW)
+
+    def where(path: str = "") -> Q:
+        """The scope (as scope_filter) and every filter but the text, on the mailbox at ``path`` ("" or "mailbox__")."""
+        condition = Q()
+        if bases is not None:
+            condition = Q(pk__in=[])
+            for scope in bases:
+                condition |= subtree_filter(f"{path}dn_norm", scope, reversed_index=True)
+        if authority:
+            condition &= Q(**{f"{path}authority": authority})
+        if recipient_type:
+            condition &= Q(**{f"{path}recipient_type_details": recipient_type})
+        if ou:
+            condition &= subtree_filter(f"{path}ou_norm", base, reversed_index=True)
+        if drift is not None:
+            condition &= Q(**{f"{path}has_drift": drift})
+        if department.strip():
+            condition &= Q(**{f"{path}department__iexact": department.strip()})
+        return condition
+
+    mailboxes = Mailbox.objects.filter(where())
     query = query.strip()
     if query:
         text = query.lower()
         address = text.split(":", 1)[1] if ":" in text else text
         # A UNION of index range scans: an OR across the columns would make PostgreSQL scan the table. The name
-        # matches from its first word (search_name) or from any later one (MailboxNameWord).
+        # matches from its first word (search_name) or from any later one (MailboxNameWord). Each branch carries
+        # the other filters, so a common word within a narrow filter (one OU, one department) leaves a short
+        # union instead of every mailbox the word matches.
         matches = (
-            Mailbox.objects.order_by().filter(search_name__startswith=text).values("pk")
+            Mailbox.objects.order_by().filter(where(), search_name__startswith=text).values("pk")
             .union(
-                MailboxNameWord.objects.order_by().filter(suffix__startswith=text).values("mailbox_id"),
-                Mailbox.objects.order_by().filter(upn__startswith=text).values("pk"),
-                MailboxAddress.objects.order_by().filter(address__startswith=address).values("mailbox_id"),
+                MailboxNameWord.objects.order_by().filter(where("mailbox__"), suffix__startswith=text)
+                .values("mailbox_id"),
+                Mailbox.objects.order_by().filter(where(), upn__startswith=text).values("pk"),
+                MailboxAddress.objects.order_by().filter(where("mailbox__"), address__startswith=address)
+                .values("mailbox_id"),
             )
         )  # fmt: skip
         mailboxes = mailboxes.filter(pk__in=matches)
-    if authority:
-        mailboxes = mailboxes.filter(authority=authority)
-    if recipient_type:
-        mailboxes = mailboxes.filter(recipient_type_details=recipient_type)
-    if ou:
-        try:
-            base = normalize_dn(ou)
-        except InvalidDn:
-            return mailboxes.none()
-        mailboxes = mailboxes.filter(subtree_filter("ou_norm", base, reversed_index=True))
-    if drift is not None:
-        mailboxes = mailboxes.filter(has_drift=drift)
-    if department.strip():
-        mailboxes = mailboxes.filter(department__iexact=department.strip())
     return mailboxes
 
 
