@@ -19,6 +19,7 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
+from django.db.models.fields.json import KT
 from django.utils import timezone
 
 from portal.roles import subtree_filter
@@ -263,19 +264,26 @@ def snapshot_take(figures: dict[str, Any], *, day: dt.date, groups: list[dict] |
     return snapshot
 
 
-def latest_snapshot(*, max_age: dt.timedelta, now: dt.datetime | None = None) -> ReadinessSnapshot | None:
-    """The newest snapshot, when it was taken within ``max_age`` (a zero age: never)."""
+def latest_snapshot(
+    *, max_age: dt.timedelta, now: dt.datetime | None = None, figures: bool = True
+) -> ReadinessSnapshot | None:
+    """The newest snapshot, when it was taken within ``max_age`` (a zero age: never). ``figures`` False leaves the
+    tenant-wide figures unread (with every OU of a large tenant they weigh); ``measured_at`` is read either way."""
     if max_age <= dt.timedelta(0):
         return None
     since = (now or timezone.now()) - max_age
     # A snapshot without its figures (one made by hand, or a demo's invented history) only feeds the trend.
-    return ReadinessSnapshot.objects.filter(taken_at__gte=since).exclude(figures={}).order_by("-taken_at").first()
+    snapshots = ReadinessSnapshot.objects.filter(taken_at__gte=since).exclude(figures={})
+    if not figures:
+        snapshots = snapshots.defer("figures")
+    return snapshots.annotate(measured_at=KT("figures__measured_at")).order_by("-taken_at").first()
 
 
 def snapshot_scoped(snapshot: ReadinessSnapshot, bases: list[str]) -> dict[str, Any] | None:
     """The figures of the mailboxes in the OU subtrees ``bases`` (normalised DNs: a user's scope), summed from the
-    groups ``snapshot`` kept; None when it kept none (taken before groups were kept, or an empty tenant) or when a
-    base names a mailbox itself (a scope the per-OU groups cannot tell apart): the caller then measures live."""
+    groups ``snapshot`` (from latest_snapshot) kept; None when it kept none (taken before groups were kept, or an
+    empty tenant) or when a base names a mailbox itself (a scope the per-OU groups cannot tell apart): the caller
+    then measures live."""
     groups = ReadinessGroup.objects.filter(snapshot=snapshot)
     if not groups.exists() or Mailbox.objects.filter(dn_norm__in=bases).exists():
         return None
@@ -285,8 +293,7 @@ def snapshot_scoped(snapshot: ReadinessSnapshot, bases: list[str]) -> dict[str, 
         where |= subtree_filter("ou_norm", base)
     rows = list(groups.filter(where).values_list("counts", flat=True))
     writeback = {key: sum(row.get(key, 0) for row in rows) for key in ("open_drift", "failed_writebacks")}
-    measured_at = snapshot.figures.get("measured_at") or snapshot.taken_at.isoformat()
-    return summarise(rows, measured_at=measured_at, writeback=writeback)
+    return summarise(rows, measured_at=snapshot.measured_at or snapshot.taken_at.isoformat(), writeback=writeback)
 
 
 def trend(*, today: dt.date, days: int = TREND_DAYS) -> list[ReadinessSnapshot]:

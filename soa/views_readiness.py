@@ -48,7 +48,9 @@ def readiness_figures(user) -> dict:
     a tenant-wide user's as it was taken, an OU-scoped user's summed from its per-OU groups), else measured now and
     reused for READINESS_CACHE_SECONDS."""
     bases = scope_dns(user, Action.MAILBOX_VIEW)
-    recent = latest_snapshot(max_age=dt.timedelta(minutes=settings.READINESS_SNAPSHOT_MAX_AGE_MINUTES))
+    recent = latest_snapshot(
+        max_age=dt.timedelta(minutes=settings.READINESS_SNAPSHOT_MAX_AGE_MINUTES), figures=bases is None
+    )
     if recent is not None:
         figures = recent.figures if bases is None else snapshot_scoped(recent, bases)
         if figures is not None:
