@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from enum import StrEnum
 
 from django.db.models import Q
+from django.db.models.functions import Reverse
+from django.db.models.lookups import Exact, StartsWith
 from django.http import Http404
 
 from portal.dn import InvalidDn, normalize_dn
@@ -158,19 +160,44 @@ def may(user, action: Action, dn: str | None = None) -> bool:
     return any(base and (target == base or target.endswith("," + base)) for base in scopes)
 
 
-def scope_filter(user, action: Action, dn_field: str) -> Q:
+def scope_filter(user, action: Action, dn_field: str, *, reversed_index: bool = False) -> Q:
     """A Q restricting a queryset to objects (by normalised DN in ``dn_field``) the user may act on.
 
-    Matches nothing when the user has no grant; matches everything for a tenant-wide grant.
+    Matches nothing when the user has no grant; matches everything for a tenant-wide grant. ``reversed_index``:
+    match the subtree on the reversed DN instead (subtree_filter), for a table indexed on it.
     """
-    grants = _grants(user, action)
-    if grants.filter(tenant_wide=True).exists():
+    bases = scope_dns(user, action)
+    if bases is None:
         return Q()
     condition = Q(pk__in=[])
-    for base in set(grants.values_list("scopes__base_dn_norm", flat=True)):
-        if base:
-            condition |= Q(**{dn_field: base}) | Q(**{f"{dn_field}__endswith": "," + base})
+    for base in bases:
+        condition |= subtree_filter(dn_field, base, reversed_index=reversed_index)
     return condition
+
+
+def scope_dns(user, action: Action) -> list[str] | None:
+    """The normalised base DNs of the user's scopes for ``action`` (sorted; none without a grant), or None for a
+    tenant-wide grant: what scope_filter matches."""
+    grants = _grants(user, action)
+    if grants.filter(tenant_wide=True).exists():
+        return None
+    return sorted({base for base in grants.values_list("scopes__base_dn_norm", flat=True) if base})
+
+
+def subtree_filter(dn_field: str, base: str, *, reversed_index: bool = False) -> Q:
+    """Objects whose normalised DN in ``dn_field`` is ``base`` or lies below it.
+
+    A DN's subtree is a suffix, which no b-tree on the DN serves (PostgreSQL scans the whole table for LIKE '%...').
+    Reversed, the suffix becomes a prefix: ``reversed_index`` writes the match on REVERSE(dn_field) as well, which an
+    expression index with text_pattern_ops answers as a range scan (soa's mailbox DN and OU have one). The plain
+    match stays beside it: where rows are read another way, it is the cheaper test and turns most of them away
+    before any is reversed (a tenth of a million mailboxes counted in a third of the time).
+    """
+    plain = Q(**{dn_field: base}) | Q(**{f"{dn_field}__endswith": "," + base})
+    if not reversed_index:
+        return plain
+    flipped = Reverse(dn_field)
+    return plain & (Q(Exact(flipped, base[::-1])) | Q(StartsWith(flipped, ("," + base)[::-1])))
 
 
 def scope_bases(user, action: Action) -> list[str] | None:

@@ -266,9 +266,9 @@ DRIFT_FULL_SCAN_INTERVAL_HOURS = env.int("DRIFT_FULL_SCAN_INTERVAL_HOURS", defau
 DRIFT_AUTO_REPAIR = env.bool("DRIFT_AUTO_REPAIR", default=False)
 
 # Decommission readiness (soa/views_readiness.py, writeback/jobs/readiness.py). The tenant is measured every
-# READINESS_SNAPSHOT_INTERVAL_MINUTES (0: off) into the day's snapshot (the trend keeps each day's last); tenant-wide
-# users are shown it while younger than READINESS_SNAPSHOT_MAX_AGE_MINUTES (0: never), everyone else a measurement
-# of their scope, reused for READINESS_CACHE_SECONDS (0: measured at every view).
+# READINESS_SNAPSHOT_INTERVAL_MINUTES (0: off) into the day's snapshot (the trend keeps each day's last); users are
+# shown it while younger than READINESS_SNAPSHOT_MAX_AGE_MINUTES (0: never; OU-scoped users summed from its per-OU
+# groups), else a measurement of their scope, reused for READINESS_CACHE_SECONDS (0: measured at every view).
 READINESS_CACHE_SECONDS = env.int("READINESS_CACHE_SECONDS", default=300)
 READINESS_SNAPSHOT_INTERVAL_MINUTES = env.int("READINESS_SNAPSHOT_INTERVAL_MINUTES", default=15)
 READINESS_SNAPSHOT_MAX_AGE_MINUTES = env.int("READINESS_SNAPSHOT_MAX_AGE_MINUTES", default=60)

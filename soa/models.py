@@ -4,6 +4,7 @@ desk's change requests with what their validation reads (accepted domains, recen
 
 from django.conf import settings
 from django.db import models
+from django.db.models import F
 from django.db.models.functions import Lower, Upper
 from django.utils import timezone
 
@@ -83,9 +84,10 @@ class Mailbox(models.Model):
             models.Index(fields=["display_name", "id"], name="soa_mailbox_name_id_idx"),
             models.Index(fields=["upn"], name="soa_mailbox_upn_prefix_idx", opclasses=["varchar_pattern_ops"]),
             models.Index(fields=["search_name"], name="soa_mailbox_name_prefix_idx", opclasses=["varchar_pattern_ops"]),
-            # The list sorted by department (keyset pages), and its department filter (any letter case).
+            # The list sorted by department (keyset pages), and its department filter (any letter case) under any
+            # sort: sorted by department too, the filter's rows come out of this one in the page's order.
             models.Index(fields=["department", "id"], name="soa_mailbox_dept_id_idx"),
-            models.Index(Upper("department"), name="soa_mailbox_dept_upper_idx"),
+            models.Index(Upper("department"), F("department"), F("id"), name="soa_mailbox_dept_ci_idx"),
         ]
 
     def __str__(self) -> str:
@@ -681,3 +683,22 @@ class TenantDefaultApproval(models.Model):
 
     def __str__(self) -> str:
         return f"Approval of tenant default request {self.request_id} by {self.approver_id}"
+
+
+class ReadinessGroup(models.Model):
+    """One (OU, recipient type, authority) group of mailboxes as a readiness snapshot counted it: the row of
+    soa.readiness.group_counts with the group's open drift findings and failed writebacks, in ``counts``.
+
+    An OU-scoped view of the page sums the groups of its subtrees instead of scanning the mailboxes. Only the newest
+    snapshot keeps its groups (the trend needs none).
+    """
+
+    snapshot = models.ForeignKey(ReadinessSnapshot, on_delete=models.CASCADE, related_name="groups")
+    ou_norm = models.CharField(max_length=1024, blank=True, help_text="normalised DN of the mailboxes' parent OU")
+    counts = models.JSONField(default=dict)
+
+    class Meta:
+        indexes = [models.Index(fields=["snapshot", "ou_norm"], name="soa_readiness_group_ou_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.ou_norm or '(no OU)'} in {self.snapshot}"

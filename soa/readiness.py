@@ -13,14 +13,18 @@ scan of the table at a million mailboxes. Warnings are not blockers and are not 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import transaction
 from django.db.models import Count, Q, QuerySet
+from django.db.models.fields.json import KT
 from django.utils import timezone
 
+from portal.roles import subtree_filter
 from soa.choices import CHANGE_OPEN_STATES, WAVE_CLAIMING_STATES, Authority
-from soa.models import ChangeRequest, Mailbox, ReadinessSnapshot, WaveMember
+from soa.models import ChangeRequest, Mailbox, ReadinessGroup, ReadinessSnapshot, WaveMember
 from soa.preflight import SUPPORTED_RECIPIENT_TYPES, Code, stale_consumer_attributes
 
 # OUs the page lists (most mailboxes still in AD first); the CSV export lists them all.
@@ -73,17 +77,10 @@ BLOCKER_LABELS = {
 }
 
 
-def measure(
-    mailboxes: QuerySet[Mailbox], *, now: dt.datetime, quiet_period: dt.timedelta, writeback: dict[str, int]
-) -> dict[str, Any]:
-    """Every figure of the page over ``mailboxes`` (JSON-safe: the snapshot stores it as it is).
-
-    ``writeback`` holds ``open_drift`` (open drift findings) and ``failed_writebacks`` (tasks in FAILED), counted
-    by the caller over the same scope.
-    """
+def group_counts(mailboxes: QuerySet[Mailbox], *, now: dt.datetime, quiet_period: dt.timedelta) -> list[dict]:
+    """Every count of the page per (OU, recipient type, authority) group of ``mailboxes``, in one scan: the rows
+    ``summarise`` adds up, and what a snapshot keeps (ReadinessGroup) so an OU's figures are a sum of its groups."""
     conditions = _blocker_conditions(now, quiet_period)
-    # One scan: every count per (OU, type, authority) group, summed here into the totals, the type table and the OU
-    # table. A group's authority and type are fixed, so the blocker counts of cloud groups are simply not added.
     counts = {
         "n": Count("id"),
         "drifted": Count("id", filter=Q(has_drift=True)),
@@ -92,11 +89,28 @@ def measure(
         "ready": Count("id", filter=~_any(conditions.values())),
         **{f"blocked_{code}": Count("id", filter=condition) for code, condition in conditions.items()},
     }
-    groups = mailboxes.order_by().values("ou_norm", "recipient_type_details", "authority").annotate(**counts)
+    return list(mailboxes.order_by().values("ou_norm", "recipient_type_details", "authority").annotate(**counts))
+
+
+def measure(
+    mailboxes: QuerySet[Mailbox], *, now: dt.datetime, quiet_period: dt.timedelta, writeback: dict[str, int]
+) -> dict[str, Any]:
+    """Every figure of the page over ``mailboxes`` (JSON-safe: the snapshot stores it as it is).
+
+    ``writeback`` holds ``open_drift`` (open drift findings) and ``failed_writebacks`` (tasks in FAILED), counted
+    by the caller over the same scope.
+    """
+    groups = group_counts(mailboxes, now=now, quiet_period=quiet_period)
+    return summarise(groups, measured_at=now.isoformat(), writeback=writeback)
+
+
+def summarise(groups: Iterable[dict], *, measured_at: str, writeback: dict[str, int]) -> dict[str, Any]:
+    """The page's figures from group rows (group_counts'), measured at ``measured_at`` (ISO 8601)."""
+    # A group's authority and type are fixed, so the blocker counts of cloud groups are simply not added.
     totals = dict.fromkeys(
         ("total", "cloud", "on_prem", "drifted", "synced_not_moved", "not_in_exo", "unsupported", "ready"), 0
     )
-    blocked = dict.fromkeys(conditions, 0)
+    blocked = dict.fromkeys(BLOCKER_LABELS, 0)
     types: dict[str, dict[str, int]] = {}
     ous: dict[str, dict[str, int]] = {}
     for group in groups:
@@ -113,13 +127,13 @@ def measure(
             totals["ready"] += group["ready"]
             # §7.3's inventory: dir-synced mailboxes of the types the flag covers that are not cloud-managed yet.
             totals["synced_not_moved"] += group["synced"] if supported else 0
-            for code in conditions:
-                blocked[code] += group[f"blocked_{code}"]
+            for code in blocked:
+                blocked[code] += group.get(f"blocked_{code}", 0)
         for table, key in ((types, kind), (ous, group["ou_norm"])):
             row = table.setdefault(key, {"cloud": 0, "on_prem": 0, "total": 0})
             row["cloud" if cloud else "on_prem"] += n
             row["total"] += n
-    blockers = [{"code": str(code), "label": BLOCKER_LABELS[code], "count": blocked[code]} for code in conditions]
+    blockers = [{"code": str(code), "label": label, "count": blocked[code]} for code, label in BLOCKER_LABELS.items()]
     by_type = [
         {"recipient_type": kind, **row, "supported": kind in SUPPORTED_RECIPIENT_TYPES}
         for kind, row in sorted(types.items())
@@ -132,7 +146,7 @@ def measure(
     ]  # fmt: skip
     stale = [{"attribute": name, "applications": list(apps)} for name, apps in stale_consumer_attributes().items()]
     return {
-        "measured_at": now.isoformat(),
+        "measured_at": measured_at,
         **totals,
         "open_drift": int(writeback.get("open_drift", 0)),
         "failed_writebacks": int(writeback.get("failed_writebacks", 0)),
@@ -225,27 +239,61 @@ MANUAL_CONDITIONS = (
 # -- the daily snapshots ------------------------------------------------------------------------------------------
 
 
-def snapshot_take(figures: dict[str, Any], *, day: dt.date) -> ReadinessSnapshot:
-    """Record ``figures`` as the snapshot of ``day``: a later one the same day replaces it (the day keeps its last)."""
-    snapshot, _ = ReadinessSnapshot.objects.update_or_create(
-        day=day,
-        defaults={
-            "taken_at": timezone.now(),
-            "total": figures["total"], "cloud": figures["cloud"], "on_prem": figures["on_prem"],
-            "drifted": figures["drifted"], "open_drift": figures["open_drift"],
-            "failed_writebacks": figures["failed_writebacks"], "figures": figures,
-        },
-    )  # fmt: skip
+def snapshot_take(figures: dict[str, Any], *, day: dt.date, groups: list[dict] | None = None) -> ReadinessSnapshot:
+    """Record ``figures`` as the snapshot of ``day``: a later one the same day replaces it (the day keeps its last).
+
+    ``groups`` (group_counts' rows, each with its ``open_drift`` and ``failed_writebacks``) replace the groups any
+    snapshot kept, so OU-scoped views read the newest measurement.
+    """
+    with transaction.atomic():
+        snapshot, _ = ReadinessSnapshot.objects.update_or_create(
+            day=day,
+            defaults={
+                "taken_at": timezone.now(),
+                "total": figures["total"], "cloud": figures["cloud"], "on_prem": figures["on_prem"],
+                "drifted": figures["drifted"], "open_drift": figures["open_drift"],
+                "failed_writebacks": figures["failed_writebacks"], "figures": figures,
+            },
+        )  # fmt: skip
+        if groups is not None:
+            ReadinessGroup.objects.all().delete()
+            ReadinessGroup.objects.bulk_create(
+                (ReadinessGroup(snapshot=snapshot, ou_norm=group["ou_norm"], counts=group) for group in groups),
+                batch_size=2000,
+            )
     return snapshot
 
 
-def latest_snapshot(*, max_age: dt.timedelta, now: dt.datetime | None = None) -> ReadinessSnapshot | None:
-    """The newest snapshot, when it was taken within ``max_age`` (a zero age: never)."""
+def latest_snapshot(
+    *, max_age: dt.timedelta, now: dt.datetime | None = None, figures: bool = True
+) -> ReadinessSnapshot | None:
+    """The newest snapshot, when it was taken within ``max_age`` (a zero age: never). ``figures`` False leaves the
+    tenant-wide figures unread (with every OU of a large tenant they weigh); ``measured_at`` is read either way."""
     if max_age <= dt.timedelta(0):
         return None
     since = (now or timezone.now()) - max_age
     # A snapshot without its figures (one made by hand, or a demo's invented history) only feeds the trend.
-    return ReadinessSnapshot.objects.filter(taken_at__gte=since).exclude(figures={}).order_by("-taken_at").first()
+    snapshots = ReadinessSnapshot.objects.filter(taken_at__gte=since).exclude(figures={})
+    if not figures:
+        snapshots = snapshots.defer("figures")
+    return snapshots.annotate(measured_at=KT("figures__measured_at")).order_by("-taken_at").first()
+
+
+def snapshot_scoped(snapshot: ReadinessSnapshot, bases: list[str]) -> dict[str, Any] | None:
+    """The figures of the mailboxes in the OU subtrees ``bases`` (normalised DNs: a user's scope), summed from the
+    groups ``snapshot`` (from latest_snapshot) kept; None when it kept none (taken before groups were kept, or an
+    empty tenant) or when a base names a mailbox itself (a scope the per-OU groups cannot tell apart): the caller
+    then measures live."""
+    groups = ReadinessGroup.objects.filter(snapshot=snapshot)
+    if not groups.exists() or Mailbox.objects.filter(dn_norm__in=bases).exists():
+        return None
+    # A mailbox's DN lies below a base exactly when its parent OU is the base or lies below it.
+    where = Q(pk__in=[])
+    for base in bases:
+        where |= subtree_filter("ou_norm", base)
+    rows = list(groups.filter(where).values_list("counts", flat=True))
+    writeback = {key: sum(row.get(key, 0) for row in rows) for key in ("open_drift", "failed_writebacks")}
+    return summarise(rows, measured_at=snapshot.measured_at or snapshot.taken_at.isoformat(), writeback=writeback)
 
 
 def trend(*, today: dt.date, days: int = TREND_DAYS) -> list[ReadinessSnapshot]:

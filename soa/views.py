@@ -47,7 +47,7 @@ def mailbox_list_view(request: HttpRequest) -> HttpResponse:
         try:
             page = paginate(
                 mailboxes, sort=sort, after=request.GET.get("after", ""), before=request.GET.get("before", ""),
-                size=PAGE_SIZE,
+                size=PAGE_SIZE, few=not more,
             )  # fmt: skip
         except BadCursor as exc:
             return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")

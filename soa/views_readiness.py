@@ -2,10 +2,11 @@
 with its CSV export and a printable report for management.
 
 Administrators, operators, approvers and auditors see it (the roles that see waves); its figures cover the mailboxes
-the user may see. Measuring a million mailboxes takes seconds, so a tenant-wide user is shown the snapshot the
-periodic job took (writeback.jobs.readiness, every READINESS_SNAPSHOT_INTERVAL_MINUTES) while it is younger than
-READINESS_SNAPSHOT_MAX_AGE_MINUTES; a user limited to OUs, or anyone when the snapshot is older, gets a measurement
-of their scope made now and reused for READINESS_CACHE_SECONDS per user and scope (as the OU picker's tree is).
+the user may see. Measuring a million mailboxes takes seconds, so the page shows the snapshot the periodic job took
+(writeback.jobs.readiness, every READINESS_SNAPSHOT_INTERVAL_MINUTES) while it is younger than
+READINESS_SNAPSHOT_MAX_AGE_MINUTES: as it is to a tenant-wide user, summed from its per-OU groups for a user limited
+to OUs. Without a recent snapshot, the user gets a measurement of their scope made now and reused for
+READINESS_CACHE_SECONDS per user and scope (as the OU picker's tree is).
 The trend is drawn from the snapshots, one a day.
 """
 
@@ -24,9 +25,18 @@ from django.utils import timezone
 from portal.audit import audit_record
 from portal.csv_stream import csv_lines
 from portal.decorators import action_required
-from portal.roles import Action, scope_filter
+from portal.roles import Action, scope_dns, scope_filter
 from soa.forms import RECIPIENT_TYPES
-from soa.readiness import MANUAL_CONDITIONS, OU_ROWS, chart, checklist, latest_snapshot, measure, trend
+from soa.readiness import (
+    MANUAL_CONDITIONS,
+    OU_ROWS,
+    chart,
+    checklist,
+    latest_snapshot,
+    measure,
+    snapshot_scoped,
+    trend,
+)
 from soa.selectors import mailbox_list
 from soa.views_prerequisites import prerequisites_context
 from writeback.selectors import readiness_writeback_counts
@@ -35,13 +45,18 @@ CSV_HEADER = ["section", "item", "cloud", "on_prem", "total", "count", "status",
 
 
 def readiness_figures(user) -> dict:
-    """The user's figures: for a tenant-wide user the latest snapshot when it is recent enough (pre-aggregated by
-    the snapshot job), else measured now and reused for READINESS_CACHE_SECONDS."""
+    """The user's figures: from the latest snapshot when it is recent enough (pre-aggregated by the snapshot job:
+    a tenant-wide user's as it was taken, an OU-scoped user's summed from its per-OU groups), else measured now and
+    reused for READINESS_CACHE_SECONDS."""
+    bases = scope_dns(user, Action.MAILBOX_VIEW)
+    recent = latest_snapshot(
+        max_age=dt.timedelta(minutes=settings.READINESS_SNAPSHOT_MAX_AGE_MINUTES), figures=bases is None
+    )
+    if recent is not None:
+        figures = recent.figures if bases is None else snapshot_scoped(recent, bases)
+        if figures is not None:
+            return figures
     mailboxes = mailbox_list(user=user)
-    if not mailboxes.query.where:  # tenant-wide: the snapshot measured exactly these mailboxes
-        recent = latest_snapshot(max_age=dt.timedelta(minutes=settings.READINESS_SNAPSHOT_MAX_AGE_MINUTES))
-        if recent is not None:
-            return recent.figures
     scope = hashlib.sha256(str(scope_filter(user, Action.MAILBOX_VIEW, "dn_norm")).encode()).hexdigest()[:32]
     key = f"soa:readiness:{user.pk}:{scope}"
     figures = cache.get(key)

@@ -58,3 +58,39 @@ def test_admin_queues_an_import_and_watches_the_page(live_server, page, screensh
     page.get_by_test_id("current-run").wait_for()
     assert "Queued" in page.get_by_test_id("current-run").inner_text()
     screenshot("inventory-queued")
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_a_list_beyond_the_count_cap_says_more_than_and_pages_on(
+    live_server, page, screenshot, make_user, sign_in, monkeypatch, width
+):
+    """Above the list's count cap the page says "more than" and its Next and Previous links still walk the list."""
+    from soa import selectors, views
+
+    monkeypatch.setattr(selectors, "COUNT_CAP", 5)
+    monkeypatch.setattr(views, "PAGE_SIZE", 4)
+    for index in range(9):
+        _mailbox(f"User {index:02d} Sales", SALES, f"user.{index:02d}")
+    make_user("helen", Role.HELPDESK, scopes=(SALES,))
+    page.set_viewport_size({"width": width, "height": 800})
+    sign_in("helen")
+    page.goto(live_server.url + "/mailboxes/")
+    count = page.get_by_test_id("mailbox-count")
+    assert count.inner_text() == "More than 5 mailboxes: narrow the search to count them"
+    assert count.is_visible()
+    screenshot(f"capped-{width}")
+    names = []
+    for _ in range(3):
+        names += page.locator("tbody tr td:first-child").all_inner_texts()
+        if not page.get_by_role("link", name="Next").count():
+            break
+        page.get_by_role("link", name="Next").click()
+        page.wait_for_load_state()
+    assert names == [f"User {index:02d} Sales" for index in range(9)]  # every row once, in order
+    screenshot(f"last-page-{width}")
+    page.get_by_role("link", name="Previous").click()
+    page.wait_for_load_state()
+    assert page.locator("tbody tr td:first-child").all_inner_texts()[0] == "User 04 Sales"
+    page.fill("#id_q", "user 0")  # live search: nine matches, still above the cap
+    page.get_by_test_id("mailbox-count").wait_for()
+    assert "More than 5" in page.get_by_test_id("mailbox-count").inner_text()

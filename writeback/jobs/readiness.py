@@ -1,5 +1,7 @@
 """The readiness snapshot: the tenant-wide decommission readiness figures (soa.readiness), measured in the background
-so the page need not scan a million mailboxes per view, and kept one per day for the page's trend.
+so the page need not scan a million mailboxes per view, and kept one per day for the page's trend. The snapshot
+also keeps its counts per group of mailboxes (OU, recipient type, authority), so an OU-scoped view sums its
+subtree's groups rather than scanning.
 
 One self-renewing chain (writeback.jobs.chain), a tick every READINESS_SNAPSHOT_INTERVAL_MINUTES (15; 0: off),
 started by ``manage.py readiness_snapshot_schedule`` and armed by every worker (writeback.periodic). Each tick
@@ -16,10 +18,10 @@ from django.utils import timezone
 from rq.job import Job
 
 from soa.models import Mailbox, ReadinessSnapshot
-from soa.readiness import measure, snapshot_take
+from soa.readiness import group_counts, snapshot_take, summarise
 from writeback.jobs.chain import Chain
 from writeback.jobs.prerequisites import prerequisites_run
-from writeback.selectors import readiness_writeback_counts
+from writeback.selectors import readiness_writeback_groups
 
 QUEUE = "default"
 
@@ -35,12 +37,19 @@ def interval_seconds() -> int | None:
 def readiness_snapshot_take(*, now: dt.datetime | None = None) -> ReadinessSnapshot:
     """Measure the whole tenant now and record it as today's snapshot."""
     now = now or timezone.now()
-    mailboxes = Mailbox.objects.all()
-    figures = measure(
-        mailboxes, now=now, quiet_period=dt.timedelta(hours=settings.WAVE_QUIET_PERIOD_HOURS),
-        writeback=readiness_writeback_counts(mailboxes),
-    )  # fmt: skip
-    return snapshot_take(figures, day=now.date())
+    groups = group_counts(
+        Mailbox.objects.all(), now=now, quiet_period=dt.timedelta(hours=settings.WAVE_QUIET_PERIOD_HOURS)
+    )
+    # Each group keeps its own writeback counts, so an OU-scoped view sums them with the rest (soa.readiness).
+    writeback = readiness_writeback_groups()
+    totals = dict.fromkeys(("open_drift", "failed_writebacks"), 0)
+    for group in groups:
+        key = (group["ou_norm"], group["recipient_type_details"], group["authority"])
+        for name in totals:
+            group[name] = writeback.get(key, {}).get(name, 0)
+            totals[name] += group[name]
+    figures = summarise(groups, measured_at=now.isoformat(), writeback=totals)
+    return snapshot_take(figures, day=now.date(), groups=groups)
 
 
 def _take() -> str:
