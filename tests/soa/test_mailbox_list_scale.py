@@ -194,7 +194,7 @@ def _plan_of_page(user, filters: dict, sort: str) -> list[str]:
     return plans
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="the indexes of soa 0011 are PostgreSQL's")
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the indexes of soa 0013 are PostgreSQL's")
 def test_every_filter_combination_has_an_index_that_serves_it(tenant, make_user):
     """With sequential scans priced out (enable_seqscan off), PostgreSQL still plans every combination of the list's
     filters, under each sort and for an OU-scoped user, without reading soa_mailbox whole: an index serves each.
