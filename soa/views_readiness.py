@@ -27,6 +27,7 @@ from portal.csv_stream import csv_lines
 from portal.decorators import action_required
 from portal.roles import Action, scope_dns, scope_filter
 from soa.forms import RECIPIENT_TYPES
+from soa.prerequisites import prerequisite_rows
 from soa.readiness import (
     MANUAL_CONDITIONS,
     OU_ROWS,
@@ -119,7 +120,9 @@ def readiness_view(request: HttpRequest) -> HttpResponse:
 @action_required(Action.WAVE_VIEW)
 def readiness_report_view(request: HttpRequest) -> HttpResponse:
     """The same figures laid out for paper (print styles, no navigation, no drill-down links)."""
-    return render(request, "soa/readiness_report.html", {**_context(request), "printed_at": timezone.now()})
+    context = _context(request)
+    context["prerequisites"]["may_manage"] = False  # paper: the results, not the forms
+    return render(request, "soa/readiness_report.html", {**context, "printed_at": timezone.now()})
 
 
 @action_required(Action.WAVE_VIEW)
@@ -150,6 +153,10 @@ def readiness_export_view(request: HttpRequest) -> HttpResponse:
         for item in checklist(figures):
             yield ["checklist", item.title, "", "", "", "", "met" if item.met else "not met",
                    f"{item.source}: {item.measured}"]  # fmt: skip
+        for row in prerequisite_rows():
+            detail = f"{row['source']}: {row['measured']}" if row["source"] else row["measured"]
+            yield ["prerequisite", row["check"].title, "", "", "", "", row["label"],
+                   f"{detail} Error: {row['error']}" if row["error"] else detail]  # fmt: skip
 
     response = StreamingHttpResponse(csv_lines(CSV_HEADER, rows()), content_type="text/csv; charset=utf-8")
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")

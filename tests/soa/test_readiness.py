@@ -251,6 +251,18 @@ def test_csv_export_holds_every_figure_and_is_recorded(client, people, seeded):
         "Exchange-attribute SOA transferred for every directory-synchronised mailbox"
     }
     assert AuditEvent.objects.filter(action="soa.readiness.exported", actor=people["auditor"]).count() == 1
+    prerequisites = {row[1]: row[6] for row in rows if row[0] == "prerequisite"}
+    assert len(prerequisites) == 4 and set(prerequisites.values()) == {"unknown"}  # nothing checked yet
+
+
+def test_the_printable_report_shows_the_prerequisites_without_their_forms(client, people, seeded):
+    from soa.models import PrerequisiteCheck
+
+    PrerequisiteCheck.objects.create(key="connect_sync", status="not_met", measured="Last synced 9 hours ago.")
+    client.force_login(people["admin"])
+    text = client.get(reverse("readiness_report")).content.decode()
+    assert "Prerequisites: 0 of 4 met" in text and "Last synced 9 hours ago." in text
+    assert reverse("prerequisite_check") not in text and reverse("prerequisite_version") not in text
 
 
 def test_printable_report_has_no_drill_down_links(client, people, seeded):
