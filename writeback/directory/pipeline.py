@@ -79,29 +79,33 @@ def send_modifies(connection: ldap3.Connection, requests: Sequence[tuple[str, di
     for index, (dn, changes) in enumerate(requests):
         message_id = connection.server.next_message_id()
         waiting[message_id] = index
-        _send(connection, message_id, dn, changes)
+        _send(connection, encode_modify(message_id, dn, changes))
         while len(waiting) >= WINDOW:
             _receive(connection, waiting, answers)
     while waiting:
         _receive(connection, waiting, answers)
 
 
-def _send(connection: ldap3.Connection, message_id: int, dn: str, changes: dict) -> None:
+def _send(connection: ldap3.Connection, message: bytes) -> None:
     try:
-        connection.socket.sendall(encode_modify(message_id, dn, changes))
+        connection.socket.sendall(message)
     except OSError as error:
         connection.strategy.close()
         raise LDAPSocketSendError(f"error sending data: {error}") from None
 
 
-def _receive(connection: ldap3.Connection, waiting: dict[int, int], answers: dict[int, dict]) -> None:
-    strategy = connection.strategy
+def _messages(strategy) -> list[dict[str, Any]]:
+    """The next whole messages from the socket, decoded (at least one; none means the server closed it)."""
     messages = strategy.receiving()
     if not messages:
         strategy.close()
         raise LDAPSocketReceiveError("the directory closed the connection")
-    for message in messages:
-        decoded = decode_message_fast(message)
+    return [decode_message_fast(message) for message in messages]
+
+
+def _receive(connection: ldap3.Connection, waiting: dict[int, int], answers: dict[int, dict]) -> None:
+    strategy = connection.strategy
+    for decoded in _messages(strategy):
         message_id = int(decoded["messageID"])
         if message_id not in waiting:
             _unexpected(strategy, decoded)
@@ -140,19 +144,10 @@ def search_raw(
     message, ...). Raises ldap3's communication errors as ``send_modifies`` does."""
     strategy = connection.strategy
     message_id = connection.server.next_message_id()
-    try:
-        connection.socket.sendall(encode_search(message_id, base, search_filter, attributes))
-    except OSError as error:
-        strategy.close()
-        raise LDAPSocketSendError(f"error sending data: {error}") from None
+    _send(connection, encode_search(message_id, base, search_filter, attributes))
     entries: list[tuple[str, dict[str, list[bytes]]]] = []
     while True:
-        messages = strategy.receiving()
-        if not messages:
-            strategy.close()
-            raise LDAPSocketReceiveError("the directory closed the connection")
-        for message in messages:
-            decoded = decode_message_fast(message)
+        for decoded in _messages(strategy):
             if int(decoded["messageID"]) != message_id:
                 _unexpected(strategy, decoded)
             operation, payload = decoded["protocolOp"], decoded["payload"]
