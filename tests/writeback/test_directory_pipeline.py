@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import ldap3
 import pytest
@@ -162,6 +163,14 @@ def test_a_raw_search_under_a_missing_base_is_not_found(ad):
         client.search_raw(f"OU=nowhere,{ad.base_dn}", or_of_equalities("objectGUID", [bytes(16)]), ["cn"])
 
 
+@pytest.fixture
+def restartable(tmp_path: Path) -> Iterator[tuple[SandboxDirectory, Path]]:
+    workdir = tmp_path / "slapd"
+    instance = SandboxDirectory.start(users=5, workdir=workdir)
+    yield instance, workdir
+    instance.stop()
+
+
 def test_a_dropped_connection_is_reopened_and_every_write_lands_once(restartable):
     first, workdir = restartable
     client = DirectoryClient(config_for(first))
@@ -170,7 +179,7 @@ def test_a_dropped_connection_is_reopened_and_every_write_lands_once(restartable
     )
     assert isinstance(missing, DirectoryNotFound)  # answered: the connection is open
     first.stop()
-    second = SandboxDirectory.start(users=40, workdir=workdir, port=first.port)
+    second = SandboxDirectory.start(users=5, workdir=workdir, port=first.port)
     try:
         raw_second = raw_connection(second)
         dns = users(raw_second, second.base_dn, 100)
