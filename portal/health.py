@@ -18,6 +18,7 @@ import redis
 from django.conf import settings
 from django.db import DatabaseError, connection
 
+from portal.redis_config import client_for
 from soa.wave_progress import stalled_waves
 from writeback.directory import DirectoryConfig, DirectoryError, ping
 from writeback.periodic import periodic_problems
@@ -64,7 +65,7 @@ def _database() -> str:
 
 def _redis() -> str:
     timeout = settings.HEALTH_CHECK_TIMEOUT_SECONDS
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=timeout, socket_timeout=timeout)
+    client = client_for(settings.RQ_QUEUES["default"], timeout=timeout)
     try:
         client.ping()
     finally:
