@@ -1,8 +1,8 @@
 """Where the portal's Redis is: one URL, or a master found through Redis Sentinel.
 
-The settings module builds RQ_QUEUES with ``rq_queues`` and the health check opens its short-lived client with
-``client_for``; both read the same queue configuration, so the web, the workers and /healthz always talk to the
-same server. django-rq picks the connection by the keys present (a queue holding "URL" ignores "SENTINELS"), so a
+The settings module builds RQ_QUEUES with ``rq_queues`` and the health check builds the same configuration from the
+same settings and opens its short-lived client with ``client_for``, so the web, the workers and /healthz always talk
+to the same server. django-rq picks the connection by the keys present (a queue holding "URL" ignores "SENTINELS"), so a
 Sentinel queue carries no URL at all.
 """
 
