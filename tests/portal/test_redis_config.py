@@ -1,6 +1,7 @@
 """Redis Sentinel in the queue settings (portal/redis_config.py): parsed from the environment, handed to django-rq in
 the keys it documents (SENTINELS, MASTER_NAME, DB, PASSWORD, SOCKET_TIMEOUT, SENTINEL_KWARGS), and used by the health
-check too. Pure: the clients are built, never connected (redis-py connects on the first command)."""
+check too. The clients are built, never connected (redis-py connects on the first command), except in the last test,
+which runs a job through a live Sentinel."""
 
 import json
 import os
@@ -121,3 +122,53 @@ def test_settings_read_the_sentinels_from_the_environment_and_the_password_from_
     assert queues["writeback"]["MASTER_NAME"] == "portal" and queues["writeback"]["PASSWORD"] == "from-a-file"
     assert queues["default"]["DB"] == 1 and queues["default"]["SOCKET_TIMEOUT"] is None
     assert _settings_in_a_fresh_process(tmp_path)["default"]["URL"] == "redis://127.0.0.1:6379/0"
+
+
+def test_queues_web_health_and_a_worker_reach_redis_through_a_live_sentinel(tmp_path):
+    """One redis-server and one Sentinel monitoring it (the test packages' redis-server, in --sentinel mode): a job
+    queued through the Sentinel configuration is run by rq's worker, and the health check's client answers."""
+    from sandbox.process import bind_free_port
+
+    redis_port, sentinel_port = bind_free_port(), bind_free_port()
+    (tmp_path / "sentinel.conf").write_text(
+        f"port {sentinel_port}\nbind 127.0.0.1\ndir {tmp_path}\nsentinel monitor soa 127.0.0.1 {redis_port} 1\n"
+    )
+    servers = [
+        subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                          "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL),
+        subprocess.Popen(["redis-server", str(tmp_path / "sentinel.conf"), "--sentinel"], stdout=subprocess.DEVNULL),
+    ]  # fmt: skip
+    script = """
+import time
+import django
+django.setup()
+import django_rq
+from rq import Worker
+from portal.health import _redis
+queue = django_rq.get_queue("writeback")
+for _ in range(50):  # the Sentinel needs a moment to know its master
+    try:
+        queue.connection.ping()
+        break
+    except Exception:
+        time.sleep(0.1)
+job = queue.enqueue("builtins.len", "abcd")
+Worker([queue], connection=queue.connection).work(burst=True)
+job.refresh()
+print(type(queue.connection.connection_pool).__name__, job.get_status().value, job.return_value(), _redis())
+"""
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            env={**{k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DJANGO_"))},
+                 "DJANGO_SETTINGS_MODULE": "portal.settings", "DJANGO_DEBUG": "true", "PYTHONPATH": str(ROOT),
+                 "DATABASE_URL": f"sqlite:///{tmp_path / 'unused.sqlite3'}",
+                 "REDIS_SENTINELS": f"127.0.0.1:{sentinel_port}", "REDIS_SENTINEL_MASTER": "soa"},
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=10)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-4:] == ["SentinelConnectionPool", "finished", "4", "PONG"], result.stdout
