@@ -18,6 +18,7 @@ import redis
 from django.conf import settings
 from django.db import DatabaseError, connection
 
+from portal.redis_config import client_for, rq_queues
 from soa.wave_progress import stalled_waves
 from writeback.directory import DirectoryConfig, DirectoryError, ping
 from writeback.periodic import periodic_problems
@@ -64,7 +65,9 @@ def _database() -> str:
 
 def _redis() -> str:
     timeout = settings.HEALTH_CHECK_TIMEOUT_SECONDS
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=timeout, socket_timeout=timeout)
+    # The same server the queues use: REDIS_URL, or the master the Sentinels name (portal.redis_config).
+    queue = rq_queues(settings.REDIS_URL, getattr(settings, "REDIS_SENTINEL", None))["default"]
+    client = client_for(queue, timeout=timeout)
     try:
         client.ping()
     finally:
@@ -120,6 +123,7 @@ def _checked_configuration() -> tuple:
     return (
         connection.settings_dict.get("NAME"),
         settings.REDIS_URL,
+        repr(getattr(settings, "REDIS_SENTINEL", None)),
         repr(settings.RQ_QUEUES),
         settings.LDAP_URL,
         settings.LDAP_BIND_DN,

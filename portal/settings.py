@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 # The cloud table lives in portal, not in writeback.exchange: settings are read by every layer, so they may import
 # only from the bottom one (docs/architecture.md, Layers); the Exchange client imports the table from here too.
 from portal.clouds import cloud_named
+from portal.redis_config import rq_queues, sentinel_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -173,12 +174,19 @@ PERMISSIONS_POLICY = env.str(
     "payment=(), usb=(), display-capture=(), serial=(), hid=()",
 )
 
-# Background work: RQ on Redis. Queue "writeback" carries AD writes so they never wait behind imports.
+# Background work: RQ on Redis. Queue "writeback" carries AD writes so they never wait behind imports. Redis is
+# REDIS_URL, or, when REDIS_SENTINELS lists Sentinels ("host1:26379,host2:26379"), the master they know as
+# REDIS_SENTINEL_MASTER (portal/redis_config.py; docs/deployment.md, Redis Sentinel).
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
-RQ_QUEUES = {
-    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
-    "writeback": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
-}
+REDIS_SENTINEL = sentinel_settings(
+    env.str("REDIS_SENTINELS", default=""),
+    env.str("REDIS_SENTINEL_MASTER", default=""),
+    db=env.int("REDIS_DB", default=0),
+    password=env.str("REDIS_PASSWORD", default=""),
+    sentinel_password=env.str("REDIS_SENTINEL_PASSWORD", default=""),
+    socket_timeout=env.float("REDIS_SOCKET_TIMEOUT", default=None),
+)
+RQ_QUEUES = rq_queues(REDIS_URL, REDIS_SENTINEL)
 RQ_SHOW_ADMIN_LINK = False
 # `manage.py rqworker` runs the portal's worker: it arms the periodic jobs at start and checks them every
 # WORKER_WATCH_SECONDS, and waits out a Redis outage instead of exiting (writeback/worker.py).
