@@ -11,12 +11,18 @@ Baseline, measured first in the same run on the same slapd (as bench_writeback_m
 connection, a search by escaped objectGUID plus the modify, and the modify alone by known DN.
 
 Throughput is measured over the task rows (first claim to last finish), so worker start-up is left out; the workers
-run as in production (not --burst), idle on the queue before the tasks are requested. Latency: one
+run as in production (not --burst), idle on the queue before the tasks are requested. The tasks are requested (rows
+committed) first, then fed to the queue. ``--feed backlog`` (the default) measures the writeback itself: the first
+request's enqueue queues a job and every later one finds it waiting (writeback.tasks.writeback_enqueue), so only that
+one is sent. ``--feed each`` calls writeback_enqueue for every task while the workers run, as requests arriving in a
+burst on the same two cores would: the bench process then competes with the workers for the CPU (about 40% of the
+rate at 2 workers on 2 cores), which measures the machine's sharing more than the writeback. Latency: one
 idle worker waits on the queue; each sample is a request made and committed, then waited for; the figure is the
 task's requested_at to its finished_at (recorded after the read-back), and the floor is one raw search + modify +
 search.
 
     .venv/bin/python bench/bench_writeback.py [--tasks 2000] [--workers 1,2,4] [--samples 200] [--database postgres]
+        [--feed backlog|each]
 
 ``--database postgres`` uses DATABASE_URL, or postgres://postgres@127.0.0.1:5432/soa_portal_bench_writeback (created
 when missing, emptied first).
@@ -122,6 +128,7 @@ def _request(mailbox_id: int, value: str, *, enqueue: bool) -> int:
 # for writeback jobs too until it was measured here); "simple" is rq's SimpleWorker.
 WORKER_CLASS = {"portal": "writeback.worker.Worker", "fork": "rq.worker.Worker", "simple": "rq.worker.SimpleWorker"}
 _worker_class = "portal"
+_feed = "backlog"
 
 
 def _worker(env: dict[str, str], *extra: str) -> subprocess.Popen:
@@ -184,7 +191,7 @@ def _throughput(
         time.sleep(3 + workers)  # every worker started and waiting on the queue
         pids = tuple(process.pid for process in processes)
         cpu_before = _cpu(pids)
-        for task_id in ids:
+        for task_id in ids if _feed == "each" else ids[:1]:
             writeback_enqueue(task_id)
         tasks = WritebackTask.objects.filter(pk__in=ids)
         deadline = time.monotonic() + 3600
@@ -254,9 +261,14 @@ def main() -> int:
         "LDAP bind and database connection); fork: rq's Worker (a work horse forked per job, so a new bind and "
         "connection per job); simple: rq's SimpleWorker",
     )  # fmt: skip
+    parser.add_argument(
+        "--feed", choices=("backlog", "each"), default="backlog",
+        help="backlog: the tasks' requests made, then one enqueue (the others would find its job waiting); each: "
+        "writeback_enqueue for every task while the workers run, in this process",
+    )  # fmt: skip
     args = parser.parse_args()
-    global _worker_class, _slapd_pid
-    _worker_class = args.worker_class
+    global _worker_class, _slapd_pid, _feed
+    _worker_class, _feed = args.worker_class, args.feed
     _database(args.database)
     engine = setup_django("writeback")
     if args.database == "sqlite" and "sqlite" in engine:
