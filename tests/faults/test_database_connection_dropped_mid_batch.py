@@ -168,8 +168,12 @@ def test_database_connection_dropped_as_a_writeback_batch_records_its_end_the_sw
     failures: list[str] = []
     # The statement that records a batch's tasks DONE, after AD was written: the job fails, the tasks stay RUNNING
     # with AD already holding their values, and the periodic sweep (every WAVE_SWEEP_INTERVAL) returns them.
-    # (One UPDATE a row on SQLite; on PostgreSQL one UPDATE ... FROM (VALUES ...) for the batch: writeback.rows.)
-    finish = r'UPDATE "writeback_writebacktask" SET "state" = (%s|v\."v_state"), "error" = (%s|v\."v_error"), "fin'
+    # (One UPDATE a row on SQLite; on PostgreSQL one UPDATE ... FROM jsonb_to_recordset(...) AS v(c0, c1, ...) for the
+    # batch, or FROM (VALUES ...) when a value cannot travel as JSON: writeback.rows.)
+    finish = (
+        r'UPDATE "writeback_writebacktask" SET "state" = (%s|v\.c1|v\."v_state"), '
+        r'"error" = (%s|v\.c2|v\."v_error"), "fin'
+    )
     with connection_dropped_at(finish, occurrence=1) as dropped:
         aliases = ask_for_writebacks(make_user, mailboxes)
         clock = VirtualClock(failures=failures, sweep_every=settings.WAVE_SWEEP_INTERVAL)
