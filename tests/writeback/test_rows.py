@@ -1,6 +1,7 @@
 """update_rows writes each row's own values of the named fields, and nothing else, whatever the values hold: JSON
-with quotes and nesting, NULLs, dates, booleans. On PostgreSQL (CI) it is one UPDATE ... FROM (VALUES ...) whose
-casts must give every column its type even when the first row holds NULL; on SQLite it is one UPDATE a row."""
+with quotes and nesting, NULLs, dates, booleans. On PostgreSQL (CI) it is one UPDATE ... FROM jsonb_to_recordset(...),
+or FROM (VALUES ...) when a value cannot travel as JSON, whose types must give every column its type even when the
+first row holds NULL; on SQLite it is one UPDATE a row."""
 
 import datetime as dt
 
