@@ -31,15 +31,16 @@ from soa.choices import Authority
 from soa.models import Mailbox
 from soa.services.tenant_default import Blocker
 from writeback.exchange import ExchangeConfig, ExchangeOnlineClient, ExchangeOnlineError
+from writeback.jobs.writeback import STALE_AFTER
 from writeback.models import DriftFinding, WritebackTask
 
 # Set-OrganizationConfig's switch (documented, exchange-facts §1.4 [MS S5]); the read-back property is the setting.
 ENABLE_PARAMETER = "ExchangeAttributesCloudManagedByDefault"
 CACHE_KEY = "soa:tenant-default:read"
 ERROR_CACHE_SECONDS = 10
-# A writeback task running without a heartbeat, or queued without being picked up, this long has stalled
-# (writeback.jobs.writeback.STALE_AFTER, which that module, the lead's, keeps).
-STALLED_AFTER = dt.timedelta(minutes=5)
+# A writeback task running without a heartbeat, or queued without being picked up, this long has stalled: the
+# writeback sweep's own limit.
+STALLED_AFTER = STALE_AFTER
 EVIDENCE_ROWS = 20
 # A page waits this long for Exchange at most, not the job's minutes of retries: an unreachable Exchange is shown.
 PAGE_PATIENCE = {"max_attempts": 2, "connect_timeout": 5.0, "timeout": 20.0, "backoff_max": 2.0}
