@@ -32,8 +32,8 @@ from portal.roles import Action, may
 from soa.attributes import ATTRIBUTES
 from soa.choices import Authority, Pairing
 from soa.jobs import INVENTORY_JOB_TIMEOUT, INVENTORY_RUN_JOB, enqueue
-from soa.models import Mailbox, MailboxAddress
-from soa.name_words import name_words_replace
+from soa.models import Mailbox, MailboxAddress, MailboxNameWord
+from soa.name_words import name_suffixes
 from soa.values import ad_values, exo_values, refresh_drift, split_proxy
 from writeback.directory import AD_USER_FILTER, DirectoryClient
 from writeback.exchange import (
@@ -54,6 +54,7 @@ from writeback.inventory_pairing import (
 )
 from writeback.jobs.lifecycle import run_heartbeat
 from writeback.models import InventoryRun
+from writeback.rows import insert_rows, update_rows
 
 logger = logging.getLogger(__name__)
 
@@ -105,10 +106,22 @@ def _dn_parts(dn: str) -> tuple[str, str]:
 
 
 def _save_changed(mailboxes: list[Mailbox], fields: list[str]) -> None:
-    # An upsert on the primary key: one INSERT .. ON CONFLICT DO UPDATE per batch. Django's bulk_update builds a
-    # CASE expression per row and field, which cost two thirds of an import's time (profiled at 3,000 users).
-    Mailbox.objects.bulk_create(
-        mailboxes, update_conflicts=True, unique_fields=["id"], update_fields=[*fields, "updated_at"], batch_size=500
+    # Django's bulk_update builds a CASE expression per row and field, which cost two thirds of an import's time
+    # (profiled at 3,000 users); writeback.rows sends one statement per few hundred rows instead.
+    now = timezone.now()
+    for mailbox in mailboxes:
+        mailbox.updated_at = now
+    update_rows(mailboxes, [*fields, "updated_at"])
+
+
+def _replace_name_words(mailboxes: list[Mailbox], *, new: bool = False) -> None:
+    """Write the name-search word rows of saved ``mailboxes`` (soa.name_words), replacing theirs unless ``new``."""
+    if not mailboxes:
+        return
+    if not new:
+        MailboxNameWord.objects.filter(mailbox__in=[m.pk for m in mailboxes]).delete()
+    insert_rows(
+        [MailboxNameWord(mailbox_id=m.pk, suffix=suffix) for m in mailboxes for suffix in name_suffixes(m.search_name)]
     )
 
 
@@ -216,9 +229,10 @@ def import_ad_page(run: InventoryRun, entries: list[dict[str, Any]]) -> None:
             mailbox.in_ad = True
             refresh_drift(mailbox)
             mailbox.save()
-        Mailbox.objects.bulk_create(created)
+        insert_rows(created)
         _save_changed(changed, [*_AD_FIELDS, "in_ad", "version", "drift", "has_drift", "pairing", "primary_smtp"])
-        name_words_replace([*created, *(m for m in changed if m.pk in renamed), *(m for m, _, _ in repairs)])
+        _replace_name_words(created, new=True)
+        _replace_name_words([*(m for m in changed if m.pk in renamed), *(m for m, _, _ in repairs)])
         touched = seen + [m.pk for m in created]
         Mailbox.objects.filter(pk__in=touched).update(ad_read_at=now, ad_seen_run=run.pk)
         if repaired:
@@ -243,16 +257,20 @@ def _when(value: Any) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
-def _replace_addresses(mailboxes: list[Mailbox]) -> None:
-    MailboxAddress.objects.filter(mailbox__in=mailboxes).delete()
+def _replace_addresses(mailboxes: list[Mailbox], *, new: bool = False) -> None:
+    """Write the address rows of saved ``mailboxes`` from their Exchange addresses, replacing theirs unless ``new``."""
+    if not mailboxes:
+        return
+    if not new:
+        MailboxAddress.objects.filter(mailbox__in=[m.pk for m in mailboxes]).delete()
     rows = {}
     for mailbox in mailboxes:
         for raw in mailbox.exo_values.get("EmailAddresses") or []:
             prefix, address, primary = split_proxy(raw)
             rows[(mailbox.pk, prefix, address)] = MailboxAddress(
-                mailbox=mailbox, prefix=prefix, address=address, is_primary=primary
+                mailbox_id=mailbox.pk, prefix=prefix, address=address, is_primary=primary
             )
-    MailboxAddress.objects.bulk_create(rows.values())
+    insert_rows(list(rows.values()))
 
 
 def _weak_partners(payloads: list[dict[str, Any]]) -> tuple[dict[str, Mailbox], dict[str, Mailbox]]:
@@ -329,11 +347,12 @@ def import_exo_page(run: InventoryRun, payloads: list[dict[str, Any]]) -> dt.dat
     completed = sum(1 for m in changed if run.started_at and m.created_at and m.created_at >= run.started_at)
     now = timezone.now()
     with transaction.atomic():
-        Mailbox.objects.bulk_create(created)
-        name_words_replace(created)
+        insert_rows(created)
+        _replace_name_words(created, new=True)
         _save_changed(changed, [*_EXO_FIELDS, "in_exo", "version", "drift", "has_drift", "pairing"])
         Mailbox.objects.filter(pk__in=seen + [m.pk for m in created]).update(exo_read_at=now, exo_seen_run=run.pk)
-        _replace_addresses(created + readdress)
+        _replace_addresses(created, new=True)
+        _replace_addresses(readdress)
         _record_changes(run, "exo", created, {m.pk: diff for m in changed if (diff := _changes(presence[m.pk], m))})
     _bump(
         run, exo_read=len(payloads), created=len(created), changed=len(changed) - completed,

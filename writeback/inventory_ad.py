@@ -23,10 +23,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from soa.attributes import ATTRIBUTES, Kind
 from writeback.directory import DirectoryClient, DirectoryRetryable
+from writeback.directory.client import BINARY_GUID_ATTRIBUTES
 from writeback.models import DriftScan, InventoryRun
 
 OU_FILTER = "(objectClass=organizationalUnit)"
+_GUIDS = frozenset(name.lower() for name in BINARY_GUID_ATTRIBUTES)
+_INTEGERS = frozenset(attribute.ad.lower() for attribute in ATTRIBUTES if attribute.kind is Kind.INTEGER)
 
 
 @dataclass
@@ -78,7 +82,7 @@ def ad_read(
     full = bool(reason)
     type(run).objects.filter(pk=run.pk).update(ad_server=server, ad_full_reason=reason if previous is not None else "")
     if full:
-        entries = directory.paged_search(base_dn, user_filter, attributes)
+        entries = _formatted(directory.paged_search(base_dn, user_filter, attributes, raw=True))
     else:
         entries = _changes(run, directory, previous.ad_high_water, base_dn, user_filter, attributes)
     return AdRead(mark=mark, server=server, full=full, reason=reason, entries=_same_server(directory, server, entries))
@@ -94,7 +98,8 @@ def _changes(
 ) -> Iterator[dict[str, Any]]:
     """Users changed since ``mark``, then every user below an OU changed since it (renamed, moved, or edited)."""
     seen: set[bytes] = set()  # objectGUIDs of the changed users: only as many as changed since the mark
-    for entry in directory.paged_search(base_dn, directory.changed_since_filter(user_filter, mark), attributes):
+    changed = directory.paged_search(base_dn, directory.changed_since_filter(user_filter, mark), attributes, raw=True)
+    for entry in _formatted(changed):
         seen.add(entry["attributes"].get("objectGUID") or b"")
         yield entry
     # The OU list is read whole before its subtrees: a paged search left open while others run on the same
@@ -102,11 +107,38 @@ def _changes(
     ous = [ou["dn"] for ou in directory.paged_search(base_dn, directory.changed_since_filter(OU_FILTER, mark))]
     type(run).objects.filter(pk=run.pk).update(ad_ous_changed=len(ous))
     for ou in _outermost(ous):
-        for entry in directory.paged_search(ou, user_filter, attributes):
+        for entry in _formatted(directory.paged_search(ou, user_filter, attributes, raw=True)):
             guid = entry["attributes"].get("objectGUID") or b""
             if guid not in seen:
                 seen.add(guid)
                 yield entry
+
+
+def formatted(entry: dict[str, Any]) -> dict[str, Any]:
+    """A raw entry (``DirectoryClient.paged_search(raw=True)``) as the import reads one: ``{"dn", "attributes"}``,
+    GUIDs as their 16 bytes, integer attributes as int, other values as lists of text (bytes when not UTF-8), which
+    writeback.inventory_pairing and soa.values take as they take ldap3's formatted values."""
+    attributes: dict[str, Any] = {}
+    for name, values in entry["raw_attributes"].items():
+        lower = name.lower()
+        if lower in _GUIDS:
+            attributes[name] = values[0] if values else None
+            continue
+        texts: list[Any] = []
+        for value in values:
+            try:
+                texts.append(value.decode("utf-8"))
+            except UnicodeDecodeError:
+                texts.append(value)
+        if lower in _INTEGERS:
+            texts = [int(text) if isinstance(text, str) and text.lstrip("-").isdigit() else text for text in texts]
+        attributes[name] = texts
+    return {"dn": entry["dn"], "attributes": attributes}
+
+
+def _formatted(entries: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for entry in entries:
+        yield formatted(entry)
 
 
 def _outermost(dns: list[str]) -> list[str]:

@@ -293,3 +293,43 @@ def test_an_imported_mailbox_is_found_by_its_surname_and_by_its_new_name_after_a
             connection.modify(person.dn, {"displayName": [(ldap3.MODIFY_REPLACE, [person.display_name])]})
         _import()
     assert not mailbox_search(user=user, query="quenn").exists()
+
+
+def test_the_raw_read_gives_the_import_what_ldap3s_formatted_read_gives(tenant):
+    """The import reads AD through DirectoryClient.paged_search(raw=True) and writeback.inventory_ad.formatted; every
+    value it derives from an entry (the mapped attributes, the anchor, the Entra object id, the creation time) must
+    be what ldap3's own formatting gave, or the first run after the change would rewrite every row. The seeded users
+    carry multi-valued proxyAddresses, integers (msExchRecipientTypeDetails), booleans and binary GUIDs."""
+    from django.conf import settings
+
+    from soa.attributes import ATTRIBUTES
+    from soa.values import ad_values
+    from writeback.directory import AD_USER_FILTER, DirectoryClient, DirectoryConfig
+    from writeback.inventory import CREATED_ATTRIBUTE
+    from writeback.inventory_ad import formatted
+    from writeback.inventory_pairing import CONSISTENCY_GUID, DIRECTORY_ID_ATTRIBUTE, directory_object_id
+
+    directory, _, _ = tenant
+    names = ["objectGUID", CONSISTENCY_GUID, DIRECTORY_ID_ATTRIBUTE, CREATED_ATTRIBUTE, *(a.ad for a in ATTRIBUTES)]
+    with DirectoryClient(DirectoryConfig.from_settings()) as client:
+        first = next(client.paged_search(settings.LDAP_BASE_DN, AD_USER_FILTER, ["objectGUID"]))
+        marked = f"User_{uuid.uuid4()}"  # as Entra Connect's hybrid writeback would leave it
+        connection = _ad(directory)
+        assert connection.modify(first["dn"], {DIRECTORY_ID_ATTRIBUTE: [(ldap3.MODIFY_REPLACE, [marked])]})
+        try:
+            slow = list(client.paged_search(settings.LDAP_BASE_DN, AD_USER_FILTER, names, page_size=7))
+            fast = [formatted(e) for e in client.paged_search(settings.LDAP_BASE_DN, AD_USER_FILTER, names,
+                                                              page_size=7, raw=True)]  # fmt: skip
+        finally:  # the module's other tests see the tenant as seeded
+            connection.modify(first["dn"], {DIRECTORY_ID_ATTRIBUTE: [(ldap3.MODIFY_REPLACE, [])]})
+            connection.unbind()
+    assert len(fast) == len(slow) >= USERS
+    assert [e["dn"] for e in fast] == [e["dn"] for e in slow]
+    assert any(directory_object_id(e["attributes"]) for e in fast)
+    for quick, ldap3_entry in zip(fast, slow, strict=True):
+        q, s = quick["attributes"], ldap3_entry["attributes"]
+        assert ad_values(q) == ad_values(s)
+        assert source_anchor(q) == source_anchor(s)
+        assert directory_object_id(q) == directory_object_id(s)
+        assert created_at(q) == created_at(s) is not None
+        assert q["objectGUID"] == s["objectGUID"]

@@ -42,7 +42,7 @@ from writeback.directory.modify import (
     normalise_entry,
     plan_modify,
 )
-from writeback.directory.pipeline import search_raw, send_modifies
+from writeback.directory.pipeline import PAGED_RESULTS_OID, filter_ber, search_raw, send_modifies
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,6 @@ logger = logging.getLogger(__name__)
 # an Exchange recipient type. AD's usual (objectCategory=person) works only because a domain controller expands the
 # short name "person" to the category's DN; slapd (the sandbox) has no such expansion, so this filter serves both.
 AD_USER_FILTER = "(&(sAMAccountType=805306368)(msExchRecipientTypeDetails=*))"
-PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"
 # Stored as raw bytes in the entries the client returns: the 16 bytes as AD holds them (ImmutableId is their
 # base64), not ldap3's "{uuid}" rendering.
 BINARY_GUID_ATTRIBUTES = ("objectGUID", "mS-DS-ConsistencyGuid")
@@ -218,6 +217,7 @@ class DirectoryClient:
         page_size: int = 500,
         *,
         scope: str = ldap3.SUBTREE,
+        raw: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """Yield ``{"dn", "attributes", "raw_attributes"}`` for every entry matching, fetching one page at a time.
 
@@ -225,10 +225,17 @@ class DirectoryClient:
         (``equality_filter``, ``escape_filter_chars``). ``attributes`` default to none but the DN ("1.1").
         A connection that breaks on the first page is reopened transparently; after that the server's paging
         cookie is lost with it, so DirectoryRetryable asks the caller to run the search again.
+
+        ``raw`` yields ``{"dn", "raw_attributes"}`` only, each attribute's values as the bytes the server sent, keyed
+        by the name as asked for in ``attributes``: the request is encoded and the answer read by
+        writeback.directory.pipeline, without ldap3's schema checks and per-value conversion, which cost a
+        tenant-wide read most of its time (bench/bench_inventory.py).
         """
         wanted = list(attributes) if attributes else ["1.1"]
         cookie: bytes | None = None
         generation = None
+        asked = {name.lower(): name for name in wanted}
+        compiled: list[bytes] = []  # the filter in BER, once the connection that parses it is open
         try:
             while True:
                 if generation is not None and generation != self._generation:
@@ -239,8 +246,16 @@ class DirectoryClient:
                     )
 
                 def request(connection: ldap3.Connection, cookie: bytes | None = cookie) -> None:
-                    connection.search(
-                        base, search_filter, scope, attributes=wanted, paged_size=page_size, paged_cookie=cookie
+                    if not raw:
+                        connection.search(
+                            base, search_filter, scope, attributes=wanted, paged_size=page_size, paged_cookie=cookie
+                        )
+                        return
+                    if not compiled:
+                        compiled.append(filter_ber(connection, search_filter))
+                    paged = (page_size, cookie or b"")
+                    connection.response, connection.result = search_raw(
+                        connection, base, compiled[0], wanted, scope=scope, paged=paged
                     )
 
                 cookie = None  # until the server hands out the next one
@@ -248,7 +263,10 @@ class DirectoryClient:
                 generation = self._generation
                 controls = result.get("controls") or {}
                 cookie = ((controls.get(PAGED_RESULTS_OID) or {}).get("value") or {}).get("cookie") or None
-                for item in response:
+                if raw:
+                    for dn, values in response:
+                        yield {"dn": dn, "raw_attributes": {asked.get(n.lower(), n): v for n, v in values.items()}}
+                for item in () if raw else response:
                     if item.get("type") == "searchResEntry":
                         yield _entry(item)
                 del response

@@ -22,7 +22,9 @@ from typing import Any
 
 import ldap3
 from ldap3.core.exceptions import LDAPSocketReceiveError, LDAPSocketSendError
+from ldap3.operation.search import compile_filter, parse_filter
 from ldap3.utils.asn1 import decode_message_fast
+from pyasn1.codec.ber import encoder as ber_encoder
 
 # At most this many modifies unanswered at once: a few dozen kilobytes on the wire, and answers come in while the
 # next requests are sent.
@@ -34,6 +36,9 @@ _SEARCH_REQUEST = 0x63  # [APPLICATION 3], constructed
 _OR, _EQUALITY = 0xA1, 0xA3  # Filter choices or [1] and equalityMatch [3], constructed
 _ENTRY, _DONE, _REFERENCE = 4, 5, 19  # searchResEntry, searchResDone, searchResRef (application tag numbers)
 _WHOLE_SUBTREE, _DEREF_ALWAYS = 2, 3  # as ldap3's Connection.search sends them by default
+_SCOPES = {ldap3.BASE: 0, ldap3.LEVEL: 1, ldap3.SUBTREE: _WHOLE_SUBTREE}
+_CONTROLS = 0xA0  # LDAPMessage controls [0], constructed
+PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"  # RFC 2696
 _OPERATIONS = {ldap3.MODIFY_ADD: 0, ldap3.MODIFY_DELETE: 1, ldap3.MODIFY_REPLACE: 2, ldap3.MODIFY_INCREMENT: 3}
 _NOTICE_OF_DISCONNECTION = "1.3.6.1.4.1.1466.20036"  # RFC 4511 §4.4.1, sent with message ID 0
 
@@ -120,12 +125,34 @@ def or_of_equalities(attribute: str, values: Sequence[bytes]) -> bytes:
     return _tlv(_OR, b"".join(_tlv(_EQUALITY, _octets(attribute) + _octets(value)) for value in values))
 
 
-def encode_search(message_id: int, base: str, search_filter: bytes, attributes: Sequence[str]) -> bytes:
-    """The LDAPMessage carrying a SearchRequest for ``attributes`` of the subtree under ``base`` that match
-    ``search_filter`` (BER, as ``or_of_equalities`` builds it); no size or time limit beyond the server's."""
+def filter_ber(connection: ldap3.Connection, search_filter: str) -> bytes:
+    """An LDAP filter string in BER, parsed as ldap3's Connection.search parses it (once per search, not per page)."""
+    parsed = parse_filter(search_filter, None, connection.auto_escape, connection.auto_encode, None, False)
+    return ber_encoder.encode(compile_filter(parsed.elements[0]))
+
+
+def encode_search(
+    message_id: int,
+    base: str,
+    search_filter: bytes,
+    attributes: Sequence[str],
+    *,
+    scope: str = ldap3.SUBTREE,
+    paged: tuple[int, bytes] | None = None,
+) -> bytes:
+    """The LDAPMessage carrying a SearchRequest for ``attributes`` of the ``scope`` under ``base`` that match
+    ``search_filter`` (BER, as ``or_of_equalities`` or ``filter_ber`` builds it); no size or time limit beyond the
+    server's. ``paged`` is (page size, cookie) for RFC 2696's control, not critical, as ldap3 sends it."""
+    controls = b""
+    if paged is not None:
+        size, cookie = paged
+        value = _tlv(_SEQUENCE, _integer(_INTEGER, size) + _octets(cookie))
+        controls = _tlv(
+            _CONTROLS, _tlv(_SEQUENCE, _octets(PAGED_RESULTS_OID) + _tlv(_BOOLEAN, b"\x00") + _octets(value))
+        )
     request = (
         _octets(base)
-        + _integer(_ENUMERATED, _WHOLE_SUBTREE)
+        + _integer(_ENUMERATED, _SCOPES[scope])
         + _integer(_ENUMERATED, _DEREF_ALWAYS)
         + _integer(_INTEGER, 0)
         + _integer(_INTEGER, 0)
@@ -133,18 +160,24 @@ def encode_search(message_id: int, base: str, search_filter: bytes, attributes: 
         + search_filter
         + _tlv(_SEQUENCE, b"".join(_octets(name) for name in attributes))
     )
-    return _tlv(_SEQUENCE, _integer(_INTEGER, message_id) + _tlv(_SEARCH_REQUEST, request))
+    return _tlv(_SEQUENCE, _integer(_INTEGER, message_id) + _tlv(_SEARCH_REQUEST, request) + controls)
 
 
 def search_raw(
-    connection: ldap3.Connection, base: str, search_filter: bytes, attributes: Sequence[str]
+    connection: ldap3.Connection,
+    base: str,
+    search_filter: bytes,
+    attributes: Sequence[str],
+    *,
+    scope: str = ldap3.SUBTREE,
+    paged: tuple[int, bytes] | None = None,
 ) -> tuple[list[tuple[str, dict[str, list[bytes]]]], dict[str, Any]]:
     """Send one search and read its answer: each entry's DN and raw values by attribute name (in the letter case the
     server sent), references left out, and the searchResDone's result (ldap3's dict: result, description,
-    message, ...). Raises ldap3's communication errors as ``send_modifies`` does."""
+    message, controls ...). Raises ldap3's communication errors as ``send_modifies`` does."""
     strategy = connection.strategy
     message_id = connection.server.next_message_id()
-    _send(connection, encode_search(message_id, base, search_filter, attributes))
+    _send(connection, encode_search(message_id, base, search_filter, attributes, scope=scope, paged=paged))
     entries: list[tuple[str, dict[str, list[bytes]]]] = []
     while True:
         for decoded in _messages(strategy):
