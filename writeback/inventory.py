@@ -13,6 +13,7 @@ its heartbeat. Changes to a mailbox's authority and presence (in_ad, in_exo) are
 (``writeback.inventory.changed``, naming each mailbox). The job that runs an import is writeback.jobs.inventory.
 """
 
+import contextlib
 import datetime as dt
 import logging
 import uuid
@@ -54,7 +55,8 @@ from writeback.inventory_pairing import (
 )
 from writeback.jobs.lifecycle import run_heartbeat
 from writeback.models import InventoryRun
-from writeback.rows import insert_rows, update_rows
+from writeback.read_ahead import ReadAhead, Spool
+from writeback.rows import insert_rows, insert_values, update_rows
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +122,10 @@ def _replace_name_words(mailboxes: list[Mailbox], *, new: bool = False) -> None:
         return
     if not new:
         MailboxNameWord.objects.filter(mailbox__in=[m.pk for m in mailboxes]).delete()
-    insert_rows(
-        [MailboxNameWord(mailbox_id=m.pk, suffix=suffix) for m in mailboxes for suffix in name_suffixes(m.search_name)]
+    insert_values(
+        MailboxNameWord,
+        ["mailbox", "suffix"],
+        [(m.pk, suffix) for m in mailboxes for suffix in name_suffixes(m.search_name)],
     )
 
 
@@ -267,10 +271,12 @@ def _replace_addresses(mailboxes: list[Mailbox], *, new: bool = False) -> None:
     for mailbox in mailboxes:
         for raw in mailbox.exo_values.get("EmailAddresses") or []:
             prefix, address, primary = split_proxy(raw)
-            rows[(mailbox.pk, prefix, address)] = MailboxAddress(
-                mailbox_id=mailbox.pk, prefix=prefix, address=address, is_primary=primary
-            )
-    insert_rows(list(rows.values()))
+            rows[(mailbox.pk, prefix, address)] = primary
+    insert_values(
+        MailboxAddress,
+        ["mailbox", "prefix", "address", "is_primary"],
+        [(*key, primary) for key, primary in rows.items()],
+    )
 
 
 def _weak_partners(payloads: list[dict[str, Any]]) -> tuple[dict[str, Mailbox], dict[str, Mailbox]]:
@@ -436,32 +442,41 @@ def run_import(
         attributes=attributes,
     )  # fmt: skip
     mark = ad.mark
-    for page in _pages(ad.entries, PAGE_SIZE):
-        import_ad_page(run, page)
-
-    if graph is not None and _needs_graph():
-        _phase(run, "entra")
-        try:
-            for page in graph.iter_user_pages():
-                _bump(run, graph_read=len(page))
-                import_graph_page(run, page)
-        except (GraphError, ExoAuthError) as exc:
-            raise InventoryError(
-                f"Pairing through Microsoft Graph failed: {exc} Some AD users carry no msDS-ExternalDirectoryObjectID; "
-                "grant the application Graph's User.Read.All, or set INVENTORY_GRAPH_PAIRING=false to pair them by "
-                "name only (weak pairs)."
-            ) from exc
-
-    _phase(run, "exchange")
     parameters: dict[str, Any] = {"ResultSize": "Unlimited"}
     if previous and previous.exo_high_water:
         since = (previous.exo_high_water - EXO_OVERLAP).strftime("%Y-%m-%dT%H:%M:%SZ")
         parameters["Filter"] = f"WhenChangedUTC -gt '{since}'"
     newest = previous.exo_high_water if previous else None
-    for page in exchange.iter_pages("Get-Mailbox", parameters):
-        page_newest = import_exo_page(run, page)
-        if page_newest and (newest is None or page_newest > newest):
-            newest = page_newest
+    # Exchange Online is read from now on, in a thread, while the directory is read and merged (writeback.read_ahead);
+    # its pages are merged after the directory's, as pairing needs.
+    with contextlib.ExitStack() as readers:
+        exo_pages = readers.enter_context(
+            Spool(exchange.iter_pages("Get-Mailbox", parameters), name=f"inventory-{run.pk}-exchange")
+        )
+        ad_pages: Iterable[list[dict[str, Any]]] = _pages(ad.entries, PAGE_SIZE)
+        if ad.full:  # an incremental read writes OU counts on the run as it goes: it stays in this thread
+            ad_pages = readers.enter_context(ReadAhead(ad_pages, depth=2, name=f"inventory-{run.pk}-directory"))
+        for page in ad_pages:
+            import_ad_page(run, page)
+
+        if graph is not None and _needs_graph():
+            _phase(run, "entra")
+            try:
+                for page in graph.iter_user_pages():
+                    _bump(run, graph_read=len(page))
+                    import_graph_page(run, page)
+            except (GraphError, ExoAuthError) as exc:
+                raise InventoryError(
+                    f"Pairing through Microsoft Graph failed: {exc} Some AD users carry no "
+                    "msDS-ExternalDirectoryObjectID; grant the application Graph's User.Read.All, or set "
+                    "INVENTORY_GRAPH_PAIRING=false to pair them by name only (weak pairs)."
+                ) from exc
+
+        _phase(run, "exchange")
+        for page in exo_pages:
+            page_newest = import_exo_page(run, page)
+            if page_newest and (newest is None or page_newest > newest):
+                newest = page_newest
 
     _phase(run, "settling")
     with transaction.atomic():

@@ -22,6 +22,7 @@ import decimal
 import json
 import uuid
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from django.db import connection, models
@@ -50,10 +51,8 @@ def update_rows(rows: Sequence[models.Model], fields: Sequence[str]) -> None:
 
 
 def _params(columns: list[models.Field], rows: Sequence[models.Model]) -> list[list]:
-    return [
-        [row.pk] + [field.get_db_prep_save(getattr(row, field.attname), connection) for field in columns]
-        for row in rows
-    ]
+    preparers = [(_preparer(field), field.attname) for field in columns]
+    return [[row.pk] + [prepare(getattr(row, attname)) for prepare, attname in preparers] for row in rows]
 
 
 def _update_each(meta, columns: list[models.Field], params: list[list]) -> None:
@@ -138,18 +137,26 @@ _AS_IS = (models.CharField, models.TextField, models.IntegerField, models.Boolea
 
 
 def _preparer(field: models.Field):
+    """A function giving what ``field.get_db_prep_save`` gives for the common values, without its call chain;
+    anything unusual goes through the field itself."""
+    slow = partial(field.get_db_prep_save, connection=connection)
+    if isinstance(field, models.ForeignKey):
+        return _preparer(field.target_field)
     if isinstance(field, _AS_IS) and not isinstance(field, models.AutoField):
         kind = (
             bool if isinstance(field, models.BooleanField) else int if isinstance(field, models.IntegerField) else str
         )
-
-        def prepare(value: Any) -> Any:
-            if value is None or type(value) is kind:
-                return value
-            return field.get_db_prep_save(value, connection)
-
-        return prepare
-    return lambda value: field.get_db_prep_save(value, connection)
+        return lambda value: value if value is None or type(value) is kind else slow(value)
+    if isinstance(field, models.UUIDField):
+        native = connection.features.has_native_uuid_field
+        return lambda value: (value if native else value.hex) if type(value) is uuid.UUID else slow(value)
+    if isinstance(field, models.DateTimeField):
+        adapt = connection.ops.adapt_datetimefield_value
+        return lambda value: adapt(value) if type(value) is dt.datetime and value.tzinfo is not None else slow(value)
+    if isinstance(field, models.JSONField):
+        adapt, encoder = connection.ops.adapt_json_value, field.encoder
+        return lambda value: adapt(value, encoder) if type(value) in (dict, list) else slow(value)
+    return slow
 
 
 def insert_rows(rows: Sequence[models.Model], fields: Sequence[str] | None = None) -> None:
@@ -207,3 +214,25 @@ def _insert_returning(meta, columns: list[models.Field], values: list[list]) -> 
             )
             keys.extend(key for (key,) in cursor.fetchall())
     return keys
+
+
+def insert_values(model: type[models.Model], fields: Sequence[str], values: Sequence[Sequence[Any]]) -> None:
+    """INSERT one row per item of ``values`` (each the Python values of ``fields``, in order), without building
+    model instances and without reading keys back: for rows nothing refers to yet, such as the import's addresses.
+    auto_now fields among ``fields`` are the caller's to fill."""
+    if not values:
+        return
+    meta = model._meta
+    columns = [meta.get_field(name) for name in fields]
+    preparers = [_preparer(field) for field in columns]
+    prepared = [[prepare(value) for prepare, value in zip(preparers, row, strict=True)] for row in values]
+    quote = connection.ops.quote_name
+    names = ", ".join(quote(field.column) for field in columns)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            with cursor.cursor.copy(f"COPY {quote(meta.db_table)} ({names}) FROM STDIN") as copy:
+                for row in prepared:
+                    copy.write_row(row)
+        else:
+            placeholders = ", ".join(["%s"] * len(columns))
+            cursor.executemany(f"INSERT INTO {quote(meta.db_table)} ({names}) VALUES ({placeholders})", prepared)  # noqa: S608

@@ -26,7 +26,14 @@ from portal.dn import normalize_dn
 from sandbox.directory import SandboxDirectory
 from tests.writeback.test_directory import add_user, config_for, raw_connection, read_back
 from writeback.directory import DirectoryClient, DirectoryConflict, DirectoryNotFound, DirectoryRetryable, pipeline
-from writeback.directory.pipeline import encode_modify, encode_search, or_of_equalities, send_modifies
+from writeback.directory.pipeline import (
+    decode_entry,
+    encode_modify,
+    encode_search,
+    filter_ber,
+    or_of_equalities,
+    send_modifies,
+)
 
 # --- the encoding --------------------------------------------------------------------------------------------------
 
@@ -88,6 +95,104 @@ def test_a_search_by_guids_is_encoded_byte_for_byte_as_ldap3_encodes_it(message_
     # GUID bytes include "(", "*", "\\" and NUL: sent as they are, with no escaping to get wrong.
     expected = ldap3_search_bytes(message_id, base, guids, attributes)
     assert encode_search(message_id, base, or_of_equalities("objectGUID", guids), attributes) == expected
+
+
+def ldap3_paged_search_bytes(message_id: int, base: str, text: str, attributes: list[str], size: int, cookie: bytes):
+    """What ldap3 2.9's Connection.search(paged_size=..., paged_cookie=...) sends: the request and RFC 2696's control,
+    not critical."""
+    from ldap3.operation.search import search_operation as operation
+    from ldap3.protocol.controls import build_control
+    from ldap3.protocol.rfc2696 import RealSearchControlValue
+    from ldap3.protocol.rfc4511 import Controls
+
+    request = operation(base, text, SUBTREE, DEREF_ALWAYS, attributes, 0, 0, False, True, True, None)
+    value = RealSearchControlValue()
+    value["size"], value["cookie"] = size, cookie
+    message = LDAPMessage()
+    message["messageID"] = MessageID(message_id)
+    message["protocolOp"] = ProtocolOp().setComponentByName("searchRequest", request)
+    controls = Controls()
+    controls.setComponentByPosition(0, build_control("1.2.840.113556.1.4.319", False, value, encode_control_value=True))
+    message["controls"] = controls
+    return encoder.encode(message)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    message_id=st.integers(1, 2**31 - 1),
+    size=st.integers(0, 2**20),
+    cookie=st.binary(max_size=300),
+    value=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, blacklist_characters="()*\\"), max_size=40),
+)
+def test_a_paged_search_is_encoded_byte_for_byte_as_ldap3_encodes_it(message_id, size, cookie, value):
+    text = f"(&(sAMAccountType=805306368)(|(cn={value}*)(!(msExchRecipientTypeDetails=1))))"
+    expected = ldap3_paged_search_bytes(
+        message_id, "DC=corp,DC=example,DC=com", text, ["cn", "objectGUID"], size, cookie
+    )
+    connection = ldap3.Connection(ldap3.Server("ldap://127.0.0.1"))  # never opened: only its parsing settings are read
+    encoded = encode_search(
+        message_id,
+        "DC=corp,DC=example,DC=com",
+        filter_ber(connection, text),
+        ["cn", "objectGUID"],
+        paged=(size, cookie),
+    )
+    assert encoded == expected
+
+
+def ldap3_entry_bytes(message_id: int, dn: str, attributes: dict[str, list[bytes]]) -> bytes:
+    """A SearchResultEntry as pyasn1 encodes it from ldap3's RFC 4511 classes (what a server sends)."""
+    from ldap3.protocol.rfc4511 import (
+        LDAPDN,
+        AttributeDescription,
+        AttributeValue,
+        PartialAttribute,
+        PartialAttributeList,
+        SearchResultEntry,
+        Vals,
+    )
+
+    entry = SearchResultEntry()
+    entry["object"] = LDAPDN(dn)
+    listed = PartialAttributeList()
+    for index, (name, found) in enumerate(attributes.items()):
+        attribute = PartialAttribute()
+        attribute["type"] = AttributeDescription(name)
+        vals = Vals()
+        for position, value in enumerate(found):
+            vals.setComponentByPosition(position, AttributeValue(value))
+        attribute["vals"] = vals
+        listed.setComponentByPosition(index, attribute)
+    entry["attributes"] = listed
+    message = LDAPMessage()
+    message["messageID"] = MessageID(message_id)
+    message["protocolOp"] = ProtocolOp().setComponentByName("searchResEntry", entry)
+    return encoder.encode(message)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    message_id=st.integers(1, 2**31 - 1),
+    dn=texts,
+    attributes=st.dictionaries(
+        st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,30}", fullmatch=True),
+        st.lists(st.binary(max_size=400), max_size=6),
+        max_size=8,
+    ),
+)
+def test_an_entry_is_read_as_ldap3_reads_it(message_id, dn, attributes):
+    # Values up to 400 octets and many of them: lengths in the short and the long form, at every level.
+    message = ldap3_entry_bytes(message_id, dn, attributes)
+    payload = pipeline.decode_message_fast(message)["payload"]  # ldap3's general BER decoder
+    expected = {bytes(item[3][0][3]).decode(): [bytes(value[3]) for value in item[3][1][3]] for item in payload[1][3]}
+    assert decode_entry(message, message_id) == (bytes(payload[0][3]).decode(), expected)
+    assert decode_entry(message, message_id + 1) is None  # another request's answer is left to the general decoder
+
+
+def test_what_is_not_an_entry_is_left_to_ldap3s_decoder():
+    assert decode_entry(b"", 1) is None
+    assert decode_entry(b"\x30\x05\x02\x01\x01\x65\x00", 1) is None  # a searchResDone
+    assert decode_entry(ldap3_entry_bytes(3, "CN=a", {"cn": [b"a"]})[:-2], 3) is None  # cut short
 
 
 # --- against slapd -------------------------------------------------------------------------------------------------
@@ -156,6 +261,23 @@ def test_a_raw_search_reads_each_entrys_values_as_bytes(ad, raw):
     dn, values = by_guid[guids[0]]
     assert normalize_dn(dn) == normalize_dn(f"CN=Raw 0,{ou}")
     assert sorted(values["proxyAddresses"]) == sorted([b"SMTP:r0@corp.example.com", "smtp:é@corp.example.com".encode()])
+
+
+def test_a_raw_paged_search_reads_every_page_as_the_formatted_one(ad, raw):
+    """paged_search(raw=True) sends RFC 2696's control through the pipeline's encoding and follows the server's
+    cookie to the last page: the same entries, in the same order, as ldap3's paged search."""
+    dns = users(raw, ad.base_dn, 23, proxyAddresses=["smtp:paged@corp.example.com"])
+    ou = dns[0].split(",", 1)[1]
+    with DirectoryClient(config_for(ad)) as client:
+        formatted = list(client.paged_search(ou, "(objectClass=user)", ["cn", "proxyAddresses"], page_size=5))
+        pages_before = client.requests["search"]
+        fast = list(client.paged_search(ou, "(objectClass=user)", ["CN", "proxyAddresses"], page_size=5, raw=True))
+        assert client.requests["search"] - pages_before == 5  # 23 entries, 5 a page
+    assert [e["dn"] for e in fast] == [e["dn"] for e in formatted] and len(fast) == 23
+    for quick, slow in zip(fast, formatted, strict=True):
+        assert set(quick["raw_attributes"]) == {"CN", "proxyAddresses"}  # keyed as asked, whatever the server's case
+        assert quick["raw_attributes"]["proxyAddresses"] == [b"smtp:paged@corp.example.com"]
+        assert quick["raw_attributes"]["CN"] == [value.encode() for value in slow["attributes"]["cn"]]
 
 
 def test_a_raw_search_under_a_missing_base_is_not_found(ad):
