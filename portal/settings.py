@@ -262,6 +262,8 @@ EXO_NOT_FOUND_RETRY_SECONDS = env.float("EXO_NOT_FOUND_RETRY_SECONDS", default=3
 # inventory may ask Graph (User.Read.All) for users that msDS-ExternalDirectoryObjectID does not pair.
 ENTRA_SOURCE_ANCHOR = env.str("ENTRA_SOURCE_ANCHOR", default="mS-DS-ConsistencyGuid")
 INVENTORY_GRAPH_PAIRING = env.bool("INVENTORY_GRAPH_PAIRING", default=True)
+# The inventory reads Exchange Online in a child process (its JSON decoding on another core) or, false, in a thread.
+INVENTORY_READ_PROCESS = env.bool("INVENTORY_READ_PROCESS", default=True)
 
 # Writeback policy: Microsoft's Cloud Sync never writes msExchHideFromAddressLists back; opt in here.
 WRITEBACK_HIDE_FROM_ADDRESS_LISTS = env.bool("WRITEBACK_HIDE_FROM_ADDRESS_LISTS", default=False)

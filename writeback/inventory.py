@@ -17,7 +17,7 @@ import contextlib
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from itertools import islice
 from typing import Any
@@ -422,6 +422,10 @@ def _phase(run: InventoryRun, phase: str, **fields: Any) -> None:
     run_heartbeat(InventoryRun, run.pk, phase=phase, **fields)
 
 
+def _exchange_pages(client: Callable[[], ExchangeOnlineClient], parameters: dict[str, Any]) -> Iterator[list[dict]]:
+    return client().iter_pages("Get-Mailbox", parameters)
+
+
 def run_import(
     run: InventoryRun, *, exchange: ExchangeOnlineClient, directory: DirectoryClient, graph: GraphClient | None = None
 ) -> InventoryRun:
@@ -450,9 +454,12 @@ def run_import(
     # Exchange Online is read from now on, in a thread, while the directory is read and merged (writeback.read_ahead);
     # its pages are merged after the directory's, as pairing needs.
     with contextlib.ExitStack() as readers:
-        exo_pages = readers.enter_context(
-            Spool(exchange.iter_pages("Get-Mailbox", parameters), name=f"inventory-{run.pk}-exchange")
-        )
+        if settings.INVENTORY_READ_PROCESS:  # a client of its own in the child: the parent's sockets stay the parent's
+            source = partial(_exchange_pages, partial(ExchangeOnlineClient, exchange.config), parameters)
+        else:
+            source = partial(_exchange_pages, lambda: exchange, parameters)
+        name = f"inventory-{run.pk}-exchange"
+        exo_pages = readers.enter_context(Spool(source, name=name, process=settings.INVENTORY_READ_PROCESS))
         ad_pages: Iterable[list[dict[str, Any]]] = _pages(ad.entries, PAGE_SIZE)
         if ad.full:  # an incremental read writes OU counts on the run as it goes: it stays in this thread
             ad_pages = readers.enter_context(ReadAhead(ad_pages, depth=2, name=f"inventory-{run.pk}-directory"))

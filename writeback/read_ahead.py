@@ -13,13 +13,16 @@ it; ``close()`` (or leaving the ``with`` block) tells the thread to stop after t
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.process
 import os
 import pickle
 import queue
+import signal
 import tempfile
 import threading
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 _DONE = object()
@@ -108,32 +111,58 @@ class ReadAhead(_Reader):
 
 
 class Spool(_Reader):
-    """Read every page of ``pages`` now, into a temporary file; iterate them later, in order."""
+    """Read every page ``source()`` gives now, into a temporary file; iterate them later, in order.
 
-    def __init__(self, pages: Iterable[Any], *, name: str = "spool"):
+    With ``process``, ``source`` runs in a child process (forked, so it needs nothing passed to it): the decoding of
+    what it reads (JSON, for Exchange Online) then takes another core instead of sharing this process's GIL with the
+    merge. The child makes its own connections (``source`` must not reuse the parent's sockets), stops when this
+    process ends, and hands its pages over through the file, so the pipe between them carries only their places.
+    """
+
+    def __init__(self, source: Callable[[], Iterable[Any]], *, name: str = "spool", process: bool = False):
         super().__init__(name)
-        self._pages = pages
+        self._source = source
         self._file = tempfile.TemporaryFile(prefix="soa-spool-")  # noqa: SIM115 - closed by close()
         self._ready: queue.Queue = queue.Queue()  # (offset, length) of each page written, then _DONE or _Failed
-        self.bytes_written = 0
+        self._child: multiprocessing.process.BaseProcess | None = None
+        if process:
+            context = multiprocessing.get_context("fork")
+            self._receive, send = context.Pipe(duplex=False)
+            self._child = context.Process(target=_child, args=(source, self._file.fileno(), send), name=name)
+            self._child.start()
+            send.close()
         self.thread.start()
 
     def _run(self) -> None:
-        fd, offset = self._file.fileno(), 0
+        if self._child is not None:
+            self._relay()
+            return
         try:
-            for page in self._pages:
-                if self.stopping.is_set():
-                    return
-                data = zlib.compress(pickle.dumps(page, protocol=pickle.HIGHEST_PROTOCOL), 1)
-                del page
-                os.pwrite(fd, data, offset)
-                self._ready.put((offset, len(data)))
-                offset += len(data)
-                self.bytes_written = offset
+            _write_pages(self._source(), self._file.fileno(), self._ready.put, self.stopping)
         except BaseException as error:  # noqa: BLE001 - handed to the caller, which raises it
             self._ready.put(_Failed(error))
             return
         self._ready.put(_DONE)
+
+    def _relay(self) -> None:
+        """The child's messages, passed on to the caller as the thread's own would be."""
+        try:
+            while True:
+                kind, *rest = self._receive.recv()
+                if kind == "page":
+                    self._ready.put(tuple(rest))
+                elif kind == "error":
+                    self._ready.put(_Failed(pickle.loads(rest[0])))  # noqa: S301 - from our own child
+                    return
+                else:
+                    self._ready.put(_DONE)
+                    return
+        except (EOFError, OSError):
+            child = self._child
+            if child is not None:
+                child.join(_JOIN_SECONDS)
+            code = child.exitcode if child is not None else None
+            self._ready.put(_Failed(RuntimeError(f"The reader process {self.thread.name} ended (exit code {code}).")))
 
     def __iter__(self) -> Iterator[Any]:
         fd = self._file.fileno()
@@ -150,6 +179,52 @@ class Spool(_Reader):
             self.close()
 
     def close(self) -> None:
+        self.stopping.set()
+        child = self._child
+        if child is not None and child.is_alive():
+            child.terminate()
+            child.join(_JOIN_SECONDS)
         super().close()
         if not self.thread.is_alive():
             self._file.close()
+            if child is not None:
+                self._receive.close()
+
+
+def _write_pages(pages: Iterable[Any], fd: int, tell: Callable[[tuple[int, int]], None], stopping) -> None:
+    offset = 0
+    for page in pages:
+        if stopping.is_set():
+            return
+        data = zlib.compress(pickle.dumps(page, protocol=pickle.HIGHEST_PROTOCOL), 1)
+        del page
+        os.pwrite(fd, data, offset)
+        tell((offset, len(data)))
+        offset += len(data)
+
+
+class _Orphaned:
+    """Set once the parent is gone: a reader nobody will read from stops after its page."""
+
+    def __init__(self, parent: int):
+        self.parent = parent
+
+    def is_set(self) -> bool:
+        return os.getppid() != self.parent
+
+
+def _child(source: Callable[[], Iterable[Any]], fd: int, send) -> None:
+    # The parent's handlers (an RQ work horse's, say) are not this process's business: terminate() must end it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _write_pages(source(), fd, lambda place: send.send(("page", *place)), _Orphaned(os.getppid()))
+    except BaseException as error:  # noqa: BLE001 - handed to the parent, which raises it
+        try:
+            payload = pickle.dumps(error)
+            pickle.loads(payload)  # noqa: S301 - an error that does not come back whole is sent as text
+        except Exception:  # noqa: BLE001
+            payload = pickle.dumps(RuntimeError(f"{type(error).__name__}: {error}"))
+        send.send(("error", payload))
+        return
+    send.send(("done",))

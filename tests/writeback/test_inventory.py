@@ -165,6 +165,38 @@ def test_directory_down_fails_the_run_with_the_reason(tenant, settings):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("process", [True, False], ids=["reader process", "reader thread"])
+def test_exchange_refusing_the_read_fails_the_run_with_its_reason_after_the_directory_pass(
+    tenant, settings, tmp_path, process
+):
+    """Exchange Online is read by a child process (or a thread) during the directory pass; its refusal reaches the
+    run as the client's own error, with the message a person can act on, and nothing half-read is merged."""
+    settings.INVENTORY_READ_PROCESS = process
+    wrong = tmp_path / "secret"
+    wrong.write_text("not-the-secret")
+    settings.ENTRA_CLIENT_SECRET_FILE = str(wrong)
+    settings.INVENTORY_GRAPH_PAIRING = False  # Graph would be refused first
+    run = _import()
+    assert run.state == InventoryRun.State.FAILED
+    assert "refused a token" in run.error and "Invalid client secret" in run.error, run.error
+    assert run.ad_read == USERS and run.exo_read == 0
+    assert AuditEvent.objects.filter(action="writeback.inventory.failed", object_id=str(run.pk)).exists()
+    assert Mailbox.objects.count() == USERS and not Mailbox.objects.filter(in_exo=True).exists()
+
+
+@pytest.mark.django_db
+def test_an_import_reading_exchange_in_a_thread_stores_what_the_reader_process_stores(tenant, settings):
+    first = _import()
+    stored = _snapshot()
+    Mailbox.objects.all().delete()
+    settings.INVENTORY_READ_PROCESS = False
+    second = _import()
+    assert first.state == second.state == InventoryRun.State.DONE
+    assert (second.ad_read, second.exo_read, second.created) == (first.ad_read, first.exo_read, first.created)
+    assert [row[1:] for row in _snapshot()] == [row[1:] for row in stored]
+
+
+@pytest.mark.django_db
 def test_only_an_administrator_may_start_and_only_one_at_a_time(tenant, make_user):
     with pytest.raises(InventoryError, match="Only an administrator"):
         inventory_run_request(actor=make_user("helen", Role.HELPDESK))

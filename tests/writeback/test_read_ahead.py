@@ -1,0 +1,152 @@
+"""Reading ahead in a thread or a child process (writeback.read_ahead): every item arrives once, in order; an error
+in the reader reaches the caller as itself, where the caller gets to it; closing early stops the reader, and a
+child whose parent is gone stops on its own. Pure unit tests: the sources are plain generators."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from writeback.exchange import ExoAuthError
+from writeback.read_ahead import ReadAhead, Spool
+
+
+def pages(count: int, size: int = 3):
+    for number in range(count):
+        yield [{"page": number, "item": item, "text": "é" * item} for item in range(size)]
+
+
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "process"])
+def test_a_spool_gives_every_page_once_in_order(process):
+    with Spool(lambda: pages(40), process=process) as spool:
+        assert list(spool) == list(pages(40))
+
+
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "process"])
+def test_an_empty_source_is_an_empty_spool(process):
+    with Spool(lambda: iter(()), process=process) as spool:
+        assert list(spool) == []
+
+
+def failing(after: int, error: BaseException):
+    yield from pages(after)
+    raise error
+
+
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "process"])
+def test_an_error_in_the_reader_reaches_the_caller_after_the_pages_before_it(process):
+    error = ExoAuthError("token refused", status=401, cmdlet="Get-Mailbox", request_id="r-1")
+    with Spool(lambda: failing(5, error), process=process) as spool:
+        seen = []
+        with pytest.raises(ExoAuthError) as raised:
+            for page in spool:
+                seen.append(page)
+    assert seen == list(pages(5))
+    # Across the process boundary too, the error keeps its type and what the run records from it.
+    assert str(raised.value) == str(error) and raised.value.status == 401 and raised.value.request_id == "r-1"
+
+
+class Unpicklable(Exception):
+    def __init__(self, message: str, *, lock: threading.Lock):
+        super().__init__(message)
+        self.lock = lock
+
+
+def test_an_error_that_cannot_cross_the_process_boundary_arrives_as_text():
+    source = lambda: failing(1, Unpicklable("held", lock=threading.Lock()))  # noqa: E731
+    with Spool(source, process=True) as spool, pytest.raises(RuntimeError, match="Unpicklable: held"):
+        list(spool)
+
+
+def test_a_child_that_dies_without_a_word_is_reported():
+    def dying():
+        yield from pages(2)
+        os._exit(3)
+
+    with Spool(dying, process=True) as spool, pytest.raises(RuntimeError, match="exit code 3"):
+        list(spool)
+
+
+def slow(count: int, started: list[float]):
+    for number in range(count):
+        started.append(time.monotonic())
+        time.sleep(0.01)
+        yield [number]
+
+
+def test_closing_a_process_spool_early_ends_the_child():
+    spool = Spool(lambda: slow(10_000, []), process=True)
+    first = next(iter(spool))
+    assert first == [0]
+    spool.close()
+    assert not spool._child.is_alive()
+
+
+def test_closing_a_thread_spool_early_stops_its_reading():
+    started: list[float] = []
+    spool = Spool(lambda: slow(10_000, started), process=False)
+    next(iter(spool))
+    spool.close()
+    read = len(started)
+    time.sleep(0.1)
+    assert len(started) <= read + 1 and not spool.thread.is_alive()
+
+
+def test_read_ahead_keeps_order_and_raises_where_the_error_was():
+    items = ReadAhead(failing(4, ValueError("bad entry")), depth=2)
+    seen = []
+    with pytest.raises(ValueError, match="bad entry"):
+        for item in items:
+            seen.append(item)
+    assert seen == list(pages(4))
+
+
+def test_read_ahead_holds_no_more_than_its_depth():
+    started: list[float] = []
+    reader = ReadAhead(slow(50, started), depth=2)
+    iterator = iter(reader)
+    next(iterator)
+    time.sleep(0.2)  # the reader could have read all 50 by now; it may hold 2 and be reading a third
+    assert len(started) <= 4
+    reader.close()
+    assert not reader.thread.is_alive()
+
+
+ORPHAN_SCRIPT = """
+import os, sys, time
+from writeback.read_ahead import Spool
+
+def slow():
+    while True:
+        time.sleep(0.01)
+        yield [1]
+
+spool = Spool(slow, process=True)
+next(iter(spool))
+print(spool._child.pid, flush=True)
+os._exit(0)  # killed, as a work horse is: no close(), no cleanup
+"""
+
+
+def test_a_child_whose_parent_died_stops_by_itself(tmp_path):
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    done = subprocess.run(
+        [sys.executable, "-c", ORPHAN_SCRIPT], capture_output=True, text=True, timeout=60, cwd=settings.BASE_DIR
+    )
+    child = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(child, 9)
+    pytest.fail("the reader process outlived its parent")
