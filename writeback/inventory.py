@@ -116,6 +116,13 @@ def _save_changed(mailboxes: list[Mailbox], fields: list[str]) -> None:
     update_rows(mailboxes, [*fields, "updated_at"])
 
 
+def _stamp(pks: list[int], **stamps: Any) -> None:
+    """The read stamps alone, on rows the page left unchanged: on PostgreSQL a heap-only update, since no index holds
+    these columns and the table's pages keep room for it (soa migration 0015)."""
+    if pks:
+        Mailbox.objects.filter(pk__in=pks).update(**stamps)
+
+
 def _replace_name_words(mailboxes: list[Mailbox], *, new: bool = False) -> None:
     """Write the name-search word rows of saved ``mailboxes`` (soa.name_words), replacing theirs unless ``new``."""
     if not mailboxes:
@@ -225,7 +232,11 @@ def import_ad_page(run: InventoryRun, entries: list[dict[str, Any]]) -> None:
             mailbox.version += 1
             refresh_drift(mailbox)
             changed.append(mailbox)
+    # Rows written anyway carry their read stamps in the same statement; the others get them alone (_stamp).
     now = timezone.now()
+    for mailbox in (*created, *changed, *(m for m, _, _ in repairs)):
+        mailbox.ad_read_at, mailbox.ad_seen_run = now, run.pk
+    written = {m.pk for m in changed} | {m.pk for m, _, _ in repairs}
     with transaction.atomic():
         repaired = []
         for mailbox, partner, object_id in repairs:
@@ -234,11 +245,11 @@ def import_ad_page(run: InventoryRun, entries: list[dict[str, Any]]) -> None:
             refresh_drift(mailbox)
             mailbox.save()
         insert_rows(created)
-        _save_changed(changed, [*_AD_FIELDS, "in_ad", "version", "drift", "has_drift", "pairing", "primary_smtp"])
+        fields = [*_AD_FIELDS, "in_ad", "version", "drift", "has_drift", "pairing", "primary_smtp"]
+        _save_changed(changed, [*fields, "ad_read_at", "ad_seen_run"])
         _replace_name_words(created, new=True)
         _replace_name_words([*(m for m in changed if m.pk in renamed), *(m for m, _, _ in repairs)])
-        touched = seen + [m.pk for m in created]
-        Mailbox.objects.filter(pk__in=touched).update(ad_read_at=now, ad_seen_run=run.pk)
+        _stamp([pk for pk in seen if pk not in written], ad_read_at=now, ad_seen_run=run.pk)
         if repaired:
             after = {"source": DIRECTORY_ID_ATTRIBUTE, "pairs": repaired}
             audit_record(actor=None, action="writeback.inventory.paired", obj=run, after=after)
@@ -352,11 +363,15 @@ def import_exo_page(run: InventoryRun, payloads: list[dict[str, Any]]) -> dt.dat
     # A row the AD pass of this very run created is being completed, not changed: count it once, as created.
     completed = sum(1 for m in changed if run.started_at and m.created_at and m.created_at >= run.started_at)
     now = timezone.now()
+    for mailbox in (*created, *changed):
+        mailbox.exo_read_at, mailbox.exo_seen_run = now, run.pk
+    written = {m.pk for m in changed}
     with transaction.atomic():
         insert_rows(created)
         _replace_name_words(created, new=True)
-        _save_changed(changed, [*_EXO_FIELDS, "in_exo", "version", "drift", "has_drift", "pairing"])
-        Mailbox.objects.filter(pk__in=seen + [m.pk for m in created]).update(exo_read_at=now, exo_seen_run=run.pk)
+        fields = [*_EXO_FIELDS, "in_exo", "version", "drift", "has_drift", "pairing"]
+        _save_changed(changed, [*fields, "exo_read_at", "exo_seen_run"])
+        _stamp([pk for pk in seen if pk not in written], exo_read_at=now, exo_seen_run=run.pk)
         _replace_addresses(created, new=True)
         _replace_addresses(readdress)
         _record_changes(run, "exo", created, {m.pk: diff for m in changed if (diff := _changes(presence[m.pk], m))})

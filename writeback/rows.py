@@ -101,13 +101,34 @@ def _json_value(field: models.Field, value: Any) -> Any:
     raise _NotJson(field.name)
 
 
+def _json_preparer(field: models.Field):
+    """``_json_value`` for one field, with the common values (text, numbers, aware datetimes, UUIDs, a JSON field's
+    dicts and lists) taken straight: the general path cost a 10,000-row import page a second and a half."""
+    slow = partial(_json_value, field)
+    if isinstance(field, models.JSONField):
+        if field.encoder is not None:
+            raise _NotJson(field.name)
+        return lambda value: value if type(value) in (dict, list) else slow(value)
+    if isinstance(field, models.ForeignKey):
+        return _json_preparer(field.target_field)
+    if isinstance(field, _AS_IS):
+        kind = (
+            bool if isinstance(field, models.BooleanField) else int if isinstance(field, models.IntegerField) else str
+        )
+        return lambda value: value if value is None or type(value) is kind else slow(value)
+    if isinstance(field, models.UUIDField):
+        return lambda value: str(value) if type(value) is uuid.UUID else slow(value)
+    if isinstance(field, models.DateTimeField):
+        # What PostgreSQL's adaptation sends for an aware datetime; the column's type reads the text back.
+        return lambda value: value.isoformat() if type(value) is dt.datetime and value.tzinfo else slow(value)
+    return slow
+
+
 def _as_json(columns: list[models.Field], rows: Sequence[models.Model]) -> list[str]:
     """The rows as JSON arrays of objects ({"c0": pk, "c1": first field, ...}), ROWS_PER_STATEMENT a document."""
     fields = [rows[0]._meta.pk, *columns]
-    objects = [
-        {f"c{index}": _json_value(field, getattr(row, field.attname)) for index, field in enumerate(fields)}
-        for row in rows
-    ]
+    preparers = [(f"c{index}", _json_preparer(field), field.attname) for index, field in enumerate(fields)]
+    objects = [{key: prepare(getattr(row, attname)) for key, prepare, attname in preparers} for row in rows]
     try:
         return [
             json.dumps(objects[start : start + ROWS_PER_STATEMENT], allow_nan=False)
