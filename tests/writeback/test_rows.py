@@ -90,3 +90,65 @@ def test_a_json_field_holding_what_json_cannot_fails_as_save_would():
     mailbox.ad_values = {"when": dt.datetime(2026, 1, 1)}
     with pytest.raises(TypeError):
         update_rows([mailbox], ["ad_values"])
+
+
+def _stored(model, pks, fields):
+    return list(model.objects.filter(pk__in=pks).order_by("pk").values_list(*fields))
+
+
+def test_insert_rows_stores_what_bulk_create_stores_and_sets_each_key():
+    """insert_rows (COPY on PostgreSQL, multi-row INSERT ... RETURNING on SQLite) against Django's bulk_create on
+    twin rows: UUIDs, aware datetimes, nested JSON with quotes and JSON null, None, text with tabs and newlines
+    (COPY's own separators), booleans; and every row's key is its own."""
+    import uuid
+
+    when = timezone.now().replace(microsecond=654321) - dt.timedelta(days=2)
+
+    def twins():
+        return [
+            Mailbox(
+                upn=f"row{n}@corp.example.com",
+                display_name=f"Tab\there\nnewline \\ back {n}",
+                search_name=f"s{n}",
+                exo_object_id=uuid.uuid4() if n % 2 else None,
+                ad_guid=uuid.uuid4(),
+                in_ad=bool(n % 2),
+                ad_values={"CustomAttribute1": 'it\'s "q"', "nested": [None, {"n": n}]},
+                exo_values={},
+                drift=["CustomAttribute1"] if n else [],
+                ad_when_created=when if n % 3 else None,
+                version=n + 1,
+            )  # fmt: skip
+            for n in range(7)
+        ]
+
+    fast, slow = twins(), twins()
+    for mine, theirs in zip(fast, slow, strict=True):  # the same identifiers would collide: give the twins others
+        theirs.upn, theirs.ad_guid = "x" + mine.upn, uuid.uuid4()
+        theirs.exo_object_id = uuid.uuid4() if mine.exo_object_id else None
+    rows.insert_rows(fast)
+    Mailbox.objects.bulk_create(slow)
+    assert all(m.pk for m in fast) and len({m.pk for m in fast}) == len(fast)
+    fields = ["display_name", "in_ad", "ad_values", "exo_values", "drift", "ad_when_created", "version", "authority"]
+    assert _stored(Mailbox, [m.pk for m in fast], fields) == _stored(Mailbox, [m.pk for m in slow], fields)
+    for mailbox in fast:
+        stored = Mailbox.objects.get(pk=mailbox.pk)
+        assert (stored.upn, stored.ad_guid, stored.exo_object_id) == (
+            mailbox.upn,
+            mailbox.ad_guid,
+            mailbox.exo_object_id,
+        )
+        assert stored.created_at == stored.updated_at is not None
+
+
+def test_insert_values_writes_rows_nothing_refers_to_yet():
+    from soa.models import MailboxAddress
+
+    mailbox = make_mailbox("Values Row")
+    rows.insert_values(
+        MailboxAddress,
+        ["mailbox", "prefix", "address", "is_primary"],
+        [(mailbox.pk, "smtp", "a@corp.example.com", True), (mailbox.pk, "x500", "/o=tab\there", False)],
+    )
+    stored = set(mailbox.addresses.values_list("prefix", "address", "is_primary"))
+    assert {("smtp", "a@corp.example.com", True), ("x500", "/o=tab\there", False)} <= stored
