@@ -15,6 +15,7 @@ its heartbeat. Changes to a mailbox's authority and presence (in_ad, in_exo) are
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -99,8 +100,20 @@ def _changes(before: dict[str, Any], mailbox: Mailbox) -> dict[str, list]:
     return {name: [value, getattr(mailbox, name)] for name, value in before.items() if getattr(mailbox, name) != value}
 
 
+@functools.lru_cache(maxsize=4096)
+def _parent_dn(parent: str) -> str:
+    return normalize_dn(parent)
+
+
 def _dn_parts(dn: str) -> tuple[str, str]:
+    """The normalised DN and its parent's. Thousands of users share a parent: when the first RDN is plain (no escape,
+    no second value, no quote), it is parsed alone and the parent's normal form comes from a cache; parsing every
+    whole DN was a tenth of an import's CPU."""
+    head, comma, parent = dn.partition(",")
     try:
+        if comma and parent.strip() and not any(char in head for char in '\\+;"'):
+            parent_norm = _parent_dn(parent)
+            return f"{normalize_dn(head)},{parent_norm}", parent_norm
         norm = normalize_dn(dn)
     except InvalidDn:
         return "", ""

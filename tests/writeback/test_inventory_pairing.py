@@ -3,6 +3,8 @@
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from soa.choices import Pairing
 from writeback.inventory_pairing import directory_object_id, outranks, source_anchor
@@ -57,3 +59,28 @@ def test_an_identifier_pair_outranks_a_name_match_and_never_the_reverse():
     assert outranks(Pairing.DIRECTORY_ID, Pairing.GRAPH) and outranks(Pairing.GRAPH, Pairing.UPN)
     assert outranks(Pairing.UPN, Pairing.NONE) and outranks(Pairing.SMTP, "")
     assert not outranks(Pairing.GRAPH, Pairing.DIRECTORY_ID) and not outranks(Pairing.UPN, Pairing.SMTP)
+
+
+_rdn_values = st.text(st.sampled_from(list('ab Z=#,+;\\"é<>')), min_size=1, max_size=6)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    values=st.lists(_rdn_values, min_size=1, max_size=4),
+    types=st.lists(st.sampled_from(["CN", "ou", "DC", " OU "]), min_size=4, max_size=4),
+)
+def test_a_dns_parts_are_what_parsing_the_whole_dn_gives(values, types):
+    """writeback.inventory._dn_parts parses a plain first RDN alone and takes its parent's normal form from a cache;
+    for any DN, escaped, quoted, multi-valued or malformed, it must give what normalising the whole DN gives."""
+    from portal.dn import InvalidDn, normalize_dn
+    from writeback.inventory import _dn_parts
+
+    dn = ",".join(f"{kind}={value}" for kind, value in zip(types, values, strict=False))
+    try:
+        norm = normalize_dn(dn)
+    except InvalidDn:
+        expected = ("", "")
+    else:
+        expected = (norm, norm.split(",", 1)[1] if "," in norm else "")
+    assert _dn_parts(dn) == expected
+    assert _dn_parts(dn) == expected  # and again, from the cache
