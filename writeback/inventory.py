@@ -1,7 +1,10 @@
 """Inventory import: every directory-synced mailbox, as Exchange Online and AD each describe it.
 
 A run streams an AD paged search, then (when some AD user still needs it) Graph's users, then Exchange Online's
-Get-Mailbox pages, and upserts each page into Mailbox rows in its own short transaction; the two sides meet on
+Get-Mailbox pages, and upserts each page into Mailbox rows in its own short transaction (written through
+writeback.rows, not the ORM's per-value compilation). Get-Mailbox is read from the start of the run, by a child
+process or a thread that spools its pages (writeback.read_ahead), so that both sources are read at once while the
+merge keeps its order: directory first, which pairing needs; the two sides meet on
 ExternalDirectoryObjectId, found the ways writeback/inventory_pairing.py describes. Nothing holds the tenant in
 memory: one page at a time. A row is written only when something in it changed, so a re-run over an
 unchanged tenant changes nothing but the read times. An incremental run reads only what changed since the
