@@ -8,8 +8,9 @@ in a thread (or a child process) as fast as its source gives them, into a tempor
 the emulator's, so about 160 MB at a million), and hands them back in order when the caller gets to them:
 Exchange Online is read during the directory pass, whose merge must come first.
 
-The thread and the child never touch the database. An error in it is raised in the caller, at the point the caller reaches
-it; ``close()`` (or leaving the ``with`` block) tells the thread to stop after the item it is reading.
+The thread and the child never touch the database. An error in either is raised in the caller, at the point the
+caller reaches it; ``close()`` (or leaving the ``with`` block) tells the thread to stop after the item it is
+reading, and ends the child.
 """
 
 from __future__ import annotations

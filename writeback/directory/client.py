@@ -266,9 +266,10 @@ class DirectoryClient:
                 if raw:
                     for dn, values in response:
                         yield {"dn": dn, "raw_attributes": {asked.get(n.lower(), n): v for n, v in values.items()}}
-                for item in () if raw else response:
-                    if item.get("type") == "searchResEntry":
-                        yield _entry(item)
+                else:
+                    for item in response:
+                        if item.get("type") == "searchResEntry":
+                            yield _entry(item)
                 del response
                 if cookie is None:
                     return
