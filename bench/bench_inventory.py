@@ -59,7 +59,9 @@ def main() -> None:
     with (
         SandboxDirectory.start(users=args.users) as directory,
         # Hybrid writeback on: pairs come from msDS-ExternalDirectoryObjectID, as on a tenant where Connect writes it.
-        ExchangeOnlineEmulator.start(directory=directory, rate=0, hybrid_writeback=True) as exchange,
+        ExchangeOnlineEmulator.start(
+            directory=directory, rate=0, hybrid_writeback=True, timeout=60 + args.users / 1000
+        ) as exchange,
     ):
         report = seed_tenant(directory, exchange)
         exchange.sync()  # the tick that writes msDS-ExternalDirectoryObjectID back to every user
