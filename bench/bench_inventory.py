@@ -81,7 +81,7 @@ def main() -> None:
         SandboxDirectory.start(users=args.users) as directory,
         # Hybrid writeback on: pairs come from msDS-ExternalDirectoryObjectID, as on a tenant where Connect writes it.
         ExchangeOnlineEmulator.start(
-            directory=directory, rate=0, hybrid_writeback=True, timeout=60 + args.users / 1000
+            directory=directory, rate=0, hybrid_writeback=True, timeout=60 + args.users / 100
         ) as exchange,
     ):
         report = seed_tenant(directory, exchange)
