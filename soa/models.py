@@ -82,7 +82,8 @@ class Mailbox(models.Model):
         ordering = ["display_name", "id"]
         indexes = [
             models.Index(fields=["display_name", "id"], name="soa_mailbox_name_id_idx"),
-            models.Index(fields=["upn"], name="soa_mailbox_upn_prefix_idx", opclasses=["varchar_pattern_ops"]),
+            # upn's prefix search is served by the index db_index gives it (with varchar_pattern_ops on PostgreSQL,
+            # "soa_mailbox_upn_..._like"); a second one cost every write its upkeep (migration 0016).
             models.Index(fields=["search_name"], name="soa_mailbox_name_prefix_idx", opclasses=["varchar_pattern_ops"]),
             # The list sorted by department (keyset pages), and its department filter (any letter case) under any
             # sort: sorted by department too, the filter's rows come out of this one in the page's order.
