@@ -482,8 +482,8 @@ def run_import(
         since = (previous.exo_high_water - EXO_OVERLAP).strftime("%Y-%m-%dT%H:%M:%SZ")
         parameters["Filter"] = f"WhenChangedUTC -gt '{since}'"
     newest = previous.exo_high_water if previous else None
-    # Exchange Online is read from now on, in a thread, while the directory is read and merged (writeback.read_ahead);
-    # its pages are merged after the directory's, as pairing needs.
+    # Exchange Online is read from now on, by a child process or a thread, while the directory is read and merged
+    # (writeback.read_ahead); its pages are merged after the directory's, as pairing needs.
     with contextlib.ExitStack() as readers:
         if settings.INVENTORY_READ_PROCESS:  # a client of its own in the child: the parent's sockets stay the parent's
             source = partial(_exchange_pages, partial(ExchangeOnlineClient, exchange.config), parameters)
