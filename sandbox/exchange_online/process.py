@@ -227,17 +227,21 @@ class ExchangeOnlineEmulator:
 
     # -- admin endpoint ------------------------------------------------------------------------------
 
-    def _admin(self, method: str, path: str, payload: Any = None, *, allow_404: bool = False) -> Any:
-        response = self._admin_session.request(method, f"{self.base_url}/_emulator/{path}", json=payload, timeout=60)
+    def _admin(
+        self, method: str, path: str, payload: Any = None, *, allow_404: bool = False, timeout: float = 60
+    ) -> Any:
+        url = f"{self.base_url}/_emulator/{path}"
+        response = self._admin_session.request(method, url, json=payload, timeout=timeout)
         if allow_404 and response.status_code == 404:
             return None
         if not response.ok:
             raise ExchangeOnlineEmulatorError(f"{method} /_emulator/{path}: {response.status_code} {response.text}")
         return response.json()
 
-    def sync(self) -> dict[str, Any]:
-        """Run one Entra Connect sync tick now; returns its counts (created, updated, unchanged, deleted)."""
-        return self._admin("POST", "sync")
+    def sync(self, *, timeout: float = 60) -> dict[str, Any]:
+        """Run one Entra Connect sync tick now; returns its counts (created, updated, unchanged, deleted). A tick reads
+        the whole directory: give a large one more than a minute."""
+        return self._admin("POST", "sync", timeout=timeout)
 
     def reset(self) -> dict[str, Any]:
         """Faults off, throttle and settings as started, counters zero, state rebuilt from seed and directory."""
