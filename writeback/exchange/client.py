@@ -298,7 +298,6 @@ class ExchangeOnlineClient:
             request_id = str(uuid.uuid4())
             self._pace(cmdlet)
             started = time.perf_counter()
-            sent_at = dt.datetime.now(dt.UTC)
             status: int | str
             try:
                 response = self.session.post(
@@ -310,9 +309,7 @@ class ExchangeOnlineClient:
                 status = response.status_code
                 self.budget = read_budget(response.headers, now=dt.datetime.now(dt.UTC), seen=time.monotonic())
                 if self.shared is not None and self.config.pace:
-                    # Counted from when the request left: Exchange computed its Reset somewhere between then and now,
-                    # so the bucket's refill rate errs low, never high, however slow the answer was.
-                    self.shared.observe(read_budget(response.headers, now=sent_at, seen=time.monotonic()))
+                    self.shared.observe(self.budget)
             except requests.exceptions.ContentDecodingError:
                 # What Exchange sends for a cmdlet it does not know: 403 with NUL bytes labelled gzip (§4.4).
                 response, status = None, "undecodable"
