@@ -63,16 +63,20 @@ def exo_clean(exchange_online: ExchangeOnlineEmulator) -> Iterator[ExchangeOnlin
     forget_shared_budget(exchange_online)
 
 
-def forget_shared_budget(emulator: ExchangeOnlineEmulator) -> None:
-    """Drop what the portal learned about ``emulator``'s budget: a throttle another test set is not this one's."""
+def forget_shared_budget(emulator: ExchangeOnlineEmulator | None = None, *, tenant: str = "") -> None:
+    """Drop what the portal learned about the budget of ``emulator`` (or ``tenant``) in Redis: a throttle another test
+    set is not this one's."""
     import redis
     from django.conf import settings
 
     from writeback.exchange.shared_budget import budget_key
 
+    tenant = emulator.tenant_id if emulator is not None else tenant
+    if not tenant:
+        return
     client = redis.Redis.from_url(settings.REDIS_URL)
     try:
-        keys = list(client.scan_iter(match=budget_key(emulator.tenant_id, "*")))
+        keys = list(client.scan_iter(match=budget_key(tenant, "*")))
         if keys:
             client.delete(*keys)
     finally:

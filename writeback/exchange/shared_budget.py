@@ -11,15 +11,16 @@ Exchange documents no refill rate, only ``Rate-Limit-Limit``, ``Rate-Limit-Remai
 - every response's headers set the bucket: what is left is never more than ``Remaining`` (requests taken since, by
   any process, stay taken), and the refill rate is learned as ``(limit - remaining) / (reset - now)``. A
   ``Remaining`` rounded down to a whole request puts the true rate between ``(missing - 1) / full_in`` and
-  ``missing / full_in``; the bucket keeps the intersection of those intervals across responses and refills at its
-  low end, so rounding can only make it slower than Exchange, never faster. A response without the headers empties
-  the key: no budget announced, no pacing (as for one process).
+  ``missing / full_in``; the bucket keeps the intersection of those intervals across responses (learned afresh when
+  a response falls outside it: the rate changed) and refills at its low end, so rounding makes it err slow. Whether
+  Exchange rounds is not documented; an exact count only makes the low end a little lower. A response without the
+  headers empties the key: no budget announced, no pacing (as for one process).
 - between responses, each request takes one token atomically (a Lua script, Redis's own clock): when that leaves
   fewer than ``reserve`` tokens, the taker is told how long to wait for them to come back, and its request is
   already counted, so the next taker queues behind it instead of racing it.
 - nothing announced yet (no key) means no pacing, as for one process.
 
-When Redis does not answer (``take`` and ``observe`` return None), the client paces from its own responses alone,
+When Redis does not answer (``take`` returns None, ``observe`` False), the client paces from its own responses alone,
 as before; Redis is tried again RECONNECT_SECONDS later, so an outage costs one bounded timeout per process, not
 one per request. /healthz shows which way the budget is kept (portal.health).
 """
