@@ -44,7 +44,8 @@ def _point_settings_at(directory, exchange, redis_url: str, *, pacing: bool) -> 
     values = {
         "LDAP_URL": directory.url, "LDAP_BIND_DN": directory.bind_dn, "LDAP_BASE_DN": directory.base_dn,
         "LDAP_PASSWORD_FILE": str(directory.password_file), "EXO_BASE_URL": exchange.base_url,
-        "EXO_TENANT": exchange.tenant_id, "ENTRA_AUTHORITY": exchange.authority, "EXO_CA_FILE": str(exchange.ca_file),
+        "GRAPH_BASE_URL": exchange.base_url, "EXO_TENANT": exchange.tenant_id, "ENTRA_AUTHORITY": exchange.authority,
+        "EXO_CA_FILE": str(exchange.ca_file),
         "ENTRA_CLIENT_ID": client["client_id"], "ENTRA_CLIENT_SECRET_FILE": client["client_secret_file"],
         "REDIS_URL": redis_url, "WAVE_QUIET_PERIOD_HOURS": 0,  # the seed has just written every mailbox
         "EXO_RATE_LIMIT_PACING": pacing,

@@ -2,7 +2,9 @@
 jobs (writeback.periodic): each switched on must have its next run in Redis, not long overdue, and the running waves
 (soa.wave_progress): none may have members in flight that no worker has touched for WAVE_STALE_SECONDS. A problem
 with either degrades the answer without failing it (the web still serves; workers re-arm the periodic jobs within a
-minute and return a dead worker's members within seconds; when that does not happen, no worker runs).
+minute and return a dead worker's members within seconds; when that does not happen, no worker runs). The Exchange
+budget (writeback.exchange.shared_budget) is shared between worker processes through Redis; when Redis does not
+answer, each process paces alone, which works but lets several workers overspend it: degraded, not down.
 
 The result is kept for HEALTH_CACHE_SECONDS: load balancers and monitors poll often, from several places, and each
 uncached call opens a Redis connection and binds to the directory with the service account. One check runs at a
@@ -21,6 +23,7 @@ from django.db import DatabaseError, connection
 from portal.redis_config import client_for, rq_queues
 from soa.wave_progress import stalled_waves
 from writeback.directory import DirectoryConfig, DirectoryError, ping
+from writeback.exchange import shared_budget
 from writeback.periodic import periodic_problems
 
 logger = logging.getLogger(__name__)
@@ -43,12 +46,18 @@ class WavesStalled(Exception):
     """A wave has members in flight that no worker has touched for a while; the message names each."""
 
 
+class BudgetNotShared(Exception):
+    """The Exchange budget cannot be shared through Redis: each worker process paces alone."""
+
+
 def _timed(name: str, check, *, essential: bool = True) -> ComponentStatus:
     started = time.perf_counter()
     try:
         detail = check()
         ok = True
-    except (DatabaseError, redis.RedisError, DirectoryError, OSError, PeriodicWorkMissing, WavesStalled) as exc:
+    except (
+        DatabaseError, redis.RedisError, DirectoryError, OSError, PeriodicWorkMissing, WavesStalled, BudgetNotShared,
+    ) as exc:  # fmt: skip
         ok, detail = False, str(exc) or exc.__class__.__name__
     except Exception as exc:  # noqa: BLE001 - a health check reports any failure as "down" instead of a 500
         logger.exception("Health check of %s failed unexpectedly", name)
@@ -110,6 +119,28 @@ def _waves() -> str:
     return "no wave is stalled"
 
 
+def _exchange_budget() -> str:
+    if not settings.EXO_SHARED_BUDGET:
+        return "per process: EXO_SHARED_BUDGET is off, each worker paces from its own responses"
+    key = shared_budget.budget_key(settings.EXO_TENANT, settings.ENTRA_CLIENT_ID)
+    queue = rq_queues(settings.REDIS_URL, getattr(settings, "REDIS_SENTINEL", None))["default"]
+    client = client_for(queue, timeout=settings.HEALTH_CHECK_TIMEOUT_SECONDS)
+    try:
+        state = shared_budget.SharedBudget(lambda: client, key).state()
+    except redis.RedisError as exc:
+        raise BudgetNotShared(
+            f"per process: Redis does not answer ({exc.__class__.__name__}), so each worker paces from its own "
+            "responses and several workers can overspend the budget together"
+        ) from exc
+    finally:
+        client.close()
+    if not state:
+        return "shared in Redis: no budget announced by Exchange, or it is full"
+    left = max(float(state["tokens"]), 0.0)
+    rate = f", refilling at {float(state['rate']):.3g}/s" if "rate" in state else ""
+    return f"shared in Redis: about {left:.0f} of {state['limit']} requests left{rate}"
+
+
 def _not_checked() -> str:
     raise PeriodicWorkMissing("not checked: Redis does not answer")
 
@@ -131,6 +162,9 @@ def _checked_configuration() -> tuple:
         settings.LDAP_BASE_DN,
         settings.LDAP_CA_FILE,
         settings.HEALTH_CHECK_TIMEOUT_SECONDS,
+        settings.EXO_SHARED_BUDGET,
+        settings.EXO_TENANT,
+        settings.ENTRA_CLIENT_ID,
     )
 
 
@@ -148,5 +182,6 @@ def check_all() -> list[ComponentStatus]:
         periodic = _periodic if statuses[1].ok else _not_checked
         statuses.append(_timed("periodic", periodic, essential=False))
         statuses.append(_timed("waves", _waves, essential=False))
+        statuses.append(_timed("exchange budget", _exchange_budget, essential=False))
         _last = (configuration, time.monotonic(), statuses)
         return statuses

@@ -195,6 +195,9 @@ WORKER_WATCH_SECONDS = env.int("WORKER_WATCH_SECONDS", default=30)
 # A running wave idle this long whose batch is not in Redis (it never got there: Redis was down) is queued again by
 # the next sweep, without waiting for the ten minutes after which any idle wave is.
 WAVE_REQUEUE_AFTER_SECONDS = env.int("WAVE_REQUEUE_AFTER_SECONDS", default=60)
+# How many batches of one wave may run at once on different workers (writeback/wave_spread.py); the wave's rate holds
+# across them. 1: one batch at a time.
+WAVE_PARALLEL_BATCHES = env.int("WAVE_PARALLEL_BATCHES", default=1)
 # Seconds between runs of the wave sweep (writeback.wave_schedule), which frees members a dead worker left.
 WAVE_SWEEP_INTERVAL = env.int("WAVE_SWEEP_INTERVAL", default=300)
 # A dead worker is found in seconds, not at the next sweep: a running batch writes a heartbeat on its members every
@@ -252,6 +255,9 @@ EXO_TIMEOUT_SECONDS = env.float("EXO_TIMEOUT_SECONDS", default=120.0)
 EXO_MAX_ATTEMPTS = env.int("EXO_MAX_ATTEMPTS", default=6)
 EXO_PAGE_SIZE = env.int("EXO_PAGE_SIZE", default=1000)
 EXO_RATE_LIMIT_PACING = env.bool("EXO_RATE_LIMIT_PACING", default=True)
+# The paced budget is one for all worker processes, kept in Redis (writeback/exchange/shared_budget.py); off: each
+# process paces from its own responses, as it also does while Redis does not answer.
+EXO_SHARED_BUDGET = env.bool("EXO_SHARED_BUDGET", default=True)
 # The longest Retry-After a call waits out in place; a longer one puts the job down and reschedules it.
 EXO_MAX_RETRY_AFTER_SECONDS = env.float("EXO_MAX_RETRY_AFTER_SECONDS", default=60.0)
 # A mailbox that answers 404 is retried for this long after the first 404 (replication lag, exchange-facts §4.3).

@@ -135,6 +135,16 @@ def make_user(db):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_exchange_budget():
+    """Each test starts without what an earlier test's throttle taught the Exchange budget shared in Redis
+    (writeback.exchange.shared_budget) about the tenant the portal points at: that throttle is gone."""
+    from tests.exchange_fixtures import forget_shared_budget
+
+    forget_shared_budget(tenant=settings.EXO_TENANT)
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache():
     """Each test starts with an empty cache: ids repeat between tests, so a key built from one could meet another
     test's entry (the OU picker's tree is cached per user)."""

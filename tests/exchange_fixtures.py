@@ -54,10 +54,33 @@ def exchange_online(directory, tmp_path_factory) -> Iterator[ExchangeOnlineEmula
 
 @pytest.fixture
 def exo_clean(exchange_online: ExchangeOnlineEmulator) -> Iterator[ExchangeOnlineEmulator]:
-    """The session emulator, reset before the test and again after it so nothing leaks into the next one."""
+    """The session emulator, reset before the test and again after it so nothing leaks into the next one, with the
+    Exchange budget the portal's workers share for it in Redis (writeback.exchange.shared_budget)."""
     exchange_online.reset()
+    forget_shared_budget(exchange_online)
     yield exchange_online
     exchange_online.reset()
+    forget_shared_budget(exchange_online)
+
+
+def forget_shared_budget(emulator: ExchangeOnlineEmulator | None = None, *, tenant: str = "") -> None:
+    """Drop what the portal learned about the budget of ``emulator`` (or ``tenant``) in Redis: a throttle another test
+    set is not this one's."""
+    import redis
+    from django.conf import settings
+
+    from writeback.exchange.shared_budget import budget_key
+
+    tenant = emulator.tenant_id if emulator is not None else tenant
+    if not tenant:
+        return
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=budget_key(tenant, "*")))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="session")

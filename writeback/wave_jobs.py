@@ -25,6 +25,9 @@ checked again just before each flip, because a wave can wait days for approval: 
 pre-flip read and AD's own change time of the user. A member inside it is deferred, not failed
 (writeback.wave_quiet_period says why).
 
+With WAVE_PARALLEL_BATCHES above 1, several batches of one wave run at once on different workers, at the wave's rate
+in all (writeback.wave_spread).
+
 Back to AD, each flip is preceded by the copy of the mailbox's cloud Exchange attributes into AD
 (writeback.wave_revert), so the sync that follows loses nothing.
 """
@@ -54,6 +57,7 @@ from writeback.exchange import ExchangeConfig, ExchangeOnlineClient, ExchangeOnl
 from writeback.jobs.lifecycle import MEMBER_RETRY
 from writeback.wave_quiet_period import quiet_period_deferral
 from writeback.wave_revert import Copy, RevertNotVerified, copy_cloud_to_ad
+from writeback.wave_spread import WaveSlots, parallel_batches, spread
 
 logger = logging.getLogger(__name__)
 
@@ -409,6 +413,12 @@ def claim(wave_id: int) -> Batch:
     ]
     members = claim_batch(wave_id)
     counts = {"claimed": len(members), "DONE": 0, "FAILED": 0, "PENDING": 0, "released": 0}
+    if members and parallel_batches() > 1:
+        now = timezone.now()
+        due = WaveMember.objects.filter(wave_id=wave_id, state=MemberState.PENDING).filter(
+            Q(not_before__isnull=True) | Q(not_before__lte=now)
+        )
+        counts["spread"] = spread(wave_id, due=due.count(), batch_size=members[0].wave.batch_size)
     return Batch(wave_id, members, last_flip, counts)
 
 
@@ -461,11 +471,15 @@ def run_batch(
 def _flip_batch(batch: Batch, *, client, directory, sleep, copy_to_ad: bool) -> None:
     """Flip the claimed members one by one at the wave's rate, stopping when the wave stops (flip_batch's body)."""
     members, counts = batch.members, batch.counts
-    interval = 1.0 / members[0].wave.max_rate
+    parallel = parallel_batches()
+    # Several batches of the wave share its rate through Redis; without it, each takes its share.
+    slots = WaveSlots(batch.wave_id, members[0].wave.max_rate) if parallel > 1 else None
+    interval = parallel / members[0].wave.max_rate
     since_last = (timezone.now() - batch.last_flip).total_seconds() if batch.last_flip else interval
     next_at = time.monotonic() + max(0.0, interval - since_last)
     for index, member in enumerate(members):
-        delay = next_at - time.monotonic()
+        turn = slots.wait() if slots is not None else None
+        delay = turn if turn is not None else next_at - time.monotonic()
         if delay > 0:
             sleep(delay)
         stop = _stop_reason(batch.wave_id)  # after the wait, so a pause made during it holds

@@ -41,6 +41,7 @@ from django.conf import settings
 from django.db import DatabaseError, connections
 from redis.exceptions import RedisError
 from rq import worker_registration
+from rq.exceptions import StopRequested
 from rq.utils import now
 from rq.worker import Worker as RqWorker
 from rq.worker import WorkerStatus
@@ -196,6 +197,8 @@ class Worker(RqWorker):
             self.log.warning("Worker %s: the wave watch failed (%s); it runs again in %.0f s.", self.name, error,
                              _wave_watch_seconds())  # fmt: skip
             found = 0
+        except StopRequested:
+            raise  # SIGTERM arrived during the watch: the worker stops, as it would between jobs
         except Exception:
             # Runs in the worker's own loop, outside any job: an error raised from here would end the worker (every
             # worker, since each runs it), so it is logged with its traceback and the worker goes on with its jobs.

@@ -233,7 +233,7 @@ def test_healthz_is_ok_for_anonymous_callers_without_detail(client, periodic_arm
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok" and body["down"] == [] and body["degraded"] == []
-    assert set(body["components"]) == {"database", "redis", "directory", "periodic", "waves"}
+    assert set(body["components"]) == {"database", "redis", "directory", "periodic", "waves", "exchange budget"}
     assert all(component["ok"] for component in body["components"].values())
     assert not any("detail" in component for component in body["components"].values())
     assert "no-store" in response["Cache-Control"]

@@ -76,3 +76,19 @@ def test_a_forked_process_keeps_the_exchange_token_but_opens_its_own_connections
         assert clients.exchange_client() is client and client.tokens is token
         assert not adapter.poolmanager.pools
         client.get_accepted_domains()  # on a connection of its own
+
+
+def test_a_stop_asked_for_during_the_wave_watch_stops_the_worker(queues, monkeypatch):
+    """rq turns SIGTERM into StopRequested raised wherever the worker's own loop is, the wave watch included: the
+    watch lets it through instead of logging it as a failed watch and keeping the worker running (systemd's stop, a
+    benchmark's) until it is killed."""
+    from rq.exceptions import StopRequested
+
+    from writeback import worker as worker_module
+
+    def stop_requested(*args, **kwargs):
+        raise StopRequested()
+
+    monkeypatch.setattr(worker_module, "wave_watch", stop_requested)
+    with pytest.raises(StopRequested):
+        Worker(queues, connection=queues[0].connection)._watch_waves()

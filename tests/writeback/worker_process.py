@@ -20,7 +20,7 @@ from writeback import wave_jobs
 # rules the test changed for it: the runner re-checks the quiet period itself before each flip.
 _SETTINGS = ("EXO_BASE_URL", "EXO_TENANT", "ENTRA_AUTHORITY", "ENTRA_CLIENT_ID", "ENTRA_CLIENT_SECRET_FILE",
              "EXO_CA_FILE", "GRAPH_BASE_URL", "LDAP_URL", "LDAP_BIND_DN", "LDAP_PASSWORD_FILE", "LDAP_BASE_DN",
-             "WAVE_QUIET_PERIOD_HOURS")  # fmt: skip
+             "WAVE_QUIET_PERIOD_HOURS", "WAVE_PARALLEL_BATCHES", "EXO_SHARED_BUDGET")  # fmt: skip
 
 
 def worker_command(*extra: str) -> list[str]:

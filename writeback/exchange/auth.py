@@ -62,6 +62,10 @@ class ExchangeConfig:
     # writeback/exchange/budget.py. ``pace_reserve`` requests are left unspent for other callers of the same app.
     pace: bool = True
     pace_reserve: int = 1
+    # Take the budget from the one all worker processes share in Redis (writeback/exchange/shared_budget.py) instead
+    # of believing this process has it all. Off unless the settings turn it on: a client built by hand (a test, a
+    # script) needs no Redis.
+    shared_budget: bool = False
 
     @classmethod
     def from_settings(cls) -> "ExchangeConfig":
@@ -83,6 +87,7 @@ class ExchangeConfig:
             max_attempts=settings.EXO_MAX_ATTEMPTS,
             page_size=settings.EXO_PAGE_SIZE,
             pace=settings.EXO_RATE_LIMIT_PACING,
+            shared_budget=settings.EXO_SHARED_BUDGET,
             max_retry_after=settings.EXO_MAX_RETRY_AFTER_SECONDS,
         )
 

@@ -3,9 +3,10 @@
 Every cmdlet is ``POST {base}/adminapi/beta/{tenant}/InvokeCommand`` with ``{"CmdletInput": {"CmdletName",
 "Parameters"}}`` and a bearer token for ``https://outlook.office365.com/.default``. The client pages through
 ``@odata.nextLink`` (re-posting the same body), paces itself from the ``Rate-Limit-*`` headers so that a steady caller
-stays within its budget (writeback/exchange/budget.py), retries throttling (honouring ``Retry-After``) and transient
-failures (bounded exponential backoff with jitter), surfaces ``@adminapi.warnings``, and can confirm a write by
-re-reading the mailbox, because a cmdlet may fail after having applied its change (exchange-facts §4).
+stays within its budget (writeback/exchange/budget.py; the budget every worker process shares in Redis when the
+configuration asks for it, writeback/exchange/shared_budget.py), retries throttling (honouring ``Retry-After``) and
+transient failures (bounded exponential backoff with jitter), surfaces ``@adminapi.warnings``, and can confirm a write
+by re-reading the mailbox, because a cmdlet may fail after having applied its change (exchange-facts §4).
 
 Tokens and secrets never reach a log line: the log says cmdlet, identity, status, duration, attempt and the
 ``client-request-id`` sent with the call.
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 import requests
 
 from soa.attributes import EXCHANGE_ATTRIBUTES, IDENTITY_ATTRIBUTES
+from writeback.exchange import shared_budget
 from writeback.exchange.auth import ExchangeConfig, TokenProvider, build_session, require_https
 from writeback.exchange.budget import Budget, read_budget
 from writeback.exchange.errors import (
@@ -109,6 +111,7 @@ class ExchangeOnlineClient:
         *,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        shared: shared_budget.SharedBudget | None = None,
     ):
         require_https(config)  # before any session exists, so no token can ever go out over http
         self.config = config
@@ -118,6 +121,10 @@ class ExchangeOnlineClient:
         self._endpoint = f"{config.base_url.rstrip('/')}/adminapi/beta/{config.tenant}/InvokeCommand"
         self._origin = urlsplit(config.base_url)[:2]
         self.budget: Budget | None = None  # the rate-limit budget of the last response (None: it sent none)
+        # The budget shared with every other process (None: this process paces alone).
+        if shared is None and config.shared_budget:
+            shared = shared_budget.from_settings(config.tenant, config.client_id)
+        self.shared = shared
 
     # -- typed cmdlets ---------------------------------------------------------------------------------------
 
@@ -301,6 +308,8 @@ class ExchangeOnlineClient:
                 )
                 status = response.status_code
                 self.budget = read_budget(response.headers, now=dt.datetime.now(dt.UTC), seen=time.monotonic())
+                if self.shared is not None and self.config.pace:
+                    self.shared.observe(self.budget)
             except requests.exceptions.ContentDecodingError:
                 # What Exchange sends for a cmdlet it does not know: 403 with NUL bytes labelled gzip (§4.4).
                 response, status = None, "undecodable"
@@ -346,8 +355,18 @@ class ExchangeOnlineClient:
             self._sleep(self._delay(error, attempt))
 
     def _pace(self, cmdlet: str) -> None:
-        """Before a request: when the last response left the budget at the reserve, wait for some to come back."""
-        if not self.config.pace or self.budget is None:
+        """Before a request: take it from the shared budget and wait as long as that says; without one (or while
+        Redis does not answer), wait when this process's last response left the budget at the reserve."""
+        if not self.config.pace:
+            return
+        if self.shared is not None:
+            delay = self.shared.take(reserve=self.config.pace_reserve)
+            if delay is not None:
+                if delay > 0:
+                    logger.debug("EXO %s paced %.3f s by the shared budget", cmdlet, delay)
+                    self._sleep(min(delay, max(self.config.max_retry_after, 0.0)))
+                return
+        if self.budget is None:
             return
         delay = self.budget.wait(
             time.monotonic(), reserve=self.config.pace_reserve, ceiling=self.config.max_retry_after

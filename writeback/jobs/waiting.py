@@ -17,7 +17,8 @@ from rq.job import Job
 from soa.jobs import MOVED_JOBS
 
 
-def _names(func: str) -> set[str]:
+def job_names(func: str) -> set[str]:
+    """The dotted names a job running ``func`` may carry in Redis: its own and the old ones still importable."""
     return {func} | {old for old, new in MOVED_JOBS.items() if new == func}
 
 
@@ -27,7 +28,7 @@ def waiting_keys(func: str, *, queue_name: str) -> set[Any]:
 
     queue = django_rq.get_queue(queue_name)
     ids = queue.get_job_ids() + queue.scheduled_job_registry.get_job_ids()
-    names = _names(func)
+    names = job_names(func)
     keys = set()
     for job in Job.fetch_many(ids, connection=queue.connection, serializer=queue.serializer):
         if job is None:
