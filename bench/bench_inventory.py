@@ -85,7 +85,7 @@ def main() -> None:
         ) as exchange,
     ):
         report = seed_tenant(directory, exchange)
-        exchange.sync(timeout=60 + args.users / 100)  # the tick that writes msDS-ExternalDirectoryObjectID back
+        exchange.sync()  # the tick that writes msDS-ExternalDirectoryObjectID back to every user
         print(f"tenant ready in {time.perf_counter() - began:.1f} s: {report}")
         client = exchange.clients["secret"]
         for name, value in {

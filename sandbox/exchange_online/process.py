@@ -238,9 +238,9 @@ class ExchangeOnlineEmulator:
             raise ExchangeOnlineEmulatorError(f"{method} /_emulator/{path}: {response.status_code} {response.text}")
         return response.json()
 
-    def sync(self, *, timeout: float = 60) -> dict[str, Any]:
+    def sync(self, *, timeout: float = 900) -> dict[str, Any]:
         """Run one Entra Connect sync tick now; returns its counts (created, updated, unchanged, deleted). A tick reads
-        the whole directory: give a large one more than a minute."""
+        the whole directory, which takes minutes at 200,000 users."""
         return self._admin("POST", "sync", timeout=timeout)
 
     def reset(self) -> dict[str, Any]:
