@@ -100,7 +100,14 @@ def test_demo_serves_every_role_and_stops_everything_on_ctrl_c(demo):
 
     health = requests.get(base + "healthz", timeout=10)
     assert health.status_code == 200
-    assert health.json()["components"].keys() == {"database", "redis", "directory", "periodic", "waves"}
+    assert health.json()["components"].keys() == {
+        "database",
+        "redis",
+        "directory",
+        "periodic",
+        "waves",
+        "exchange budget",
+    }
 
     logins = json.loads((var_dir / "demo-logins.json").read_text())
     assert set(logins) >= {"helpdesk", "operator", "approver", "auditor", "admin"}
