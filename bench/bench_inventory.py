@@ -40,11 +40,11 @@ def _reset_peak() -> bool:
     return True
 
 
-def _peak_mb() -> float | None:
-    """VmHWM from /proc/self/status, in MB; None elsewhere."""
+def _status_mb(field: str = "VmHWM") -> float | None:
+    """``field`` (VmHWM: the peak RSS, VmRSS: the current one) from /proc/self/status, in MB; None elsewhere."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
@@ -132,13 +132,17 @@ def main() -> None:
         figures = {}
         for mode in ("FULL", "FULL", "INCREMENTAL"):
             run = inventory_run_request(actor=None, mode=mode, enqueue=False)
-            peaks = _reset_peak()
+            peaks, before = _reset_peak(), _status_mb("VmRSS")
             started, cpu, reader = time.perf_counter(), time.process_time(), _children_cpu()
             run = execute(claim(run.pk))
             seconds, cpu, reader = time.perf_counter() - started, time.process_time() - cpu, _children_cpu() - reader
             assert run.state == "DONE", run.error
             figures.setdefault(mode, []).append((seconds, run, (cpu, reader)))
-            peak = f"{_peak_mb():.0f} MB" if peaks else f"not measured here (process high-water {_rss_mb():.0f} MB)"
+            peak = (
+                f"{_status_mb():.0f} MB (the process held {before:.0f} MB when it started)"
+                if peaks
+                else f"not measured here (process high-water {_rss_mb():.0f} MB)"
+            )
             print(f"peak RSS of this process during the {mode.lower()} import: {peak}")
 
     first_seconds, first, first_cpu = figures["FULL"][0]
