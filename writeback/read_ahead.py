@@ -38,6 +38,17 @@ class _Failed:
         self.error = error
 
 
+def _handed_over(handed: queue.Queue) -> Iterator[Any]:
+    """What a reader put in ``handed``, in order, until it is done; its error raised where it happened."""
+    while True:
+        item = handed.get()
+        if item is _DONE:
+            return
+        if isinstance(item, _Failed):
+            raise item.error
+        yield item
+
+
 class _Reader:
     """The thread and its stop flag, shared by both ways of reading ahead."""
 
@@ -101,13 +112,7 @@ class ReadAhead(_Reader):
 
     def __iter__(self) -> Iterator[Any]:
         try:
-            while True:
-                item = self._queue.get()
-                if item is _DONE:
-                    return
-                if isinstance(item, _Failed):
-                    raise item.error
-                yield item
+            yield from _handed_over(self._queue)
         finally:
             self.close()
 
@@ -169,13 +174,7 @@ class Spool(_Reader):
     def __iter__(self) -> Iterator[Any]:
         fd = self._file.fileno()
         try:
-            while True:
-                item = self._ready.get()
-                if item is _DONE:
-                    return
-                if isinstance(item, _Failed):
-                    raise item.error
-                offset, length = item
+            for offset, length in _handed_over(self._ready):
                 yield pickle.loads(zlib.decompress(os.pread(fd, length, offset)))  # noqa: S301 - our own file
         finally:
             self.close()
