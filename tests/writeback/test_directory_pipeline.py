@@ -192,7 +192,13 @@ def test_an_entry_is_read_as_ldap3_reads_it(message_id, dn, attributes):
 def test_what_is_not_an_entry_is_left_to_ldap3s_decoder():
     assert decode_entry(b"", 1) is None
     assert decode_entry(b"\x30\x05\x02\x01\x01\x65\x00", 1) is None  # a searchResDone
-    assert decode_entry(ldap3_entry_bytes(3, "CN=a", {"cn": [b"a"]})[:-2], 3) is None  # cut short
+    whole = ldap3_entry_bytes(3, "CN=a", {"cn": [b"a"]})
+    assert decode_entry(whole, 3) == ("CN=a", {"cn": [b"a"]})
+    for cut in (1, 2, 5):
+        assert decode_entry(whole[:-cut], 3) is None  # cut short: never a shorter value
+    inflated = bytearray(whole)
+    inflated[-2] = 2  # the value says it is 2 octets long, 1 is there and the message ends
+    assert decode_entry(bytes(inflated), 3) is None
 
 
 # --- against slapd -------------------------------------------------------------------------------------------------

@@ -213,9 +213,9 @@ def decode_entry(message: bytes, message_id: int) -> tuple[str, dict[str, list[b
     message, which the caller decodes through ldap3. Reads the octets directly: ldap3's general decoder builds a
     tuple per element and cost a tenant-wide read about a second per 10,000 entries."""
     try:
-        _, at = _length_at(message, 1)  # the LDAPMessage SEQUENCE
-        if message[at] != _INTEGER:
-            return None
+        whole, at = _length_at(message, 1)  # the LDAPMessage SEQUENCE
+        if at + whole != len(message) or message[at] != _INTEGER:
+            return None  # not one whole message
         size, at = _length_at(message, at + 1)
         if int.from_bytes(message[at : at + size], "big") != message_id or message[at + size] != 0x64:
             return None  # another message's answer, or not [APPLICATION 4]
@@ -233,6 +233,8 @@ def decode_entry(message: bytes, message_id: int) -> tuple[str, dict[str, list[b
             last, found = at + size, []
             while at < last:
                 size, at = _length_at(message, at + 1)
+                if at + size > last:
+                    return None  # a value running past its set
                 found.append(message[at : at + size])
                 at += size
             values[name] = found
