@@ -331,7 +331,7 @@ def test_the_raw_read_gives_the_import_what_ldap3s_formatted_read_gives(tenant):
     """The import reads AD through DirectoryClient.paged_search(raw=True) and writeback.inventory_ad.formatted; every
     value it derives from an entry (the mapped attributes, the anchor, the Entra object id, the creation time) must
     be what ldap3's own formatting gave, or the first run after the change would rewrite every row. The seeded users
-    carry multi-valued proxyAddresses, integers (msExchRecipientTypeDetails), booleans and binary GUIDs."""
+    carry multi-valued proxyAddresses, integers (msExchRecipientTypeDetails) and binary GUIDs."""
     from django.conf import settings
 
     from soa.attributes import ATTRIBUTES
