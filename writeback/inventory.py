@@ -22,6 +22,7 @@ import functools
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
 from typing import Any
@@ -179,13 +180,93 @@ def _apply(mailbox: Mailbox, fields: dict[str, Any]) -> bool:
     return changed
 
 
+def _when(value: Any) -> dt.datetime | None:
+    if not value:
+        return None
+    parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def exchange_key(payload: dict[str, Any]) -> bytes | None:
+    """The spool's key for a Get-Mailbox object: its ExternalDirectoryObjectId's bytes, for a synced one only (what
+    import_exo_page would pair on). Anything else stays in the spool for the Exchange pass, which judges it."""
+    object_id = payload.get("ExternalDirectoryObjectId")
+    if payload.get("IsDirSynced") is not True or not object_id:
+        return None
+    try:
+        return uuid.UUID(str(object_id)).bytes
+    except ValueError:
+        return None
+
+
+def _exo_fields(object_id: uuid.UUID, payload: dict[str, Any]) -> dict[str, Any]:
+    """What a Get-Mailbox object sets on its row."""
+    return {
+        "exo_object_id": object_id,
+        "exo_values": exo_values(payload),
+        "authority": Authority.CLOUD if payload.get("IsExchangeCloudManaged") else Authority.ON_PREM,
+        "primary_smtp": str(payload.get("PrimarySmtpAddress") or "").lower(),
+        "recipient_type_details": str(payload.get("RecipientTypeDetails") or ""),
+        "exo_when_changed": _when(payload.get("WhenChangedUTC")),
+    }
+
+
+@dataclass
+class _ExoSide:
+    """What taking a page's Exchange objects from the spool did (import_ad_page)."""
+
+    completed: list[Mailbox] = field(default_factory=list)  # rows given their Exchange side, new ones included
+    changed: list[Mailbox] = field(default_factory=list)  # existing rows whose Exchange side changed
+    readdress: list[Mailbox] = field(default_factory=list)  # existing rows whose addresses changed
+    before: list[tuple[Mailbox, dict[str, Any]]] = field(default_factory=list)  # authority and in_exo before
+    read: int = 0
+    newest: dt.datetime | None = None
+
+    def audit(self) -> dict[int, dict[str, list]]:
+        """Changes to authority and in_exo, as the Exchange pass would have recorded them (rows saved by now)."""
+        return {m.pk: diff for m, before in self.before if (diff := _changes(before, m))}
+
+
+def _take_exchange_side(run: InventoryRun, spool: Spool, rows: list[Mailbox], now: dt.datetime) -> _ExoSide:
+    """Merge into ``rows`` (paired by directory id, new or existing) the Get-Mailbox objects the spool has read
+    for them, as import_exo_page would have when its turn came. An object not read yet arrives in that pass."""
+    side = _ExoSide()
+    taken = spool.take(m.exo_object_id.bytes for m in rows)
+    for mailbox in rows:
+        payloads = taken.get(mailbox.exo_object_id.bytes)
+        if not payloads:
+            continue
+        side.read += len(payloads)
+        # Two objects with one id: the later read wins, as it would in the Exchange pass.
+        fields = _exo_fields(mailbox.exo_object_id, payloads[-1])
+        for payload in payloads:
+            when = _when(payload.get("WhenChangedUTC"))
+            if when and (side.newest is None or when > side.newest):
+                side.newest = when
+        side.before.append((mailbox, {"authority": mailbox.authority, "in_exo": mailbox.in_exo}))
+        addresses_before = mailbox.exo_values.get("EmailAddresses") if mailbox.in_exo else None
+        if _apply(mailbox, fields) or not mailbox.in_exo:
+            mailbox.in_exo = True
+            if mailbox.pk is not None:
+                side.changed.append(mailbox)
+                if addresses_before != mailbox.exo_values.get("EmailAddresses"):
+                    side.readdress.append(mailbox)
+        mailbox.exo_read_at, mailbox.exo_seen_run = now, run.pk
+        side.completed.append(mailbox)
+    return side
+
+
 # -- Active Directory side ------------------------------------------------------------------------------------
 
 
-def import_ad_page(run: InventoryRun, entries: list[dict[str, Any]]) -> None:
+def import_ad_page(
+    run: InventoryRun, entries: list[dict[str, Any]], exchange: Spool | None = None
+) -> dt.datetime | None:
     """Upsert one page of AD user entries (``{"dn": ..., "attributes": {...}}`` with raw GUID bytes).
 
-    A user whose msDS-ExternalDirectoryObjectID names its Exchange object is paired here (inventory_pairing).
+    A user whose msDS-ExternalDirectoryObjectID names its Exchange object is paired here (inventory_pairing), and
+    when ``exchange`` (the run's spool of Get-Mailbox objects) has read that object already, it is taken from the
+    spool and merged now, so the row is written once with both sides. Returns the newest WhenChangedUTC taken.
     """
     keyed = []
     for entry in entries:
@@ -203,6 +284,7 @@ def import_ad_page(run: InventoryRun, entries: list[dict[str, Any]]) -> None:
     by_guid = {m.ad_guid: m for m in existing if m.ad_guid}
     by_object = {m.exo_object_id: m for m in existing if m.exo_object_id}
     created, changed, seen, repairs = [], [], [], []
+    paired: list[Mailbox] = []  # rows now paired by directory id, whose Exchange side the spool may hold
     renamed: set[int] = set()  # rows whose name changed: their word rows are written again
     presence: dict[int, dict[str, Any]] = {}  # in_ad of each existing row before this page
     for guid, anchor, object_id, entry in keyed:
@@ -228,7 +310,7 @@ def import_ad_page(run: InventoryRun, entries: list[dict[str, Any]]) -> None:
             mailbox = Mailbox(in_ad=True, primary_smtp=ad_mail, **fields)
             if object_id:
                 mailbox.exo_object_id, mailbox.pairing = object_id, Pairing.DIRECTORY_ID
-            refresh_drift(mailbox)
+                paired.append(mailbox)
             created.append(mailbox)
             continue
         seen.append(mailbox.pk)
@@ -241,18 +323,27 @@ def import_ad_page(run: InventoryRun, entries: list[dict[str, Any]]) -> None:
             continue
         if object_id and mailbox.pairing != Pairing.DIRECTORY_ID:
             mailbox.pairing, dirty = Pairing.DIRECTORY_ID, True
+        if object_id:
+            paired.append(mailbox)
         if not mailbox.in_exo and mailbox.primary_smtp != ad_mail:
             mailbox.primary_smtp, dirty = ad_mail, True  # what a weak pair by primary SMTP looks for
         if dirty:
             mailbox.in_ad = True
             mailbox.version += 1
-            refresh_drift(mailbox)
             changed.append(mailbox)
-    # Rows written anyway carry their read stamps in the same statement; the others get them alone (_stamp).
     now = timezone.now()
-    for mailbox in (*created, *changed, *(m for m, _, _ in repairs)):
+    exo = _take_exchange_side(run, exchange, paired, now) if exchange is not None else _ExoSide()
+    ad_changed = {m.pk for m in changed}
+    for mailbox in exo.changed:
+        if mailbox.pk not in ad_changed:
+            mailbox.version += 1
+    for mailbox in (*created, *changed, *exo.changed):
+        refresh_drift(mailbox)
+    # Rows written anyway carry their read stamps in the same statement; the others get them alone (_stamp).
+    for mailbox in (*created, *changed, *exo.changed, *(m for m, _, _ in repairs)):
         mailbox.ad_read_at, mailbox.ad_seen_run = now, run.pk
-    written = {m.pk for m in changed} | {m.pk for m, _, _ in repairs}
+    whole = {m.pk for m in exo.completed if m.pk is not None}  # existing rows whose Exchange side came with them
+    written = {m.pk for m in changed} | {m.pk for m in exo.changed} | {m.pk for m, _, _ in repairs}
     with transaction.atomic():
         repaired = []
         for mailbox, partner, object_id in repairs:
@@ -262,30 +353,36 @@ def import_ad_page(run: InventoryRun, entries: list[dict[str, Any]]) -> None:
             mailbox.save()
         insert_rows(created)
         fields = [*_AD_FIELDS, "in_ad", "version", "drift", "has_drift", "pairing", "primary_smtp"]
-        _save_changed(changed, [*fields, "ad_read_at", "ad_seen_run"])
+        ad_only = [m for m in changed if m.pk not in whole]
+        _save_changed(ad_only, [*fields, "ad_read_at", "ad_seen_run"])
+        both = [m for m in {m.pk: m for m in (*changed, *exo.changed)}.values() if m.pk in whole]
+        _save_changed(
+            both, [*fields, *_EXO_FIELDS, "in_exo", "ad_read_at", "ad_seen_run", "exo_read_at", "exo_seen_run"]
+        )
         _replace_name_words(created, new=True)
         _replace_name_words([*(m for m in changed if m.pk in renamed), *(m for m, _, _ in repairs)])
-        _stamp([pk for pk in seen if pk not in written], ad_read_at=now, ad_seen_run=run.pk)
+        unwritten = [pk for pk in seen if pk not in written]
+        _stamp([pk for pk in unwritten if pk not in whole], ad_read_at=now, ad_seen_run=run.pk)
+        _stamp([pk for pk in unwritten if pk in whole], ad_read_at=now, ad_seen_run=run.pk, exo_read_at=now,
+               exo_seen_run=run.pk)  # fmt: skip
+        _replace_addresses([m for m in created if m.in_exo], new=True)
+        _replace_addresses(exo.readdress)
         if repaired:
             after = {"source": DIRECTORY_ID_ATTRIBUTE, "pairs": repaired}
             audit_record(actor=None, action="writeback.inventory.paired", obj=run, after=after)
         moved = [m for m in changed] + [m for m, _, _ in repairs]
         changes = {m.pk: diff for m in moved if (diff := _changes(presence[m.pk], m))}
         _record_changes(run, "ad", created, changes)
+        _record_changes(run, "exo", [], exo.audit())
     _bump(
-        run, ad_read=len(entries), created=len(created), changed=len(changed) + len(repairs),
-        unchanged=len(seen) - len(changed) - len(repairs),
+        run, ad_read=len(entries), created=len(created), exo_read=exo.read,
+        changed=len(changed) + len(repairs) + len(exo.changed),
+        unchanged=len(seen) - len(changed) - len(repairs) + len(whole) - len(exo.changed),
     )  # fmt: skip
+    return exo.newest
 
 
 # -- Exchange Online side -------------------------------------------------------------------------------------
-
-
-def _when(value: Any) -> dt.datetime | None:
-    if not value:
-        return None
-    parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def _replace_addresses(mailboxes: list[Mailbox], *, new: bool = False) -> None:
@@ -339,18 +436,11 @@ def import_exo_page(run: InventoryRun, payloads: list[dict[str, Any]]) -> dt.dat
     presence: dict[int, dict[str, Any]] = {}  # authority and in_exo of each existing row before this page
     newest = None
     for object_id, payload in zip(object_ids, synced, strict=True):
-        when = _when(payload.get("WhenChangedUTC"))
+        fields = _exo_fields(object_id, payload)
+        when = fields["exo_when_changed"]
         newest = max(newest, when) if newest and when else (newest or when)
         upn = str(payload.get("UserPrincipalName") or "").lower()
-        primary = str(payload.get("PrimarySmtpAddress") or "").lower()
-        fields = {
-            "exo_object_id": object_id,
-            "exo_values": exo_values(payload),
-            "authority": Authority.CLOUD if payload.get("IsExchangeCloudManaged") else Authority.ON_PREM,
-            "primary_smtp": primary,
-            "recipient_type_details": str(payload.get("RecipientTypeDetails") or ""),
-            "exo_when_changed": when,
-        }
+        primary = fields["primary_smtp"]
         mailbox = by_object.get(object_id)
         if mailbox is None:
             for pairing, partner in ((Pairing.UPN, by_upn.pop(upn, None)), (Pairing.SMTP, by_smtp.pop(primary, None))):
@@ -490,12 +580,16 @@ def run_import(
         else:
             source = partial(_exchange_pages, lambda: exchange, parameters)
         name = f"inventory-{run.pk}-exchange"
-        exo_pages = readers.enter_context(Spool(source, name=name, process=settings.INVENTORY_READ_PROCESS))
+        exo_pages = readers.enter_context(
+            Spool(source, name=name, process=settings.INVENTORY_READ_PROCESS, key=exchange_key, page_size=PAGE_SIZE)
+        )
         ad_pages: Iterable[list[dict[str, Any]]] = _pages(ad.entries, PAGE_SIZE)
         if ad.full:  # an incremental read writes OU counts on the run as it goes: it stays in this thread
             ad_pages = readers.enter_context(ReadAhead(ad_pages, depth=2, name=f"inventory-{run.pk}-directory"))
         for page in ad_pages:
-            import_ad_page(run, page)
+            page_newest = import_ad_page(run, page, exo_pages)
+            if page_newest and (newest is None or page_newest > newest):
+                newest = page_newest
 
         if graph is not None and _needs_graph():
             _phase(run, "entra")

@@ -3,12 +3,12 @@
 An import's reads wait on the directory and on Exchange Online, and its merge waits on the database; done one after
 the other, each waits for the others. ``ReadAhead`` keeps up to ``depth`` items of an iterator read ahead in
 memory (the directory's next pages while the current one is merged). ``Spool`` reads a whole iterator of pages
-in a thread (or a child process) as fast as its source gives them, into a temporary file (pickled, then zlib level
-1: a quarter of the pickled size for the inventory's cut-down Get-Mailbox objects, 158 bytes a mailbox measured on
-the emulator's, so about 160 MB at a million), and hands them back in order when the caller gets to them:
-Exchange Online is read during the directory pass, whose merge must come first.
+in a thread (or a child process) as fast as its source gives them, into a temporary SQLite file, one row per item
+(pickled, then zlib level 1), and hands them back in order when the caller gets to them: Exchange Online is read
+during the directory pass, whose merge must come first. The directory pass takes the objects its users name out of
+the spool by key as it goes (``take``), so most pairs are written once, whole.
 
-The thread and the child never touch the database. An error in either is raised in the caller, at the point the
+The thread and the child never touch the portal's database. An error in either is raised in the caller, at the point the
 caller reaches it; ``close()`` (or leaving the ``with`` block) tells the thread to stop after the item it is
 reading, and ends the child.
 """
@@ -21,10 +21,12 @@ import os
 import pickle
 import queue
 import signal
+import sqlite3
 import tempfile
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Any
 
 _DONE = object()
@@ -118,26 +120,47 @@ class ReadAhead(_Reader):
 
 
 class Spool(_Reader):
-    """Read every page ``source()`` gives now, into a temporary file; iterate them later, in order.
+    """Read every page ``source()`` gives now, into a temporary SQLite file; iterate them later, in order.
+
+    Each item is stored as its own row, so that ``take(keys)`` can hand over, before their turn, the items whose
+    ``key(item)`` is among ``keys``: the inventory's directory pass takes the Exchange objects its users name, which
+    are then written once, whole, instead of once per side. Iterating gives what was not taken, in the order it was
+    read: the source's own pages, or pages of ``page_size`` items when that is set.
 
     With ``process``, ``source`` runs in a child process (forked, so it needs nothing passed to it): the decoding of
     what it reads (JSON, for Exchange Online) then takes another core instead of sharing this process's GIL with the
     merge. The child makes its own connections (``source`` must not reuse the parent's sockets), stops when this
-    process ends, and hands its pages over through the file, so the pipe between them carries only their places.
+    process ends, and hands its items over through the file (SQLite's WAL lets this process read while the child
+    writes), so the pipe between them carries only which rows each page filled.
     """
 
-    def __init__(self, source: Callable[[], Iterable[Any]], *, name: str = "spool", process: bool = False):
+    def __init__(
+        self,
+        source: Callable[[], Iterable[Any]],
+        *,
+        name: str = "spool",
+        process: bool = False,
+        key: Callable[[Any], bytes | None] | None = None,
+        page_size: int | None = None,
+    ):
         super().__init__(name)
         self._source = source
-        self._file = tempfile.TemporaryFile(prefix="soa-spool-")  # noqa: SIM115 - closed by close()
-        self._ready: queue.Queue = queue.Queue()  # (offset, length) of each page written, then _DONE or _Failed
+        self._page_size = page_size
+        self._dir = tempfile.TemporaryDirectory(prefix="soa-spool-")
+        self._path = os.path.join(self._dir.name, "spool.sqlite3")
+        _create(self._path)
+        self._writer = partial(_write_pages, path=self._path, key=key)
+        self._ready: queue.Queue = queue.Queue()  # (first, last) rowid of each page written, then _DONE or _Failed
+        self._taken = bytearray()  # one bit per row handed over by take()
         self._child: multiprocessing.process.BaseProcess | None = None
         if process:
             context = multiprocessing.get_context("fork")
             self._receive, send = context.Pipe(duplex=False)
-            self._child = context.Process(target=_child, args=(source, self._file.fileno(), send), name=name)
+            self._child = context.Process(target=_child, args=(source, self._writer, send), name=name)
             self._child.start()
             send.close()
+        # Opened after the fork: a SQLite connection must not cross one.
+        self._db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
         self.thread.start()
 
     def _run(self) -> None:
@@ -145,7 +168,7 @@ class Spool(_Reader):
             self._relay()
             return
         try:
-            _write_pages(self._source(), self._file.fileno(), self._ready.put, self.stopping)
+            self._writer(self._source(), tell=self._ready.put, stopping=self.stopping)
         except BaseException as error:  # noqa: BLE001 - handed to the caller, which raises it
             self._ready.put(_Failed(error))
             return
@@ -171,11 +194,53 @@ class Spool(_Reader):
             code = child.exitcode if child is not None else None
             self._ready.put(_Failed(RuntimeError(f"The reader process {self.thread.name} ended (exit code {code}).")))
 
+    def _mark(self, rowid: int) -> bool:
+        """Mark a row taken; False when it already was."""
+        index, bit = divmod(rowid, 8)
+        if index >= len(self._taken):
+            self._taken.extend(bytes(index + 1 - len(self._taken) + 4096))
+        if self._taken[index] & (1 << bit):
+            return False
+        self._taken[index] |= 1 << bit
+        return True
+
+    def _is_taken(self, rowid: int) -> bool:
+        index, bit = divmod(rowid, 8)
+        return index < len(self._taken) and bool(self._taken[index] & (1 << bit))
+
+    def take(self, keys: Iterable[bytes]) -> dict[bytes, list[Any]]:
+        """The items read so far under each of ``keys`` (in the order read), which iterating will no longer give.
+        A key whose item has not been read yet is absent: that item arrives in its turn."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[bytes, list[Any]] = {}
+        for start in range(0, len(wanted), _SQL_VARIABLES):
+            chunk = wanted[start : start + _SQL_VARIABLES]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT rowid, key, data FROM items WHERE key IN ({marks}) ORDER BY rowid",  # noqa: S608 - marks only
+                chunk,
+            )
+            for rowid, key, data in rows:
+                if self._mark(rowid):
+                    found.setdefault(bytes(key), []).append(_loads(data))
+        return found
+
     def __iter__(self) -> Iterator[Any]:
-        fd = self._file.fileno()
         try:
-            for offset, length in _handed_over(self._ready):
-                yield pickle.loads(zlib.decompress(os.pread(fd, length, offset)))  # noqa: S301 - our own file
+            pending: list[Any] = []
+            for first, last in _handed_over(self._ready):
+                rows = self._db.execute("SELECT rowid, data FROM items WHERE rowid BETWEEN ? AND ?", (first, last))
+                page = [_loads(data) for rowid, data in rows if not self._is_taken(rowid)]
+                if self._page_size is None:
+                    if page:
+                        yield page
+                    continue
+                pending.extend(page)
+                while len(pending) >= self._page_size:
+                    yield pending[: self._page_size]
+                    del pending[: self._page_size]
+            if pending:
+                yield pending
         finally:
             self.close()
 
@@ -187,21 +252,55 @@ class Spool(_Reader):
             child.join(_JOIN_SECONDS)
         super().close()
         if not self.thread.is_alive():
-            self._file.close()
+            self._db.close()
+            self._dir.cleanup()
             if child is not None:
                 self._receive.close()
 
 
-def _write_pages(pages: Iterable[Any], fd: int, tell: Callable[[tuple[int, int]], None], stopping) -> None:
-    offset = 0
-    for page in pages:
-        if stopping.is_set():
-            return
-        data = zlib.compress(pickle.dumps(page, protocol=pickle.HIGHEST_PROTOCOL), 1)
-        del page
-        os.pwrite(fd, data, offset)
-        tell((offset, len(data)))
-        offset += len(data)
+# SQLite's limit on a statement's variables is 32,766 since 3.32 and 999 before; a page's keys stay under both.
+_SQL_VARIABLES = 900
+
+
+def _create(path: str) -> None:
+    db = sqlite3.connect(path)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE items (rowid INTEGER PRIMARY KEY, key BLOB, data BLOB NOT NULL)")
+        db.execute("CREATE INDEX items_key ON items (key) WHERE key IS NOT NULL")
+        db.commit()
+    finally:
+        db.close()
+
+
+def _loads(data: bytes) -> Any:
+    return pickle.loads(zlib.decompress(data))  # noqa: S301 - our own file
+
+
+def _write_pages(
+    pages: Iterable[Any], *, path: str, key: Callable[[Any], bytes | None] | None, tell: Callable, stopping
+) -> None:
+    """Store each page's items, one committed transaction a page, and ``tell`` which rows it filled."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA synchronous=OFF")  # a temporary file: a crash loses the run anyway
+        for page in pages:
+            if stopping.is_set():
+                return
+            rows = [
+                (key(item) if key else None, zlib.compress(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL), 1))
+                for item in page
+            ]
+            del page
+            if not rows:
+                continue
+            db.execute("BEGIN")
+            first = db.execute("SELECT coalesce(max(rowid), 0) + 1 FROM items").fetchone()[0]
+            db.executemany("INSERT INTO items (key, data) VALUES (?, ?)", rows)
+            db.execute("COMMIT")
+            tell((first, first + len(rows) - 1))
+    finally:
+        db.close()
 
 
 class _Orphaned:
@@ -214,12 +313,12 @@ class _Orphaned:
         return os.getppid() != self.parent
 
 
-def _child(source: Callable[[], Iterable[Any]], fd: int, send) -> None:
+def _child(source: Callable[[], Iterable[Any]], writer: Callable, send) -> None:
     # The parent's handlers (an RQ work horse's, say) are not this process's business: terminate() must end it.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        _write_pages(source(), fd, lambda place: send.send(("page", *place)), _Orphaned(os.getppid()))
+        writer(source(), tell=lambda place: send.send(("page", *place)), stopping=_Orphaned(os.getppid()))
     except BaseException as error:  # noqa: BLE001 - handed to the parent, which raises it
         try:
             payload = pickle.dumps(error)
