@@ -356,9 +356,8 @@ def import_ad_page(
         ad_only = [m for m in changed if m.pk not in whole]
         _save_changed(ad_only, [*fields, "ad_read_at", "ad_seen_run"])
         both = [m for m in {m.pk: m for m in (*changed, *exo.changed)}.values() if m.pk in whole]
-        _save_changed(
-            both, [*fields, *_EXO_FIELDS, "in_exo", "ad_read_at", "ad_seen_run", "exo_read_at", "exo_seen_run"]
-        )
+        stamps = ["ad_read_at", "ad_seen_run", "exo_read_at", "exo_seen_run"]
+        _save_changed(both, list(dict.fromkeys([*fields, *_EXO_FIELDS, "in_exo", *stamps])))
         _replace_name_words(created, new=True)
         _replace_name_words([*(m for m in changed if m.pk in renamed), *(m for m, _, _ in repairs)])
         unwritten = [pk for pk in seen if pk not in written]

@@ -35,6 +35,8 @@ ROWS_PER_STATEMENT = 500
 
 def update_rows(rows: Sequence[models.Model], fields: Sequence[str]) -> None:
     """Write ``fields`` of every row (all of one model) by primary key; nothing when ``rows`` is empty."""
+    if len(set(fields)) != len(fields):  # PostgreSQL refuses a column set twice, SQLite keeps the last: refuse both
+        raise ValueError(f"update_rows: a field is named twice in {list(fields)}")
     if not rows:
         return
     meta = type(rows[0])._meta

@@ -48,6 +48,12 @@ def test_rows_beyond_one_statement_are_all_written(monkeypatch):
     assert sorted(Mailbox.objects.values_list("version", flat=True)) == [100, 101, 102, 103, 104]
 
 
+def test_a_field_named_twice_is_refused_on_every_database():
+    mailbox = make_mailbox("Twice")
+    with pytest.raises(ValueError, match="named twice"):
+        update_rows([mailbox], ["version", "primary_smtp", "version"])
+
+
 def test_no_rows_is_no_statement(django_assert_num_queries):
     with django_assert_num_queries(0):
         update_rows([], ["version"])
