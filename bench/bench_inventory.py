@@ -14,6 +14,8 @@ PostgreSQL: set DATABASE_URL (a database the benchmark may fill; it is migrated 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import logging
 import resource
 import sys
 import time
@@ -55,9 +57,22 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class _Taken(logging.Handler):
+    """How many Exchange objects each import's directory pass took from the spool (written once, whole)."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.counts: list[int] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "took" in record.msg and "from the spool" in record.msg:
+            self.counts.append(record.args[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=20000)
+    parser.add_argument("--profile", metavar="FILE", help="write cProfile statistics of the first import to FILE")
     args = parser.parse_args()
     engine = setup_django("inventory")
     from django.conf import settings as django_settings
@@ -129,12 +144,22 @@ def main() -> None:
             url = payload.get("@odata.nextLink")
         exo_seconds, exo_cpu = time.perf_counter() - started, time.process_time() - cpu
 
+        taken = _Taken()
+        inventory_log = logging.getLogger("writeback.inventory")  # the bench logs at WARNING: this one line only
+        inventory_log.setLevel(logging.INFO)
+        inventory_log.propagate = False
+        inventory_log.addHandler(taken)
         figures = {}
         for mode in ("FULL", "FULL", "INCREMENTAL"):
             run = inventory_run_request(actor=None, mode=mode, enqueue=False)
             peaks, before = _reset_peak(), _status_mb("VmRSS")
             started, cpu, reader = time.perf_counter(), time.process_time(), _children_cpu()
-            run = execute(claim(run.pk))
+            if args.profile and not figures:
+                profiler = cProfile.Profile()
+                run = profiler.runcall(execute, claim(run.pk))
+                profiler.dump_stats(args.profile)
+            else:
+                run = execute(claim(run.pk))
             seconds, cpu, reader = time.perf_counter() - started, time.process_time() - cpu, _children_cpu() - reader
             assert run.state == "DONE", run.error
             figures.setdefault(mode, []).append((seconds, run, (cpu, reader)))
@@ -169,6 +194,7 @@ def main() -> None:
               f"CPU {cpu[0]:.2f} s + Exchange reader {cpu[1]:.2f} s; ratio to raw reads {rate / baseline:.2f}; "
               f"created {run.created}, changed {run.changed})")  # fmt: skip
     print(f"objects read by the first import: {objects}; mailboxes stored: {first.created}; pairs: {first.pairings}")
+    print(f"Exchange objects the directory pass took from the spool, per import: {taken.counts}")
 
 
 if __name__ == "__main__":

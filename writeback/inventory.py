@@ -590,6 +590,7 @@ def run_import(
             if page_newest and (newest is None or page_newest > newest):
                 newest = page_newest
 
+        logger.info("inventory %s: the directory pass took %d Exchange objects from the spool", run.pk, exo_pages.taken)
         if graph is not None and _needs_graph():
             _phase(run, "entra")
             try:

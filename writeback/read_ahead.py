@@ -152,6 +152,7 @@ class Spool(_Reader):
         self._writer = partial(_write_pages, path=self._path, key=key)
         self._ready: queue.Queue = queue.Queue()  # (first, last) rowid of each page written, then _DONE or _Failed
         self._taken = bytearray()  # one bit per row handed over by take()
+        self.taken = 0
         self._child: multiprocessing.process.BaseProcess | None = None
         if process:
             context = multiprocessing.get_context("fork")
@@ -223,6 +224,7 @@ class Spool(_Reader):
             for rowid, key, data in rows:
                 if self._mark(rowid):
                     found.setdefault(bytes(key), []).append(_loads(data))
+                    self.taken += 1
         return found
 
     def __iter__(self) -> Iterator[Any]:
