@@ -54,6 +54,8 @@ def _as_bool(value: Any) -> bool:
 
 
 def _normalise(attribute: MappedAttribute, value: Any) -> Any:
+    if value is None:  # most mapped attributes are absent from most entries: the answer without the calls below
+        return [] if attribute.multi_valued else False if attribute.kind is Kind.BOOLEAN else None
     if attribute.multi_valued:
         return _as_list(value)
     if attribute.kind is Kind.BOOLEAN:
@@ -113,12 +115,14 @@ def same_value(attribute: MappedAttribute, cloud: Any, ad: Any) -> bool:
 
 def drifted_attributes(cloud: Mapping[str, Any], ad: Mapping[str, Any]) -> list[str]:
     """EXO names of the Exchange attributes whose values differ between the two sides (both must be known)."""
+    # Equal values are the same by every rule same_value applies; most of a mailbox's are, so they are not asked.
     return [
         attribute.exo
         for attribute in EXCHANGE_ATTRIBUTES
         if attribute.exo not in AD_ONLY
         and attribute.exo in cloud
-        and not same_value(attribute, cloud.get(attribute.exo), ad.get(attribute.exo))
+        and cloud[attribute.exo] != ad.get(attribute.exo)
+        and not same_value(attribute, cloud[attribute.exo], ad.get(attribute.exo))
     ]
 
 

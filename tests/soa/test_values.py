@@ -2,7 +2,20 @@
 
 import uuid
 
-from soa.values import ad_values, drifted_attributes, exo_values, guid_from_bytes, split_proxy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from soa.attributes import EXCHANGE_ATTRIBUTES, IDENTITY_ATTRIBUTES
+from soa.values import (
+    AD_ONLY,
+    _normalise,
+    ad_values,
+    drifted_attributes,
+    exo_values,
+    guid_from_bytes,
+    same_value,
+    split_proxy,
+)
 
 
 def test_guid_from_bytes_reads_ad_byte_order():
@@ -76,3 +89,39 @@ def test_split_proxy():
     assert split_proxy("SMTP:A@B.c") == ("smtp", "a@b.c", True)
     assert split_proxy("smtp:A@B.c") == ("smtp", "a@b.c", False)
     assert split_proxy("X500:/o=Org") == ("x500", "/o=org", False)
+
+
+def test_an_absent_attribute_normalises_as_an_empty_one():
+    # ad_values answers an absent attribute without the general path; it must give what an empty value gives.
+    for attribute in (*EXCHANGE_ATTRIBUTES, *IDENTITY_ATTRIBUTES):
+        assert _normalise(attribute, None) == _normalise(attribute, []) == _normalise(attribute, ""), attribute.exo
+
+
+_ADDRESSES = ["SMTP:a@corp.example.com", "smtp:A@CORP.example.com", "x500:/o=X", "b@t.onmicrosoft.com"]
+_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.sampled_from(["", "x", "X", "TRUE", "false", "SMTP:a@corp.example.com", "smtp:A@corp.example.com"]),
+    st.lists(st.sampled_from(_ADDRESSES), max_size=3),
+)  # fmt: skip
+_NAMES = [a.exo for a in EXCHANGE_ATTRIBUTES]
+
+
+_BY_NAME = {a.exo: a for a in EXCHANGE_ATTRIBUTES}
+
+
+def _stored(raw: dict) -> dict:
+    """What the inventory stores for raw values: each normalised by its attribute's kind."""
+    return {name: _normalise(_BY_NAME[name], value) for name, value in raw.items()}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(_NAMES), _VALUE), st.dictionaries(st.sampled_from(_NAMES), _VALUE))
+def test_drift_is_every_compared_attribute_whose_values_are_not_the_same(cloud, ad):
+    # drifted_attributes skips same_value for equal values: that must never hide a difference.
+    cloud, ad = _stored(cloud), _stored(ad)
+    expected = [
+        a.exo for a in EXCHANGE_ATTRIBUTES
+        if a.exo not in AD_ONLY and a.exo in cloud and not same_value(a, cloud[a.exo], ad.get(a.exo))
+    ]  # fmt: skip
+    assert drifted_attributes(cloud, ad) == expected
