@@ -107,6 +107,7 @@ class SentinelGroup:
     def stop(self) -> None:
         for node in self.nodes:
             if node.alive:
+                node.process.send_signal(signal.SIGCONT)  # a hung master (hang_master) must be able to end
                 node.process.terminate()
         for node in self.nodes:
             try:
@@ -121,6 +122,11 @@ class SentinelGroup:
         """SIGKILL the master, as a host that crashed stops: no shutdown, no last word to the replica or Sentinels."""
         os.kill(self.master.process.pid, signal.SIGKILL)
         self.master.process.wait(timeout=10)
+
+    def hang_master(self) -> None:
+        """SIGSTOP the master, as a host that hangs or drops off the network: its connections stay open (its kernel
+        still acknowledges what is sent), and nothing ever answers. Only a timeout ends a call made to it."""
+        os.kill(self.master.process.pid, signal.SIGSTOP)
 
     # -- what the portal is given -------------------------------------------------------------------------------------
 

@@ -1,19 +1,25 @@
 """Redis Sentinel failover under the portal (portal/redis_config.py; docs/deployment.md, Redis Sentinel).
 
 A private group (tests/deploy/sentinel_group.py): a master, its replica and three Sentinels. The master is SIGKILLed,
-as a crashed host stops, and the test waits, by polling what Sentinel reports, for the replica's promotion. Nothing
-of the portal is restarted or reconfigured meanwhile: its queues (django-rq with the Sentinel keys of
-portal.redis_config.rq_queues), the health check's client (portal.health, redis_config.client_for), the Exchange
-budget's per-process client (writeback.exchange.shared_budget) and a running `manage.py rqworker` as
-deploy/soa-portal-worker@.service starts it all reach the new master by themselves: each connection the portal opens
-asks the Sentinels where the master is (redis-py's SentinelConnectionPool), and one that breaks is opened again.
-A job queued before the failover and taken by the replica (WAIT) is still there after it and runs.
+as a crashed process or host stops (its connections are closed at once), or SIGSTOPped, as a host that hangs or drops
+off the network (its connections stay open and nothing answers). The test then waits, by polling what Sentinel
+reports, for the replica's promotion. Nothing of the portal is restarted or reconfigured meanwhile: its queues
+(django-rq with the Sentinel keys of portal.redis_config.rq_queues), the health check's client (portal.health,
+redis_config.client_for), the Exchange budget's per-process client (writeback.exchange.shared_budget) and a running
+`manage.py rqworker` as deploy/soa-portal-worker@.service starts it all reach the new master by themselves: each
+connection the portal opens asks the Sentinels where the master is (redis-py's SentinelConnectionPool), and one that
+breaks or times out is opened again. A job queued before the failover and taken by the replica (WAIT) is still there
+after it and runs.
+
+A master that hangs is why the Sentinel configuration bounds every call (REDIS_SOCKET_TIMEOUT, 5 s unless set): before
+that bound, a call already waiting on a connection to it waited for ever, failover or not.
 """
 
 import datetime as dt
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +37,7 @@ from tests.deploy.sentinel_group import MASTER_NAME, SentinelGroup
 from writeback.exchange import shared_budget
 
 ROOT = Path(__file__).resolve().parents[2]
+CALL_WAIT = 60.0
 JOB_WAIT = 90.0  # a bound on a running worker taking a job, worker back-off after the failover included
 
 
@@ -97,6 +104,59 @@ def test_after_the_master_dies_the_portal_reaches_the_promoted_replica_by_itself
         assert (job.get_status(), job.return_value()) == (JobStatus.FINISHED, length), job.id
 
 
+def _bounded(call):
+    """What ``call()`` returns or raises, in a thread; a failure if it is still waiting after CALL_WAIT (far above any
+    timeout the portal sets: only a call that nothing bounds gets there)."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except Exception as error:  # noqa: BLE001 - handed back to the test as it was raised
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(CALL_WAIT)
+    assert not thread.is_alive(), f"still waiting after {CALL_WAIT:.0f} s: no timeout bounds this call"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def test_a_master_that_hangs_holds_no_call_for_ever_and_the_portal_then_reaches_the_promoted_replica(
+    group, portal_on_sentinels
+):
+    """The master's host hangs or drops off the network (SIGSTOP): a connection to it stays open and nothing answers,
+    so a failover does not end a call made on it; only a socket timeout does (REDIS_SOCKET_TIMEOUT, which applies to
+    the Sentinel configuration's every connection, to Redis and to the Sentinels). Once Sentinel has promoted the
+    replica, the pool whose call gave up, a new queue, the health check and the budget client reach it."""
+    kept = django_rq.get_queue("writeback")
+    budget_client = shared_budget.settings_connection()()
+    before = kept.enqueue("builtins.len", "abcd")
+    assert kept.connection.wait(1, 10_000) == 1
+    assert budget_client.ping()
+
+    group.hang_master()
+    with pytest.raises(redis.TimeoutError):
+        _bounded(kept.connection.ping)  # its pooled connection is to the master that hangs
+    with pytest.raises(redis.TimeoutError):
+        _bounded(budget_client.ping)
+    group.wait_for_promotion()
+
+    new_master = (group.replica.port, "master")
+    assert _bounded(lambda: _server(kept.connection)) == new_master  # the connection that timed out was dropped
+    assert _bounded(lambda: _server(budget_client)) == new_master
+    fresh = django_rq.get_queue("default")
+    assert _bounded(lambda: _server(fresh.connection)) == new_master
+    assert _bounded(health._redis) == "PONG"
+    after = fresh.enqueue("builtins.len", "abcdef")
+    assert SimpleWorker([kept, fresh], connection=fresh.connection).work(burst=True)
+    for job, length in ((before, 4), (after, 6)):
+        job.refresh()
+        assert (job.get_status(), job.return_value()) == (JobStatus.FINISHED, length), job.id
+
+
 def _wait_finished(job: Job, worker: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + JOB_WAIT
     while time.monotonic() < deadline:
@@ -110,7 +170,10 @@ def _wait_finished(job: Job, worker: subprocess.Popen, log: Path) -> None:
     raise AssertionError(f"job {job.id} did not finish within {JOB_WAIT:.0f} s\n{log.read_text()[-4000:]}")
 
 
-def test_a_running_worker_takes_jobs_from_the_promoted_replica_without_a_restart(group, portal_on_sentinels, tmp_path):
+@pytest.mark.parametrize("failure", ["kill_master", "hang_master"])
+def test_a_running_worker_takes_jobs_from_the_promoted_replica_without_a_restart(
+    group, portal_on_sentinels, tmp_path, failure
+):
     env = {key: value for key, value in os.environ.items() if not key.startswith(("REDIS_", "DJANGO_", "LDAP_"))}
     env.update({
         "PYTHONPATH": str(ROOT), "DJANGO_SETTINGS_MODULE": "portal.settings", "DJANGO_DEBUG": "true",
@@ -135,11 +198,14 @@ def test_a_running_worker_takes_jobs_from_the_promoted_replica_without_a_restart
         first = writeback.enqueue("builtins.len", "abc")
         _wait_finished(first, worker, log)
 
-        group.kill_master()
+        getattr(group, failure)()
         group.wait_for_promotion()
 
-        # One job of each kind: "writeback" runs in the worker's process, "default" in a forked work horse, and a
-        # scheduled one goes through rq's scheduler process.
+        # Queued as the next web request would, on queues of its own (this process's earlier ones may hold a
+        # connection to a master that hangs: their next call gives up, as the test above shows). One job of each
+        # kind: "writeback" runs in the worker's process, "default" in a forked work horse, and a scheduled one goes
+        # through rq's scheduler process.
+        writeback, default = django_rq.get_queue("writeback"), django_rq.get_queue("default")
         in_process = writeback.enqueue("builtins.len", "abcde")
         horse = default.enqueue("builtins.len", "abcdefg")
         scheduled = default.enqueue_in(dt.timedelta(seconds=1), "builtins.len", "ab")
@@ -148,9 +214,8 @@ def test_a_running_worker_takes_jobs_from_the_promoted_replica_without_a_restart
         assert [job.return_value() for job in (in_process, horse, scheduled)] == [5, 7, 2]
         assert _server(writeback.connection) == (group.replica.port, "master")
         # The same worker took them: it was neither restarted nor told where the new master is.
-        for job in (first, in_process, horse):
-            job.refresh()
-        assert first.worker_name and {job.worker_name for job in (in_process, horse)} == {first.worker_name}
+        names = {job.worker_name for job in Job.fetch_many([first.id, in_process.id, horse.id], writeback.connection)}
+        assert len(names) == 1 and None not in names, names
         assert worker.poll() is None
     finally:
         worker.terminate()
