@@ -75,6 +75,9 @@ def sentinel_settings(
         return None
     if not master:
         raise RedisConfigError("REDIS_SENTINELS is set: REDIS_SENTINEL_MASTER must name the master Sentinel monitors")
+    if socket_timeout is not None and not socket_timeout > 0:
+        # 0 would make redis-py's sockets non-blocking: every call would fail at once.
+        raise RedisConfigError(f"REDIS_SOCKET_TIMEOUT: {socket_timeout} is not a number of seconds above 0")
     return SentinelSettings(hosts, master, db, password, sentinel_password, socket_timeout)
 
 

@@ -37,7 +37,7 @@ from tests.deploy.sentinel_group import MASTER_NAME, SentinelGroup
 from writeback.exchange import shared_budget
 
 ROOT = Path(__file__).resolve().parents[2]
-CALL_WAIT = 60.0
+CALL_WAIT = 60.0  # a bound on one call of the portal: far above its timeouts, so reached only by a call none bounds
 JOB_WAIT = 90.0  # a bound on a running worker taking a job, worker back-off after the failover included
 
 

@@ -45,6 +45,12 @@ def test_sentinels_without_a_master_name_or_the_reverse_are_refused():
     assert sentinel_settings("", "") is None
 
 
+@pytest.mark.parametrize("timeout", [0.0, -1.0])
+def test_a_socket_timeout_that_is_not_above_zero_is_refused(timeout):
+    with pytest.raises(RedisConfigError, match="REDIS_SOCKET_TIMEOUT"):
+        sentinel_settings("redis-a:26379", "portal", socket_timeout=timeout)
+
+
 def test_without_sentinels_every_queue_is_on_redis_url():
     queues = rq_queues("redis://cache.example:6379/2", None)
     assert queues == {
