@@ -7,7 +7,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 DEMO_PACKAGES := slapd ldap-utils redis-server
-TEST_PACKAGES := $(DEMO_PACKAGES) chromium
+# systemd and nginx: tests/deploy/test_unit_files.py checks deploy/'s units with `systemd-analyze verify` and its nginx
+# site with `nginx -t`, with Debian 12's versions, as production runs them (neither daemon is started).
+TEST_PACKAGES := $(DEMO_PACKAGES) chromium systemd nginx
 # The browser tests' accessibility check (tests/browser/test_accessibility.py) loads axe-core's script into pages.
 AXE_CORE := 4.14.1
 AXE_DIR  := var/npm

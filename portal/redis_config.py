@@ -18,6 +18,12 @@ from redis.sentinel import Sentinel
 # never wait behind an import on "default".
 QUEUE_TIMEOUTS: dict[str, int] = {"default": 3600, "writeback": 600}
 SENTINEL_DEFAULT_PORT = 26379
+# Seconds any call on a Sentinel configuration's connections may take, to a Redis server or to a Sentinel, unless
+# REDIS_SOCKET_TIMEOUT says otherwise. A master whose host hangs or drops off the network keeps its connections open
+# and answers nothing; a failover does not end a call waiting on one, so without a bound a web request would wait for
+# ever (tests/deploy/test_sentinel_failover.py). The portal's calls take milliseconds; rq gives its workers' blocking
+# wait for a job a longer timeout of its own.
+SOCKET_TIMEOUT = 5.0
 
 
 class RedisConfigError(ValueError):
@@ -31,7 +37,7 @@ class SentinelSettings:
     db: int = 0
     password: str = ""
     sentinel_password: str = ""
-    socket_timeout: float | None = None
+    socket_timeout: float | None = SOCKET_TIMEOUT
 
 
 def parse_sentinels(value: str) -> list[tuple[str, int]]:
@@ -59,7 +65,7 @@ def parse_sentinels(value: str) -> list[tuple[str, int]]:
 
 def sentinel_settings(
     sentinels: str, master: str, *, db: int = 0, password: str = "", sentinel_password: str = "",
-    socket_timeout: float | None = None,
+    socket_timeout: float | None = SOCKET_TIMEOUT,
 ) -> SentinelSettings | None:  # fmt: skip
     """The Sentinel settings when REDIS_SENTINELS is given (None: the portal uses REDIS_URL)."""
     hosts = parse_sentinels(sentinels)
@@ -69,6 +75,9 @@ def sentinel_settings(
         return None
     if not master:
         raise RedisConfigError("REDIS_SENTINELS is set: REDIS_SENTINEL_MASTER must name the master Sentinel monitors")
+    if socket_timeout is not None and not socket_timeout > 0:
+        # 0 would make redis-py's sockets non-blocking: every call would fail at once.
+        raise RedisConfigError(f"REDIS_SOCKET_TIMEOUT: {socket_timeout} is not a number of seconds above 0")
     return SentinelSettings(hosts, master, db, password, sentinel_password, socket_timeout)
 
 
@@ -84,8 +93,14 @@ def rq_queues(redis_url: str, sentinel: SentinelSettings | None) -> dict[str, di
     }
     if sentinel.password:
         connection["PASSWORD"] = sentinel.password
+    # The Sentinels' connections are django-rq's SENTINEL_KWARGS alone: SOCKET_TIMEOUT bounds only the master's.
+    sentinel_side: dict[str, Any] = {}
+    if sentinel.socket_timeout is not None:
+        sentinel_side.update(socket_timeout=sentinel.socket_timeout, socket_connect_timeout=sentinel.socket_timeout)
     if sentinel.sentinel_password:
-        connection["SENTINEL_KWARGS"] = {"password": sentinel.sentinel_password}
+        sentinel_side["password"] = sentinel.sentinel_password
+    if sentinel_side:
+        connection["SENTINEL_KWARGS"] = sentinel_side
     return {name: {**connection, "DEFAULT_TIMEOUT": timeout} for name, timeout in QUEUE_TIMEOUTS.items()}
 
 
@@ -97,7 +112,7 @@ def client_for(queue: dict[str, Any], *, timeout: float) -> redis.Redis:
         return redis.Redis.from_url(queue["URL"], **bounded)
     sentinel = Sentinel(
         queue["SENTINELS"],
-        sentinel_kwargs={**bounded, **queue.get("SENTINEL_KWARGS", {})},
+        sentinel_kwargs={**queue.get("SENTINEL_KWARGS", {}), **bounded},
         db=queue.get("DB", 0),
         password=queue.get("PASSWORD"),
         **bounded,

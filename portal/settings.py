@@ -16,7 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 # The cloud table lives in portal, not in writeback.exchange: settings are read by every layer, so they may import
 # only from the bottom one (docs/architecture.md, Layers); the Exchange client imports the table from here too.
 from portal.clouds import cloud_named
-from portal.redis_config import rq_queues, sentinel_settings
+from portal.redis_config import SOCKET_TIMEOUT, rq_queues, sentinel_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -184,7 +184,7 @@ REDIS_SENTINEL = sentinel_settings(
     db=env.int("REDIS_DB", default=0),
     password=env.str("REDIS_PASSWORD", default=""),
     sentinel_password=env.str("REDIS_SENTINEL_PASSWORD", default=""),
-    socket_timeout=env.float("REDIS_SOCKET_TIMEOUT", default=None),
+    socket_timeout=env.float("REDIS_SOCKET_TIMEOUT", default=SOCKET_TIMEOUT),
 )
 RQ_QUEUES = rq_queues(REDIS_URL, REDIS_SENTINEL)
 RQ_SHOW_ADMIN_LINK = False

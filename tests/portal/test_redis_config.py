@@ -45,6 +45,12 @@ def test_sentinels_without_a_master_name_or_the_reverse_are_refused():
     assert sentinel_settings("", "") is None
 
 
+@pytest.mark.parametrize("timeout", [0.0, -1.0])
+def test_a_socket_timeout_that_is_not_above_zero_is_refused(timeout):
+    with pytest.raises(RedisConfigError, match="REDIS_SOCKET_TIMEOUT"):
+        sentinel_settings("redis-a:26379", "portal", socket_timeout=timeout)
+
+
 def test_without_sentinels_every_queue_is_on_redis_url():
     queues = rq_queues("redis://cache.example:6379/2", None)
     assert queues == {
@@ -55,7 +61,7 @@ def test_without_sentinels_every_queue_is_on_redis_url():
 
 def test_with_sentinels_every_queue_uses_django_rqs_sentinel_keys_and_no_url():
     sentinel = sentinel_settings(
-        "redis-a:26379,redis-b:26379", "portal", db=3, password="pw", sentinel_password="spw", socket_timeout=5.0
+        "redis-a:26379,redis-b:26379", "portal", db=3, password="pw", sentinel_password="spw", socket_timeout=7.5
     )
     queues = rq_queues("redis://ignored:6379/0", sentinel)
     assert set(queues) == {"default", "writeback"}
@@ -66,9 +72,11 @@ def test_with_sentinels_every_queue_uses_django_rqs_sentinel_keys_and_no_url():
             "SENTINELS": [("redis-a", 26379), ("redis-b", 26379)],
             "MASTER_NAME": "portal",
             "DB": 3,
-            "SOCKET_TIMEOUT": 5.0,
+            "SOCKET_TIMEOUT": 7.5,
             "PASSWORD": "pw",
-            "SENTINEL_KWARGS": {"password": "spw"},
+            # The Sentinels' own connections are bounded too (tests/deploy/test_sentinel_failover.py: a master that
+            # hangs); django-rq hands SOCKET_TIMEOUT to the master's connections only.
+            "SENTINEL_KWARGS": {"password": "spw", "socket_timeout": 7.5, "socket_connect_timeout": 7.5},
             "DEFAULT_TIMEOUT": timeout,
         }
     # django-rq turns it into a client of the master Sentinel names (built only: nothing is connected yet).
@@ -76,6 +84,9 @@ def test_with_sentinels_every_queue_uses_django_rqs_sentinel_keys_and_no_url():
     pool = connection.connection_pool
     assert isinstance(pool, SentinelConnectionPool) and pool.service_name == "portal"
     assert pool.connection_kwargs["db"] == 3 and pool.connection_kwargs["password"] == "pw"
+    assert pool.connection_kwargs["socket_timeout"] == 7.5
+    sentinel_side = pool.sentinel_manager.sentinels[0].connection_pool.connection_kwargs
+    assert sentinel_side["socket_timeout"] == 7.5 and sentinel_side["socket_connect_timeout"] == 7.5
     assert [s.connection_pool.connection_kwargs["host"] for s in pool.sentinel_manager.sentinels] == [
         "redis-a",
         "redis-b",
@@ -89,7 +100,9 @@ def test_the_health_checks_client_follows_the_queue_configuration_with_its_timeo
     assert isinstance(pool, SentinelConnectionPool) and pool.service_name == "portal"
     assert pool.connection_kwargs["socket_timeout"] == 1.5 and pool.connection_kwargs["socket_connect_timeout"] == 1.5
     sentinel_side = pool.sentinel_manager.sentinels[0].connection_pool.connection_kwargs
-    assert sentinel_side["socket_timeout"] == 1.5 and sentinel_side["password"] == "spw"
+    # The health check's shorter bound wins over the queues' own on the Sentinel side as well.
+    assert sentinel_side["socket_timeout"] == 1.5 and sentinel_side["socket_connect_timeout"] == 1.5
+    assert sentinel_side["password"] == "spw"
     plain = client_for(rq_queues("redis://127.0.0.1:6399/4", None)["default"], timeout=0.5).connection_pool
     assert plain.connection_kwargs["port"] == 6399 and plain.connection_kwargs["db"] == 4
     assert plain.connection_kwargs["socket_timeout"] == 0.5
@@ -120,7 +133,9 @@ def test_settings_read_the_sentinels_from_the_environment_and_the_password_from_
     )
     assert queues["writeback"]["SENTINELS"] == [["redis-a", 26379], ["redis-b", 26379]]
     assert queues["writeback"]["MASTER_NAME"] == "portal" and queues["writeback"]["PASSWORD"] == "from-a-file"
-    assert queues["default"]["DB"] == 1 and queues["default"]["SOCKET_TIMEOUT"] is None
+    # Bounded unless REDIS_SOCKET_TIMEOUT says otherwise: a call to a master that hangs must not wait for ever.
+    assert queues["default"]["DB"] == 1 and queues["default"]["SOCKET_TIMEOUT"] == 5.0
+    assert queues["default"]["SENTINEL_KWARGS"] == {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
     assert _settings_in_a_fresh_process(tmp_path)["default"]["URL"] == "redis://127.0.0.1:6379/0"
 
 
