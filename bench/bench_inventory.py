@@ -63,10 +63,15 @@ class _Taken(logging.Handler):
     def __init__(self):
         super().__init__(logging.INFO)
         self.counts: list[int] = []
+        self.spool_mb: list[float] = []
+        self.directory_done: list[float] = []  # when each directory pass ended (time.time())
 
     def emit(self, record: logging.LogRecord) -> None:
         if "took" in record.msg and "from the spool" in record.msg:
             self.counts.append(record.args[1])
+            self.directory_done.append(record.created)
+        elif "spool took" in record.msg:
+            self.spool_mb.append(record.args[1])
 
 
 def main() -> None:
@@ -153,6 +158,7 @@ def main() -> None:
         for mode in ("FULL", "FULL", "INCREMENTAL"):
             run = inventory_run_request(actor=None, mode=mode, enqueue=False)
             peaks, before = _reset_peak(), _status_mb("VmRSS")
+            wall = time.time()
             started, cpu, reader = time.perf_counter(), time.process_time(), _children_cpu()
             if args.profile and not figures:
                 profiler = cProfile.Profile()
@@ -162,6 +168,10 @@ def main() -> None:
                 run = execute(claim(run.pk))
             seconds, cpu, reader = time.perf_counter() - started, time.process_time() - cpu, _children_cpu() - reader
             assert run.state == "DONE", run.error
+            if taken.directory_done:
+                print(
+                    f"{mode.lower()} import: directory pass {taken.directory_done[-1] - wall:.2f} s of {seconds:.2f} s"
+                )
             figures.setdefault(mode, []).append((seconds, run, (cpu, reader)))
             peak = (
                 f"{_status_mb():.0f} MB (the process held {before:.0f} MB when it started)"
@@ -194,7 +204,8 @@ def main() -> None:
               f"CPU {cpu[0]:.2f} s + Exchange reader {cpu[1]:.2f} s; ratio to raw reads {rate / baseline:.2f}; "
               f"created {run.created}, changed {run.changed})")  # fmt: skip
     print(f"objects read by the first import: {objects}; mailboxes stored: {first.created}; pairs: {first.pairings}")
-    print(f"Exchange objects the directory pass took from the spool, per import: {taken.counts}")
+    print(f"Exchange objects the directory pass took from the spool, per import: {taken.counts}; "
+          f"the spool's size on disk (MB): {[round(mb, 1) for mb in taken.spool_mb]}")  # fmt: skip
 
 
 if __name__ == "__main__":

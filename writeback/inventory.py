@@ -609,6 +609,7 @@ def run_import(
             page_newest = import_exo_page(run, page)
             if page_newest and (newest is None or page_newest > newest):
                 newest = page_newest
+        logger.info("inventory %s: the Exchange spool took %.1f MB on disk", run.pk, exo_pages.size() / 1e6)
 
     _phase(run, "settling")
     with transaction.atomic():

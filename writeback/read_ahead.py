@@ -24,7 +24,6 @@ import signal
 import sqlite3
 import tempfile
 import threading
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import Any
@@ -153,6 +152,7 @@ class Spool(_Reader):
         self._ready: queue.Queue = queue.Queue()  # (first, last) rowid of each page written, then _DONE or _Failed
         self._taken = bytearray()  # one bit per row handed over by take()
         self.taken = 0
+        self._closed_size: int | None = None
         self._child: multiprocessing.process.BaseProcess | None = None
         if process:
             context = multiprocessing.get_context("fork")
@@ -194,6 +194,13 @@ class Spool(_Reader):
                 child.join(_JOIN_SECONDS)
             code = child.exitcode if child is not None else None
             self._ready.put(_Failed(RuntimeError(f"The reader process {self.thread.name} ended (exit code {code}).")))
+
+    def size(self) -> int:
+        """Bytes the spool's files take on disk (their last size once the spool is closed)."""
+        if self._closed_size is None:
+            names = [self._path, f"{self._path}-wal"]
+            return sum(os.path.getsize(name) for name in names if os.path.exists(name))
+        return self._closed_size
 
     def _mark(self, rowid: int) -> bool:
         """Mark a row taken; False when it already was."""
@@ -254,6 +261,8 @@ class Spool(_Reader):
             child.join(_JOIN_SECONDS)
         super().close()
         if not self.thread.is_alive():
+            if self._closed_size is None:
+                self._closed_size = self.size()
             self._db.close()
             self._dir.cleanup()
             if child is not None:
@@ -276,7 +285,7 @@ def _create(path: str) -> None:
 
 
 def _loads(data: bytes) -> Any:
-    return pickle.loads(zlib.decompress(data))  # noqa: S301 - our own file
+    return pickle.loads(data)  # noqa: S301 - our own file
 
 
 def _write_pages(
@@ -289,10 +298,7 @@ def _write_pages(
         for page in pages:
             if stopping.is_set():
                 return
-            rows = [
-                (key(item) if key else None, zlib.compress(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL), 1))
-                for item in page
-            ]
+            rows = [(key(item) if key else None, pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)) for item in page]
             del page
             if not rows:
                 continue
