@@ -149,18 +149,22 @@ def paged_search(
     connection: ldap3.Connection, base: str, search_filter: str, attributes: Sequence[str], *, page_size: int
 ) -> Iterator[Entry]:
     """Every entry under ``base`` matching ``search_filter``, a page of ``page_size`` at a time, as (DN, raw values);
-    references are skipped. Raises ldap3's LDAPOperationResult when a page ends in an error."""
+    references are skipped. Raises ldap3's LDAPOperationResult when a page ends in an error.
+
+    Each page comes out last entry first, as ldap3's paged_search generator gives it: the sync creates mailboxes
+    in the order it reads users, and that order is Get-Mailbox's and Graph's listing order, which stays as it was.
+    """
     ber = filter_ber(connection, search_filter)
     cookie = b""
     while True:
         message_id = connection.server.next_message_id()
         _send(connection, encode_search(message_id, base, ber, attributes, page=(page_size, cookie)))
-        done = None
+        done, page = None, []
         while done is None:
             for message in _receive(connection):
                 entry = decode_entry(message)
                 if entry is not None:
-                    yield entry
+                    page.append(entry)
                     continue
                 decoded = decode_message_fast(message)
                 if decoded["protocolOp"] == _DONE:
@@ -168,6 +172,7 @@ def paged_search(
                 elif decoded["protocolOp"] != _REFERENCE:
                     connection.strategy.close()
                     raise LDAPSocketReceiveError(f"the directory answered a search with {decoded['protocolOp']}")
+        yield from reversed(page)
         if done["result"] != 0:
             raise LDAPOperationResult(
                 result=done["result"], description=done["description"], message=done["message"], response_type="search"
