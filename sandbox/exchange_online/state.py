@@ -61,8 +61,10 @@ class TenantState:
     def _empty(self) -> None:
         self._records: dict[str, dict[str, Any]] = {}
         self._meta: dict[str, Meta] = {}
-        self._identity: dict[str, set[str]] = {}
-        self._proxies: dict[str, set[str]] = {}
+        # Key -> the guid holding it, or a set of guids once a second mailbox holds it too: a set per key (a dozen
+        # keys a mailbox) was a third of the emulator's memory at a million mailboxes.
+        self._identity: dict[str, str | set[str]] = {}
+        self._proxies: dict[str, str | set[str]] = {}
         self._anchors: dict[str, str] = {}
         self._released: dict[str, tuple[str, float]] = {}
         self._seq = 0
@@ -98,8 +100,7 @@ class TenantState:
 
     def resolve(self, identity: str) -> list[str]:
         """Guids of the mailboxes an Identity value designates (several: ambiguous)."""
-        key = identity_key(identity)
-        found = set(self._identity.get(key, ()))
+        found = _holders(self._identity.get(identity_key(identity)))
         return sorted(found, key=lambda guid: self._meta[guid].seq)
 
     def by_anchor(self, anchor: str) -> str | None:
@@ -107,7 +108,7 @@ class TenantState:
         return self._anchors.get(anchor)
 
     def proxy_holders(self, key: str) -> set[str]:
-        return set(self._proxies.get(key, ()))
+        return _holders(self._proxies.get(key))
 
     def released(self, key: str) -> tuple[str, float] | None:
         """(former holder, when) of an address removed from a mailbox, if it was."""
@@ -162,29 +163,19 @@ class TenantState:
 
     def _index(self, record: dict[str, Any]) -> None:
         guid = record["Guid"]
-        for name in IDENTITY_KEYS:
-            value = record.get(name)
-            if value:
-                self._identity.setdefault(identity_key(str(value)), set()).add(guid)
-        for value in record.get("EmailAddresses") or []:
-            proxy = Proxy.parse(value)
-            self._identity.setdefault(value.lower(), set()).add(guid)
-            if proxy.is_smtp:
-                self._identity.setdefault(proxy.address.lower(), set()).add(guid)
-            self._proxies.setdefault(proxy.key, set()).add(guid)
-            self._released.pop(proxy.key, None)
+        for key in _record_keys(record, proxies_only=False):
+            _hold(self._identity, key, guid)
+        for key in _proxy_keys(record):
+            _hold(self._proxies, key, guid)
+            self._released.pop(key, None)
         if record.get("IsDirSynced") and record.get(ANCHOR):
             self._anchors[record[ANCHOR]] = guid
 
     def _unindex(self, record: dict[str, Any], *, removed_at: float, keep: set[str]) -> None:
         guid = record["Guid"]
-        for key_set in (self._identity, self._proxies):
-            for key in _record_keys(record, proxies_only=key_set is self._proxies):
-                holders = key_set.get(key)
-                if holders is not None:
-                    holders.discard(guid)
-                    if not holders:
-                        del key_set[key]
+        for index in (self._identity, self._proxies):
+            for key in _record_keys(record, proxies_only=index is self._proxies):
+                _let_go(index, key, guid)
         for key in _proxy_keys(record) - keep:
             self._released[key] = (guid, removed_at)
         if self._anchors.get(record.get(ANCHOR) or "") == guid:
@@ -219,6 +210,38 @@ class TenantState:
             self.default_users.update(data.get("default_users", {}))
             for key, (guid, when) in data.get("released", {}).items():
                 self._released.setdefault(key, (guid, when))
+
+
+def _hold(index: dict[str, str | set[str]], key: str, guid: str) -> None:
+    held = index.get(key)
+    if held is None:
+        index[key] = guid
+    elif isinstance(held, str):
+        if held != guid:
+            index[key] = {held, guid}
+    else:
+        held.add(guid)
+
+
+def _let_go(index: dict[str, str | set[str]], key: str, guid: str) -> None:
+    held = index.get(key)
+    if held is None:
+        return
+    if isinstance(held, str):
+        if held == guid:
+            del index[key]
+        return
+    held.discard(guid)
+    if len(held) == 1:
+        index[key] = next(iter(held))
+    elif not held:
+        del index[key]
+
+
+def _holders(held: str | set[str] | None) -> set[str]:
+    if held is None:
+        return set()
+    return {held} if isinstance(held, str) else set(held)
 
 
 def _proxy_keys(record: dict[str, Any]) -> set[str]:
