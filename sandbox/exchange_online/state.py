@@ -163,9 +163,10 @@ class TenantState:
 
     def _index(self, record: dict[str, Any]) -> None:
         guid = record["Guid"]
-        for key in _record_keys(record, proxies_only=False):
+        identities, proxies = _keys(record)
+        for key in identities:
             _hold(self._identity, key, guid)
-        for key in _proxy_keys(record):
+        for key in proxies:
             _hold(self._proxies, key, guid)
             self._released.pop(key, None)
         if record.get("IsDirSynced") and record.get(ANCHOR):
@@ -173,10 +174,12 @@ class TenantState:
 
     def _unindex(self, record: dict[str, Any], *, removed_at: float, keep: set[str]) -> None:
         guid = record["Guid"]
-        for index in (self._identity, self._proxies):
-            for key in _record_keys(record, proxies_only=index is self._proxies):
-                _let_go(index, key, guid)
-        for key in _proxy_keys(record) - keep:
+        identities, proxies = _keys(record)
+        for key in identities:
+            _let_go(self._identity, key, guid)
+        for key in proxies:
+            _let_go(self._proxies, key, guid)
+        for key in proxies - keep:
             self._released[key] = (guid, removed_at)
         if self._anchors.get(record.get(ANCHOR) or "") == guid:
             del self._anchors[record[ANCHOR]]
@@ -248,16 +251,18 @@ def _proxy_keys(record: dict[str, Any]) -> set[str]:
     return {Proxy.parse(value).key for value in record.get("EmailAddresses") or []}
 
 
-def _record_keys(record: dict[str, Any], *, proxies_only: bool) -> set[str]:
-    if proxies_only:
-        return _proxy_keys(record)
-    keys = {identity_key(str(record[name])) for name in IDENTITY_KEYS if record.get(name)}
+def _keys(record: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """The Identity values that find the record (see ``resolve``), and its proxy address keys; each address parsed
+    once."""
+    identities = {identity_key(str(record[name])) for name in IDENTITY_KEYS if record.get(name)}
+    proxies = set()
     for value in record.get("EmailAddresses") or []:
-        keys.add(value.lower())
+        identities.add(value.lower())
         proxy = Proxy.parse(value)
         if proxy.is_smtp:
-            keys.add(proxy.address.lower())
-    return keys
+            identities.add(proxy.address.lower())
+        proxies.add(proxy.key)
+    return identities, proxies
 
 
 def format_date(value: dt.datetime) -> str:
