@@ -228,7 +228,8 @@ def test_pipelined_modifies_answer_each_in_order_refusals_included(directory, sc
     results = [answer["result"] for answer in answers]
     assert results[5] == 32 and results[6] == 19  # noSuchObject, constraintViolation
     assert results[:5] + results[7:] == [0] * (len(changes) - 2)
-    assert last_of_first == f"v{len(changes) - 1}"
+    # The server may carry out pipelined requests in any order (RFC 4511 §4.1.1.1): the writeback sends one per user.
+    assert last_of_first in {value for dn, _attribute, value in changes[7:] if dn == first}
 
 
 def test_directory_ids_are_the_uuid5_of_the_object_guid():
