@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     with SandboxDirectory.start(users=args.users, seed=args.seed) as directory:
         loaded = time.perf_counter() - began
-        # The emulator's first Entra Connect sync reads every user before it answers (~7,000 users a second).
+        # The emulator's first Entra Connect sync reads every user before it answers (~4,500 users a second at 1M).
         with ExchangeOnlineEmulator.start(directory=directory, timeout=30 + args.users / 2000) as exchange:
             started = time.perf_counter() - began - loaded
             report = seed_tenant(directory, exchange, seed=args.seed, sync=False)
