@@ -16,7 +16,8 @@ GET/PUT     /_emulator/organization          Graph's organization; PUT ``onPremi
 GET/POST    /_emulator/mailboxes             every raw record / create one (cloud-only by default); GET
                                              ``?fields=A,B``: only those properties of each
 PATCH       /_emulator/mailboxes             ``{"value": [{"Identity": id, property: value...}...]}``: each as
-                                             PATCH /_emulator/mailboxes/{identity}, all or none; ``{"updated": N}``
+                                             PATCH /_emulator/mailboxes/{identity}, all or none, each mailbox
+                                             once; ``{"updated": N}``
 POST        /_emulator/mailboxes/lookup      ``{"identities": [...], "fields": [...]}``: those raw records, in
                                              that order (fields optional); 404/409 as for one identity
 GET/PATCH   /_emulator/mailboxes/{identity}  one raw record / overwrite properties, bypassing all rules
@@ -170,17 +171,21 @@ class AdminApi:
 
     def _patch_many(self, body: dict[str, Any]) -> Response:
         """Many PATCHes in one request (seeding a large tenant): each exactly as the one-identity PATCH, and none
-        applied unless every identity is found once and every change is valid."""
+        applied unless every identity is found once and every change is valid. Every identity is resolved before any
+        change is applied, so a batch names each mailbox once."""
         changes = body.get("value")
         if not isinstance(changes, list) or not all(isinstance(c, dict) and "Identity" in c for c in changes):
             raise ValueError('give the changes as {"value": [{"Identity": ..., property: value...}...]}')
         state = self.emulator.state
         with state.lock:
-            updated = []
+            updated: dict[str, dict[str, Any]] = {}
             for change in changes:
+                record = self._one(str(change["Identity"]))
+                if record["Guid"] in updated:
+                    raise ValueError(f"{change['Identity']!r} names a mailbox the batch already changes")
                 props = {key: value for key, value in change.items() if key != "Identity"}
-                updated.append(self._patched(self._one(str(change["Identity"])), props))
-            for record in updated:
+                updated[record["Guid"]] = self._patched(record, props)
+            for record in updated.values():
                 state.replace(record["Guid"], record)
         return json_response(200, {"updated": len(updated)})
 

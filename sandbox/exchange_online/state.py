@@ -62,7 +62,7 @@ class TenantState:
         self._records: dict[str, dict[str, Any]] = {}
         self._meta: dict[str, Meta] = {}
         # Key -> the guid holding it, or a set of guids once a second mailbox holds it too: a set per key (a dozen
-        # keys a mailbox) was a third of the emulator's memory at a million mailboxes.
+        # keys a mailbox) was a quarter of the emulator's memory (1.40 GB -> 1.03 GB at 100,000 mailboxes).
         self._identity: dict[str, str | set[str]] = {}
         self._proxies: dict[str, str | set[str]] = {}
         self._anchors: dict[str, str] = {}

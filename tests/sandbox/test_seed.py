@@ -172,6 +172,11 @@ def test_a_batch_patch_with_one_bad_change_applies_none(exo_clean):
         exo_clean.update_mailboxes([{"Identity": one, "CustomAttribute3": "y"}, {"Identity": "nobody@x.example"}])
     with pytest.raises(ExchangeOnlineEmulatorError, match="unknown mailbox properties: Colour"):
         exo_clean.update_mailboxes([{"Identity": one, "CustomAttribute3": "y"}, {"Identity": other, "Colour": "red"}])
+    upn = exo_clean.get_mailbox(one)["UserPrincipalName"]
+    with pytest.raises(ExchangeOnlineEmulatorError, match="names a mailbox the batch already changes"):
+        exo_clean.update_mailboxes(
+            [{"Identity": one, "CustomAttribute3": "y"}, {"Identity": upn, "CustomAttribute4": "z"}]
+        )
     assert exo_clean.get_mailbox(one) == before
 
 
