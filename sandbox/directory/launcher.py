@@ -165,8 +165,9 @@ def _root_dse(*, base_dn: str, server_name: str) -> str:
 
 
 def _map_size(users: int) -> int:
-    """back-mdb's map (a sparse file, so only what is used takes disk): a loaded user takes ~3.5 KB, and the writes
-    after the load need room for the pages they copy. 4 GiB ran out at a million users."""
+    """back-mdb's map (a sparse file, so only what is used takes disk): a loaded user takes ~3.5 KB (345 MB for
+    100,000), and the writes after the load need room for the pages they copy, so 4 GiB would be nearly full at a
+    million users before the hybrid writeback began."""
     return max(4 << 30, users * (16 << 10))
 
 
