@@ -164,7 +164,14 @@ def _root_dse(*, base_dn: str, server_name: str) -> str:
     )
 
 
-def _slapd_conf(*, workdir: Path, base_dn: str, bind_dn: str, password: str) -> str:
+def _map_size(users: int) -> int:
+    """back-mdb's map (a sparse file, so only what is used takes disk): a loaded user takes ~3.5 KB (345 MB for
+    100,000), and the writes after the load need room for the pages they copy, so 4 GiB would be nearly full at a
+    million users before the hybrid writeback began."""
+    return max(4 << 30, users * (16 << 10))
+
+
+def _slapd_conf(*, workdir: Path, base_dn: str, bind_dn: str, password: str, users: int = 0) -> str:
     lines = [
         "# Written by sandbox.directory; regenerated on every start.",
         *(f"include {_quote(SYSTEM_SCHEMA_DIR / name)}" for name in _SYSTEM_SCHEMAS),
@@ -183,12 +190,16 @@ def _slapd_conf(*, workdir: Path, base_dn: str, bind_dn: str, password: str) -> 
         'access to dn.base="cn=Subschema" by * read',
         "access to * by users read by * none",
         "database mdb",
-        "maxsize 4294967296",
+        f"maxsize {_map_size(users)}",
         f"suffix {_quote(base_dn)}",
         f"rootdn {_quote(bind_dn)}",
         f"rootpw {_ssha(password)}",
         f"directory {_quote(workdir / 'data')}",
         "dbnosync",
+        # Pages written in place in the map rather than copied out with write(): slapadd of 100,000 users 18 s -> 14 s,
+        # Entra Connect's hybrid writeback of them (100,000 modifies) 82 s -> 15 s. Safe enough for a sandbox that never
+        # syncs to disk anyway.
+        "envflags writemap",
         *(f"index {attrs} {kinds}" for attrs, kinds in _INDEXES),
         # syncprov keeps contextCSN on the suffix entry current: the "highest USN" of this server.
         "overlay syncprov",
@@ -376,7 +387,9 @@ class SandboxDirectory:
             shutil.copyfile(SCHEMA_FILE, workdir / SCHEMA_FILE.name)
             (workdir / _ROOT_DSE).write_text(_root_dse(base_dn=base_dn, server_name=server_name), encoding="utf-8")
             conf = workdir / "slapd.conf"
-            _write_secret(conf, _slapd_conf(workdir=workdir, base_dn=base_dn, bind_dn=bind_dn, password=password))
+            _write_secret(
+                conf, _slapd_conf(workdir=workdir, base_dn=base_dn, bind_dn=bind_dn, password=password, users=users)
+            )
             if not reopened:
                 (workdir / "data").mkdir()
                 entries = itertools.chain(base_entries(base_dn), generate_users(users, base_dn=base_dn, seed=seed))

@@ -13,7 +13,13 @@ GET/PUT     /_emulator/settings              behaviour switches (see config.Sett
 GET         /_emulator/counters              requests served, 429s sent, by status and cmdlet
 GET/PUT     /_emulator/organization          Graph's organization; PUT ``onPremisesLastSyncDateTime`` (ISO 8601
                                              or null) / ``onPremisesSyncEnabled`` (true, false, null: derived)
-GET/POST    /_emulator/mailboxes             every raw record / create one (cloud-only by default)
+GET/POST    /_emulator/mailboxes             every raw record / create one (cloud-only by default); GET
+                                             ``?fields=A,B``: only those properties of each
+PATCH       /_emulator/mailboxes             ``{"value": [{"Identity": id, property: value...}...]}``: each as
+                                             PATCH /_emulator/mailboxes/{identity}, all or none, each mailbox
+                                             once; ``{"updated": N}``
+POST        /_emulator/mailboxes/lookup      ``{"identities": [...], "fields": [...]}``: those raw records, in
+                                             that order (fields optional); 404/409 as for one identity
 GET/PATCH   /_emulator/mailboxes/{identity}  one raw record / overwrite properties, bypassing all rules
 DELETE      /_emulator/mailboxes/{identity}  remove a mailbox
 POST        /_emulator/tokens                mint an access token: ``{"client": "secret", "lifetime": s,
@@ -64,13 +70,13 @@ class AdminApi:
         except ValueError:
             return _error(400, "body is not JSON")
         try:
-            return self._route(request.method, parts, body or {})
+            return self._route(request.method, parts, body or {}, request.query)
         except ValueError as exc:
             return _error(400, str(exc))
         except ExchangeError as exc:
             return _error(exc.status, exc.text)
 
-    def _route(self, method: str, parts: list[str], body: dict[str, Any]) -> Response:
+    def _route(self, method: str, parts: list[str], body: dict[str, Any], query: dict[str, str]) -> Response:
         emulator = self.emulator
         route = parts[0] if parts else "health"
         if route == "health" and method == "GET":
@@ -105,8 +111,10 @@ class AdminApi:
             return json_response(200, emulator.organization.record())
         if route == "counters" and method == "GET":
             return json_response(200, emulator.counters_snapshot())
+        if route == "mailboxes" and parts[1:] == ["lookup"] and method == "POST":
+            return self._lookup(body)
         if route == "mailboxes":
-            return self._mailboxes(method, parts[1] if len(parts) > 1 else None, body)
+            return self._mailboxes(method, parts[1] if len(parts) > 1 else None, body, query)
         if route == "licenses" and method == "POST":
             if not isinstance(body.get("user"), str) or not body["user"].strip():
                 raise ValueError('give the user to license as {"user": "<upn or object id>"}')
@@ -127,21 +135,24 @@ class AdminApi:
             return json_response(200, {"access_token": token})
         return _error(404, f"no admin route {method} /_emulator/{'/'.join(parts)}")
 
-    def _mailboxes(self, method: str, identity: str | None, body: dict[str, Any]) -> Response:
+    def _mailboxes(self, method: str, identity: str | None, body: dict[str, Any], query: dict[str, str]) -> Response:
         emulator = self.emulator
         state = emulator.state
         if identity is None:
             if method == "GET":
+                fields = _fields(query.get("fields"))
                 with state.lock:
-                    records = [to_json(record) for record, _meta in state.records()]
+                    records = [_project(record, fields) for record, _meta in state.records()]
                 return json_response(200, {"value": records})
+            if method == "PATCH":
+                return self._patch_many(body)
             if method == "POST":
                 record = from_properties(body, emulator.tenant, add_moera=emulator.settings.add_moera)
                 with state.lock:
                     self._check_unique(record)
                     state.add(record)
                 return json_response(201, to_json(record))
-            return _error(405, "use GET or POST")
+            return _error(405, "use GET, POST or PATCH")
         with state.lock:
             guids = state.resolve(identity)
             if len(guids) != 1:
@@ -157,6 +168,43 @@ class AdminApi:
                 state.replace(record["Guid"], updated)
                 return json_response(200, to_json(updated))
         return _error(405, "use GET, PATCH or DELETE")
+
+    def _patch_many(self, body: dict[str, Any]) -> Response:
+        """Many PATCHes in one request (seeding a large tenant): each exactly as the one-identity PATCH, and none
+        applied unless every identity is found once and every change is valid. Every identity is resolved before any
+        change is applied, so a batch names each mailbox once."""
+        changes = body.get("value")
+        if not isinstance(changes, list) or not all(isinstance(c, dict) and "Identity" in c for c in changes):
+            raise ValueError('give the changes as {"value": [{"Identity": ..., property: value...}...]}')
+        state = self.emulator.state
+        with state.lock:
+            updated: dict[str, dict[str, Any]] = {}
+            for change in changes:
+                record = self._one(str(change["Identity"]))
+                if record["Guid"] in updated:
+                    raise ValueError(f"{change['Identity']!r} names a mailbox the batch already changes")
+                props = {key: value for key, value in change.items() if key != "Identity"}
+                updated[record["Guid"]] = self._patched(record, props)
+            for record in updated.values():
+                state.replace(record["Guid"], record)
+        return json_response(200, {"updated": len(updated)})
+
+    def _lookup(self, body: dict[str, Any]) -> Response:
+        identities = body.get("identities")
+        if not isinstance(identities, list):
+            raise ValueError('give the mailboxes as {"identities": [...], "fields": [...]}')
+        fields = body.get("fields")
+        if fields is not None and not (isinstance(fields, list) and all(isinstance(f, str) for f in fields)):
+            raise ValueError("fields is a list of property names")
+        with self.emulator.state.lock:
+            records = [_project(self._one(str(identity)), fields) for identity in identities]
+        return json_response(200, {"value": records})
+
+    def _one(self, identity: str) -> dict[str, Any]:
+        guids = self.emulator.state.resolve(identity)
+        if len(guids) != 1:
+            raise ExchangeError(404 if not guids else 409, "", f"{len(guids)} mailboxes match {identity!r}")
+        return self.emulator.state.get(guids[0])
 
     def _patched(self, record: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         unknown = set(body) - ADMIN_FIELDS - {"DistinguishedName"}
@@ -178,3 +226,15 @@ class AdminApi:
         for value in record["EmailAddresses"]:
             if self.emulator.state.proxy_holders(addresses.key_of(value)):
                 raise ExchangeError(409, "", f"the proxy address {value!r} is already used by another mailbox")
+
+
+def _fields(text: str | None) -> list[str] | None:
+    return [name.strip() for name in text.split(",") if name.strip()] if text else None
+
+
+def _project(record: dict[str, Any], fields: list[str] | None) -> dict[str, Any]:
+    """The raw record as JSON, or only ``fields`` of it: a tenant-wide listing of whole records is too big to hold at a
+    million mailboxes."""
+    if fields is None:
+        return to_json(record)
+    return to_json({name: record[name] for name in fields if name in record})

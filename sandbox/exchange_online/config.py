@@ -7,6 +7,7 @@ test or a later finding can switch it without a code change.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -143,11 +144,12 @@ class Tenant:
     mail_domain: str
     accepted: tuple[str, ...]
 
-    @property
+    # Cached: a sync tick asks for them a few times per user.
+    @functools.cached_property
     def label(self) -> str:
         return self.mail_domain.split(".")[0]
 
-    @property
+    @functools.cached_property
     def initial_domain(self) -> str:
         return f"{self.label}.onmicrosoft.com"
 

@@ -41,7 +41,9 @@ class EntraUsers:
         return self._users.get(object_id)
 
     def apply(self, users: list[dict[str, Any]], *, stamp: str) -> dict[str, int]:
-        """Make the set exactly ``users`` (Graph-shaped dicts without the two dates); returns the counts."""
+        """Make the set exactly ``users`` (Graph-shaped dicts without the two dates, handed over: a new or changed
+        user is kept as given, its dates added, rather than copied: the copies were 44 MB of the emulator's 975 MB
+        peak at 100,000 users); returns the counts."""
         stats = {"created": 0, "updated": 0, "deleted": 0}
         with self.lock:
             seen: set[str] = set()
@@ -54,14 +56,12 @@ class EntraUsers:
                     self._seq[object_id] = self._next
                     self._order.append(self._next)
                     self._by_seq[self._next] = object_id
-                    self._users[object_id] = {**user, "createdDateTime": stamp, "onPremisesLastSyncDateTime": stamp}
+                    user.update(createdDateTime=stamp, onPremisesLastSyncDateTime=stamp)
+                    self._users[object_id] = user
                     stats["created"] += 1
                 elif {k: v for k, v in current.items() if k not in _VOLATILE} != user:
-                    self._users[object_id] = {
-                        **user,
-                        "createdDateTime": current["createdDateTime"],
-                        "onPremisesLastSyncDateTime": stamp,
-                    }
+                    user.update(createdDateTime=current["createdDateTime"], onPremisesLastSyncDateTime=stamp)
+                    self._users[object_id] = user
                     stats["updated"] += 1
             for object_id in [i for i in self._users if i not in seen]:
                 del self._users[object_id]
