@@ -64,11 +64,13 @@ class _Taken(logging.Handler):
         super().__init__(logging.INFO)
         self.counts: list[int] = []
         self.spool_mb: list[float] = []
+        self.waited: list[int] = []
         self.directory_done: list[float] = []  # when each directory pass ended (time.time())
 
     def emit(self, record: logging.LogRecord) -> None:
         if "took" in record.msg and "from the spool" in record.msg:
             self.counts.append(record.args[1])
+            self.waited.append(record.args[2])
             self.directory_done.append(record.created)
         elif "spool took" in record.msg:
             self.spool_mb.append(record.args[1])
@@ -205,7 +207,8 @@ def main() -> None:
               f"CPU {cpu[0]:.2f} s + Exchange reader {cpu[1]:.2f} s; ratio to raw reads {rate / baseline:.2f}; "
               f"created {run.created}, changed {run.changed})")  # fmt: skip
     print(f"objects read by the first import: {objects}; mailboxes stored: {first.created}; pairs: {first.pairings}")
-    print(f"Exchange objects the directory pass took from the spool, per import: {taken.counts}; "
+    print(f"Exchange objects the directory pass took from the spool, per import: {taken.counts} "
+          f"(users who waited for Exchange's read: {taken.waited}); "
           f"the spool's size on disk (MB): {[round(mb, 1) for mb in taken.spool_mb]}")  # fmt: skip
 
 

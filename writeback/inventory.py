@@ -60,7 +60,7 @@ from writeback.inventory_pairing import (
 )
 from writeback.jobs.lifecycle import run_heartbeat
 from writeback.models import InventoryRun
-from writeback.read_ahead import ReadAhead, Spool
+from writeback.read_ahead import Held, ReadAhead, Spool
 from writeback.rows import insert_rows, insert_values, update_rows
 
 logger = logging.getLogger(__name__)
@@ -256,17 +256,49 @@ def _take_exchange_side(run: InventoryRun, spool: Spool, rows: list[Mailbox], no
     return side
 
 
+def _hold_back(keyed: list[tuple], by_guid: dict, by_object: dict, exchange: Spool, held: Held) -> tuple[list, int]:
+    """Put aside the users whose row would be new and whose Exchange object the spool has not read yet, and any
+    user naming an object a user put aside names (so that the first to name it stays first, as the directory's
+    order has it). Nothing else is put aside: an existing row, or an object some row holds, may be paired in ways
+    that depend on the order of the users. Returns the users to import now and how many were put aside."""
+    named = [object_id.bytes for _, _, object_id, _ in keyed if object_id]
+    if not named:
+        return keyed, 0
+    waiting = held.holds(named)
+    new = [
+        object_id.bytes
+        for guid, _, object_id, _ in keyed
+        if object_id and guid not in by_guid and object_id not in by_object and object_id.bytes not in waiting
+    ]
+    unread = set(new) - exchange.has(new)
+    now, aside = [], []
+    for item in keyed:
+        guid, _, object_id, _ = item
+        key = object_id.bytes if object_id else None
+        if key is not None and (key in waiting or (key in unread and guid not in by_guid)):
+            waiting.add(key)  # a later user of this page naming it waits behind this one
+            aside.append((key, item[3]))
+        else:
+            now.append(item)
+    if aside:
+        held.put(aside)
+    return now, len(aside)
+
+
 # -- Active Directory side ------------------------------------------------------------------------------------
 
 
 def import_ad_page(
-    run: InventoryRun, entries: list[dict[str, Any]], exchange: Spool | None = None
+    run: InventoryRun, entries: list[dict[str, Any]], exchange: Spool | None = None, held: Held | None = None
 ) -> dt.datetime | None:
     """Upsert one page of AD user entries (``{"dn": ..., "attributes": {...}}`` with raw GUID bytes).
 
     A user whose msDS-ExternalDirectoryObjectID names its Exchange object is paired here (inventory_pairing), and
     when ``exchange`` (the run's spool of Get-Mailbox objects) has read that object already, it is taken from the
     spool and merged now, so the row is written once with both sides. Returns the newest WhenChangedUTC taken.
+
+    With ``held``, while Exchange Online is still being read, a user who would get a new row and whose object the
+    spool has not read yet is put aside (``_hold_back``), to be imported once it has.
     """
     keyed = []
     for entry in entries:
@@ -283,6 +315,9 @@ def import_ad_page(
     )
     by_guid = {m.ad_guid: m for m in existing if m.ad_guid}
     by_object = {m.exo_object_id: m for m in existing if m.exo_object_id}
+    put_aside = 0
+    if exchange is not None and held is not None and not exchange.finished:
+        keyed, put_aside = _hold_back(keyed, by_guid, by_object, exchange, held)
     created, changed, seen, repairs = [], [], [], []
     paired: list[Mailbox] = []  # rows now paired by directory id, whose Exchange side the spool may hold
     renamed: set[int] = set()  # rows whose name changed: their word rows are written again
@@ -374,7 +409,7 @@ def import_ad_page(
         _record_changes(run, "ad", created, changes)
         _record_changes(run, "exo", [], exo.audit())
     _bump(
-        run, ad_read=len(entries), created=len(created), exo_read=exo.read,
+        run, ad_read=len(entries) - put_aside, created=len(created), exo_read=exo.read,
         changed=len(changed) + len(repairs) + len(exo.changed),
         unchanged=len(seen) - len(changed) - len(repairs) + len(whole) - len(exo.changed),
     )  # fmt: skip
@@ -585,12 +620,21 @@ def run_import(
         ad_pages: Iterable[list[dict[str, Any]]] = _pages(ad.entries, PAGE_SIZE)
         if ad.full:  # an incremental read writes OU counts on the run as it goes: it stays in this thread
             ad_pages = readers.enter_context(ReadAhead(ad_pages, depth=2, name=f"inventory-{run.pk}-directory"))
+        held = readers.enter_context(Held())
         for page in ad_pages:
-            page_newest = import_ad_page(run, page, exo_pages)
+            page_newest = import_ad_page(run, page, exo_pages, held)
             if page_newest and (newest is None or page_newest > newest):
                 newest = page_newest
-
-        logger.info("inventory %s: the directory pass took %d Exchange objects from the spool", run.pk, exo_pages.taken)
+        if held.count:  # the users put aside, once Exchange Online has been read: each with its object
+            exo_pages.wait()
+            for page in held.pages(PAGE_SIZE):
+                page_newest = import_ad_page(run, page, exo_pages)
+                if page_newest and (newest is None or page_newest > newest):
+                    newest = page_newest
+        logger.info(
+            "inventory %s: the directory pass took %d Exchange objects from the spool; %d users waited for it",
+            run.pk, exo_pages.taken, held.count,
+        )  # fmt: skip
         if graph is not None and _needs_graph():
             _phase(run, "entra")
             try:

@@ -195,12 +195,32 @@ class Spool(_Reader):
             code = child.exitcode if child is not None else None
             self._ready.put(_Failed(RuntimeError(f"The reader process {self.thread.name} ended (exit code {code}).")))
 
+    @property
+    def finished(self) -> bool:
+        """Whether the reader is done (or failed): everything it will ever spool is spooled."""
+        return not self.thread.is_alive()
+
+    def wait(self) -> None:
+        """Until the reader is done (or failed)."""
+        self.thread.join()
+
     def size(self) -> int:
         """Bytes the spool's files take on disk (their last size once the spool is closed)."""
         if self._closed_size is None:
             names = [self._path, f"{self._path}-wal"]
             return sum(os.path.getsize(name) for name in names if os.path.exists(name))
         return self._closed_size
+
+    def has(self, keys: Iterable[bytes]) -> set[bytes]:
+        """Which of ``keys`` the spool has read an item under so far (taken or not)."""
+        wanted = list(dict.fromkeys(keys))
+        found: set[bytes] = set()
+        for start in range(0, len(wanted), _SQL_VARIABLES):
+            chunk = wanted[start : start + _SQL_VARIABLES]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT DISTINCT key FROM items WHERE key IN ({marks})"  # noqa: S608 - marks only
+            found.update(bytes(key) for (key,) in self._db.execute(query, chunk))
+        return found
 
     def _mark(self, rowid: int) -> bool:
         """Mark a row taken; False when it already was."""
@@ -267,6 +287,58 @@ class Spool(_Reader):
             self._dir.cleanup()
             if child is not None:
                 self._receive.close()
+
+
+class Held:
+    """Items put aside on disk, in order, each under a key, and given back in pages later: the directory entries
+    an import's directory pass leaves until Exchange Online has been read. Only the creating thread uses it."""
+
+    def __init__(self):
+        self._dir = tempfile.TemporaryDirectory(prefix="soa-held-")
+        self._db = sqlite3.connect(os.path.join(self._dir.name, "held.sqlite3"), isolation_level=None)
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("CREATE TABLE items (rowid INTEGER PRIMARY KEY, key BLOB NOT NULL, data BLOB NOT NULL)")
+        self._db.execute("CREATE INDEX items_key ON items (key)")
+        self.count = 0
+
+    def put(self, items: list[tuple[bytes, Any]]) -> None:
+        rows = [(key, pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)) for key, item in items]
+        self._db.execute("BEGIN")
+        self._db.executemany("INSERT INTO items (key, data) VALUES (?, ?)", rows)
+        self._db.execute("COMMIT")
+        self.count += len(rows)
+
+    def holds(self, keys: Iterable[bytes]) -> set[bytes]:
+        """Which of ``keys`` some item put aside is under."""
+        if not self.count:
+            return set()
+        wanted = list(dict.fromkeys(keys))
+        found: set[bytes] = set()
+        for start in range(0, len(wanted), _SQL_VARIABLES):
+            chunk = wanted[start : start + _SQL_VARIABLES]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT DISTINCT key FROM items WHERE key IN ({marks})"  # noqa: S608 - marks only
+            found.update(bytes(key) for (key,) in self._db.execute(query, chunk))
+        return found
+
+    def pages(self, size: int) -> Iterator[list[Any]]:
+        """Everything put aside, in the order put, ``size`` items a page."""
+        last = 0
+        while rows := self._db.execute(
+            "SELECT rowid, data FROM items WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, size)
+        ).fetchall():
+            last = rows[-1][0]
+            yield [pickle.loads(data) for _, data in rows]  # noqa: S301 - our own file
+
+    def close(self) -> None:
+        self._db.close()
+        self._dir.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 # SQLite's limit on a statement's variables is 32,766 since 3.32 and 999 before; a page's keys stay under both.

@@ -6,6 +6,8 @@ other and with the run as it happens, on a tenant with Entra Connect's hybrid wr
 names its object (exchange-facts §8), and the seed's untidiness: cloud edits, AD edits, missing and cloud-only
 mailboxes."""
 
+import uuid
+
 import ldap3
 import pytest
 
@@ -13,10 +15,10 @@ from portal.models import AuditEvent
 from soa.choices import Authority, Pairing
 from soa.models import Mailbox, MailboxAddress, MailboxNameWord
 from tests.exchange_fixtures import private_tenant
-from writeback.inventory import inventory_run_request
+from writeback.inventory import _hold_back, inventory_run_request
 from writeback.jobs.inventory import claim, execute
 from writeback.models import InventoryRun
-from writeback.read_ahead import Spool
+from writeback.read_ahead import Held, Spool
 
 USERS = 120  # more than one directory page would need at PAGE_SIZE 50 (set below), so pages take in turns
 PAGE = 50
@@ -45,18 +47,30 @@ def tenant():
         yield directory, exchange, report
 
 
-_original_take = Spool.take
+_original_take, _original_has, _original_put = Spool.take, Spool.has, Held.put
 
 
-def _take_after_the_whole_read(spool, keys):
-    spool.thread.join()  # the relay (process) or the reader (thread) ends when everything is spooled
-    return _original_take(spool, keys)
+def _after_the_whole_read(method):
+    def wrapped(spool, keys):
+        spool.wait()
+        return method(spool, keys)
+
+    return wrapped
 
 
-TAKES = {
-    "everything": _take_after_the_whole_read,
-    "nothing": lambda spool, keys: {},
-    "as it happens": _original_take,
+def _half_read(spool, keys):
+    """As if the reader had read only the objects whose id ends in an even byte (for ever, while the directory is
+    read): the others' users are put aside until the read is over."""
+    spool.wait()
+    return {key for key in _original_has(spool, keys) if key[-1] % 2 == 0}
+
+
+# Each way patches Spool's take, has and finished.
+WAYS = {
+    "everything": (_after_the_whole_read(_original_take), _after_the_whole_read(_original_has), None),
+    "nothing": (lambda spool, keys: {}, lambda spool, keys: set(), None),
+    "half, the rest put aside": (_original_take, _half_read, property(lambda spool: False)),
+    "as it happens": (_original_take, _original_has, None),
 }
 
 
@@ -115,17 +129,28 @@ def _edit(directory, exchange, *, undo: bool) -> None:
         assert connection.modify(dn, {"extensionAttribute8": [(ldap3.MODIFY_REPLACE, value)]}), connection.result
 
 
-def _runs(directory, exchange, monkeypatch, take) -> list[dict]:
-    """A first import, an unchanged full re-run, and an incremental and a full run after edits on both sides."""
+def _runs(directory, exchange, way, *, takes: list | None = None, held: list | None = None) -> list[dict]:
+    """A first import, an unchanged full re-run, and an incremental and a full run after edits on both sides;
+    ``takes`` and ``held`` collect how many objects each take found and how many users each page put aside."""
     Mailbox.objects.all().delete()
-    monkeypatch.setattr(Spool, "take", take)
-    states = [_state(_import(InventoryRun.Mode.FULL)), _state(_import(InventoryRun.Mode.FULL))]
-    _edit(directory, exchange, undo=False)
-    try:
-        states.append(_state(_import(InventoryRun.Mode.INCREMENTAL)))
-        states.append(_state(_import(InventoryRun.Mode.FULL)))
-    finally:
-        _edit(directory, exchange, undo=True)
+    take, has, finished = WAYS[way]
+    with pytest.MonkeyPatch.context() as patch:
+        if takes is not None:
+            patch.setattr(Spool, "take", lambda spool, keys: takes.append(len(found := take(spool, keys))) or found)
+        else:
+            patch.setattr(Spool, "take", take)
+        patch.setattr(Spool, "has", has)
+        if finished is not None:
+            patch.setattr(Spool, "finished", finished)
+        if held is not None:
+            patch.setattr(Held, "put", lambda store, items: held.append(len(items)) or _original_put(store, items))
+        states = [_state(_import(InventoryRun.Mode.FULL)), _state(_import(InventoryRun.Mode.FULL))]
+        _edit(directory, exchange, undo=False)
+        try:
+            states.append(_state(_import(InventoryRun.Mode.INCREMENTAL)))
+            states.append(_state(_import(InventoryRun.Mode.FULL)))
+        finally:
+            _edit(directory, exchange, undo=True)
     return states
 
 
@@ -135,17 +160,18 @@ def test_whatever_the_directory_pass_takes_the_runs_end_in_the_same_state(tenant
     directory, exchange, report = tenant
     settings.INVENTORY_READ_PROCESS = process
     monkeypatch.setattr("writeback.inventory.PAGE_SIZE", PAGE)
-    taken = []
-    counting = lambda spool, keys: taken.append(len(found := TAKES["everything"](spool, keys))) or found  # noqa: E731
-    results = {
-        name: _runs(directory, exchange, monkeypatch, take) for name, take in TAKES.items() if name != "everything"
-    }
-    results["everything"] = _runs(directory, exchange, monkeypatch, counting)
+    takes, held = [], []
+    results = {"everything": _runs(directory, exchange, "everything", takes=takes)}
+    results["half, the rest put aside"] = _runs(directory, exchange, "half, the rest put aside", held=held)
+    results |= {way: _runs(directory, exchange, way) for way in WAYS if way not in results}
 
-    # The extreme that takes everything did take every synced user's object on the first run. (The fixture's sync
-    # gave the seed's missing mailboxes back; the seed's cloud edits stay drift.)
+    # The extreme that takes everything did take every synced user's object on the first run, page by page. (The
+    # fixture's sync gave the seed's missing mailboxes back; the seed's cloud edits stay drift.)
     synced = [m for m in exchange.mailboxes() if m.get("IsDirSynced")]
-    assert sum(taken[: USERS // PAGE + 1]) == len(synced) == USERS
+    assert takes[: USERS // PAGE + 1] == [PAGE, PAGE, USERS % PAGE] and len(synced) == USERS
+    # Half the first run's new users waited (those whose object id ends in an odd byte); later runs' rows existed.
+    odd = sum(1 for m in synced if uuid.UUID(m["ExternalDirectoryObjectId"]).bytes[-1] % 2)
+    assert 0 < odd < USERS and sum(held) == odd, held
     first = results["everything"][0]
     assert first["figures"]["pairings"] == {Pairing.DIRECTORY_ID: USERS}
     assert first["figures"]["created"] == USERS and first["figures"]["changed"] == 0
@@ -153,7 +179,39 @@ def test_whatever_the_directory_pass_takes_the_runs_end_in_the_same_state(tenant
     assert first["figures"]["drifted"] >= report.cloud_edits
     edited = results["everything"][2]
     assert edited["figures"]["changed"] == 3 and len(edited["changed"]) == 1  # only the flip moves authority
-    for name in ("nothing", "as it happens"):
-        for step, (state, expected) in enumerate(zip(results[name], results["everything"], strict=True)):
+    for way, states in results.items():
+        for step, (state, expected) in enumerate(zip(states, results["everything"], strict=True)):
             for part in expected:
-                assert state[part] == expected[part], (name, step, part)
+                assert state[part] == expected[part], (way, step, part)
+
+
+class _ReadSoFar:
+    def __init__(self, read: set[bytes]):
+        self.read = read
+
+    def has(self, keys):
+        return {key for key in keys if key in self.read}
+
+
+def test_only_new_users_whose_object_is_unread_wait_and_whoever_names_a_waiting_object_waits_behind_them():
+    """Pure unit test of _hold_back with a plain stand-in for the spool and a real Held store."""
+    ids = {name: uuid.uuid4() for name in ("unread", "read", "held by a row", "other")}
+    guids = {name: uuid.uuid4() for name in ("new", "new, read", "existing", "new, row's object", "no id")}
+    entry = {name: {"dn": f"cn={name}"} for name in guids}
+    keyed = [
+        (guids["new"], "", ids["unread"], entry["new"]),
+        (guids["new, read"], "", ids["read"], entry["new, read"]),
+        (guids["existing"], "", ids["unread"], entry["existing"]),  # names what "new" names: must stay behind it
+        (guids["new, row's object"], "", ids["held by a row"], entry["new, row's object"]),
+        (guids["no id"], "", None, entry["no id"]),
+    ]
+    by_guid = {guids["existing"]: object()}
+    by_object = {ids["held by a row"]: object()}
+    with Held() as held:
+        now, aside = _hold_back(keyed, by_guid, by_object, _ReadSoFar({ids["read"].bytes}), held)
+        assert aside == 2 and [item[3]["dn"] for item in now] == ["cn=new, read", "cn=new, row's object", "cn=no id"]
+        assert [[e["dn"] for e in page] for page in held.pages(1)] == [["cn=new"], ["cn=existing"]]
+        # A later page: a new user naming the waiting object waits too, even once the object has been read.
+        later = [(uuid.uuid4(), "", ids["unread"], {"dn": "cn=later"})]
+        now, aside = _hold_back(later, {}, {}, _ReadSoFar({ids["unread"].bytes}), held)
+        assert (now, aside) == ([], 1) and held.count == 3
