@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -257,10 +258,11 @@ def _take_exchange_side(run: InventoryRun, spool: Spool, rows: list[Mailbox], no
 
 
 def _hold_back(keyed: list[tuple], by_guid: dict, by_object: dict, exchange: Spool, held: Held) -> tuple[list, int]:
-    """Put aside the users whose row would be new and whose Exchange object the spool has not read yet, and any
-    user naming an object a user put aside names (so that the first to name it stays first, as the directory's
-    order has it). Nothing else is put aside: an existing row, or an object some row holds, may be paired in ways
-    that depend on the order of the users. Returns the users to import now and how many were put aside."""
+    """Put aside the users whose row would be new and whose Exchange object the spool has not read yet: each is
+    imported as soon as its object has been read (``Held.ready``), since nobody else can touch its row or object
+    meanwhile. Any user naming an object a waiting user names, or an object a waiting user's row holds, waits too,
+    until the end, in the directory's order: the order in which users claim an object decides who gets it.
+    Returns the users to import now and how many were put aside."""
     named = [object_id.bytes for _, _, object_id, _ in keyed if object_id]
     if not named:
         return keyed, 0
@@ -271,17 +273,23 @@ def _hold_back(keyed: list[tuple], by_guid: dict, by_object: dict, exchange: Spo
         if object_id and guid not in by_guid and object_id not in by_object and object_id.bytes not in waiting
     ]
     unread = set(new) - exchange.has(new)
-    now, aside = [], []
+    now, aside, blocks = [], [], []
     for item in keyed:
-        guid, _, object_id, _ = item
+        guid, _, object_id, entry = item
         key = object_id.bytes if object_id else None
-        if key is not None and (key in waiting or (key in unread and guid not in by_guid)):
+        if key is not None and key in waiting:
+            aside.append((key, entry, False))
+            row = by_guid.get(guid)
+            if row is not None and row.exo_object_id is not None:
+                blocks.append(row.exo_object_id.bytes)  # who names the object this row holds waits behind it
+                waiting.add(row.exo_object_id.bytes)
+        elif key is not None and key in unread and guid not in by_guid:
+            aside.append((key, entry, True))
             waiting.add(key)  # a later user of this page naming it waits behind this one
-            aside.append((key, item[3]))
         else:
             now.append(item)
     if aside:
-        held.put(aside)
+        held.put(aside, blocks)
     return now, len(aside)
 
 
@@ -581,6 +589,22 @@ def _exchange_pages(client: Callable[[], ExchangeOnlineClient], parameters: dict
     return client().iter_pages("Get-Mailbox", parameters)
 
 
+# How long the directory pass, with nothing else to do, waits for more Exchange objects to arrive in the spool.
+_WAIT_FOR_OBJECTS = 0.05
+
+
+def _import_ad_pages(
+    run: InventoryRun, exchange: Spool, pages: Iterable[list], newest: dt.datetime | None, held: Held | None = None
+) -> dt.datetime | None:
+    """import_ad_page for each page; returns the newest WhenChangedUTC so far."""
+    for page in pages:
+        if page:
+            page_newest = import_ad_page(run, page, exchange, held)
+            if page_newest and (newest is None or page_newest > newest):
+                newest = page_newest
+    return newest
+
+
 def run_import(
     run: InventoryRun, *, exchange: ExchangeOnlineClient, directory: DirectoryClient, graph: GraphClient | None = None
 ) -> InventoryRun:
@@ -621,18 +645,20 @@ def run_import(
         if ad.full:  # an incremental read writes OU counts on the run as it goes: it stays in this thread
             ad_pages = readers.enter_context(ReadAhead(ad_pages, depth=2, name=f"inventory-{run.pk}-directory"))
         held = readers.enter_context(Held())
+        importing = partial(_import_ad_pages, run, exo_pages)
         for page in ad_pages:
-            page_newest = import_ad_page(run, page, exo_pages, held)
-            if page_newest and (newest is None or page_newest > newest):
-                newest = page_newest
-        if held.count:  # the users put aside, once Exchange Online has been read: each with its object
+            newest = importing([page], newest, held)
+            newest = importing([held.ready(exo_pages, PAGE_SIZE)], newest)  # users whose objects came meanwhile
+        while held.early > held.given_early and not exo_pages.finished:  # the rest as their objects come
+            if page := held.ready(exo_pages, PAGE_SIZE):
+                newest = importing([page], newest)
+            else:
+                time.sleep(_WAIT_FOR_OBJECTS)
+        if held.count:
             exo_pages.wait()
-            for page in held.pages(PAGE_SIZE):
-                page_newest = import_ad_page(run, page, exo_pages)
-                if page_newest and (newest is None or page_newest > newest):
-                    newest = page_newest
+            newest = importing(held.pages(PAGE_SIZE), newest)
         logger.info(
-            "inventory %s: the directory pass took %d Exchange objects from the spool; %d users waited for it",
+            "inventory %s: the directory pass took %d Exchange objects from the spool; %d users waited for theirs",
             run.pk, exo_pages.taken, held.count,
         )  # fmt: skip
         if graph is not None and _needs_graph():

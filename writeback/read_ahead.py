@@ -147,6 +147,7 @@ class Spool(_Reader):
         self._page_size = page_size
         self._dir = tempfile.TemporaryDirectory(prefix="soa-spool-")
         self._path = os.path.join(self._dir.name, "spool.sqlite3")
+        self.path = self._path
         _create(self._path)
         self._writer = partial(_write_pages, path=self._path, key=key)
         self._ready: queue.Queue = queue.Queue()  # (first, last) rowid of each page written, then _DONE or _Failed
@@ -290,26 +291,39 @@ class Spool(_Reader):
 
 
 class Held:
-    """Items put aside on disk, in order, each under a key, and given back in pages later: the directory entries
-    an import's directory pass leaves until Exchange Online has been read. Only the creating thread uses it."""
+    """Items put aside on disk, each under a key, for later: the directory entries an import's directory pass leaves
+    until their Exchange objects have been read. Only the creating thread uses it.
+
+    An item put ``early`` may be given back as soon as an item under its key is in a spool (``ready``); the others
+    only at the end, in the order put (``pages``). ``blocks`` are further keys that ``holds`` answers for."""
 
     def __init__(self):
         self._dir = tempfile.TemporaryDirectory(prefix="soa-held-")
         self._db = sqlite3.connect(os.path.join(self._dir.name, "held.sqlite3"), isolation_level=None)
         self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute("CREATE TABLE items (rowid INTEGER PRIMARY KEY, key BLOB NOT NULL, data BLOB NOT NULL)")
+        self._db.execute(
+            "CREATE TABLE items (rowid INTEGER PRIMARY KEY, key BLOB NOT NULL, data BLOB NOT NULL, "
+            "early INTEGER NOT NULL, done INTEGER NOT NULL DEFAULT 0)"
+        )
         self._db.execute("CREATE INDEX items_key ON items (key)")
+        self._db.execute("CREATE TABLE blocks (key BLOB NOT NULL)")
+        self._db.execute("CREATE INDEX blocks_key ON blocks (key)")
+        self._attached: str | None = None
         self.count = 0
+        self.early = 0
+        self.given_early = 0
 
-    def put(self, items: list[tuple[bytes, Any]]) -> None:
-        rows = [(key, pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)) for key, item in items]
+    def put(self, items: list[tuple[bytes, Any, bool]], blocks: Iterable[bytes] = ()) -> None:
+        rows = [(key, pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL), early) for key, item, early in items]
         self._db.execute("BEGIN")
-        self._db.executemany("INSERT INTO items (key, data) VALUES (?, ?)", rows)
+        self._db.executemany("INSERT INTO items (key, data, early) VALUES (?, ?, ?)", rows)
+        self._db.executemany("INSERT INTO blocks (key) VALUES (?)", [(key,) for key in blocks])
         self._db.execute("COMMIT")
         self.count += len(rows)
+        self.early += sum(1 for _, _, early in items if early)
 
     def holds(self, keys: Iterable[bytes]) -> set[bytes]:
-        """Which of ``keys`` some item put aside is under."""
+        """Which of ``keys`` some item put aside is under, or a block names."""
         if not self.count:
             return set()
         wanted = list(dict.fromkeys(keys))
@@ -317,15 +331,32 @@ class Held:
         for start in range(0, len(wanted), _SQL_VARIABLES):
             chunk = wanted[start : start + _SQL_VARIABLES]
             marks = ",".join("?" * len(chunk))
-            query = f"SELECT DISTINCT key FROM items WHERE key IN ({marks})"  # noqa: S608 - marks only
-            found.update(bytes(key) for (key,) in self._db.execute(query, chunk))
+            query = f"SELECT key FROM items WHERE key IN ({marks}) UNION SELECT key FROM blocks WHERE key IN ({marks})"  # noqa: S608 - marks only
+            found.update(bytes(key) for (key,) in self._db.execute(query, chunk + chunk))
         return found
 
+    def ready(self, spool: Spool, size: int) -> list[Any]:
+        """Up to ``size`` early items, in the order put, whose key ``spool`` has read an item under; given once."""
+        if not self.count:
+            return []
+        if self._attached is None:
+            self._db.execute("ATTACH DATABASE ? AS spool", (spool.path,))
+            self._attached = spool.path
+        rows = self._db.execute(
+            "SELECT rowid, data FROM items WHERE early = 1 AND done = 0 AND key IN "
+            "(SELECT key FROM spool.items WHERE key IS NOT NULL) ORDER BY rowid LIMIT ?",
+            (size,),
+        ).fetchall()
+        if rows:
+            self._db.executemany("UPDATE items SET done = 1 WHERE rowid = ?", [(rowid,) for rowid, _ in rows])
+            self.given_early += len(rows)
+        return [pickle.loads(data) for _, data in rows]  # noqa: S301 - our own file
+
     def pages(self, size: int) -> Iterator[list[Any]]:
-        """Everything put aside, in the order put, ``size`` items a page."""
+        """Everything put aside and not given back yet, in the order put, ``size`` items a page."""
         last = 0
         while rows := self._db.execute(
-            "SELECT rowid, data FROM items WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, size)
+            "SELECT rowid, data FROM items WHERE rowid > ? AND done = 0 ORDER BY rowid LIMIT ?", (last, size)
         ).fetchall():
             last = rows[-1][0]
             yield [pickle.loads(data) for _, data in rows]  # noqa: S301 - our own file

@@ -7,6 +7,7 @@ names its object (exchange-facts §8), and the seed's untidiness: cloud edits, A
 mailboxes."""
 
 import uuid
+from types import SimpleNamespace
 
 import ldap3
 import pytest
@@ -65,12 +66,24 @@ def _half_read(spool, keys):
     return {key for key in _original_has(spool, keys) if key[-1] % 2 == 0}
 
 
-# Each way patches Spool's take, has and finished.
+def _finished_after_the_directory(spool) -> bool:
+    """Not finished while the directory's pages are imported (one question a page), whatever the reader does."""
+    spool.__dict__["asked"] = asked = spool.__dict__.get("asked", 0) + 1
+    return asked > USERS // PAGE + 1
+
+
+# Each way patches Spool's take, has and finished, and Held's ready.
 WAYS = {
-    "everything": (_after_the_whole_read(_original_take), _after_the_whole_read(_original_has), None),
-    "nothing": (lambda spool, keys: {}, lambda spool, keys: set(), None),
-    "half, the rest put aside": (_original_take, _half_read, property(lambda spool: False)),
-    "as it happens": (_original_take, _original_has, None),
+    "everything": (_after_the_whole_read(_original_take), _after_the_whole_read(_original_has), None, None),
+    "nothing": (lambda spool, keys: {}, lambda spool, keys: set(), None, None),
+    "half, the rest as it comes": (_original_take, _half_read, property(lambda spool: False), None),
+    "half, the rest at the end": (
+        _original_take,
+        _half_read,
+        property(_finished_after_the_directory),
+        lambda held, spool, size: [],
+    ),
+    "as it happens": (_original_take, _original_has, None, None),
 }
 
 
@@ -133,7 +146,7 @@ def _runs(directory, exchange, way, *, takes: list | None = None, held: list | N
     """A first import, an unchanged full re-run, and an incremental and a full run after edits on both sides;
     ``takes`` and ``held`` collect how many objects each take found and how many users each page put aside."""
     Mailbox.objects.all().delete()
-    take, has, finished = WAYS[way]
+    take, has, finished, ready = WAYS[way]
     with pytest.MonkeyPatch.context() as patch:
         if takes is not None:
             patch.setattr(Spool, "take", lambda spool, keys: takes.append(len(found := take(spool, keys))) or found)
@@ -142,8 +155,14 @@ def _runs(directory, exchange, way, *, takes: list | None = None, held: list | N
         patch.setattr(Spool, "has", has)
         if finished is not None:
             patch.setattr(Spool, "finished", finished)
+        if ready is not None:
+            patch.setattr(Held, "ready", ready)
         if held is not None:
-            patch.setattr(Held, "put", lambda store, items: held.append(len(items)) or _original_put(store, items))
+            patch.setattr(
+                Held,
+                "put",
+                lambda store, items, blocks=(): held.append(len(items)) or _original_put(store, items, blocks),
+            )
         states = [_state(_import(InventoryRun.Mode.FULL)), _state(_import(InventoryRun.Mode.FULL))]
         _edit(directory, exchange, undo=False)
         try:
@@ -160,9 +179,11 @@ def test_whatever_the_directory_pass_takes_the_runs_end_in_the_same_state(tenant
     directory, exchange, report = tenant
     settings.INVENTORY_READ_PROCESS = process
     monkeypatch.setattr("writeback.inventory.PAGE_SIZE", PAGE)
-    takes, held = [], []
+    takes, held, held_to_the_end = [], [], []
     results = {"everything": _runs(directory, exchange, "everything", takes=takes)}
-    results["half, the rest put aside"] = _runs(directory, exchange, "half, the rest put aside", held=held)
+    results["half, the rest as it comes"] = _runs(directory, exchange, "half, the rest as it comes", held=held)
+    way = "half, the rest at the end"
+    results[way] = _runs(directory, exchange, way, held=held_to_the_end)
     results |= {way: _runs(directory, exchange, way) for way in WAYS if way not in results}
 
     # The extreme that takes everything did take every synced user's object on the first run, page by page. (The
@@ -171,7 +192,7 @@ def test_whatever_the_directory_pass_takes_the_runs_end_in_the_same_state(tenant
     assert takes[: USERS // PAGE + 1] == [PAGE, PAGE, USERS % PAGE] and len(synced) == USERS
     # Half the first run's new users waited (those whose object id ends in an odd byte); later runs' rows existed.
     odd = sum(1 for m in synced if uuid.UUID(m["ExternalDirectoryObjectId"]).bytes[-1] % 2)
-    assert 0 < odd < USERS and sum(held) == odd, held
+    assert 0 < odd < USERS and sum(held) == sum(held_to_the_end) == odd, (held, held_to_the_end)
     first = results["everything"][0]
     assert first["figures"]["pairings"] == {Pairing.DIRECTORY_ID: USERS}
     assert first["figures"]["created"] == USERS and first["figures"]["changed"] == 0
@@ -205,12 +226,13 @@ def test_only_new_users_whose_object_is_unread_wait_and_whoever_names_a_waiting_
         (guids["new, row's object"], "", ids["held by a row"], entry["new, row's object"]),
         (guids["no id"], "", None, entry["no id"]),
     ]
-    by_guid = {guids["existing"]: object()}
+    by_guid = {guids["existing"]: SimpleNamespace(exo_object_id=ids["other"])}
     by_object = {ids["held by a row"]: object()}
     with Held() as held:
         now, aside = _hold_back(keyed, by_guid, by_object, _ReadSoFar({ids["read"].bytes}), held)
         assert aside == 2 and [item[3]["dn"] for item in now] == ["cn=new, read", "cn=new, row's object", "cn=no id"]
         assert [[e["dn"] for e in page] for page in held.pages(1)] == [["cn=new"], ["cn=existing"]]
+        assert (held.early, held.holds([ids["other"].bytes])) == (1, {ids["other"].bytes})  # the row's object too
         # A later page: a new user naming the waiting object waits too, even once the object has been read.
         later = [(uuid.uuid4(), "", ids["unread"], {"dn": "cn=later"})]
         now, aside = _hold_back(later, {}, {}, _ReadSoFar({ids["unread"].bytes}), held)
