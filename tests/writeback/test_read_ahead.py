@@ -5,13 +5,14 @@ child whose parent is gone stops on its own. Pure unit tests: the sources are pl
 from __future__ import annotations
 
 import os
+import pickle
 import threading
 import time
 
 import pytest
 
 from writeback.exchange import ExoAuthError
-from writeback.read_ahead import ReadAhead, Spool
+from writeback.read_ahead import Held, ReadAhead, Spool, _Packer
 
 
 def pages(count: int, size: int = 3):
@@ -150,3 +151,57 @@ def test_a_child_whose_parent_died_stops_by_itself(tmp_path):
         time.sleep(0.05)
     os.kill(child, 9)
     pytest.fail("the reader process outlived its parent")
+
+
+def keyed_pages(count: int, size: int = 4):
+    for number in range(count):
+        yield [{"id": bytes([number, item]), "page": number, "text": "é" * item} for item in range(size)]
+
+
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "process"])
+def test_taken_items_are_not_given_again_and_the_rest_come_in_order_in_pages_of_the_size_asked(process):
+    with Spool(lambda: keyed_pages(10), process=process, key=lambda item: item["id"], page_size=7) as spool:
+        spool.wait()
+        assert spool.finished
+        wanted = [bytes([3, 1]), bytes([3, 2]), bytes([9, 0]), b"never read"]
+        assert spool.has(wanted) == set(wanted[:3])
+        taken = spool.take(wanted)
+        assert {key: [item["id"] for item in items] for key, items in taken.items()} == {k: [k] for k in wanted[:3]}
+        assert spool.take(wanted) == {} and spool.taken == 3  # given once
+        rest = list(spool)
+    expected = [item for page in keyed_pages(10) for item in page if item["id"] not in wanted]
+    assert [item for page in rest for item in page] == expected
+    assert [len(page) for page in rest] == [7] * 5 + [2]
+
+
+def test_two_items_under_one_key_are_both_taken_in_the_order_read():
+    source = lambda: iter([[{"id": b"k", "n": 1}, {"id": b"j", "n": 2}], [{"id": b"k", "n": 3}]])  # noqa: E731
+    with Spool(source, key=lambda item: item["id"]) as spool:
+        spool.wait()
+        assert [item["n"] for item in spool.take([b"k"])[b"k"]] == [1, 3]
+        assert [item["n"] for page in spool for item in page] == [2]
+
+
+def test_an_item_without_a_key_is_never_taken():
+    with Spool(lambda: iter([[{"n": 1}]]), key=lambda item: None) as spool:
+        spool.wait()
+        assert spool.has([b""]) == set() and spool.take([b""]) == {}
+        assert list(spool) == [[{"n": 1}]]
+
+
+def test_held_items_come_back_early_once_their_key_is_read_and_the_rest_at_the_end_in_order():
+    with Spool(lambda: keyed_pages(2), key=lambda item: item["id"]) as spool, Held() as held:
+        spool.wait()
+        held.put([(bytes([0, 1]), "a", True), (b"unread", "b", True), (bytes([1, 3]), "c", False)], [b"row's"])
+        assert held.holds([b"unread", b"row's", b"other"]) == {b"unread", b"row's"}
+        assert held.ready(spool, 10) == ["a"]  # "c" was read too, but it waits to the end: it is not early
+        assert held.ready(spool, 10) == [] and held.given_early == 1 and held.early == 2
+        assert list(held.pages(1)) == [["b"], ["c"]]
+
+
+def test_a_packer_gives_back_what_it_packed_and_packs_small():
+    item = {"DisplayName": "Ann Archer", "EmailAddresses": ["SMTP:ann@corp.example.com"], "Flag": True, "N": None}
+    packer = _Packer.first(item)
+    other = {**item, "DisplayName": "Bob Baker", "Extra": "é" * 300}
+    assert packer.unpack(packer.pack(other)) == other
+    assert len(packer.pack(item)) < len(pickle.dumps(item)) // 3
