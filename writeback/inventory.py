@@ -591,6 +591,7 @@ def _exchange_pages(client: Callable[[], ExchangeOnlineClient], parameters: dict
 
 # How long the directory pass, with nothing else to do, waits for more Exchange objects to arrive in the spool.
 _WAIT_FOR_OBJECTS = 0.05
+_WAITING_HEARTBEAT = 10.0
 
 
 def _import_ad_pages(
@@ -649,14 +650,16 @@ def run_import(
         for page in ad_pages:
             newest = importing([page], newest, held)
             newest = importing([held.ready(exo_pages, PAGE_SIZE)], newest)  # users whose objects came meanwhile
-        while held.early > held.given_early and not exo_pages.finished:  # the rest as their objects come
-            if page := held.ready(exo_pages, PAGE_SIZE):
+        beat = time.monotonic()
+        while held.count and not exo_pages.finished:  # the directory is read: the waiting users as their objects come
+            if held.early > held.given_early and (page := held.ready(exo_pages, PAGE_SIZE)):
                 newest = importing([page], newest)
-            else:
-                time.sleep(_WAIT_FOR_OBJECTS)
-        if held.count:
-            exo_pages.wait()
-            newest = importing(held.pages(PAGE_SIZE), newest)
+                continue
+            if time.monotonic() - beat > _WAITING_HEARTBEAT:  # a slow Exchange read is not a stalled import
+                run_heartbeat(InventoryRun, run.pk)
+                beat = time.monotonic()
+            time.sleep(_WAIT_FOR_OBJECTS)
+        newest = importing(held.pages(PAGE_SIZE), newest)  # Exchange is read: whoever still waits, in order
         logger.info(
             "inventory %s: the directory pass took %d Exchange objects from the spool; %d users waited for theirs",
             run.pk, exo_pages.taken, held.count,

@@ -76,7 +76,7 @@ def _finished_after_the_directory(spool) -> bool:
 WAYS = {
     "everything": (_after_the_whole_read(_original_take), _after_the_whole_read(_original_has), None, None),
     "nothing": (lambda spool, keys: {}, lambda spool, keys: set(), None, None),
-    "half, the rest as it comes": (_original_take, _half_read, property(lambda spool: False), None),
+    "half, the rest as it comes": (_original_take, _half_read, property(_finished_after_the_directory), None),
     "half, the rest at the end": (
         _original_take,
         _half_read,
