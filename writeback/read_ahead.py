@@ -223,14 +223,7 @@ class Spool(_Reader):
 
     def has(self, keys: Iterable[bytes]) -> set[bytes]:
         """Which of ``keys`` the spool has read an item under so far (taken or not)."""
-        wanted = list(dict.fromkeys(keys))
-        found: set[bytes] = set()
-        for start in range(0, len(wanted), _SQL_VARIABLES):
-            chunk = wanted[start : start + _SQL_VARIABLES]
-            marks = ",".join("?" * len(chunk))
-            query = f"SELECT DISTINCT key FROM items WHERE key IN ({marks})"  # noqa: S608 - marks only
-            found.update(bytes(key) for (key,) in self._db.execute(query, chunk))
-        return found
+        return _keys_among(self._db, "SELECT DISTINCT key FROM items WHERE key IN ({marks})", keys)
 
     def _mark(self, rowid: int) -> bool:
         """Mark a row taken; False when it already was."""
@@ -338,14 +331,8 @@ class Held:
         """Which of ``keys`` some item put aside is under, or a block names."""
         if not self.count:
             return set()
-        wanted = list(dict.fromkeys(keys))
-        found: set[bytes] = set()
-        for start in range(0, len(wanted), _SQL_VARIABLES):
-            chunk = wanted[start : start + _SQL_VARIABLES]
-            marks = ",".join("?" * len(chunk))
-            query = f"SELECT key FROM items WHERE key IN ({marks}) UNION SELECT key FROM blocks WHERE key IN ({marks})"  # noqa: S608 - marks only
-            found.update(bytes(key) for (key,) in self._db.execute(query, chunk + chunk))
-        return found
+        query = "SELECT key FROM items WHERE key IN ({marks}) UNION SELECT key FROM blocks WHERE key IN ({marks})"
+        return _keys_among(self._db, query, keys)
 
     def ready(self, spool: Spool, size: int) -> list[Any]:
         """Up to ``size`` early items, in the order put, whose key ``spool`` has read an item under; given once."""
@@ -386,6 +373,17 @@ class Held:
 
 # SQLite's limit on a statement's variables is 32,766 since 3.32 and 999 before; a page's keys stay under both.
 _SQL_VARIABLES = 900
+
+
+def _keys_among(db: sqlite3.Connection, query: str, keys: Iterable[bytes]) -> set[bytes]:
+    """The keys ``query`` finds, asked a chunk of ``keys`` at a time; each ``{marks}`` in it takes the chunk."""
+    wanted = list(dict.fromkeys(keys))
+    found: set[bytes] = set()
+    for start in range(0, len(wanted), _SQL_VARIABLES):
+        chunk = wanted[start : start + _SQL_VARIABLES]
+        statement = query.format(marks=",".join("?" * len(chunk)))
+        found.update(bytes(key) for (key,) in db.execute(statement, chunk * query.count("{marks}")))
+    return found
 
 
 def _create(path: str) -> None:
