@@ -198,12 +198,24 @@ def test_whatever_the_directory_pass_takes_the_runs_end_in_the_same_state(tenant
     assert first["figures"]["created"] == USERS and first["figures"]["changed"] == 0
     assert sum(1 for row in first["rows"].values() if row["authority"] == Authority.CLOUD) == report.cloud_managed
     assert first["figures"]["drifted"] >= report.cloud_edits
-    edited = results["everything"][2]
-    assert edited["figures"]["changed"] == 3 and len(edited["changed"]) == 1  # only the flip moves authority
+    # After the edits both sides' changes are in (the full run after the incremental one has them either way).
+    after = results["everything"][3]
+    assert sum(1 for row in after["rows"].values() if row["authority"] == Authority.CLOUD) == report.cloud_managed + 1
+    assert any(address[2].startswith("extra.") for address in after["addresses"])
+    assert sum(1 for row in after["rows"].values() if row["ad_values"].get("CustomAttribute8")) == 1
     for way, states in results.items():
         for step, (state, expected) in enumerate(zip(states, results["everything"], strict=True)):
             for part in expected:
-                assert state[part] == expected[part], (way, step, part)
+                assert _comparable(state, part, step) == _comparable(expected, part, step), (way, step, part)
+
+
+def _comparable(state: dict, part: str, step: int):
+    """Which users an incremental AD read returns depends on the change marks' timing (a CI run once read an OU's ten
+    users again in one way and not in another, leaving the same rows): how many it read is not the directory pass's
+    doing, what it left is. So the incremental run's counts of AD users read and left unchanged are not compared."""
+    if part == "figures" and step == 2:
+        return {name: value for name, value in state[part].items() if name not in ("ad_read", "unchanged")}
+    return state[part]
 
 
 class _ReadSoFar:
