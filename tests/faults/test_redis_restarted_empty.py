@@ -78,7 +78,13 @@ def test_a_worker_rearms_periodic_work_after_redis_is_flushed_and_restarted_empt
             assert ticks() == ONE_EACH
         finally:
             worker.send_signal(signal.SIGTERM)
-            returncode = worker.wait(timeout=30)
+            try:
+                returncode = worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                # Seen once in CI under load; the worker's own log says what it was doing when told to stop.
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+                pytest.fail(f"the worker did not stop within 30 s of SIGTERM:\n{log_path.read_text()[-4000:]}")
     assert returncode == 0, log_path.read_text()[-4000:]  # a stop request still stops it
     assert "scheduled the missing periodic job(s)" in log_path.read_text()
 
