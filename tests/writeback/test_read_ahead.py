@@ -5,14 +5,13 @@ child whose parent is gone stops on its own. Pure unit tests: the sources are pl
 from __future__ import annotations
 
 import os
-import pickle
 import threading
 import time
 
 import pytest
 
 from writeback.exchange import ExoAuthError
-from writeback.read_ahead import Held, ReadAhead, Spool, _Packer
+from writeback.read_ahead import Held, ReadAhead, Spool
 
 
 def pages(count: int, size: int = 3):
@@ -197,11 +196,3 @@ def test_held_items_come_back_early_once_their_key_is_read_and_the_rest_at_the_e
         assert held.ready(spool, 10) == ["a"]  # "c" was read too, but it waits to the end: it is not early
         assert held.ready(spool, 10) == [] and held.given_early == 1 and held.early == 2
         assert list(held.pages(1)) == [["b"], ["c"]]
-
-
-def test_a_packer_gives_back_what_it_packed_and_packs_small():
-    item = {"DisplayName": "Ann Archer", "EmailAddresses": ["SMTP:ann@corp.example.com"], "Flag": True, "N": None}
-    packer = _Packer.first(item)
-    other = {**item, "DisplayName": "Bob Baker", "Extra": "é" * 300}
-    assert packer.unpack(packer.pack(other)) == other
-    assert len(packer.pack(item)) < len(pickle.dumps(item)) // 3
