@@ -147,10 +147,9 @@ class Spool(_Reader):
         self._source = source
         self._page_size = page_size
         self._dir = tempfile.TemporaryDirectory(prefix="soa-spool-")
-        self._path = os.path.join(self._dir.name, "spool.sqlite3")
-        self.path = self._path
-        _create(self._path)
-        self._writer = partial(_write_pages, path=self._path, key=key)
+        self.path = os.path.join(self._dir.name, "spool.sqlite3")
+        _create(self.path)
+        self._writer = partial(_write_pages, path=self.path, key=key)
         self._ready: queue.Queue = queue.Queue()  # (first, last) rowid of each page written, then _DONE or _Failed
         self._taken = bytearray()  # one bit per row handed over by take()
         self.taken = 0
@@ -163,7 +162,7 @@ class Spool(_Reader):
             self._child.start()
             send.close()
         # Opened after the fork: a SQLite connection must not cross one.
-        self._db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self.thread.start()
 
     def _run(self) -> None:
@@ -209,7 +208,7 @@ class Spool(_Reader):
     def size(self) -> int:
         """Bytes the spool's files take on disk (their last size once the spool is closed)."""
         if self._closed_size is None:
-            names = [self._path, f"{self._path}-wal"]
+            names = [self.path, f"{self.path}-wal"]
             return sum(os.path.getsize(name) for name in names if os.path.exists(name))
         return self._closed_size
 
@@ -234,19 +233,12 @@ class Spool(_Reader):
     def take(self, keys: Iterable[bytes]) -> dict[bytes, list[Any]]:
         """The items read so far under each of ``keys`` (in the order read), which iterating will no longer give.
         A key whose item has not been read yet is absent: that item arrives in its turn."""
-        wanted = list(dict.fromkeys(keys))
         found: dict[bytes, list[Any]] = {}
-        for start in range(0, len(wanted), _SQL_VARIABLES):
-            chunk = wanted[start : start + _SQL_VARIABLES]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT rowid, key, data FROM items WHERE key IN ({marks}) ORDER BY rowid",  # noqa: S608 - marks only
-                chunk,
-            )
-            for rowid, key, data in rows:
-                if self._mark(rowid):
-                    found.setdefault(bytes(key), []).append(_unpack(data))
-                    self.taken += 1
+        query = "SELECT rowid, key, data FROM items WHERE key IN ({marks}) ORDER BY rowid"
+        for rowid, key, data in _rows_among(self._db, query, keys):
+            if self._mark(rowid):
+                found.setdefault(bytes(key), []).append(_unpack(data))
+                self.taken += 1
         return found
 
     def __iter__(self) -> Iterator[Any]:
@@ -364,15 +356,17 @@ class Held:
 _SQL_VARIABLES = 900
 
 
-def _keys_among(db: sqlite3.Connection, query: str, keys: Iterable[bytes]) -> set[bytes]:
-    """The keys ``query`` finds, asked a chunk of ``keys`` at a time; each ``{marks}`` in it takes the chunk."""
+def _rows_among(db: sqlite3.Connection, query: str, keys: Iterable[bytes]) -> Iterator[tuple]:
+    """The rows ``query`` finds, asked a chunk of ``keys`` at a time; each ``{marks}`` in it takes the chunk."""
     wanted = list(dict.fromkeys(keys))
-    found: set[bytes] = set()
     for start in range(0, len(wanted), _SQL_VARIABLES):
         chunk = wanted[start : start + _SQL_VARIABLES]
         statement = query.format(marks=",".join("?" * len(chunk)))
-        found.update(bytes(key) for (key,) in db.execute(statement, chunk * query.count("{marks}")))
-    return found
+        yield from db.execute(statement, chunk * query.count("{marks}"))
+
+
+def _keys_among(db: sqlite3.Connection, query: str, keys: Iterable[bytes]) -> set[bytes]:
+    return {bytes(key) for (key,) in _rows_among(db, query, keys)}
 
 
 def _create(path: str) -> None:
