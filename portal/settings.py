@@ -270,6 +270,18 @@ ENTRA_SOURCE_ANCHOR = env.str("ENTRA_SOURCE_ANCHOR", default="mS-DS-ConsistencyG
 INVENTORY_GRAPH_PAIRING = env.bool("INVENTORY_GRAPH_PAIRING", default=True)
 # The inventory reads Exchange Online in a child process (its JSON decoding on another core) or, false, in a thread.
 INVENTORY_READ_PROCESS = env.bool("INVENTORY_READ_PROCESS", default=True)
+# A full import spread over this many worker processes (writeback/inventory_shards.py): its directory pass is split by
+# OU subtree; 1 keeps it in one process.
+INVENTORY_WORKERS = env.int("INVENTORY_WORKERS", default=1)
+if INVENTORY_WORKERS < 1:
+    raise ImproperlyConfigured(f"INVENTORY_WORKERS must be 1 or more (it is {INVENTORY_WORKERS}).")
+# A part of a spread import whose worker has not beaten for this long is taken for dead and done by another.
+INVENTORY_SHARD_STALE_SECONDS = env.int("INVENTORY_SHARD_STALE_SECONDS", default=120)
+if INVENTORY_SHARD_STALE_SECONDS < 10:
+    raise ImproperlyConfigured(
+        f"INVENTORY_SHARD_STALE_SECONDS must be 10 or more (it is {INVENTORY_SHARD_STALE_SECONDS}): a part beats "
+        "every 2 s and a page can take several."
+    )
 
 # Writeback policy: Microsoft's Cloud Sync never writes msExchHideFromAddressLists back; opt in here.
 WRITEBACK_HIDE_FROM_ADDRESS_LISTS = env.bool("WRITEBACK_HIDE_FROM_ADDRESS_LISTS", default=False)

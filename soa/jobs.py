@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 QUEUE = "default"  # docs/configuration.md: imports and waves on "default", AD writes on "writeback"
 WAVE_RUN_JOB = "writeback.jobs.waves.wave_run_job"
 INVENTORY_RUN_JOB = "writeback.jobs.inventory.inventory_run_job"
+# A helper of a full import spread over workers: it imports parts of the directory (writeback.inventory_shards).
+INVENTORY_SHARD_JOB = "writeback.jobs.inventory.inventory_shard_job"
 # Applies one ready change request to the side holding the mailbox's authority (Exchange Online then AD, or AD only).
 CHANGE_APPLY_JOB = "writeback.jobs.changes.change_request_apply_job"
 # One mailbox's write into AD (writeback.tasks.writeback_task_request queues it), on the AD queue.

@@ -595,15 +595,94 @@ _WAITING_HEARTBEAT = 10.0
 
 
 def _import_ad_pages(
-    run: InventoryRun, exchange: Spool, pages: Iterable[list], newest: dt.datetime | None, held: Held | None = None
+    run: InventoryRun,
+    exchange: Any,
+    pages: Iterable[list],
+    newest: dt.datetime | None,
+    held: Held | None = None,
+    *,
+    merge: Callable = lambda *args: import_ad_page(*args),
 ) -> dt.datetime | None:
-    """import_ad_page for each page; returns the newest WhenChangedUTC so far."""
+    """``merge`` (import_ad_page) for each page; returns the newest WhenChangedUTC so far."""
     for page in pages:
         if page:
-            page_newest = import_ad_page(run, page, exchange, held)
+            page_newest = merge(run, page, exchange, held)
             if page_newest and (newest is None or page_newest > newest):
                 newest = page_newest
     return newest
+
+
+def directory_pass(
+    run: InventoryRun,
+    ad_pages: Iterable[list],
+    exchange: Any,
+    newest: dt.datetime | None,
+    *,
+    tick: Callable[[], None] = lambda: None,
+    merge: Callable | None = None,
+) -> dt.datetime | None:
+    """Merge the directory's pages, taking from ``exchange`` (a Spool, or a spread import's SharedSpool) the objects
+    its users name; users whose objects are not read yet wait on disk (Held) until they are, or to the end. ``tick``
+    is called after each page and while waiting (``heartbeat``: a slow Exchange read is not a stalled import);
+    ``merge`` imports one page (import_ad_page by default).
+    Returns the newest WhenChangedUTC taken."""
+    merge = merge or import_ad_page
+    with Held() as held:
+        importing = partial(_import_ad_pages, run, exchange, merge=merge)
+        for page in ad_pages:
+            newest = importing([page], newest, held)
+            newest = importing([held.ready(exchange, PAGE_SIZE)], newest)  # users whose objects came meanwhile
+            tick()
+        while held.count and not exchange.finished:  # the directory is read: the waiting users as their objects come
+            if held.early > held.given_early and (page := held.ready(exchange, PAGE_SIZE)):
+                newest = importing([page], newest)
+                continue
+            tick()
+            time.sleep(_WAIT_FOR_OBJECTS)
+        newest = importing(held.pages(PAGE_SIZE), newest)  # Exchange is read: whoever still waits, in order
+        logger.info(
+            "inventory %s: the directory pass took %d Exchange objects from the spool; %d users waited for theirs",
+            run.pk, exchange.taken, held.count,
+        )  # fmt: skip
+    return newest
+
+
+def heartbeat(run: InventoryRun, every: float = _WAITING_HEARTBEAT) -> Callable[[], None]:
+    """A tick that says the run is alive at most every ``every`` seconds."""
+    last = time.monotonic()
+
+    def tick() -> None:
+        nonlocal last
+        if time.monotonic() - last > every:
+            run_heartbeat(InventoryRun, run.pk)
+            last = time.monotonic()
+
+    return tick
+
+
+def ad_attributes() -> list[str]:
+    """What the import reads of each AD user."""
+    return list(dict.fromkeys(["objectGUID", CONSISTENCY_GUID, anchor_attribute(), DIRECTORY_ID_ATTRIBUTE,
+                               CREATED_ATTRIBUTE, *(a.ad for a in ATTRIBUTES)]))  # fmt: skip
+
+
+def exchange_parameters(previous: InventoryRun | None) -> dict[str, Any]:
+    """Get-Mailbox's parameters: everything, or what changed since the previous run's newest WhenChangedUTC."""
+    parameters: dict[str, Any] = {"ResultSize": "Unlimited"}
+    if previous and previous.exo_high_water:
+        since = (previous.exo_high_water - EXO_OVERLAP).strftime("%Y-%m-%dT%H:%M:%SZ")
+        parameters["Filter"] = f"WhenChangedUTC -gt '{since}'"
+    return parameters
+
+
+def exchange_spool(run: InventoryRun, exchange: ExchangeOnlineClient, parameters: dict[str, Any], **options) -> Spool:
+    """Exchange Online read from now on, by a child process or a thread, into a spool (writeback.read_ahead)."""
+    if settings.INVENTORY_READ_PROCESS:  # a client of its own in the child: the parent's sockets stay the parent's
+        source = partial(_exchange_pages, partial(ExchangeOnlineClient, exchange.config), parameters)
+    else:
+        source = partial(_exchange_pages, lambda: exchange, parameters)
+    name = f"inventory-{run.pk}-exchange"
+    return Spool(source, name=name, process=settings.INVENTORY_READ_PROCESS, key=exchange_key, **options)
 
 
 def run_import(
@@ -611,79 +690,69 @@ def run_import(
 ) -> InventoryRun:
     """Read both sides page by page into the database, then settle one-sided objects and drift totals.
 
-    ``graph`` (None: pair without it) is asked only when some AD user is left without an identifier pair.
+    ``graph`` (None: pair without it) is asked only when some AD user is left without an identifier pair. A full
+    import with INVENTORY_WORKERS above 1 spreads its directory pass over workers (writeback.inventory_shards).
     """
     previous = _previous(run) if run.mode == InventoryRun.Mode.INCREMENTAL else None
     if run.mode == InventoryRun.Mode.INCREMENTAL and previous is None:
         raise InventoryError("An incremental import needs a completed earlier import; run a full import first.")
     _phase(run, "directory", expected=Mailbox.objects.count())
+    if run.mode == InventoryRun.Mode.FULL and settings.INVENTORY_WORKERS > 1:
+        from writeback.inventory_shards import spread_import  # it builds on this module
 
-    attributes = list(dict.fromkeys(["objectGUID", CONSISTENCY_GUID, anchor_attribute(), DIRECTORY_ID_ATTRIBUTE,
-                                     CREATED_ATTRIBUTE, *(a.ad for a in ATTRIBUTES)]))  # fmt: skip
+        newest, mark = spread_import(run, exchange=exchange, directory=directory, graph=graph)
+        return settle(run, mark=mark, newest=newest)
+
     # Changed users and the users of changed OUs, or everything when the mark is from another server (inventory_ad).
     ad = ad_read(
         run, directory, previous=previous, base_dn=settings.LDAP_BASE_DN, user_filter=AD_USER_FILTER,
-        attributes=attributes,
+        attributes=ad_attributes(),
     )  # fmt: skip
-    mark = ad.mark
-    parameters: dict[str, Any] = {"ResultSize": "Unlimited"}
-    if previous and previous.exo_high_water:
-        since = (previous.exo_high_water - EXO_OVERLAP).strftime("%Y-%m-%dT%H:%M:%SZ")
-        parameters["Filter"] = f"WhenChangedUTC -gt '{since}'"
     newest = previous.exo_high_water if previous else None
-    # Exchange Online is read from now on, by a child process or a thread, while the directory is read and merged
-    # (writeback.read_ahead); its pages are merged after the directory's, as pairing needs.
+    # Exchange Online is read from now on while the directory is read and merged (writeback.read_ahead); its pages
+    # are merged after the directory's, as pairing needs.
     with contextlib.ExitStack() as readers:
-        if settings.INVENTORY_READ_PROCESS:  # a client of its own in the child: the parent's sockets stay the parent's
-            source = partial(_exchange_pages, partial(ExchangeOnlineClient, exchange.config), parameters)
-        else:
-            source = partial(_exchange_pages, lambda: exchange, parameters)
-        name = f"inventory-{run.pk}-exchange"
-        exo_pages = readers.enter_context(
-            Spool(source, name=name, process=settings.INVENTORY_READ_PROCESS, key=exchange_key, page_size=PAGE_SIZE)
-        )
+        exo_pages = readers.enter_context(exchange_spool(run, exchange, exchange_parameters(previous),
+                                                         page_size=PAGE_SIZE))  # fmt: skip
         ad_pages: Iterable[list[dict[str, Any]]] = _pages(ad.entries, PAGE_SIZE)
         if ad.full:  # an incremental read writes OU counts on the run as it goes: it stays in this thread
             ad_pages = readers.enter_context(ReadAhead(ad_pages, depth=2, name=f"inventory-{run.pk}-directory"))
-        held = readers.enter_context(Held())
-        importing = partial(_import_ad_pages, run, exo_pages)
-        for page in ad_pages:
-            newest = importing([page], newest, held)
-            newest = importing([held.ready(exo_pages, PAGE_SIZE)], newest)  # users whose objects came meanwhile
-        beat = time.monotonic()
-        while held.count and not exo_pages.finished:  # the directory is read: the waiting users as their objects come
-            if held.early > held.given_early and (page := held.ready(exo_pages, PAGE_SIZE)):
-                newest = importing([page], newest)
-                continue
-            if time.monotonic() - beat > _WAITING_HEARTBEAT:  # a slow Exchange read is not a stalled import
-                run_heartbeat(InventoryRun, run.pk)
-                beat = time.monotonic()
-            time.sleep(_WAIT_FOR_OBJECTS)
-        newest = importing(held.pages(PAGE_SIZE), newest)  # Exchange is read: whoever still waits, in order
-        logger.info(
-            "inventory %s: the directory pass took %d Exchange objects from the spool; %d users waited for theirs",
-            run.pk, exo_pages.taken, held.count,
-        )  # fmt: skip
-        if graph is not None and _needs_graph():
-            _phase(run, "entra")
-            try:
-                for page in graph.iter_user_pages():
-                    _bump(run, graph_read=len(page))
-                    import_graph_page(run, page)
-            except (GraphError, ExoAuthError) as exc:
-                raise InventoryError(
-                    f"Pairing through Microsoft Graph failed: {exc} Some AD users carry no "
-                    "msDS-ExternalDirectoryObjectID; grant the application Graph's User.Read.All, or set "
-                    "INVENTORY_GRAPH_PAIRING=false to pair them by name only (weak pairs)."
-                ) from exc
-
-        _phase(run, "exchange")
-        for page in exo_pages:
-            page_newest = import_exo_page(run, page)
-            if page_newest and (newest is None or page_newest > newest):
-                newest = page_newest
+        newest = directory_pass(run, ad_pages, exo_pages, newest, tick=heartbeat(run))
+        graph_pass(run, graph)
+        newest = exchange_pass(run, exo_pages, newest)
         logger.info("inventory %s: the Exchange spool took %.1f MB on disk", run.pk, exo_pages.size() / 1e6)
+    return settle(run, mark=ad.mark, newest=newest)
 
+
+def graph_pass(run: InventoryRun, graph: GraphClient | None) -> None:
+    """Pair through Microsoft Graph the AD users msDS-ExternalDirectoryObjectID left unpaired, when there are any."""
+    if graph is None or not _needs_graph():
+        return
+    _phase(run, "entra")
+    try:
+        for page in graph.iter_user_pages():
+            _bump(run, graph_read=len(page))
+            import_graph_page(run, page)
+    except (GraphError, ExoAuthError) as exc:
+        raise InventoryError(
+            f"Pairing through Microsoft Graph failed: {exc} Some AD users carry no "
+            "msDS-ExternalDirectoryObjectID; grant the application Graph's User.Read.All, or set "
+            "INVENTORY_GRAPH_PAIRING=false to pair them by name only (weak pairs)."
+        ) from exc
+
+
+def exchange_pass(run: InventoryRun, pages: Iterable[list[dict]], newest: dt.datetime | None) -> dt.datetime | None:
+    """Merge the Exchange objects the directory pass did not take, in the order read."""
+    _phase(run, "exchange")
+    for page in pages:
+        page_newest = import_exo_page(run, page)
+        if page_newest and (newest is None or page_newest > newest):
+            newest = page_newest
+    return newest
+
+
+def settle(run: InventoryRun, *, mark: str | None, newest: dt.datetime | None) -> InventoryRun:
+    """A full run marks what it did not see as gone from that side; every run records its totals and marks."""
     _phase(run, "settling")
     with transaction.atomic():
         if run.mode == InventoryRun.Mode.FULL:

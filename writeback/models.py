@@ -76,6 +76,9 @@ class InventoryRun(TenantReadRun):
     graph_read = models.PositiveIntegerField(default=0, help_text="Entra users read through Graph")
     graph_paired = models.PositiveIntegerField(default=0, help_text="AD users paired (or re-paired) through Graph")
     pairings = models.JSONField(default=dict, blank=True, help_text="paired mailboxes by pairing method, at the end")
+    exchange_read_at = models.DateTimeField(
+        null=True, blank=True, help_text="when a spread import's Exchange read ended (all its objects shared)"
+    )
 
     class Meta(TenantReadRun.Meta):
         constraints = [
@@ -111,6 +114,61 @@ class InventoryRun(TenantReadRun):
     def audit_snapshot(self) -> dict:
         fields = ("mode", "state", "ad_read", "exo_read", "created", "changed", "unchanged", "skipped_not_synced")
         return {name: getattr(self, name) for name in (*fields, "exo_only", "ad_only", "drifted", "error")}
+
+
+class InventoryShard(models.Model):
+    """One OU subtree (or one container's own users) of a full import spread over several workers
+    (writeback.inventory_shards). Any worker taking part claims a QUEUED shard, reads its users and merges them; a
+    RUNNING shard whose heartbeat stopped (its worker died) is queued again by the run's coordinator."""
+
+    class Scope(models.TextChoices):
+        SUBTREE = "subtree", "Subtree"
+        LEVEL = "level", "Its own users"
+
+    class State(models.TextChoices):
+        QUEUED = "QUEUED", "Queued"
+        RUNNING = "RUNNING", "Running"
+        DONE = "DONE", "Done"
+        FAILED = "FAILED", "Failed"
+
+    run = models.ForeignKey(InventoryRun, on_delete=models.CASCADE, related_name="shards")
+    base_dn = models.CharField(max_length=2048)
+    scope = models.CharField(max_length=8, choices=Scope.choices)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.QUEUED)
+    worker = models.CharField(max_length=255, blank=True, help_text="host and process that claimed it last")
+    claims = models.PositiveIntegerField(default=0, help_text="times claimed (more than one: a worker died)")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    ad_read = models.PositiveIntegerField(default=0)
+    exo_newest = models.DateTimeField(null=True, blank=True, help_text="newest WhenChangedUTC its users took")
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["pk"]
+        indexes = [models.Index(fields=["run", "state"], name="inventory_shard_run_state")]
+
+    def __str__(self) -> str:
+        return f"{self.get_scope_display()} of {self.base_dn}"
+
+
+class InventoryObject(models.Model):
+    """One Get-Mailbox object of a spread import, read by the coordinator and shared with every worker through the
+    database (writeback.inventory_shards.SharedSpool): a worker's directory pass takes the objects its users name,
+    the coordinator's Exchange pass the rest. Kept as JSON, never pickled: workers only ever parse it. Deleted when
+    the run ends."""
+
+    run = models.ForeignKey(InventoryRun, on_delete=models.CASCADE, related_name="+")
+    seq = models.PositiveIntegerField(help_text="order read")
+    key = models.BinaryField(max_length=16, null=True, help_text="ExternalDirectoryObjectId's 16 bytes")
+    data = models.BinaryField()
+    taken = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="inventory_object_run_seq")]
+        indexes = [models.Index(fields=["run", "key"], name="inventory_object_run_key")]
+
+    def __str__(self) -> str:
+        return f"Exchange object {self.seq} of inventory run #{self.run_id}"
 
 
 class WritebackTask(models.Model):

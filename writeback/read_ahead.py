@@ -142,6 +142,7 @@ class Spool(_Reader):
         process: bool = False,
         key: Callable[[Any], bytes | None] | None = None,
         page_size: int | None = None,
+        pack: Callable[[Any], bytes] | None = None,
     ):
         super().__init__(name)
         self._source = source
@@ -149,7 +150,8 @@ class Spool(_Reader):
         self._dir = tempfile.TemporaryDirectory(prefix="soa-spool-")
         self.path = os.path.join(self._dir.name, "spool.sqlite3")
         _create(self.path)
-        self._writer = partial(_write_pages, path=self.path, key=key)
+        # Items packed otherwise than by pickle are read back only whole, by drain().
+        self._writer = partial(_write_pages, path=self.path, key=key, pack=pack or _pack)
         self._ready: queue.Queue = queue.Queue()  # (first, last) rowid of each page written, then _DONE or _Failed
         self._taken = bytearray()  # one bit per row handed over by take()
         self.taken = 0
@@ -260,6 +262,25 @@ class Spool(_Reader):
         finally:
             self.close()
 
+    def drain(self) -> list[tuple[bytes | None, bytes]] | None:
+        """The rows (key, packed item) of the pages read since the last call, without waiting and without unpacking
+        them; None once the reader is done and everything was given. The reader's error is raised here. For a
+        spool whose items go elsewhere whole (a spread import's SharedSpool); not to be mixed with iterating."""
+        rows: list[tuple[bytes | None, bytes]] = []
+        while True:
+            try:
+                item = self._ready.get_nowait()
+            except queue.Empty:
+                return rows
+            if item is _DONE:
+                self._ready.put(_DONE)  # the next call says so too
+                return rows or None
+            if isinstance(item, _Failed):
+                raise item.error
+            first, last = item
+            found = self._db.execute("SELECT key, data FROM items WHERE rowid BETWEEN ? AND ?", (first, last))
+            rows.extend((bytes(key) if key is not None else None, bytes(data)) for key, data in found)
+
     def close(self) -> None:
         self.stopping.set()
         child = self._child
@@ -308,6 +329,19 @@ class Held:
         self.count += len(rows)
         self.early += sum(1 for _, _, early in items if early)
 
+    def savepoint(self) -> tuple[int, int, int, int]:
+        """Where the store stands, for ``rollback``: a page merged again after its transaction failed puts its
+        users aside again, not twice."""
+        items = self._db.execute("SELECT coalesce(max(rowid), 0) FROM items").fetchone()[0]
+        blocks = self._db.execute("SELECT coalesce(max(rowid), 0) FROM blocks").fetchone()[0]
+        return items, blocks, self.count, self.early
+
+    def rollback(self, point: tuple[int, int, int, int]) -> None:
+        """Forget what was put aside since ``point`` (items given back meanwhile stay given)."""
+        items, blocks, self.count, self.early = point
+        self._db.execute("DELETE FROM items WHERE rowid > ?", (items,))
+        self._db.execute("DELETE FROM blocks WHERE rowid > ?", (blocks,))
+
     def holds(self, keys: Iterable[bytes]) -> set[bytes]:
         """Which of ``keys`` some item put aside is under, or a block names."""
         if not self.count:
@@ -315,18 +349,27 @@ class Held:
         query = "SELECT key FROM items WHERE key IN ({marks}) UNION SELECT key FROM blocks WHERE key IN ({marks})"
         return _keys_among(self._db, query, keys)
 
-    def ready(self, spool: Spool, size: int) -> list[Any]:
-        """Up to ``size`` early items, in the order put, whose key ``spool`` has read an item under; given once."""
-        if not self.count:
+    def ready(self, spool: Any, size: int) -> list[Any]:
+        """Up to ``size`` early items, in the order put, whose key ``spool`` has read an item under; given once.
+        ``spool`` is a Spool (its file is joined to this one's) or anything with ``has(keys)``."""
+        if not self.count or self.early == self.given_early:
             return []
-        if self._attached is None:
-            self._db.execute("ATTACH DATABASE ? AS spool", (spool.path,))
-            self._attached = spool.path
-        rows = self._db.execute(
-            "SELECT rowid, data FROM items WHERE early = 1 AND done = 0 AND key IN "
-            "(SELECT key FROM spool.items WHERE key IS NOT NULL) ORDER BY rowid LIMIT ?",
-            (size,),
-        ).fetchall()
+        if not isinstance(spool, Spool):
+            pending = self._db.execute("SELECT rowid, key FROM items WHERE early = 1 AND done = 0 ORDER BY rowid")
+            pending = pending.fetchall()
+            read = spool.has(bytes(key) for _, key in pending)
+            chosen = [rowid for rowid, key in pending if bytes(key) in read][:size]
+            rows = list(_rows_among(self._db, "SELECT rowid, data FROM items WHERE rowid IN ({marks})", chosen))
+            rows.sort()
+        else:
+            if self._attached is None:
+                self._db.execute("ATTACH DATABASE ? AS spool", (spool.path,))
+                self._attached = spool.path
+            rows = self._db.execute(
+                "SELECT rowid, data FROM items WHERE early = 1 AND done = 0 AND key IN "
+                "(SELECT key FROM spool.items WHERE key IS NOT NULL) ORDER BY rowid LIMIT ?",
+                (size,),
+            ).fetchall()
         if rows:
             self._db.executemany("UPDATE items SET done = 1 WHERE rowid = ?", [(rowid,) for rowid, _ in rows])
             self.given_early += len(rows)
@@ -391,7 +434,13 @@ def _unpack(data: bytes) -> Any:
 
 
 def _write_pages(
-    pages: Iterable[Any], *, path: str, key: Callable[[Any], bytes | None] | None, tell: Callable, stopping
+    pages: Iterable[Any],
+    *,
+    path: str,
+    key: Callable[[Any], bytes | None] | None,
+    pack: Callable[[Any], bytes],
+    tell: Callable,
+    stopping,
 ) -> None:
     """Store each page's items, one committed transaction a page, and ``tell`` which rows it filled."""
     db = sqlite3.connect(path, isolation_level=None)
@@ -402,7 +451,7 @@ def _write_pages(
                 return
             if not page:
                 continue
-            rows = [(key(item) if key else None, _pack(item)) for item in page]
+            rows = [(key(item) if key else None, pack(item)) for item in page]
             db.execute("BEGIN")
             del page
             first = db.execute("SELECT coalesce(max(rowid), 0) + 1 FROM items").fetchone()[0]

@@ -196,3 +196,60 @@ def test_held_items_come_back_early_once_their_key_is_read_and_the_rest_at_the_e
         assert held.ready(spool, 10) == ["a"]  # "c" was read too, but it waits to the end: it is not early
         assert held.ready(spool, 10) == [] and held.given_early == 1 and held.early == 2
         assert list(held.pages(1)) == [["b"], ["c"]]
+
+
+class _Has:
+    """Anything that answers which keys it has read (a spread import's SharedSpool), not a Spool."""
+
+    def __init__(self, read: set[bytes]):
+        self.read = read
+
+    def has(self, keys):
+        return {key for key in keys if key in self.read}
+
+
+def test_held_items_come_back_early_from_anything_that_says_which_keys_it_has_read():
+    with Held() as held:
+        held.put([(b"k1", "a", True), (b"k2", "b", True), (b"k3", "c", True), (b"k4", "d", False)])
+        assert held.ready(_Has({b"k3", b"k4"}), 10) == ["c"]  # k4's item is not early
+        assert held.ready(_Has({b"k1", b"k2", b"k3"}), 1) == ["a"]  # in the order put, no more than asked
+        assert held.ready(_Has({b"k1", b"k2", b"k3"}), 10) == ["b"] and held.given_early == 3
+        assert list(held.pages(10)) == [["d"]]
+
+
+def test_a_rollback_forgets_what_was_put_aside_since_the_savepoint_and_nothing_before():
+    with Held() as held:
+        held.put([(b"k1", "a", True)], [b"b1"])
+        point = held.savepoint()
+        held.put([(b"k2", "b", True), (b"k3", "c", False)], [b"b2"])
+        held.rollback(point)
+        assert (held.count, held.early) == (1, 1)
+        assert held.holds([b"k1", b"b1", b"k2", b"k3", b"b2"]) == {b"k1", b"b1"}
+        assert list(held.pages(10)) == [["a"]]
+
+
+def _packed(item) -> bytes:
+    return repr(item).encode()
+
+
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "process"])
+def test_drain_gives_each_page_s_rows_once_as_packed_then_none_when_the_reader_is_done(process):
+    pages = [[{"id": b"a"}, {"id": b"b"}], [{"id": b"c"}]]
+    with Spool(lambda: iter(pages), process=process, key=lambda item: item["id"], pack=_packed) as spool:
+        spool.wait()
+        rows = spool.drain()
+        assert rows == [(b"a", repr({"id": b"a"}).encode()), (b"b", repr({"id": b"b"}).encode()),
+                        (b"c", repr({"id": b"c"}).encode())]  # fmt: skip
+        assert spool.drain() is None and spool.drain() is None
+
+
+def test_drain_raises_the_reader_s_error():
+    def failing():
+        yield [{"id": b"a"}]
+        raise ExoAuthError("token refused")
+
+    with Spool(failing, key=lambda item: item["id"], pack=_packed) as spool:
+        spool.wait()
+        with pytest.raises(ExoAuthError, match="token refused"):
+            while spool.drain() is not None:
+                pass

@@ -8,16 +8,20 @@ the periodic sweep (``inventory_sweep``) after INVENTORY_STALE_SECONDS, so it no
 """
 
 import datetime as dt
+import logging
 
 from django.conf import settings
 
+from portal.correlation import correlation_scope
 from writeback.directory import DirectoryClient, DirectoryConfig, DirectoryError
 from writeback.exchange import ExchangeConfig, ExchangeOnlineClient, ExchangeOnlineError, GraphClient, GraphError
 from writeback.inventory import InventoryError, inventory_enqueue, run_import
+from writeback.inventory_shards import inventory_shard_work
 from writeback.jobs.accepted_domains import refresh_now
 from writeback.jobs.lifecycle import (
     INVENTORY_RETRY,
     REQUEUE_AFTER,
+    RunAbandoned,
     Work,
     complete,
     perform,
@@ -27,7 +31,9 @@ from writeback.jobs.lifecycle import (
     run_requeue_lost,
     run_sweep,
 )
-from writeback.models import InventoryRun
+from writeback.models import InventoryObject, InventoryRun
+
+logger = logging.getLogger(__name__)
 
 STARTED = "writeback.inventory.started"
 COMPLETED = "writeback.inventory.completed"
@@ -86,6 +92,21 @@ def inventory_run_job(run_id: int) -> None:
     perform(INVENTORY, run_id, correlation=f"inventory-{run_id}")
 
 
+def inventory_shard_job(run_id: int) -> None:
+    """RQ entrypoint: help a full import spread over workers (writeback.inventory_shards) by importing parts of its
+    directory until none is queued. A part that fails is recorded on it, and the run's coordinator fails the run."""
+    with correlation_scope(f"inventory-{run_id}"):
+        try:
+            done = inventory_shard_work(run_id)
+        except RunAbandoned as error:
+            logger.warning("Inventory import #%s: this helper stopped: %s", run_id, error)
+            return
+        except INVENTORY.expected as error:
+            logger.warning("Inventory import #%s: a part failed here: %s", run_id, error)
+            return
+        logger.info("Inventory import #%s: this helper imported %d parts", run_id, done)
+
+
 def stale_after() -> dt.timedelta:
     """How long a running import may go without a heartbeat before the sweep takes it for dead."""
     seconds = int(settings.INVENTORY_STALE_SECONDS)
@@ -99,4 +120,6 @@ def inventory_sweep() -> list[int]:
     one-open-import rule lets the next one run, and queue again a queued import whose job Redis lost (audited
     ``writeback.inventory.requeued``), which would block every later import. Returns the ids failed."""
     run_requeue_lost(InventoryRun, older_than=REQUEUE_AFTER, action=REQUEUED, requeue=inventory_enqueue)
+    # A spread import's shared Exchange objects outlive it only when its coordinator died: they go with the run.
+    InventoryObject.objects.exclude(run__state=InventoryRun.State.RUNNING).delete()
     return run_sweep(InventoryRun, stale_after=stale_after(), action=FAILED, policy=INVENTORY_RETRY, phase="")
