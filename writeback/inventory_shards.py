@@ -29,6 +29,7 @@ from typing import Any
 
 import ldap3
 from django.conf import settings
+from django.core import checks
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F, Max
 from django.utils import timezone
@@ -357,6 +358,25 @@ def spread_import(
     finally:
         InventoryObject.objects.filter(run=run).delete()
     return newest, mark
+
+
+def spread_database_problem(workers: int, vendor: str) -> str:
+    """Why ``workers`` processes cannot share a spread import on a ``vendor`` database; "" when they can."""
+    if workers <= 1 or vendor != "sqlite":
+        return ""
+    return (
+        f"INVENTORY_WORKERS is {workers} on SQLite: worker processes writing one SQLite file at once lock each other "
+        "out, and a spread import's pages would fail."
+    )
+
+
+def check_spread_database(app_configs: object = None, **kwargs: object) -> list[checks.Error]:
+    """System check: a full import spread over worker processes needs a database they can all write at once."""
+    problem = spread_database_problem(settings.INVENTORY_WORKERS, connection.vendor)
+    if not problem:
+        return []
+    hint = "Use PostgreSQL (DATABASE_URL) to spread imports over workers, or set INVENTORY_WORKERS=1."
+    return [checks.Error(problem, hint=hint, id="writeback.E003")]
 
 
 def inventory_shard_work(run_id: int) -> int:

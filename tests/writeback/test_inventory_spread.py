@@ -275,3 +275,16 @@ def test_a_page_that_lost_a_race_is_merged_again_with_nothing_of_the_failed_atte
         with pytest.raises(IntegrityError):
             inventory_shards._merge(run, ["user"], spool, held)
         assert len(seen) == inventory_shards._MERGE_ATTEMPTS and held.count == 1 and spool.taken == 5
+
+
+def test_spreading_imports_over_workers_on_sqlite_is_refused_at_start(settings):
+    from writeback.inventory_shards import check_spread_database, spread_database_problem
+
+    assert spread_database_problem(1, "sqlite") == "" and spread_database_problem(4, "postgresql") == ""
+    assert "INVENTORY_WORKERS is 4 on SQLite" in spread_database_problem(4, "sqlite")
+    settings.INVENTORY_WORKERS = 4
+    errors = check_spread_database()
+    if connection.vendor == "sqlite":
+        assert [error.id for error in errors] == ["writeback.E003"]
+    else:
+        assert errors == []
