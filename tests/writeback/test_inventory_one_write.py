@@ -121,20 +121,21 @@ def _state(run: InventoryRun) -> dict:
 _TARGETS: list[str] = []
 
 
-def _edit(directory, exchange, *, undo: bool) -> None:
-    """Changes on both sides between two imports: an AD attribute, a flip, a cloud alias; ``undo`` restores them."""
-    if not _TARGETS:  # chosen once, among the mailboxes still on-premises: the same two every time
+def _edit(directory, exchange, *, undo: bool, targets: list[str] = _TARGETS) -> None:
+    """Changes on both sides between two imports: an AD attribute, a flip, a cloud alias; ``undo`` restores them.
+    ``targets`` keeps the two mailboxes chosen for a tenant (a module with a tenant of its own passes its own)."""
+    if not targets:  # chosen once, among the mailboxes still on-premises: the same two every time
         synced = sorted(
             (m for m in exchange.mailboxes() if m.get("IsDirSynced") and not m.get("IsExchangeCloudManaged")),
             key=lambda m: m["ExternalDirectoryObjectId"],
         )
-        _TARGETS.extend(m["ExternalDirectoryObjectId"] for m in synced[:2])
-    flipped, aliased = _TARGETS[0], exchange.get_mailbox(_TARGETS[1])
+        targets.extend(m["ExternalDirectoryObjectId"] for m in synced[:2])
+    flipped, aliased = targets[0], exchange.get_mailbox(targets[1])
     exchange.update_mailbox(flipped, IsExchangeCloudManaged=not undo)
     addresses = [a for a in aliased["EmailAddresses"] if not a.startswith("smtp:extra.")]
     if not undo:
         addresses.append(f"smtp:extra.{aliased['Alias']}@{exchange.mail_domain}")
-    exchange.update_mailbox(_TARGETS[1], EmailAddresses=addresses)
+    exchange.update_mailbox(targets[1], EmailAddresses=addresses)
     with ldap3.Connection(directory.url, directory.bind_dn, directory.password, auto_bind=True) as connection:
         connection.search(directory.base_dn, "(userPrincipalName=*)", attributes=["cn"], size_limit=3)
         dn = sorted(e.entry_dn for e in connection.entries)[0]

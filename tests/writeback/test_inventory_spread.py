@@ -23,6 +23,7 @@ from writeback.read_ahead import Held, Spool
 
 USERS = 150
 PAGE = 40
+_TARGETS: list[str] = []  # the two mailboxes this module's tenant edits between imports (_edit)
 
 
 def _move(connection_, dn: str, superior: str) -> str:
@@ -95,12 +96,12 @@ def _runs(directory, exchange, settings, workers: int) -> list[dict]:
     settings.INVENTORY_WORKERS = workers
     Mailbox.objects.all().delete()
     states = [_state(_import(InventoryRun.Mode.FULL)), _state(_import(InventoryRun.Mode.FULL))]
-    _edit(directory, exchange, undo=False)
+    _edit(directory, exchange, undo=False, targets=_TARGETS)
     try:
         states.append(_state(_import(InventoryRun.Mode.INCREMENTAL)))
         states.append(_state(_import(InventoryRun.Mode.FULL)))
     finally:
-        _edit(directory, exchange, undo=True)
+        _edit(directory, exchange, undo=True, targets=_TARGETS)
     return states
 
 
