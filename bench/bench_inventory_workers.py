@@ -26,33 +26,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_inventory import raw_reads  # noqa: E402
+from bench.bench_wave_workers import _start_workers as start_workers  # noqa: E402
 from bench.bench_wave_workers import _stop  # noqa: E402
 from bench.common import fresh_postgres, load_line, machine_line, point_settings_at, setup_django  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 WORKER_LOG = Path(tempfile.gettempdir()) / "bench_inventory_workers.log"
 
 
 def _start_workers(count: int, env: dict[str, str]) -> list[subprocess.Popen]:
-    import django_rq
-    from rq import Worker
-
     from soa.jobs import QUEUE
 
-    log = open(WORKER_LOG, "ab")  # noqa: SIM115 - the worker processes hold it
-    command = [sys.executable, str(ROOT / "manage.py"), "rqworker", QUEUE]
-    processes = [
-        subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        for _ in range(count)
-    ]
-    queue = django_rq.get_queue(QUEUE)
-    deadline = time.monotonic() + 120
-    while Worker.count(queue=queue) < count:
-        if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
-            _stop(processes)
-            raise SystemExit(f"the workers did not start; see {WORKER_LOG}")
-        time.sleep(0.1)
-    return processes
+    return start_workers(count, env, queue_name=QUEUE, log_path=WORKER_LOG)
 
 
 def _import(timeout: float):

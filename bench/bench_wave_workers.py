@@ -51,24 +51,27 @@ def _env(workers: int, shared: bool) -> dict[str, str]:
     return env
 
 
-def _start_workers(count: int, env: dict[str, str]) -> list[subprocess.Popen]:
+def _start_workers(count: int, env: dict[str, str], *, queue_name: str = "", log_path: Path = WORKER_LOG) -> list:
+    """``count`` long-running ``manage.py rqworker`` processes on ``queue_name`` (the waves' queue by default),
+    returned once all of them listen; their output goes to ``log_path``."""
     import django_rq
     from rq import Worker
 
     from writeback import wave_jobs
 
-    log = open(WORKER_LOG, "ab")  # noqa: SIM115 - the worker processes hold it
-    command = [sys.executable, str(ROOT / "manage.py"), "rqworker", wave_jobs.QUEUE]
+    queue_name = queue_name or wave_jobs.QUEUE
+    log = open(log_path, "ab")  # noqa: SIM115 - the worker processes hold it
+    command = [sys.executable, str(ROOT / "manage.py"), "rqworker", queue_name]
     processes = [
         subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         for _ in range(count)
     ]
-    queue = django_rq.get_queue(wave_jobs.QUEUE)
+    queue = django_rq.get_queue(queue_name)
     deadline = time.monotonic() + 120
     while Worker.count(queue=queue) < count:
         if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
             _stop(processes)
-            raise SystemExit(f"the workers did not start; see {WORKER_LOG}")
+            raise SystemExit(f"the workers did not start; see {log_path}")
         time.sleep(0.1)
     return processes
 

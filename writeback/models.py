@@ -125,11 +125,7 @@ class InventoryShard(models.Model):
         SUBTREE = "subtree", "Subtree"
         LEVEL = "level", "Its own users"
 
-    class State(models.TextChoices):
-        QUEUED = "QUEUED", "Queued"
-        RUNNING = "RUNNING", "Running"
-        DONE = "DONE", "Done"
-        FAILED = "FAILED", "Failed"
+    State = TenantReadRun.State  # a part's lifecycle is its run's
 
     run = models.ForeignKey(InventoryRun, on_delete=models.CASCADE, related_name="shards")
     base_dn = models.CharField(max_length=2048)
