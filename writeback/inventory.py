@@ -601,7 +601,7 @@ def _import_ad_pages(
     newest: dt.datetime | None,
     held: Held | None = None,
     *,
-    merge: Callable = lambda *args: import_ad_page(*args),
+    merge: Callable,
 ) -> dt.datetime | None:
     """``merge`` (import_ad_page) for each page; returns the newest WhenChangedUTC so far."""
     for page in pages:

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tests.writeback.test_inventory_one_write import _ReadSoFar
 from writeback.exchange import ExoAuthError
 from writeback.read_ahead import Held, ReadAhead, Spool
 
@@ -198,22 +199,12 @@ def test_held_items_come_back_early_once_their_key_is_read_and_the_rest_at_the_e
         assert list(held.pages(1)) == [["b"], ["c"]]
 
 
-class _Has:
-    """Anything that answers which keys it has read (a spread import's SharedSpool), not a Spool."""
-
-    def __init__(self, read: set[bytes]):
-        self.read = read
-
-    def has(self, keys):
-        return {key for key in keys if key in self.read}
-
-
 def test_held_items_come_back_early_from_anything_that_says_which_keys_it_has_read():
     with Held() as held:
         held.put([(b"k1", "a", True), (b"k2", "b", True), (b"k3", "c", True), (b"k4", "d", False)])
-        assert held.ready(_Has({b"k3", b"k4"}), 10) == ["c"]  # k4's item is not early
-        assert held.ready(_Has({b"k1", b"k2", b"k3"}), 1) == ["a"]  # in the order put, no more than asked
-        assert held.ready(_Has({b"k1", b"k2", b"k3"}), 10) == ["b"] and held.given_early == 3
+        assert held.ready(_ReadSoFar({b"k3", b"k4"}), 10) == ["c"]  # k4's item is not early
+        assert held.ready(_ReadSoFar({b"k1", b"k2", b"k3"}), 1) == ["a"]  # in the order put, no more than asked
+        assert held.ready(_ReadSoFar({b"k1", b"k2", b"k3"}), 10) == ["b"] and held.given_early == 3
         assert list(held.pages(10)) == [["d"]]
 
 
